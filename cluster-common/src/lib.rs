@@ -1,0 +1,271 @@
+//! The ABI between fwcluster's XDP programs and its controller.
+//!
+//! Every type here is `#[repr(C)]` with explicit padding so that the kernel side (built for
+//! `bpfel-unknown-none`) and the user side agree byte for byte, and so that the BTF emitted for
+//! the maps names every field (`bpftool map dump pinned …` shows them). Addresses are kept in
+//! network byte order exactly as they appear on the wire (`u32::from_ne_bytes(octets)`), so the
+//! XDP program never swaps bytes on the hot path.
+//!
+//! The user side enables the `user` feature to get `aya::Pod` implementations.
+#![no_std]
+
+pub mod flowhash;
+
+/// Maximum number of floating + proxy-ARP + shared addresses the data path holds (R-RES-1 asks
+/// for at least 65,536; the rest is headroom for shared addresses).
+pub const MAX_ADDRESSES: u32 = 131_072;
+/// Maximum number of ownership slots (groups and flow-share instances together).
+pub const MAX_LEASES: u32 = 1024;
+/// Maximum number of flow-share instances per node.
+pub const MAX_FLOWSHARES: u32 = 16;
+/// Maximum number of buckets of one flow-share instance.
+pub const MAX_BUCKETS: u32 = 4096;
+/// Size of the bucket table: one region of [`MAX_BUCKETS`] entries per flow-share instance.
+pub const BUCKET_TABLE_SIZE: u32 = MAX_FLOWSHARES * MAX_BUCKETS;
+/// Bucket owner value meaning "no node owns this bucket" (traffic in it is dropped everywhere).
+pub const NO_OWNER: u32 = u32::MAX;
+
+/// Names of the maps as declared in the eBPF object (and of their pins). The kernel keeps 15
+/// characters of a map name, so they stay short.
+pub mod map_name {
+    /// [`crate::AddressKey`] → [`crate::AddressEntry`].
+    pub const ADDRESSES: &str = "FWC_ADDRESSES";
+    /// lease slot (`u32`) → [`crate::Lease`]; a missing slot is not owned.
+    pub const LEASES: &str = "FWC_LEASES";
+    /// [`crate::AddressKey`] of a shared address → [`crate::FlowShare`].
+    pub const FLOWSHARES: &str = "FWC_FLOWSHARES";
+    /// `flowshare.table * MAX_BUCKETS + bucket` → [`crate::BucketOwner`].
+    pub const BUCKETS: &str = "FWC_BUCKETS";
+    /// Single entry: [`crate::NodeConfig`].
+    pub const NODE: &str = "FWC_NODE";
+    /// Single per-CPU entry: [`crate::Counters`].
+    pub const COUNTERS: &str = "FWC_COUNTERS";
+    /// [`crate::AddressEntry::hit_slot`] → per-CPU [`crate::AddressHits`].
+    pub const ADDRESS_HITS: &str = "FWC_ADDR_HITS";
+    /// Every map, in pin order.
+    pub const ALL: [&str; 7] = [
+        ADDRESSES,
+        LEASES,
+        FLOWSHARES,
+        BUCKETS,
+        NODE,
+        COUNTERS,
+        ADDRESS_HITS,
+    ];
+}
+
+/// Name of the XDP program in the object.
+pub const PROGRAM_NAME: &str = "fwcluster_xdp";
+/// Name of a trivial XDP program (returns `XDP_PASS`) kept in the object as the benchmark floor.
+pub const FLOOR_PROGRAM_NAME: &str = "fwcluster_floor";
+
+/// Key of an address the cluster answers for: the interface it is answered on and the IPv4
+/// address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddressKey {
+    /// Interface index the address is answered on.
+    pub ifindex: u32,
+    /// IPv4 address in network byte order.
+    pub addr: u32,
+}
+
+/// What kind of cluster address an [`AddressEntry`] is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressKind {
+    /// Floating IP: also configured on the interface of the owner.
+    Fip = 1,
+    /// Proxy-ARP address (static NAT): answered only, never configured on an interface.
+    Parp = 2,
+    /// Flow-share address: answered by every live node with the shared (multicast) MAC.
+    Shared = 3,
+}
+
+impl AddressKind {
+    /// Decodes the kind stored in a map value.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Fip),
+            2 => Some(Self::Parp),
+            3 => Some(Self::Shared),
+            _ => None,
+        }
+    }
+}
+
+/// Value for an owned (or ownable) cluster address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressEntry {
+    /// Lease slot whose [`Lease`] decides whether this node answers.
+    pub lease: u32,
+    /// Index into the per-address hit counters.
+    pub hit_slot: u32,
+    /// MAC address put into ARP replies.
+    pub mac: [u8; 6],
+    /// [`AddressKind`] as `u8`.
+    pub kind: u8,
+    pub _pad: u8,
+}
+
+/// Ownership of a group (or of a flow-share instance) on this node.
+///
+/// The XDP program answers for the addresses of a lease slot only while `owned != 0` and
+/// `bpf_ktime_get_ns() < expires_ns`; the controller renews `expires_ns` every heartbeat interval.
+/// A controller that dies therefore falls silent within the lease time (self-fencing). `epoch`
+/// increases on every ownership change so that a stale controller cannot renew a slot that has
+/// since moved on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Ownership epoch this lease was granted under.
+    pub epoch: u64,
+    /// CLOCK_MONOTONIC time (ns) at which the lease expires.
+    pub expires_ns: u64,
+    /// 1 when this node owns the slot, 0 when the slot is known but released.
+    pub owned: u32,
+    pub _pad: u32,
+}
+
+/// Hash modes of flow share (R-XDP-2).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashMode {
+    /// Source IPv4 address only.
+    Src = 0,
+    /// Source and destination address, symmetric (both directions hash alike).
+    SrcDst = 1,
+    /// Protocol, addresses and ports, symmetric; fragments fall back to addresses + protocol.
+    FiveTuple = 2,
+}
+
+impl HashMode {
+    /// Decodes the mode stored in a map value.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            0 => Some(Self::Src),
+            1 => Some(Self::SrcDst),
+            2 => Some(Self::FiveTuple),
+            _ => None,
+        }
+    }
+}
+
+/// Configuration of one flow-share instance, keyed by the shared address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowShare {
+    /// Lease slot: while it is not owned and fresh, all traffic to the shared address is dropped.
+    pub lease: u32,
+    /// Region of the bucket table (`table * MAX_BUCKETS`).
+    pub table: u32,
+    /// Number of buckets in use (1..=MAX_BUCKETS).
+    pub buckets: u32,
+    /// Hash seed, identical on every node.
+    pub seed: u32,
+    /// Shared (multicast) MAC that frames for this instance are addressed to.
+    pub mac: [u8; 6],
+    /// [`HashMode`] as `u8`.
+    pub hash_mode: u8,
+    pub _pad: u8,
+}
+
+/// Owner of one flow-share bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BucketOwner {
+    /// Node id of the owner, or [`NO_OWNER`].
+    pub node: u32,
+}
+
+/// Per-node settings of the data path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's id (its position in the configuration's server list).
+    pub node_id: u32,
+}
+
+/// Per-CPU counters of the data path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames seen by the program.
+    pub packets: u64,
+    /// ARP requests seen (any target).
+    pub arp_requests: u64,
+    /// ARP replies sent for owned addresses.
+    pub arp_replies: u64,
+    /// ARP requests for cluster addresses this node does not own (dropped).
+    pub arp_not_owned: u64,
+    /// ARP requests for owned addresses whose lease expired (dropped).
+    pub arp_lease_expired: u64,
+    /// Truncated or malformed frames (passed untouched).
+    pub malformed: u64,
+    /// Flow-share frames in this node's buckets (passed).
+    pub flow_passed: u64,
+    /// Flow-share frames in other nodes' buckets or with an expired lease (dropped).
+    pub flow_dropped: u64,
+}
+
+impl Counters {
+    /// Adds another CPU's counters.
+    pub fn add(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.arp_requests += other.arp_requests;
+        self.arp_replies += other.arp_replies;
+        self.arp_not_owned += other.arp_not_owned;
+        self.arp_lease_expired += other.arp_lease_expired;
+        self.malformed += other.malformed;
+        self.flow_passed += other.flow_passed;
+        self.flow_dropped += other.flow_dropped;
+    }
+}
+
+/// Per-address, per-CPU hit counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressHits {
+    /// ARP replies sent for this address.
+    pub replies: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays, and have no
+    // implicit padding (padding is spelled out as `_pad` fields), so any byte pattern is valid.
+    unsafe impl aya::Pod for AddressKey {}
+    unsafe impl aya::Pod for AddressEntry {}
+    unsafe impl aya::Pod for Lease {}
+    unsafe impl aya::Pod for FlowShare {}
+    unsafe impl aya::Pod for BucketOwner {}
+    unsafe impl aya::Pod for NodeConfig {}
+    unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for AddressHits {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<AddressKey>(), 8);
+        assert_eq!(size_of::<AddressEntry>(), 16);
+        assert_eq!(size_of::<Lease>(), 24);
+        assert_eq!(size_of::<FlowShare>(), 24);
+        assert_eq!(size_of::<BucketOwner>(), 4);
+        assert_eq!(size_of::<NodeConfig>(), 4);
+        assert_eq!(size_of::<Counters>(), 64);
+    }
+
+    #[test]
+    fn map_names_fit_the_kernel_limit() {
+        for name in map_name::ALL {
+            assert!(name.len() <= 15, "{name} is longer than BPF_OBJ_NAME_LEN - 1");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+use anyhow::{Context as _, anyhow};
+use aya_build::Toolchain;
+
+/// Builds `cluster-ebpf` for bpfel-unknown-none with the nightly toolchain and bpf-linker; the
+/// object lands in OUT_DIR and is embedded by `dataplane::object`.
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("MetadataCommand::exec")?;
+    let ebpf = packages
+        .into_iter()
+        .find(|cargo_metadata::Package { name, .. }| name.as_str() == "cluster-ebpf")
+        .ok_or_else(|| anyhow!("cluster-ebpf package not found"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?
+        .as_str();
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: ebpf.name.as_str(),
+            root_dir,
+            ..Default::default()
+        }],
+        Toolchain::default(),
+    )
+}

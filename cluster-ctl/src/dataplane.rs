@@ -1,0 +1,683 @@
+//! The user side of the XDP data path: load, attach, pin, adopt, and update ownership.
+//!
+//! Everything lives under one pin directory, `/sys/fs/bpf/<cluster>/<node>/` (R-XDP-3):
+//! - one pin per map (named as in [`cluster_common::map_name`]), with BTF so bpftool shows fields;
+//! - `prog` — the XDP program, so that a restarted controller can attach more interfaces;
+//! - `link_<ifname>_<native|generic>` — one pinned bpf_link per attached interface, which keeps
+//!   the program attached while no controller runs (R-XDP-4).
+//!
+//! A controller that finds the pins adopts them (blixt-style) instead of reloading, so a restart
+//! neither detaches the program nor clears ownership. Takeover of a group is one lease update,
+//! however many addresses the group has (R-XDP-6).
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+    },
+};
+use aya_obj::programs::XdpAttachType;
+use cluster_common::{
+    AddressEntry, AddressHits, AddressKey, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
+    MAX_FLOWSHARES, NodeConfig, PROGRAM_NAME, map_name,
+};
+
+/// The eBPF object built by `build.rs` from `cluster-ebpf`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cluster-ebpf"));
+
+/// Where bpffs is expected.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Errors of the data path, each naming what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("bpffs is not mounted at {BPFFS} and mounting it failed: {0}")]
+    Bpffs(nix::Error),
+    #[error("cannot create pin directory {path}: {source}")]
+    PinDir { path: PathBuf, source: io::Error },
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {PROGRAM_NAME}: {0}")]
+    Program(#[from] ProgramError),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("pinned link {path}: {source}")]
+    Link { path: PathBuf, source: LinkError },
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("interface {0} does not exist")]
+    UnknownInterface(String),
+    #[error("interface {ifname}: native XDP failed ({native}) and generic XDP failed ({generic})")]
+    Attach {
+        ifname: String,
+        native: ProgramError,
+        generic: ProgramError,
+    },
+    #[error(
+        "lease slot {slot}: renewal names epoch {requested} but the slot is at epoch {current}; \
+         the group has moved on"
+    )]
+    StaleEpoch {
+        slot: u32,
+        requested: u64,
+        current: u64,
+    },
+    #[error("lease slot {slot}: new epoch {requested} is not above the current epoch {current}")]
+    EpochNotIncreasing {
+        slot: u32,
+        requested: u64,
+        current: u64,
+    },
+    #[error("lease slot {slot} is not owned here")]
+    NotOwned { slot: u32 },
+    #[error(
+        "flow-share table {table} with {buckets} buckets is out of range (at most {MAX_FLOWSHARES} tables of {MAX_BUCKETS} buckets)"
+    )]
+    BucketRange { table: u32, buckets: usize },
+    #[error("removing pins in {path}: {source}")]
+    Unpin { path: PathBuf, source: io::Error },
+}
+
+type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// How the program runs on an interface (R-XDP-5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic (SKB) XDP.
+    Generic,
+}
+
+impl AttachMode {
+    fn pin_suffix(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.pin_suffix()
+    }
+}
+
+/// Which attach mode to try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ModePreference {
+    /// Native where the driver supports it and delivers `XDP_TX`, generic otherwise.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Whether [`Dataplane::open`] loaded a new object or adopted pinned state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Loaded,
+    Adopted,
+}
+
+/// One interface the program is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub ifname: String,
+    pub mode: AttachMode,
+    /// True when the link was found pinned (left by an earlier controller).
+    pub adopted: bool,
+}
+
+/// Handles on the pinned maps and program of one node.
+pub struct Dataplane {
+    pin_dir: PathBuf,
+    origin: Origin,
+    program: Xdp,
+    addresses: HashMap<MapData, AddressKey, AddressEntry>,
+    leases: HashMap<MapData, u32, Lease>,
+    flowshares: HashMap<MapData, AddressKey, FlowShare>,
+    buckets: Array<MapData, BucketOwner>,
+    node: Array<MapData, NodeConfig>,
+    counters: PerCpuArray<MapData, Counters>,
+    hits: PerCpuArray<MapData, AddressHits>,
+}
+
+/// Mounts bpffs at [`BPFFS`] unless it is mounted already.
+pub fn ensure_bpffs() -> Result<()> {
+    if is_bpffs(Path::new(BPFFS)) {
+        return Ok(());
+    }
+    let _ = fs::create_dir_all(BPFFS);
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(DataplaneError::Bpffs)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The pin directory of one node of one cluster.
+pub fn pin_dir(cluster: &str, node: &str) -> PathBuf {
+    Path::new(BPFFS).join(cluster).join(node)
+}
+
+/// CLOCK_MONOTONIC now, in the time base of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(map_err(name))?;
+    Map::from_map_data(data).map_err(map_err(name))
+}
+
+impl Dataplane {
+    /// Opens the data path of a node: adopts the pins in `pin_dir` when they are all there,
+    /// otherwise loads the object and pins maps and program. `kernel_debug_log` enables the
+    /// program's debug-level aya-log events (malformed frames); it only applies to a new load.
+    pub fn open(pin_dir: &Path, node_id: u32, kernel_debug_log: bool) -> Result<Self> {
+        ensure_bpffs()?;
+        fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        let prog_pin = pin_dir.join("prog");
+        let complete = prog_pin.exists() && map_name::ALL.iter().all(|m| pin_dir.join(m).exists());
+        let (program, origin) = if complete {
+            (Xdp::from_pin(&prog_pin, XdpAttachType::Interface)?, Origin::Adopted)
+        } else {
+            (Self::load(pin_dir, &prog_pin, kernel_debug_log)?, Origin::Loaded)
+        };
+        let mut dataplane = Self {
+            pin_dir: pin_dir.to_owned(),
+            origin,
+            program,
+            addresses: open_map(pin_dir, map_name::ADDRESSES)?
+                .try_into()
+                .map_err(map_err(map_name::ADDRESSES))?,
+            leases: open_map(pin_dir, map_name::LEASES)?
+                .try_into()
+                .map_err(map_err(map_name::LEASES))?,
+            flowshares: open_map(pin_dir, map_name::FLOWSHARES)?
+                .try_into()
+                .map_err(map_err(map_name::FLOWSHARES))?,
+            buckets: open_map(pin_dir, map_name::BUCKETS)?
+                .try_into()
+                .map_err(map_err(map_name::BUCKETS))?,
+            node: open_map(pin_dir, map_name::NODE)?
+                .try_into()
+                .map_err(map_err(map_name::NODE))?,
+            counters: open_map(pin_dir, map_name::COUNTERS)?
+                .try_into()
+                .map_err(map_err(map_name::COUNTERS))?,
+            hits: open_map(pin_dir, map_name::ADDRESS_HITS)?
+                .try_into()
+                .map_err(map_err(map_name::ADDRESS_HITS))?,
+        };
+        dataplane.set_node_id(node_id)?;
+        Ok(dataplane)
+    }
+
+    fn load(pin_dir: &Path, prog_pin: &Path, kernel_debug_log: bool) -> Result<Xdp> {
+        // aya-log levels: 2 = warn, 4 = debug.
+        let log_level: u8 = if kernel_debug_log { 4 } else { 2 };
+        let mut loader = EbpfLoader::new();
+        loader.override_global("AYA_LOG_LEVEL", &log_level, true);
+        let pins: Vec<(&str, PathBuf)> = map_name::ALL
+            .iter()
+            .map(|name| (*name, pin_dir.join(name)))
+            .collect();
+        for (name, path) in &pins {
+            // Reuses a map that is already pinned there, creates and pins it otherwise.
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(ProgramError::NotLoaded)?
+            .try_into()?;
+        program.load()?;
+        let _ = fs::remove_file(prog_pin);
+        program.pin(prog_pin).map_err(|source| DataplaneError::Pin {
+            path: prog_pin.to_owned(),
+            source,
+        })?;
+        // The pinned program outlives `ebpf`; reopen it as an owned handle.
+        Ok(Xdp::from_pin(prog_pin, XdpAttachType::Interface)?)
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Kernel id of the program (for aya-log's `init_from_id` and for operators).
+    pub fn program_id(&self) -> Result<u32> {
+        Ok(self.program.info()?.id())
+    }
+
+    fn link_pin(&self, ifname: &str, mode: AttachMode) -> PathBuf {
+        self.pin_dir
+            .join(format!("link_{ifname}_{}", mode.pin_suffix()))
+    }
+
+    /// Attaches the program to `ifname` in the calling thread's network namespace, or adopts the
+    /// pinned link left there by an earlier controller.
+    pub fn attach(&mut self, ifname: &str, preference: ModePreference) -> Result<Attachment> {
+        for mode in [AttachMode::Native, AttachMode::Generic] {
+            let pin = self.link_pin(ifname, mode);
+            if pin.exists() {
+                PinnedLink::from_pin(&pin).map_err(|source| DataplaneError::Link {
+                    path: pin.clone(),
+                    source,
+                })?;
+                return Ok(Attachment {
+                    ifname: ifname.to_owned(),
+                    mode,
+                    adopted: true,
+                });
+            }
+        }
+        let ifindex = ifindex(ifname)?;
+        let try_native = match preference {
+            ModePreference::Native => true,
+            ModePreference::Generic => false,
+            // A veth delivers XDP_TX frames in native mode only when its peer runs an XDP program
+            // too, which we cannot guarantee: generic mode answers reliably there.
+            ModePreference::Auto => driver_name(ifname).as_deref() != Some("veth"),
+        };
+        let (link_id, mode) = if try_native {
+            match self.program.attach_to_if_index(ifindex, XdpMode::Driver) {
+                Ok(id) => (id, AttachMode::Native),
+                Err(native) if preference == ModePreference::Auto => {
+                    match self.program.attach_to_if_index(ifindex, XdpMode::Skb) {
+                        Ok(id) => {
+                            tracing::warn!(
+                                ifname,
+                                error = %native,
+                                "native XDP unavailable, using generic mode"
+                            );
+                            (id, AttachMode::Generic)
+                        }
+                        Err(generic) => {
+                            return Err(DataplaneError::Attach {
+                                ifname: ifname.to_owned(),
+                                native,
+                                generic,
+                            });
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            (
+                self.program
+                    .attach_to_if_index(ifindex, XdpMode::Skb)?,
+                AttachMode::Generic,
+            )
+        };
+        let link = self.program.take_link(link_id)?;
+        let fd_link: FdLink = link.try_into().map_err(|source| DataplaneError::Link {
+            path: self.link_pin(ifname, mode),
+            source,
+        })?;
+        let pin = self.link_pin(ifname, mode);
+        fd_link.pin(&pin).map_err(|source| DataplaneError::Pin {
+            path: pin.clone(),
+            source,
+        })?;
+        Ok(Attachment {
+            ifname: ifname.to_owned(),
+            mode,
+            adopted: false,
+        })
+    }
+
+    /// Detaches the program from `ifname` (removes the pinned link; the kernel detaches it when
+    /// the last reference goes).
+    pub fn detach(&mut self, ifname: &str) -> Result<()> {
+        for mode in [AttachMode::Native, AttachMode::Generic] {
+            let pin = self.link_pin(ifname, mode);
+            if pin.exists() {
+                fs::remove_file(&pin).map_err(|source| DataplaneError::Unpin { path: pin, source })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The interfaces with a pinned link, as found in the pin directory.
+    pub fn attachments(&self) -> Result<Vec<Attachment>> {
+        let mut found = Vec::new();
+        let entries = fs::read_dir(&self.pin_dir).map_err(|source| DataplaneError::PinDir {
+            path: self.pin_dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("link_") else {
+                continue;
+            };
+            let parsed = rest
+                .strip_suffix("_native")
+                .map(|i| (i, AttachMode::Native))
+                .or_else(|| rest.strip_suffix("_generic").map(|i| (i, AttachMode::Generic)));
+            if let Some((ifname, mode)) = parsed {
+                found.push(Attachment {
+                    ifname: ifname.to_owned(),
+                    mode,
+                    adopted: true,
+                });
+            }
+        }
+        found.sort_by(|a, b| a.ifname.cmp(&b.ifname));
+        Ok(found)
+    }
+
+    /// Detaches every interface, closes the handles and removes the pin directory.
+    pub fn uninstall(self) -> Result<()> {
+        let dir = self.pin_dir.clone();
+        drop(self);
+        remove_pins(&dir)
+    }
+
+    fn set_node_id(&mut self, node_id: u32) -> Result<()> {
+        self.node
+            .set(0, NodeConfig { node_id }, 0)
+            .map_err(map_err(map_name::NODE))
+    }
+
+    /// Adds or replaces cluster addresses (all of a group at once at configuration time).
+    pub fn set_addresses<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'a AddressKey, &'a AddressEntry)>,
+    ) -> Result<()> {
+        for (key, entry) in entries {
+            self.addresses
+                .insert(key, entry, 0)
+                .map_err(map_err(map_name::ADDRESSES))?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_address(&mut self, key: &AddressKey) -> Result<()> {
+        match self.addresses.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_name::ADDRESSES)(e)),
+        }
+    }
+
+    /// All configured addresses.
+    pub fn addresses(&self) -> Result<BTreeMap<(u32, u32), AddressEntry>> {
+        self.addresses
+            .iter()
+            .map(|r| r.map(|(k, v)| ((k.ifindex, k.addr), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map_name::ADDRESSES))
+    }
+
+    /// The lease of a slot, if the slot is known.
+    pub fn lease(&self, slot: u32) -> Result<Option<Lease>> {
+        match self.leases.get(&slot, 0) {
+            Ok(lease) => Ok(Some(lease)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_name::LEASES)(e)),
+        }
+    }
+
+    fn write_lease(&mut self, slot: u32, lease: Lease) -> Result<()> {
+        // Hash map updates replace the element whole, so the program never sees a torn lease.
+        self.leases
+            .insert(slot, lease, 0)
+            .map_err(map_err(map_name::LEASES))
+    }
+
+    /// Takes ownership of a slot under a new, higher epoch, valid for `lease_for` from now.
+    /// This is the whole takeover in the data path, however many addresses the slot has.
+    pub fn acquire(&mut self, slot: u32, epoch: u64, lease_for: Duration) -> Result<()> {
+        if let Some(current) = self.lease(slot)? {
+            if epoch <= current.epoch {
+                return Err(DataplaneError::EpochNotIncreasing {
+                    slot,
+                    requested: epoch,
+                    current: current.epoch,
+                });
+            }
+        }
+        self.write_lease(
+            slot,
+            Lease {
+                epoch,
+                expires_ns: monotonic_ns() + lease_for.as_nanos() as u64,
+                owned: 1,
+                _pad: 0,
+            },
+        )
+    }
+
+    /// Extends an owned lease; refused unless `epoch` is the slot's current epoch.
+    pub fn renew(&mut self, slot: u32, epoch: u64, lease_for: Duration) -> Result<()> {
+        let current = self.lease(slot)?.ok_or(DataplaneError::NotOwned { slot })?;
+        if current.epoch != epoch {
+            return Err(DataplaneError::StaleEpoch {
+                slot,
+                requested: epoch,
+                current: current.epoch,
+            });
+        }
+        if current.owned == 0 {
+            return Err(DataplaneError::NotOwned { slot });
+        }
+        self.write_lease(
+            slot,
+            Lease {
+                expires_ns: monotonic_ns() + lease_for.as_nanos() as u64,
+                ..current
+            },
+        )
+    }
+
+    /// Gives a slot up under `epoch` (which must not be below the current one); the program stops
+    /// answering at once. The epoch is kept so that older renewals stay refused.
+    pub fn release(&mut self, slot: u32, epoch: u64) -> Result<()> {
+        let current_epoch = self.lease(slot)?.map(|l| l.epoch).unwrap_or(0);
+        if epoch < current_epoch {
+            return Err(DataplaneError::StaleEpoch {
+                slot,
+                requested: epoch,
+                current: current_epoch,
+            });
+        }
+        self.write_lease(
+            slot,
+            Lease {
+                epoch,
+                expires_ns: 0,
+                owned: 0,
+                _pad: 0,
+            },
+        )
+    }
+
+    /// Configures a flow-share instance for its shared address.
+    pub fn set_flowshare(&mut self, key: &AddressKey, share: &FlowShare) -> Result<()> {
+        if share.table >= MAX_FLOWSHARES || share.buckets == 0 || share.buckets > MAX_BUCKETS {
+            return Err(DataplaneError::BucketRange {
+                table: share.table,
+                buckets: share.buckets as usize,
+            });
+        }
+        self.flowshares
+            .insert(key, share, 0)
+            .map_err(map_err(map_name::FLOWSHARES))
+    }
+
+    /// Writes the owners of all buckets of one flow-share table (`owners[i]` owns bucket `i`).
+    pub fn set_buckets(&mut self, table: u32, owners: &[u32]) -> Result<()> {
+        if table >= MAX_FLOWSHARES || owners.len() > MAX_BUCKETS as usize {
+            return Err(DataplaneError::BucketRange {
+                table,
+                buckets: owners.len(),
+            });
+        }
+        for (bucket, node) in owners.iter().enumerate() {
+            self.buckets
+                .set(
+                    table * MAX_BUCKETS + bucket as u32,
+                    BucketOwner { node: *node },
+                    0,
+                )
+                .map_err(map_err(map_name::BUCKETS))?;
+        }
+        Ok(())
+    }
+
+    /// Owners of the first `count` buckets of a table.
+    pub fn buckets(&self, table: u32, count: u32) -> Result<Vec<u32>> {
+        (0..count.min(MAX_BUCKETS))
+            .map(|bucket| {
+                self.buckets
+                    .get(&(table * MAX_BUCKETS + bucket), 0)
+                    .map(|b| b.node)
+                    .map_err(map_err(map_name::BUCKETS))
+            })
+            .collect()
+    }
+
+    /// The data path's counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let per_cpu: PerCpuValues<Counters> = self
+            .counters
+            .get(&0, 0)
+            .map_err(map_err(map_name::COUNTERS))?;
+        let mut total = Counters::default();
+        for c in per_cpu.iter() {
+            total.add(c);
+        }
+        Ok(total)
+    }
+
+    /// ARP replies sent for the address with hit slot `slot`, summed over CPUs.
+    pub fn address_replies(&self, slot: u32) -> Result<u64> {
+        let per_cpu = self
+            .hits
+            .get(&slot, 0)
+            .map_err(map_err(map_name::ADDRESS_HITS))?;
+        Ok(per_cpu.iter().map(|h| h.replies).sum())
+    }
+
+    /// The program, for BPF_PROG_TEST_RUN.
+    pub fn program(&self) -> &Xdp {
+        &self.program
+    }
+
+    /// Borrowed fd of the program (for tests that run it).
+    pub fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        Ok(self.program.fd()?.as_fd())
+    }
+}
+
+/// Removes a pin directory with every pin in it (links detach when their pin goes, maps and the
+/// program are freed when no process holds them).
+pub fn remove_pins(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(DataplaneError::Unpin {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    }
+    // Remove the cluster directory too once its last node is gone.
+    if let Some(parent) = dir.parent() {
+        if parent != Path::new(BPFFS) {
+            let _ = fs::remove_dir(parent);
+        }
+    }
+    Ok(())
+}
+
+/// Interface index in the calling thread's network namespace.
+pub fn ifindex(ifname: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(ifname)
+        .map_err(|_| DataplaneError::UnknownInterface(ifname.to_owned()))
+}
+
+/// The driver of an interface as ethtool reports it (`ETHTOOL_GDRVINFO`), if it can be read.
+pub fn driver_name(ifname: &str) -> Option<String> {
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    // SAFETY: plain C structs, zero is a valid value for all fields.
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if ifname.len() >= request.ifr_name.len() {
+        return None;
+    }
+    for (dst, src) in request.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCETHTOOL with a valid ifreq pointing at a live ethtool_drvinfo.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}

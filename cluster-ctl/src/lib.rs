@@ -1,0 +1,2 @@
+//! fwcluster's controller: the library behind `fwclusterd`, `clpstat`, `clpgrp` and `clpcfg`.
+pub mod dataplane;

@@ -1,0 +1,291 @@
+//! fwcluster's XDP data path.
+//!
+//! One program per data interface:
+//! - answers ARP requests for cluster addresses this node owns (R-XDP-1) by rewriting the request
+//!   into a reply in place and `XDP_TX`, also behind one 802.1Q/802.1ad tag;
+//! - drops ARP requests for cluster addresses it does not own, or whose lease has expired
+//!   (R-XDP-4 self-fencing, R-XDP-7), so the kernel cannot answer them either;
+//! - for IPv4 frames to a flow-share address (multicast MAC), passes the buckets this node owns
+//!   and drops the rest (R-XDP-2);
+//! - passes everything else untouched. Truncated or malformed frames are passed and counted.
+#![no_std]
+#![no_main]
+
+mod frame;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::generated::bpf_ktime_get_ns,
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use cluster_common::{
+    AddressEntry, AddressHits, AddressKey, BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare,
+    HashMode, Lease, MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARES, MAX_LEASES, NodeConfig,
+    flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
+};
+use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports};
+
+#[btf_map]
+static FWC_ADDRESSES: HashMap<AddressKey, AddressEntry, { MAX_ADDRESSES as usize }> =
+    HashMap::new();
+#[btf_map]
+static FWC_LEASES: HashMap<u32, Lease, { MAX_LEASES as usize }> = HashMap::new();
+#[btf_map]
+static FWC_FLOWSHARES: HashMap<AddressKey, FlowShare, { MAX_FLOWSHARES as usize }> =
+    HashMap::new();
+#[btf_map]
+static FWC_BUCKETS: Array<BucketOwner, { BUCKET_TABLE_SIZE as usize }> = Array::new();
+#[btf_map]
+static FWC_NODE: Array<NodeConfig, 1> = Array::new();
+#[btf_map]
+static FWC_COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
+#[btf_map]
+static FWC_ADDR_HITS: PerCpuArray<AddressHits, { MAX_ADDRESSES as usize }> = PerCpuArray::new();
+
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IP: u16 = 0x0800;
+const ARP_HTYPE_ETHERNET: u16 = 1;
+const ARP_OP_REQUEST: u16 = 1;
+const ARP_OP_REPLY: u16 = 2;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
+
+/// The data path program attached to every data interface.
+#[xdp]
+pub fn fwcluster_xdp(ctx: XdpContext) -> u32 {
+    // The per-CPU counters always exist (array map with one entry); without them the program
+    // still does its job.
+    let counters = FWC_COUNTERS.get_ptr_mut(0);
+    if let Some(counters) = counters {
+        // SAFETY: per-CPU slot of this CPU; XDP programs do not nest on one CPU.
+        unsafe { (*counters).packets += 1 };
+    }
+    let frame = Frame::new(&ctx);
+    match process(&ctx, &frame, counters) {
+        Ok(action) => action,
+        Err(Malformed(reason)) => {
+            if let Some(counters) = counters {
+                // SAFETY: as above.
+                unsafe { (*counters).malformed += 1 };
+            }
+            debug!(&ctx, "malformed frame passed: {}", reason);
+            XDP_PASS
+        }
+    }
+}
+
+/// A trivial program (`XDP_PASS`), loaded only by the benchmark as the cost floor.
+#[xdp]
+pub fn fwcluster_floor(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+/// A frame that cannot be parsed; the reason is logged at debug level.
+struct Malformed(&'static str);
+
+#[inline(always)]
+fn process(ctx: &XdpContext, frame: &Frame, counters: Option<*mut Counters>) -> Result<u32, Malformed> {
+    let eth: *mut EthHdr = frame.header(0).ok_or(Malformed("shorter than Ethernet"))?;
+    let (ethertype, l3) = frame.l3(eth)?;
+    match ethertype {
+        ETH_P_ARP => respond_arp(ctx, frame, eth, l3, counters),
+        // Flow-share traffic is addressed to a multicast MAC; unicast frames skip the lookup.
+        // SAFETY: `eth` was bounds-checked by `Frame::header`.
+        ETH_P_IP if unsafe { (*eth).dst[0] } & 1 == 1 => filter_flow(ctx, frame, l3, counters),
+        _ => Ok(XDP_PASS),
+    }
+}
+
+/// Whether this node may act for a lease slot right now.
+#[derive(PartialEq, Eq)]
+enum Ownership {
+    Owned,
+    NotOwned,
+    Expired,
+}
+
+#[inline(always)]
+fn ownership(slot: u32) -> Ownership {
+    // SAFETY: the value is copied out at once; the controller replaces hash elements whole.
+    match unsafe { FWC_LEASES.get(slot) } {
+        Some(lease) if lease.owned != 0 => {
+            // SAFETY: helper without arguments.
+            if unsafe { bpf_ktime_get_ns() } < lease.expires_ns {
+                Ownership::Owned
+            } else {
+                Ownership::Expired
+            }
+        }
+        _ => Ownership::NotOwned,
+    }
+}
+
+#[inline(always)]
+fn respond_arp(
+    ctx: &XdpContext,
+    frame: &Frame,
+    eth: *mut EthHdr,
+    l3: usize,
+    counters: Option<*mut Counters>,
+) -> Result<u32, Malformed> {
+    let arp: *mut ArpHdr = frame.header(l3).ok_or(Malformed("truncated ARP"))?;
+    // SAFETY: `arp` and `eth` are bounds-checked pointers into the frame.
+    unsafe {
+        if u16::from_be_bytes((*arp).htype) != ARP_HTYPE_ETHERNET
+            || u16::from_be_bytes((*arp).ptype) != ETH_P_IP
+            || (*arp).hlen != 6
+            || (*arp).plen != 4
+        {
+            return Err(Malformed("ARP not Ethernet/IPv4"));
+        }
+        if u16::from_be_bytes((*arp).oper) != ARP_OP_REQUEST {
+            return Ok(XDP_PASS);
+        }
+        if let Some(c) = counters {
+            (*c).arp_requests += 1;
+        }
+        let target = u32::from_ne_bytes((*arp).tpa);
+        // Gratuitous ARP announces the sender's own address: nothing to answer.
+        if u32::from_ne_bytes((*arp).spa) == target {
+            return Ok(XDP_PASS);
+        }
+        let key = AddressKey {
+            ifindex: ctx.ingress_ifindex() as u32,
+            addr: target,
+        };
+        let Some(entry) = FWC_ADDRESSES.get(key).copied() else {
+            return Ok(XDP_PASS);
+        };
+        match ownership(entry.lease) {
+            Ownership::Owned => {}
+            Ownership::NotOwned => {
+                if let Some(c) = counters {
+                    (*c).arp_not_owned += 1;
+                }
+                return Ok(XDP_DROP);
+            }
+            Ownership::Expired => {
+                if let Some(c) = counters {
+                    (*c).arp_lease_expired += 1;
+                }
+                return Ok(XDP_DROP);
+            }
+        }
+        write_reply(eth, arp, &entry);
+        if let Some(c) = counters {
+            (*c).arp_replies += 1;
+        }
+        if let Some(hits) = FWC_ADDR_HITS.get_ptr_mut(entry.hit_slot) {
+            (*hits).replies += 1;
+        }
+    }
+    Ok(XDP_TX)
+}
+
+/// Turns the ARP request in place into the reply from `entry.mac`.
+///
+/// # Safety
+/// `eth` and `arp` must be bounds-checked pointers into the same frame.
+#[inline(always)]
+unsafe fn write_reply(eth: *mut EthHdr, arp: *mut ArpHdr, entry: &AddressEntry) {
+    unsafe {
+        let requester_mac = (*arp).sha;
+        let requester_ip = (*arp).spa;
+        let answered_ip = (*arp).tpa;
+        (*eth).dst = (*eth).src;
+        (*eth).src = entry.mac;
+        (*arp).oper = ARP_OP_REPLY.to_be_bytes();
+        (*arp).sha = entry.mac;
+        (*arp).spa = answered_ip;
+        (*arp).tha = requester_mac;
+        (*arp).tpa = requester_ip;
+    }
+}
+
+#[inline(always)]
+fn filter_flow(
+    ctx: &XdpContext,
+    frame: &Frame,
+    l3: usize,
+    counters: Option<*mut Counters>,
+) -> Result<u32, Malformed> {
+    let ip: *const Ipv4Hdr = frame.header(l3).ok_or(Malformed("truncated IPv4"))?;
+    // SAFETY: `ip` is bounds-checked.
+    let (version_ihl, protocol, flags_fragment, src, dst) = unsafe {
+        (
+            (*ip).version_ihl,
+            (*ip).protocol,
+            u16::from_be_bytes((*ip).flags_fragment),
+            u32::from_ne_bytes((*ip).src),
+            u32::from_ne_bytes((*ip).dst),
+        )
+    };
+    let header_len = ((version_ihl & 0x0f) as usize) * 4;
+    if version_ihl >> 4 != 4 || header_len < 20 {
+        return Err(Malformed("bad IPv4 header"));
+    }
+    let key = AddressKey {
+        ifindex: ctx.ingress_ifindex() as u32,
+        addr: dst,
+    };
+    // SAFETY: copied out at once.
+    let Some(share) = (unsafe { FWC_FLOWSHARES.get(key) }).copied() else {
+        return Ok(XDP_PASS);
+    };
+    let mine = ownership(share.lease) == Ownership::Owned && {
+        let hash = match HashMode::from_u8(share.hash_mode) {
+            Some(HashMode::Src) => hash_src(share.seed, src),
+            Some(HashMode::SrcDst) | None => hash_src_dst(share.seed, src, dst),
+            Some(HashMode::FiveTuple) => {
+                // Fragments (more-fragments flag or an offset) carry ports only in the first
+                // one, so every fragment hashes without ports to land in one bucket.
+                let fragmented = flags_fragment & 0x3fff != 0;
+                let has_ports = matches!(protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
+                let (src_port, dst_port) = if has_ports && !fragmented {
+                    let ports: *const L4Ports = frame
+                        .header(l3 + header_len)
+                        .ok_or(Malformed("truncated L4 ports"))?;
+                    // SAFETY: bounds-checked.
+                    unsafe { (u16::from_ne_bytes((*ports).src), u16::from_ne_bytes((*ports).dst)) }
+                } else {
+                    (0, 0)
+                };
+                hash_five_tuple(share.seed, protocol, src, src_port, dst, dst_port)
+            }
+        };
+        let buckets = if share.buckets == 0 || share.buckets > MAX_BUCKETS {
+            MAX_BUCKETS
+        } else {
+            share.buckets
+        };
+        let index = share.table.wrapping_mul(MAX_BUCKETS) + bucket_of(hash, buckets);
+        let owner = FWC_BUCKETS.get(index).map(|b| b.node);
+        let node = FWC_NODE.get(0).map(|n| n.node_id);
+        owner.is_some() && owner == node
+    };
+    if let Some(c) = counters {
+        // SAFETY: per-CPU slot of this CPU.
+        unsafe {
+            if mine {
+                (*c).flow_passed += 1;
+            } else {
+                (*c).flow_dropped += 1;
+            }
+        }
+    }
+    Ok(if mine { XDP_PASS } else { XDP_DROP })
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

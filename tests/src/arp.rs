@@ -1,0 +1,300 @@
+//! ARP on the wire: build requests, send them from a raw packet socket and collect the answers.
+//! The functions act in the calling thread's network namespace (use [`crate::in_netns`]).
+
+use std::{
+    mem::size_of,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+pub const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// One ARP reply received for a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArpAnswer {
+    /// Sender hardware address of the reply (who claims the address).
+    pub mac: [u8; 6],
+    /// Ethernet source of the reply frame.
+    pub frame_source: [u8; 6],
+    /// Time from sending the request to receiving this reply.
+    pub elapsed: Duration,
+}
+
+/// Fields of an Ethernet/IPv4 ARP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpFrame {
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub vlan: Option<u16>,
+    pub op: u16,
+    pub sha: [u8; 6],
+    pub spa: Ipv4Addr,
+    pub tha: [u8; 6],
+    pub tpa: Ipv4Addr,
+}
+
+impl ArpFrame {
+    /// A broadcast request for `target` from `(mac, ip)`.
+    pub fn request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Self {
+        Self {
+            eth_dst: BROADCAST,
+            eth_src: mac,
+            vlan: None,
+            op: 1,
+            sha: mac,
+            spa: ip,
+            tha: [0; 6],
+            tpa: target,
+        }
+    }
+
+    /// The frame on the wire (without FCS, padded to the Ethernet minimum unless `exact`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(64);
+        frame.extend_from_slice(&self.eth_dst);
+        frame.extend_from_slice(&self.eth_src);
+        if let Some(vid) = self.vlan {
+            frame.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+            frame.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+        }
+        frame.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+        frame.extend_from_slice(&1u16.to_be_bytes());
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        frame.extend_from_slice(&[6, 4]);
+        frame.extend_from_slice(&self.op.to_be_bytes());
+        frame.extend_from_slice(&self.sha);
+        frame.extend_from_slice(&self.spa.octets());
+        frame.extend_from_slice(&self.tha);
+        frame.extend_from_slice(&self.tpa.octets());
+        frame.resize(frame.len().max(60), 0);
+        frame
+    }
+
+    /// Parses an Ethernet/IPv4 ARP frame (with at most one VLAN tag).
+    pub fn decode(frame: &[u8]) -> Option<Self> {
+        let mut offset = 12;
+        let mut ethertype = u16::from_be_bytes(frame.get(12..14)?.try_into().ok()?);
+        let mut vlan = None;
+        if ethertype == ETH_P_8021Q {
+            vlan = Some(u16::from_be_bytes(frame.get(14..16)?.try_into().ok()?) & 0x0fff);
+            ethertype = u16::from_be_bytes(frame.get(16..18)?.try_into().ok()?);
+            offset = 16;
+        }
+        if ethertype != ETH_P_ARP {
+            return None;
+        }
+        let arp = frame.get(offset + 2..offset + 2 + 28)?;
+        if arp[0..6] != [0, 1, 8, 0, 6, 4] {
+            return None;
+        }
+        let mac = |r: std::ops::Range<usize>| -> [u8; 6] { arp[r].try_into().unwrap() };
+        let ip = |r: std::ops::Range<usize>| -> Ipv4Addr {
+            Ipv4Addr::from(<[u8; 4]>::try_from(&arp[r]).unwrap())
+        };
+        Some(Self {
+            eth_dst: frame[0..6].try_into().ok()?,
+            eth_src: frame[6..12].try_into().ok()?,
+            vlan,
+            op: u16::from_be_bytes([arp[6], arp[7]]),
+            sha: mac(8..14),
+            spa: ip(14..18),
+            tha: mac(18..24),
+            tpa: ip(24..28),
+        })
+    }
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The MAC address of an interface.
+pub fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
+    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+        if ifaddr.interface_name != ifname {
+            continue;
+        }
+        if let Some(link) = ifaddr.address.as_ref().and_then(|a| a.as_link_addr()) {
+            if let Some(mac) = link.addr() {
+                return Ok(mac);
+            }
+        }
+    }
+    bail!("interface {ifname} has no MAC address")
+}
+
+/// The first IPv4 address of an interface.
+pub fn interface_ipv4(ifname: &str) -> Result<Ipv4Addr> {
+    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+        if ifaddr.interface_name != ifname {
+            continue;
+        }
+        if let Some(sin) = ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+            return Ok(sin.ip());
+        }
+    }
+    bail!("interface {ifname} has no IPv4 address")
+}
+
+/// A raw packet socket bound to one interface, receiving ARP only.
+pub struct ArpSocket {
+    fd: OwnedFd,
+}
+
+impl ArpSocket {
+    pub fn open(ifname: &str) -> Result<Self> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname)
+            .with_context(|| format!("interface {ifname}"))?;
+        // SAFETY: plain socket(2) call; the fd is owned right away.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(ETH_P_ARP.to_be()),
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
+        }
+        // SAFETY: `raw` is a new, valid descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: zero is valid for sockaddr_ll.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = ETH_P_ARP.to_be();
+        address.sll_ifindex = ifindex as i32;
+        // SAFETY: valid sockaddr_ll of the right length.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&address as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("bind(AF_PACKET)");
+        }
+        Ok(Self { fd })
+    }
+
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        // SAFETY: the buffer is valid for its length.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error()).context("send(AF_PACKET)");
+        }
+        Ok(())
+    }
+
+    /// Receives one incoming frame (frames this host sent are skipped) or `None` at the deadline.
+    pub fn receive(&self, deadline: Instant) -> Result<Option<Vec<u8>>> {
+        let mut buffer = [0u8; 2048];
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let left = deadline - now;
+            let timeout = libc::timeval {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_usec: left.subsec_micros().max(1) as libc::suseconds_t,
+            };
+            // SAFETY: setting SO_RCVTIMEO with a valid timeval.
+            unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&timeout as *const libc::timeval).cast(),
+                    size_of::<libc::timeval>() as u32,
+                );
+            }
+            // SAFETY: zero is valid for sockaddr_ll.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: buffers valid for their lengths.
+            let received = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    0,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut from_len,
+                )
+            };
+            if received < 0 {
+                let error = std::io::Error::last_os_error();
+                match error.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                    _ => return Err(error).context("recvfrom(AF_PACKET)"),
+                }
+            }
+            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                continue;
+            }
+            return Ok(Some(buffer[..received as usize].to_vec()));
+        }
+    }
+}
+
+/// Sends one broadcast ARP request for `target` from `ifname` and collects every reply for it
+/// that arrives within `wait`.
+pub fn request(ifname: &str, target: Ipv4Addr, wait: Duration) -> Result<Vec<ArpAnswer>> {
+    let mac = interface_mac(ifname)?;
+    let ip = interface_ipv4(ifname)?;
+    let socket = ArpSocket::open(ifname)?;
+    let start = Instant::now();
+    socket.send(&ArpFrame::request(mac, ip, target).encode())?;
+    let deadline = start + wait;
+    let mut answers = Vec::new();
+    while let Some(frame) = socket.receive(deadline)? {
+        let Some(reply) = ArpFrame::decode(&frame) else {
+            continue;
+        };
+        if reply.op == 2 && reply.spa == target && reply.tpa == ip && reply.tha == mac {
+            answers.push(ArpAnswer {
+                mac: reply.sha,
+                frame_source: reply.eth_src,
+                elapsed: start.elapsed(),
+            });
+        }
+    }
+    Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_with_and_without_vlan() {
+        let mut frame = ArpFrame::request(
+            [2, 0, 0, 0, 0, 1],
+            Ipv4Addr::new(192, 0, 2, 100),
+            Ipv4Addr::new(192, 0, 2, 10),
+        );
+        assert_eq!(ArpFrame::decode(&frame.encode()), Some(frame));
+        frame.vlan = Some(42);
+        let bytes = frame.encode();
+        assert_eq!(&bytes[12..14], &[0x81, 0x00]);
+        assert_eq!(ArpFrame::decode(&bytes), Some(frame));
+    }
+
+    #[test]
+    fn truncated_frames_do_not_decode() {
+        let bytes = ArpFrame::request([2; 6], Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST).encode();
+        for len in 0..42 {
+            assert_eq!(ArpFrame::decode(&bytes[..len]), None, "length {len}");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The seed manual's example network (SPEC §8) with documentation-range addresses.
+//!
+//! ```text
+//!   inet-client ─┐                         ┌─ dmz-host
+//!                ├── br-inet ── fws1 ── br-dmz ┤
+//!   upstream-rtr ┘      └────── fws2 ──────┘
+//!   intra-client1/2 ── br-intra ─ fws1/fws2 ;  br-ic (interconnect) ─ fws1/fws2
+//! ```
+//! Each firewall has eth0 (internet), eth1 (DMZ), eth2 (intranet), eth3 (interconnect). The
+//! intranet doubles as the second interconnect, as in the seed.
+
+use std::net::Ipv4Addr;
+
+use crate::{HostSpec, Lab, Topology};
+
+pub const FWS1: &str = "fws1";
+pub const FWS2: &str = "fws2";
+pub const INET_CLIENT: &str = "inet-client";
+pub const UPSTREAM: &str = "upstream-rtr";
+pub const DMZ_HOST: &str = "dmz-host";
+pub const INTRA_CLIENT1: &str = "intra-client1";
+pub const INTRA_CLIENT2: &str = "intra-client2";
+
+/// Interfaces of a firewall.
+pub const INET_IF: &str = "eth0";
+pub const DMZ_IF: &str = "eth1";
+pub const INTRA_IF: &str = "eth2";
+pub const IC_IF: &str = "eth3";
+
+/// group0's floating addresses (gateway of the internet side, the DMZ and intranet half 1).
+pub const GROUP0_INET_FIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub const GROUP0_DMZ_FIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+pub const GROUP0_INTRA_FIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// group1's floating addresses (load share by groups: gateway of intranet half 2).
+pub const GROUP1_INET_FIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+pub const GROUP1_INTRA_FIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+/// Proxy-ARP (static NAT) addresses of group0 and group1 on the internet side.
+pub const GROUP0_PARP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+pub const GROUP1_PARP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 21);
+/// The flow-share address (R-MODE-3).
+pub const SHARED_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
+
+pub const INET_CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+pub const UPSTREAM_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+pub const DMZ_HOST_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+pub const INTRA_CLIENT1_ADDRESS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 101);
+pub const INTRA_CLIENT2_ADDRESS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 102);
+
+/// Interconnect addresses (dedicated link, then the intranet) of fws1 and fws2.
+pub const FWS1_INTERCONNECT: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(169, 254, 12, 1), Ipv4Addr::new(203, 0, 113, 1)];
+pub const FWS2_INTERCONNECT: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(169, 254, 12, 2), Ipv4Addr::new(203, 0, 113, 2)];
+
+fn firewall(name: &str, n: u8) -> HostSpec {
+    HostSpec::new(name)
+        .interface(INET_IF, "inet", &[&format!("192.0.2.{n}/24")])
+        .interface(DMZ_IF, "dmz", &[&format!("198.51.100.{n}/24")])
+        .interface(INTRA_IF, "intra", &[&format!("203.0.113.{n}/24")])
+        .interface(IC_IF, "ic", &[&format!("169.254.12.{n}/24")])
+        .route("default", "192.0.2.254")
+        .forwarding()
+}
+
+/// The seed network as a topology.
+pub fn topology() -> Topology {
+    Topology::default()
+        .host(firewall(FWS1, 1))
+        .host(firewall(FWS2, 2))
+        .host(
+            HostSpec::new(INET_CLIENT)
+                .interface("eth0", "inet", &["192.0.2.100/24"])
+                .route("198.51.100.0/24", "192.0.2.10")
+                .route("203.0.113.0/24", "192.0.2.10"),
+        )
+        .host(
+            HostSpec::new(UPSTREAM)
+                .interface("eth0", "inet", &["192.0.2.254/24"])
+                .route("198.51.100.0/24", "192.0.2.10")
+                .route("203.0.113.0/24", "192.0.2.10")
+                .forwarding(),
+        )
+        .host(
+            HostSpec::new(DMZ_HOST)
+                .interface("eth0", "dmz", &["198.51.100.100/24"])
+                .route("default", "198.51.100.10"),
+        )
+        .host(
+            HostSpec::new(INTRA_CLIENT1)
+                .interface("eth0", "intra", &["203.0.113.101/24"])
+                .route("default", "203.0.113.10"),
+        )
+        .host(
+            HostSpec::new(INTRA_CLIENT2)
+                .interface("eth0", "intra", &["203.0.113.102/24"])
+                .route("default", "203.0.113.11"),
+        )
+}
+
+/// Builds the seed network.
+pub fn build() -> anyhow::Result<Lab> {
+    Lab::build(topology())
+}
