@@ -265,7 +265,10 @@ mod tests {
     #[test]
     fn map_names_fit_the_kernel_limit() {
         for name in map_name::ALL {
-            assert!(name.len() <= 15, "{name} is longer than BPF_OBJ_NAME_LEN - 1");
+            assert!(
+                name.len() <= 15,
+                "{name} is longer than BPF_OBJ_NAME_LEN - 1"
+            );
         }
     }
 }

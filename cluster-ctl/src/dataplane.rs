@@ -50,7 +50,10 @@ pub enum DataplaneError {
     #[error("program {PROGRAM_NAME}: {0}")]
     Program(#[from] ProgramError),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("pinned link {path}: {source}")]
     Link { path: PathBuf, source: LinkError },
     #[error("pinning {path}: {source}")]
@@ -63,8 +66,8 @@ pub enum DataplaneError {
     #[error("interface {ifname}: native XDP failed ({native}) and generic XDP failed ({generic})")]
     Attach {
         ifname: String,
-        native: ProgramError,
-        generic: ProgramError,
+        native: Box<ProgramError>,
+        generic: Box<ProgramError>,
     },
     #[error(
         "lease slot {slot}: renewal names epoch {requested} but the slot is at epoch {current}; \
@@ -174,7 +177,7 @@ pub fn ensure_bpffs() -> Result<()> {
 fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
@@ -212,9 +215,15 @@ impl Dataplane {
         let prog_pin = pin_dir.join("prog");
         let complete = prog_pin.exists() && map_name::ALL.iter().all(|m| pin_dir.join(m).exists());
         let (program, origin) = if complete {
-            (Xdp::from_pin(&prog_pin, XdpAttachType::Interface)?, Origin::Adopted)
+            (
+                Xdp::from_pin(&prog_pin, XdpAttachType::Interface)?,
+                Origin::Adopted,
+            )
         } else {
-            (Self::load(pin_dir, &prog_pin, kernel_debug_log)?, Origin::Loaded)
+            (
+                Self::load(pin_dir, &prog_pin, kernel_debug_log)?,
+                Origin::Loaded,
+            )
         };
         let mut dataplane = Self {
             pin_dir: pin_dir.to_owned(),
@@ -266,10 +275,12 @@ impl Dataplane {
             .try_into()?;
         program.load()?;
         let _ = fs::remove_file(prog_pin);
-        program.pin(prog_pin).map_err(|source| DataplaneError::Pin {
-            path: prog_pin.to_owned(),
-            source,
-        })?;
+        program
+            .pin(prog_pin)
+            .map_err(|source| DataplaneError::Pin {
+                path: prog_pin.to_owned(),
+                source,
+            })?;
         // The pinned program outlives `ebpf`; reopen it as an owned handle.
         Ok(Xdp::from_pin(prog_pin, XdpAttachType::Interface)?)
     }
@@ -333,8 +344,8 @@ impl Dataplane {
                         Err(generic) => {
                             return Err(DataplaneError::Attach {
                                 ifname: ifname.to_owned(),
-                                native,
-                                generic,
+                                native: Box::new(native),
+                                generic: Box::new(generic),
                             });
                         }
                     }
@@ -343,8 +354,7 @@ impl Dataplane {
             }
         } else {
             (
-                self.program
-                    .attach_to_if_index(ifindex, XdpMode::Skb)?,
+                self.program.attach_to_if_index(ifindex, XdpMode::Skb)?,
                 AttachMode::Generic,
             )
         };
@@ -371,7 +381,8 @@ impl Dataplane {
         for mode in [AttachMode::Native, AttachMode::Generic] {
             let pin = self.link_pin(ifname, mode);
             if pin.exists() {
-                fs::remove_file(&pin).map_err(|source| DataplaneError::Unpin { path: pin, source })?;
+                fs::remove_file(&pin)
+                    .map_err(|source| DataplaneError::Unpin { path: pin, source })?;
             }
         }
         Ok(())
@@ -392,7 +403,10 @@ impl Dataplane {
             let parsed = rest
                 .strip_suffix("_native")
                 .map(|i| (i, AttachMode::Native))
-                .or_else(|| rest.strip_suffix("_generic").map(|i| (i, AttachMode::Generic)));
+                .or_else(|| {
+                    rest.strip_suffix("_generic")
+                        .map(|i| (i, AttachMode::Generic))
+                });
             if let Some((ifname, mode)) = parsed {
                 found.push(Attachment {
                     ifname: ifname.to_owned(),
@@ -466,14 +480,14 @@ impl Dataplane {
     /// Takes ownership of a slot under a new, higher epoch, valid for `lease_for` from now.
     /// This is the whole takeover in the data path, however many addresses the slot has.
     pub fn acquire(&mut self, slot: u32, epoch: u64, lease_for: Duration) -> Result<()> {
-        if let Some(current) = self.lease(slot)? {
-            if epoch <= current.epoch {
-                return Err(DataplaneError::EpochNotIncreasing {
-                    slot,
-                    requested: epoch,
-                    current: current.epoch,
-                });
-            }
+        if let Some(current) = self.lease(slot)?
+            && epoch <= current.epoch
+        {
+            return Err(DataplaneError::EpochNotIncreasing {
+                slot,
+                requested: epoch,
+                current: current.epoch,
+            });
         }
         self.write_lease(
             slot,
@@ -622,10 +636,10 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
         }
     }
     // Remove the cluster directory too once its last node is gone.
-    if let Some(parent) = dir.parent() {
-        if parent != Path::new(BPFFS) {
-            let _ = fs::remove_dir(parent);
-        }
+    if let Some(parent) = dir.parent()
+        && parent != Path::new(BPFFS)
+    {
+        let _ = fs::remove_dir(parent);
     }
     Ok(())
 }

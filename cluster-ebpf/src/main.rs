@@ -34,8 +34,7 @@ static FWC_ADDRESSES: HashMap<AddressKey, AddressEntry, { MAX_ADDRESSES as usize
 #[btf_map]
 static FWC_LEASES: HashMap<u32, Lease, { MAX_LEASES as usize }> = HashMap::new();
 #[btf_map]
-static FWC_FLOWSHARES: HashMap<AddressKey, FlowShare, { MAX_FLOWSHARES as usize }> =
-    HashMap::new();
+static FWC_FLOWSHARES: HashMap<AddressKey, FlowShare, { MAX_FLOWSHARES as usize }> = HashMap::new();
 #[btf_map]
 static FWC_BUCKETS: Array<BucketOwner, { BUCKET_TABLE_SIZE as usize }> = Array::new();
 #[btf_map]
@@ -88,7 +87,11 @@ pub fn fwcluster_floor(_ctx: XdpContext) -> u32 {
 struct Malformed(&'static str);
 
 #[inline(always)]
-fn process(ctx: &XdpContext, frame: &Frame, counters: Option<*mut Counters>) -> Result<u32, Malformed> {
+fn process(
+    ctx: &XdpContext,
+    frame: &Frame,
+    counters: Option<*mut Counters>,
+) -> Result<u32, Malformed> {
     let eth: *mut EthHdr = frame.header(0).ok_or(Malformed("shorter than Ethernet"))?;
     let (ethertype, l3) = frame.l3(eth)?;
     match ethertype {
@@ -250,7 +253,12 @@ fn filter_flow(
                         .header(l3 + header_len)
                         .ok_or(Malformed("truncated L4 ports"))?;
                     // SAFETY: bounds-checked.
-                    unsafe { (u16::from_ne_bytes((*ports).src), u16::from_ne_bytes((*ports).dst)) }
+                    unsafe {
+                        (
+                            u16::from_ne_bytes((*ports).src),
+                            u16::from_ne_bytes((*ports).dst),
+                        )
+                    }
                 } else {
                     (0, 0)
                 };

@@ -123,10 +123,10 @@ pub fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
         if ifaddr.interface_name != ifname {
             continue;
         }
-        if let Some(link) = ifaddr.address.as_ref().and_then(|a| a.as_link_addr()) {
-            if let Some(mac) = link.addr() {
-                return Ok(mac);
-            }
+        if let Some(link) = ifaddr.address.as_ref().and_then(|a| a.as_link_addr())
+            && let Some(mac) = link.addr()
+        {
+            return Ok(mac);
         }
     }
     bail!("interface {ifname} has no MAC address")
@@ -152,8 +152,8 @@ pub struct ArpSocket {
 
 impl ArpSocket {
     pub fn open(ifname: &str) -> Result<Self> {
-        let ifindex = nix::net::if_::if_nametoindex(ifname)
-            .with_context(|| format!("interface {ifname}"))?;
+        let ifindex =
+            nix::net::if_::if_nametoindex(ifname).with_context(|| format!("interface {ifname}"))?;
         // SAFETY: plain socket(2) call; the fd is owned right away.
         let raw = unsafe {
             libc::socket(
@@ -188,7 +188,8 @@ impl ArpSocket {
 
     pub fn send(&self, frame: &[u8]) -> Result<()> {
         // SAFETY: the buffer is valid for its length.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
         if sent < 0 {
             return Err(std::io::Error::last_os_error()).context("send(AF_PACKET)");
         }
@@ -239,7 +240,7 @@ impl ArpSocket {
                     _ => return Err(error).context("recvfrom(AF_PACKET)"),
                 }
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             return Ok(Some(buffer[..received as usize].to_vec()));

@@ -168,12 +168,26 @@ impl Lab {
             add_netns(&ns)?;
             self.namespaces.insert(host.name.clone(), ns.clone());
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            sysctl(&ns, "net/ipv4/ip_forward", if host.forwarding { "1" } else { "0" })?;
+            sysctl(
+                &ns,
+                "net/ipv4/ip_forward",
+                if host.forwarding { "1" } else { "0" },
+            )?;
             for (if_index, interface) in host.interfaces.iter().enumerate() {
                 let port = format!("h{host_index}p{if_index}");
                 ip(&[
-                    "link", "add", &interface.name, "netns", &ns, "type", "veth", "peer", "name",
-                    &port, "netns", &self.switch,
+                    "link",
+                    "add",
+                    &interface.name,
+                    "netns",
+                    &ns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &port,
+                    "netns",
+                    &self.switch,
                 ])
                 .with_context(|| format!("veth {}:{}", host.name, interface.name))?;
                 ip(&[
@@ -257,7 +271,9 @@ impl Lab {
         wait: Duration,
     ) -> Result<Vec<arp::ArpAnswer>> {
         let interface = interface.to_owned();
-        in_netns(self.ns(host), move || arp::request(&interface, target, wait))?
+        in_netns(self.ns(host), move || {
+            arp::request(&interface, target, wait)
+        })?
     }
 
     /// Pings `destination` from `host`; returns the number of replies.
@@ -349,11 +365,16 @@ impl Lab {
             Direction::ToHost => &["egress"],
             Direction::Both => &["ingress", "egress"],
         };
+        // nftables refuses `mod 100 < 100`: total loss is a plain drop.
+        let rule = if percent == 100 {
+            "drop".to_owned()
+        } else {
+            format!("numgen random mod 100 < {percent} drop")
+        };
         let mut script = format!("table netdev {table} {{\n");
         for hook in hooks {
             script.push_str(&format!(
-                "  chain {hook} {{ type filter hook {hook} device \"{port}\" priority 0; \
-                 numgen random mod 100 < {percent} drop; }}\n"
+                "  chain {hook} {{ type filter hook {hook} device \"{port}\" priority 0; {rule}; }}\n"
             ));
         }
         script.push_str("}\n");
@@ -508,10 +529,10 @@ fn remove_run(prefix: &str) -> Result<()> {
         }
     }
     let pins = Path::new(BPFFS).join(prefix);
-    if pins.exists() {
-        if let Err(e) = fs::remove_dir_all(&pins) {
-            errors.push(format!("removing {}: {e}", pins.display()));
-        }
+    if pins.exists()
+        && let Err(e) = fs::remove_dir_all(&pins)
+    {
+        errors.push(format!("removing {}: {e}", pins.display()));
     }
     ensure!(errors.is_empty(), "{}", errors.join("; "));
     Ok(())

@@ -3,12 +3,7 @@
 //! Only the network namespace is switched (no mount namespace as `ip netns exec` makes), so the
 //! processes keep seeing the machine's bpffs and their pins outlive them.
 
-use std::{
-    ffi::CString,
-    fs::File,
-    os::unix::process::CommandExt as _,
-    process::Command,
-};
+use std::{ffi::CString, fs::File, os::unix::process::CommandExt as _, process::Command};
 
 use anyhow::{Context as _, Result};
 use nix::sched::{CloneFlags, setns};
@@ -41,10 +36,7 @@ pub fn netns_command(ns: &str, program: &str) -> Command {
 }
 
 /// Runs `f` on a new thread that has entered network namespace `ns`, and returns its result.
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     let path = netns_path(ns);
     let file = File::open(&path).with_context(|| format!("opening {path}"))?;
     std::thread::spawn(move || -> Result<T> {

@@ -47,10 +47,14 @@ pub const INTRA_CLIENT1_ADDRESS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 101);
 pub const INTRA_CLIENT2_ADDRESS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 102);
 
 /// Interconnect addresses (dedicated link, then the intranet) of fws1 and fws2.
-pub const FWS1_INTERCONNECT: [Ipv4Addr; 2] =
-    [Ipv4Addr::new(169, 254, 12, 1), Ipv4Addr::new(203, 0, 113, 1)];
-pub const FWS2_INTERCONNECT: [Ipv4Addr; 2] =
-    [Ipv4Addr::new(169, 254, 12, 2), Ipv4Addr::new(203, 0, 113, 2)];
+pub const FWS1_INTERCONNECT: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(169, 254, 12, 1),
+    Ipv4Addr::new(203, 0, 113, 1),
+];
+pub const FWS2_INTERCONNECT: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(169, 254, 12, 2),
+    Ipv4Addr::new(203, 0, 113, 2),
+];
 
 fn firewall(name: &str, n: u8) -> HostSpec {
     HostSpec::new(name)

@@ -16,20 +16,25 @@ pub fn open_node(
     let pin_dir = lab.pin_root().join(host);
     let interfaces: Vec<String> = interfaces.iter().map(|i| (*i).to_owned()).collect();
     let host_name = host.to_owned();
-    in_netns(lab.ns(host), move || -> Result<(Dataplane, Vec<Attachment>)> {
-        let mut dataplane = Dataplane::open(&pin_dir, node_id, false)
-            .with_context(|| format!("data path of {host_name}"))?;
-        let attachments = interfaces
-            .iter()
-            .map(|i| dataplane.attach(i, ModePreference::Auto))
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("attaching on {host_name}"))?;
-        Ok((dataplane, attachments))
-    })?
+    in_netns(
+        lab.ns(host),
+        move || -> Result<(Dataplane, Vec<Attachment>)> {
+            let mut dataplane = Dataplane::open(&pin_dir, node_id, false)
+                .with_context(|| format!("data path of {host_name}"))?;
+            let attachments = interfaces
+                .iter()
+                .map(|i| dataplane.attach(i, ModePreference::Auto))
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("attaching on {host_name}"))?;
+            Ok((dataplane, attachments))
+        },
+    )?
 }
 
 /// Interface index of `interface` inside `host`.
 pub fn ifindex(lab: &Lab, host: &str, interface: &str) -> Result<u32> {
     let interface = interface.to_owned();
-    Ok(in_netns(lab.ns(host), move || dataplane::ifindex(&interface))??)
+    Ok(in_netns(lab.ns(host), move || {
+        dataplane::ifindex(&interface)
+    })??)
 }

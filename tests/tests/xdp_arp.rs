@@ -34,7 +34,11 @@ fn only_the_owner_answers_and_a_flip_moves_the_answers() -> anyhow::Result<()> {
         dataplane.set_addresses([(&key, &entry)])?;
         // The FIP is configured on both nodes' interfaces: without XDP both kernels would
         // answer. The fenced node's program must keep its kernel silent (R-XDP-7).
-        lab.run(host, "ip", &["addr", "add", "192.0.2.10/24", "dev", INET_IF])?;
+        lab.run(
+            host,
+            "ip",
+            &["addr", "add", "192.0.2.10/24", "dev", INET_IF],
+        )?;
         nodes.push(dataplane);
     }
     let fws1_mac = lab.mac(FWS1, INET_IF)?;

@@ -1,1 +1,87 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | test | demo`.
+//!
+//! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` builds on a
+//! fresh machine and installs that toolchain.
+
+mod setup;
+mod test;
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "fwcluster project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install every prerequisite (Debian packages, nightly rust-src, bpf-linker, bpffs).
+    Setup,
+    /// Run all tests: unit, BPF_PROG_TEST_RUN and network-namespace integration tests.
+    Test {
+        /// Extra arguments passed to the test binaries (e.g. a name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the demo on the built-in seed network.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Test { args } => {
+            setup::ensure()?;
+            test::run(&args)
+        }
+        Task::Demo => {
+            setup::ensure()?;
+            require_root("the demo")?;
+            cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "fwcluster-lab",
+                "--bin",
+                "fwcluster-demo",
+            ])
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} needs root (network namespaces, XDP, bpffs); run it as root");
+    }
+    Ok(())
+}
+
+/// Runs cargo with `args` from the workspace root, failing on a non-zero exit.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
