@@ -32,7 +32,7 @@ pub mod map_name {
     pub const ADDRESSES: &str = "FWC_ADDRESSES";
     /// lease slot (`u32`) → [`crate::Lease`]; a missing slot is not owned.
     pub const LEASES: &str = "FWC_LEASES";
-    /// [`crate::AddressKey`] of a shared address → [`crate::FlowShare`].
+    /// [`crate::FlowShareKey`] (interface + shared MAC) → [`crate::FlowShare`].
     pub const FLOWSHARES: &str = "FWC_FLOWSHARES";
     /// `flowshare.table * MAX_BUCKETS + bucket` → [`crate::BucketOwner`].
     pub const BUCKETS: &str = "FWC_BUCKETS";
@@ -152,7 +152,22 @@ impl HashMode {
     }
 }
 
-/// Configuration of one flow-share instance, keyed by the shared address.
+/// Key of a flow-share instance on one interface: frames arriving there addressed to `mac` are
+/// flow-shared. Keying on the MAC (not the IP) covers both traffic to the shared address and
+/// traffic routed through it as a gateway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowShareKey {
+    pub ifindex: u32,
+    /// The shared (multicast) MAC.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Configuration of one flow-share instance on one interface.
+///
+/// Several keys (e.g. the outside and inside interfaces of a shared gateway) may name the same
+/// `table` and `seed`, so both directions of a flow land on one node in the symmetric modes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowShare {
@@ -164,8 +179,10 @@ pub struct FlowShare {
     pub buckets: u32,
     /// Hash seed, identical on every node.
     pub seed: u32,
-    /// Shared (multicast) MAC that frames for this instance are addressed to.
-    pub mac: [u8; 6],
+    /// The receiving interface's own MAC. Passed frames get it as destination, so the kernel
+    /// treats them as addressed to this host (it neither forwards nor delivers TCP for frames
+    /// that arrived with a multicast destination).
+    pub local_mac: [u8; 6],
     /// [`HashMode`] as `u8`.
     pub hash_mode: u8,
     pub _pad: u8,
@@ -239,6 +256,7 @@ mod pod {
     unsafe impl aya::Pod for AddressKey {}
     unsafe impl aya::Pod for AddressEntry {}
     unsafe impl aya::Pod for Lease {}
+    unsafe impl aya::Pod for FlowShareKey {}
     unsafe impl aya::Pod for FlowShare {}
     unsafe impl aya::Pod for BucketOwner {}
     unsafe impl aya::Pod for NodeConfig {}
@@ -256,6 +274,7 @@ mod tests {
         assert_eq!(size_of::<AddressKey>(), 8);
         assert_eq!(size_of::<AddressEntry>(), 16);
         assert_eq!(size_of::<Lease>(), 24);
+        assert_eq!(size_of::<FlowShareKey>(), 12);
         assert_eq!(size_of::<FlowShare>(), 24);
         assert_eq!(size_of::<BucketOwner>(), 4);
         assert_eq!(size_of::<NodeConfig>(), 4);

@@ -28,8 +28,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use cluster_common::{
-    AddressEntry, AddressHits, AddressKey, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
-    MAX_FLOWSHARES, NodeConfig, PROGRAM_NAME, map_name,
+    AddressEntry, AddressHits, AddressKey, BucketOwner, Counters, FlowShare, FlowShareKey, Lease,
+    MAX_BUCKETS, MAX_FLOWSHARES, NodeConfig, PROGRAM_NAME, map_name,
 };
 
 /// The eBPF object built by `build.rs` from `cluster-ebpf`.
@@ -151,7 +151,7 @@ pub struct Dataplane {
     program: Xdp,
     addresses: HashMap<MapData, AddressKey, AddressEntry>,
     leases: HashMap<MapData, u32, Lease>,
-    flowshares: HashMap<MapData, AddressKey, FlowShare>,
+    flowshares: HashMap<MapData, FlowShareKey, FlowShare>,
     buckets: Array<MapData, BucketOwner>,
     node: Array<MapData, NodeConfig>,
     counters: PerCpuArray<MapData, Counters>,
@@ -544,8 +544,8 @@ impl Dataplane {
         )
     }
 
-    /// Configures a flow-share instance for its shared address.
-    pub fn set_flowshare(&mut self, key: &AddressKey, share: &FlowShare) -> Result<()> {
+    /// Configures a flow-share instance on one interface.
+    pub fn set_flowshare(&mut self, key: &FlowShareKey, share: &FlowShare) -> Result<()> {
         if share.table >= MAX_FLOWSHARES || share.buckets == 0 || share.buckets > MAX_BUCKETS {
             return Err(DataplaneError::BucketRange {
                 table: share.table,

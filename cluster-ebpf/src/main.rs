@@ -23,7 +23,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use cluster_common::{
     AddressEntry, AddressHits, AddressKey, BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare,
-    HashMode, Lease, MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARES, MAX_LEASES, NodeConfig,
+    FlowShareKey, HashMode, Lease, MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARES, MAX_LEASES,
+    NodeConfig,
     flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
 };
 use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports};
@@ -34,7 +35,8 @@ static FWC_ADDRESSES: HashMap<AddressKey, AddressEntry, { MAX_ADDRESSES as usize
 #[btf_map]
 static FWC_LEASES: HashMap<u32, Lease, { MAX_LEASES as usize }> = HashMap::new();
 #[btf_map]
-static FWC_FLOWSHARES: HashMap<AddressKey, FlowShare, { MAX_FLOWSHARES as usize }> = HashMap::new();
+static FWC_FLOWSHARES: HashMap<FlowShareKey, FlowShare, { MAX_FLOWSHARES as usize }> =
+    HashMap::new();
 #[btf_map]
 static FWC_BUCKETS: Array<BucketOwner, { BUCKET_TABLE_SIZE as usize }> = Array::new();
 #[btf_map]
@@ -98,7 +100,7 @@ fn process(
         ETH_P_ARP => respond_arp(ctx, frame, eth, l3, counters),
         // Flow-share traffic is addressed to a multicast MAC; unicast frames skip the lookup.
         // SAFETY: `eth` was bounds-checked by `Frame::header`.
-        ETH_P_IP if unsafe { (*eth).dst[0] } & 1 == 1 => filter_flow(ctx, frame, l3, counters),
+        ETH_P_IP if unsafe { (*eth).dst[0] } & 1 == 1 => filter_flow(ctx, frame, eth, l3, counters),
         _ => Ok(XDP_PASS),
     }
 }
@@ -213,9 +215,20 @@ unsafe fn write_reply(eth: *mut EthHdr, arp: *mut ArpHdr, entry: &AddressEntry) 
 fn filter_flow(
     ctx: &XdpContext,
     frame: &Frame,
+    eth: *mut EthHdr,
     l3: usize,
     counters: Option<*mut Counters>,
 ) -> Result<u32, Malformed> {
+    let key = FlowShareKey {
+        ifindex: ctx.ingress_ifindex() as u32,
+        // SAFETY: `eth` is bounds-checked.
+        mac: unsafe { (*eth).dst },
+        _pad: [0; 2],
+    };
+    // SAFETY: copied out at once.
+    let Some(share) = (unsafe { FWC_FLOWSHARES.get(key) }).copied() else {
+        return Ok(XDP_PASS);
+    };
     let ip: *const Ipv4Hdr = frame.header(l3).ok_or(Malformed("truncated IPv4"))?;
     // SAFETY: `ip` is bounds-checked.
     let (version_ihl, protocol, flags_fragment, src, dst) = unsafe {
@@ -231,14 +244,6 @@ fn filter_flow(
     if version_ihl >> 4 != 4 || header_len < 20 {
         return Err(Malformed("bad IPv4 header"));
     }
-    let key = AddressKey {
-        ifindex: ctx.ingress_ifindex() as u32,
-        addr: dst,
-    };
-    // SAFETY: copied out at once.
-    let Some(share) = (unsafe { FWC_FLOWSHARES.get(key) }).copied() else {
-        return Ok(XDP_PASS);
-    };
     let mine = ownership(share.lease) == Ownership::Owned && {
         let hash = match HashMode::from_u8(share.hash_mode) {
             Some(HashMode::Src) => hash_src(share.seed, src),
@@ -275,14 +280,17 @@ fn filter_flow(
         let node = FWC_NODE.get(0).map(|n| n.node_id);
         owner.is_some() && owner == node
     };
-    if let Some(c) = counters {
-        // SAFETY: per-CPU slot of this CPU.
-        unsafe {
+    // SAFETY: per-CPU slot of this CPU; `eth` is bounds-checked.
+    unsafe {
+        if let Some(c) = counters {
             if mine {
                 (*c).flow_passed += 1;
             } else {
                 (*c).flow_dropped += 1;
             }
+        }
+        if mine {
+            (*eth).dst = share.local_mac;
         }
     }
     Ok(if mine { XDP_PASS } else { XDP_DROP })

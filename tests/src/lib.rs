@@ -10,6 +10,7 @@
 //! namespaces, and test traffic only flows between the lab's own namespaces.
 
 pub mod arp;
+pub mod frames;
 pub mod netns;
 pub mod seed;
 pub mod xdp;
@@ -130,6 +131,42 @@ pub struct Lab {
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+fn next_prefix() -> String {
+    format!(
+        "{LAB_PREFIX}{}x{}",
+        std::process::id(),
+        LAB_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A bpffs directory of its own for tests that need pins but no network
+/// (`/sys/fs/bpf/<prefix>`), removed on drop and as a leftover of a dead run.
+pub struct Scratch {
+    prefix: String,
+}
+
+impl Scratch {
+    pub fn new() -> Result<Self> {
+        remove_stale()?;
+        Ok(Self {
+            prefix: next_prefix(),
+        })
+    }
+
+    /// Pin directory of a node inside this scratch area.
+    pub fn pin_dir(&self, node: &str) -> PathBuf {
+        Path::new(BPFFS).join(&self.prefix).join(node)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = remove_run(&self.prefix) {
+            eprintln!("scratch {}: cleanup failed: {e:#}", self.prefix);
+        }
+    }
+}
+
 impl Lab {
     /// Builds a topology. Removes leftovers of crashed runs first.
     pub fn build(topology: Topology) -> Result<Self> {
@@ -138,11 +175,7 @@ impl Lab {
             "the lab needs root (network namespaces, veth, XDP)"
         );
         remove_stale()?;
-        let prefix = format!(
-            "{LAB_PREFIX}{}x{}",
-            std::process::id(),
-            LAB_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = next_prefix();
         let mut lab = Self {
             switch: format!("{prefix}-switch"),
             prefix,

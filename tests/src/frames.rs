@@ -1,0 +1,81 @@
+//! Crafted Ethernet frames for BPF_PROG_TEST_RUN tests and traffic generators.
+
+use std::net::Ipv4Addr;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// An IPv4 packet with a TCP/UDP-style port pair.
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv4Packet {
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub vlan: Option<u16>,
+    pub protocol: u8,
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+    /// The IPv4 flags+fragment-offset field (0x2000 = more fragments).
+    pub flags_fragment: u16,
+}
+
+impl Ipv4Packet {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(64);
+        frame.extend_from_slice(&self.eth_dst);
+        frame.extend_from_slice(&self.eth_src);
+        if let Some(vid) = self.vlan {
+            frame.extend_from_slice(&0x8100u16.to_be_bytes());
+            frame.extend_from_slice(&vid.to_be_bytes());
+        }
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        let payload = [0u8; 8];
+        let total_len = 20 + 4 + payload.len() as u16;
+        let mut header = [0u8; 20];
+        header[0] = 0x45;
+        header[2..4].copy_from_slice(&total_len.to_be_bytes());
+        header[6..8].copy_from_slice(&self.flags_fragment.to_be_bytes());
+        header[8] = 64;
+        header[9] = self.protocol;
+        header[12..16].copy_from_slice(&self.src.octets());
+        header[16..20].copy_from_slice(&self.dst.octets());
+        let checksum = internet_checksum(&header);
+        header[10..12].copy_from_slice(&checksum.to_be_bytes());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(&self.src_port.to_be_bytes());
+        frame.extend_from_slice(&self.dst_port.to_be_bytes());
+        frame.extend_from_slice(&payload);
+        frame.resize(frame.len().max(60), 0);
+        frame
+    }
+}
+
+/// RFC 1071 checksum.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A minimal IPv6 frame (UDP, no payload).
+pub fn ipv6_frame(eth_dst: [u8; 6], eth_src: [u8; 6]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(64);
+    frame.extend_from_slice(&eth_dst);
+    frame.extend_from_slice(&eth_src);
+    frame.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let mut header = [0u8; 40];
+    header[0] = 0x60;
+    header[6] = IPPROTO_UDP;
+    header[7] = 64;
+    header[23] = 1;
+    header[39] = 2;
+    frame.extend_from_slice(&header);
+    frame.resize(frame.len().max(60), 0);
+    frame
+}

@@ -1,0 +1,492 @@
+//! Table tests of the XDP program with BPF_PROG_TEST_RUN on crafted frames.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use cluster_common::{
+    AddressEntry, AddressKey, AddressKind, Counters, FlowShare, FlowShareKey, HashMode,
+    flowhash::{bucket_of, hash_src},
+};
+use cluster_ctl::dataplane::{Dataplane, DataplaneError};
+use fwcluster_lab::{
+    Scratch,
+    arp::{ArpFrame, BROADCAST},
+    frames::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ipv6_frame},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+/// Loopback exists in every namespace, so the kernel accepts it as the ingress interface.
+const IFINDEX: u32 = 1;
+const LEASE: Duration = Duration::from_secs(60);
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const PARP_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+const SHARED_MAC: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x02, 0x1e];
+const SHARED_MAC_INSIDE: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x71, 0x1e];
+const OWNED_FIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const OWNED_PARP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const RELEASED_FIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+const UNLEASED_FIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
+const SHARED_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
+
+const OWNED_SLOT: u32 = 0;
+const RELEASED_SLOT: u32 = 1;
+const UNLEASED_SLOT: u32 = 2;
+const SHARE_SLOT: u32 = 3;
+
+struct Harness {
+    dataplane: Dataplane,
+    _scratch: Scratch,
+}
+
+fn key(addr: Ipv4Addr) -> AddressKey {
+    AddressKey {
+        ifindex: IFINDEX,
+        addr: u32::from_ne_bytes(addr.octets()),
+    }
+}
+
+fn entry(slot: u32, hit_slot: u32, mac: [u8; 6], kind: AddressKind) -> AddressEntry {
+    AddressEntry {
+        lease: slot,
+        hit_slot,
+        mac,
+        kind: kind as u8,
+        _pad: 0,
+    }
+}
+
+impl Harness {
+    fn new(node_id: u32) -> Self {
+        let scratch = Scratch::new().expect("scratch");
+        let mut dataplane =
+            Dataplane::open(&scratch.pin_dir("node"), node_id, false).expect("load");
+        let addresses = [
+            (
+                key(OWNED_FIP),
+                entry(OWNED_SLOT, 0, NODE_MAC, AddressKind::Fip),
+            ),
+            (
+                key(OWNED_PARP),
+                entry(OWNED_SLOT, 1, PARP_MAC, AddressKind::Parp),
+            ),
+            (
+                key(RELEASED_FIP),
+                entry(RELEASED_SLOT, 2, NODE_MAC, AddressKind::Fip),
+            ),
+            (
+                key(UNLEASED_FIP),
+                entry(UNLEASED_SLOT, 3, NODE_MAC, AddressKind::Fip),
+            ),
+        ];
+        dataplane
+            .set_addresses(addresses.iter().map(|(k, v)| (k, v)))
+            .unwrap();
+        dataplane.acquire(OWNED_SLOT, 1, LEASE).unwrap();
+        dataplane.acquire(RELEASED_SLOT, 1, LEASE).unwrap();
+        dataplane.release(RELEASED_SLOT, 2).unwrap();
+        Self {
+            dataplane,
+            _scratch: scratch,
+        }
+    }
+
+    /// Runs the program on `frame`; returns the action and the frame as the program left it.
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let ctx: [u32; 6] = [0, frame.len() as u32, 0, IFINDEX, 0, 0];
+        let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let result = self
+            .dataplane
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx_bytes),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    fn counters(&self) -> Counters {
+        self.dataplane.counters().unwrap()
+    }
+}
+
+fn request(target: Ipv4Addr) -> ArpFrame {
+    ArpFrame::request(CLIENT_MAC, CLIENT_IP, target)
+}
+
+#[test]
+fn owned_fip_is_answered_with_a_correct_reply() {
+    let h = Harness::new(0);
+    let (action, out) = h.run(&request(OWNED_FIP).encode());
+    assert_eq!(action, XDP_TX);
+    let reply = ArpFrame::decode(&out).expect("an ARP frame");
+    assert_eq!(
+        reply,
+        ArpFrame {
+            eth_dst: CLIENT_MAC,
+            eth_src: NODE_MAC,
+            vlan: None,
+            op: 2,
+            sha: NODE_MAC,
+            spa: OWNED_FIP,
+            tha: CLIENT_MAC,
+            tpa: CLIENT_IP,
+        }
+    );
+    assert_eq!(out.len(), 60, "rewritten in place, same length");
+    let c = h.counters();
+    assert_eq!((c.packets, c.arp_requests, c.arp_replies), (1, 1, 1));
+    assert_eq!(h.dataplane.address_replies(0).unwrap(), 1);
+}
+
+#[test]
+fn owned_parp_is_answered_with_its_configured_mac() {
+    let h = Harness::new(0);
+    let (action, out) = h.run(&request(OWNED_PARP).encode());
+    assert_eq!(action, XDP_TX);
+    let reply = ArpFrame::decode(&out).unwrap();
+    assert_eq!(
+        (reply.sha, reply.eth_src, reply.spa),
+        (PARP_MAC, PARP_MAC, OWNED_PARP)
+    );
+    assert_eq!(h.dataplane.address_replies(1).unwrap(), 1);
+    assert_eq!(h.dataplane.address_replies(0).unwrap(), 0);
+}
+
+#[test]
+fn cluster_addresses_not_owned_here_are_dropped() {
+    let h = Harness::new(0);
+    assert_eq!(h.run(&request(RELEASED_FIP).encode()).0, XDP_DROP);
+    assert_eq!(h.run(&request(UNLEASED_FIP).encode()).0, XDP_DROP);
+    let c = h.counters();
+    assert_eq!((c.arp_not_owned, c.arp_replies), (2, 0));
+    // Not a cluster address at all: the kernel decides.
+    assert_eq!(
+        h.run(&request(Ipv4Addr::new(192, 0, 2, 1)).encode()).0,
+        XDP_PASS
+    );
+}
+
+#[test]
+fn an_expired_lease_falls_silent_and_only_the_current_epoch_renews() {
+    let mut h = Harness::new(0);
+    h.dataplane
+        .acquire(OWNED_SLOT, 2, Duration::from_millis(20))
+        .unwrap();
+    assert_eq!(h.run(&request(OWNED_FIP).encode()).0, XDP_TX);
+    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(h.run(&request(OWNED_FIP).encode()).0, XDP_DROP);
+    assert_eq!(h.counters().arp_lease_expired, 1);
+
+    // A stale controller naming the old epoch cannot bring it back.
+    assert!(matches!(
+        h.dataplane.renew(OWNED_SLOT, 1, LEASE),
+        Err(DataplaneError::StaleEpoch {
+            requested: 1,
+            current: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        h.dataplane.acquire(OWNED_SLOT, 2, LEASE),
+        Err(DataplaneError::EpochNotIncreasing { .. })
+    ));
+    assert_eq!(h.run(&request(OWNED_FIP).encode()).0, XDP_DROP);
+    // The current epoch renews.
+    h.dataplane.renew(OWNED_SLOT, 2, LEASE).unwrap();
+    assert_eq!(h.run(&request(OWNED_FIP).encode()).0, XDP_TX);
+    // A released slot cannot be renewed, not even under its epoch.
+    assert!(matches!(
+        h.dataplane.renew(RELEASED_SLOT, 2, LEASE),
+        Err(DataplaneError::NotOwned { .. })
+    ));
+}
+
+#[test]
+fn a_vlan_tagged_request_is_answered_with_its_tag() {
+    let h = Harness::new(0);
+    let mut frame = request(OWNED_FIP);
+    frame.vlan = Some(42);
+    let (action, out) = h.run(&frame.encode());
+    assert_eq!(action, XDP_TX);
+    let reply = ArpFrame::decode(&out).unwrap();
+    assert_eq!(reply.vlan, Some(42));
+    assert_eq!((reply.op, reply.sha, reply.tpa), (2, NODE_MAC, CLIENT_IP));
+}
+
+#[test]
+fn truncated_frames_pass_untouched_at_every_length() {
+    let h = Harness::new(0);
+    for vlan in [None, Some(7)] {
+        let mut frame = request(OWNED_FIP);
+        frame.vlan = vlan;
+        let full = frame.encode();
+        let arp_end = if vlan.is_some() { 46 } else { 42 };
+        // The kernel refuses test frames shorter than an Ethernet header.
+        for len in 14..arp_end {
+            let before = h.counters().malformed;
+            let (action, out) = h.run(&full[..len]);
+            assert_eq!(action, XDP_PASS, "length {len} vlan {vlan:?}");
+            assert_eq!(out, &full[..len], "length {len} untouched");
+            assert_eq!(h.counters().malformed, before + 1, "length {len} counted");
+        }
+        assert_eq!(h.run(&full[..arp_end]).0, XDP_TX);
+    }
+    assert_eq!(h.counters().arp_replies, 2);
+}
+
+#[test]
+fn wrong_hardware_or_protocol_types_pass_and_count_as_malformed() {
+    let h = Harness::new(0);
+    let good = request(OWNED_FIP).encode();
+    // Offsets in the frame: htype 14, ptype 16, hlen 18, plen 19.
+    for (offset, value) in [(14, 6u8), (17, 0xdd), (18, 8), (19, 16)] {
+        let mut frame = good.clone();
+        frame[offset] = value;
+        let (action, out) = h.run(&frame);
+        assert_eq!(action, XDP_PASS, "byte {offset} = {value}");
+        assert_eq!(out, frame);
+    }
+    assert_eq!(h.counters().malformed, 4);
+    assert_eq!(h.counters().arp_replies, 0);
+}
+
+#[test]
+fn arp_replies_and_gratuitous_arp_pass_untouched() {
+    let h = Harness::new(0);
+    let mut reply = request(OWNED_FIP);
+    reply.op = 2;
+    let frame = reply.encode();
+    assert_eq!(h.run(&frame), (XDP_PASS, frame.clone()));
+
+    // Gratuitous request from another host claiming the owned address.
+    let mut garp = ArpFrame::request(CLIENT_MAC, OWNED_FIP, OWNED_FIP);
+    garp.eth_dst = BROADCAST;
+    let frame = garp.encode();
+    assert_eq!(h.run(&frame), (XDP_PASS, frame.clone()));
+    // Gratuitous reply form.
+    garp.op = 2;
+    let frame = garp.encode();
+    assert_eq!(h.run(&frame), (XDP_PASS, frame.clone()));
+    assert_eq!(h.counters().arp_replies, 0);
+}
+
+#[test]
+fn ipv4_ipv6_and_other_traffic_pass_untouched() {
+    let h = Harness::new(0);
+    let ipv4 = Ipv4Packet {
+        eth_dst: NODE_MAC,
+        eth_src: CLIENT_MAC,
+        vlan: None,
+        protocol: IPPROTO_TCP,
+        src: CLIENT_IP,
+        src_port: 40000,
+        dst: OWNED_FIP,
+        dst_port: 22,
+        flags_fragment: 0,
+    }
+    .encode();
+    assert_eq!(h.run(&ipv4), (XDP_PASS, ipv4.clone()));
+    // Multicast IPv4 that is not flow-shared here.
+    let mut multicast = ipv4.clone();
+    multicast[0..6].copy_from_slice(&[0x01, 0, 0x5e, 0, 0, 0xfb]);
+    assert_eq!(h.run(&multicast), (XDP_PASS, multicast.clone()));
+    let ipv6 = ipv6_frame([0x33, 0x33, 0, 0, 0, 1], CLIENT_MAC);
+    assert_eq!(h.run(&ipv6), (XDP_PASS, ipv6.clone()));
+    let mut other = ipv4.clone();
+    other[12..14].copy_from_slice(&0x88ccu16.to_be_bytes()); // LLDP
+    assert_eq!(h.run(&other), (XDP_PASS, other.clone()));
+    let c = h.counters();
+    assert_eq!((c.packets, c.malformed, c.arp_requests), (4, 0, 0));
+}
+
+const SEED: u32 = 0x5eed_1234;
+const BUCKETS: u32 = 1024;
+
+fn share(mode: HashMode) -> FlowShare {
+    FlowShare {
+        lease: SHARE_SLOT,
+        table: 0,
+        buckets: BUCKETS,
+        seed: SEED,
+        local_mac: NODE_MAC,
+        hash_mode: mode as u8,
+        _pad: 0,
+    }
+}
+
+fn share_key(mac: [u8; 6]) -> FlowShareKey {
+    FlowShareKey {
+        ifindex: IFINDEX,
+        mac,
+        _pad: [0; 2],
+    }
+}
+
+/// Buckets dealt round-robin over `nodes` nodes, as the controller does.
+fn round_robin(nodes: u32) -> Vec<u32> {
+    (0..BUCKETS).map(|b| b % nodes).collect()
+}
+
+fn flow_share_harness(node_id: u32, nodes: u32, mode: HashMode) -> Harness {
+    let mut h = Harness::new(node_id);
+    for mac in [SHARED_MAC, SHARED_MAC_INSIDE] {
+        h.dataplane
+            .set_flowshare(&share_key(mac), &share(mode))
+            .unwrap();
+    }
+    h.dataplane.set_buckets(0, &round_robin(nodes)).unwrap();
+    h.dataplane.acquire(SHARE_SLOT, 1, LEASE).unwrap();
+    h
+}
+
+fn flow(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, dst_port: u16, mac: [u8; 6]) -> Ipv4Packet {
+    Ipv4Packet {
+        eth_dst: mac,
+        eth_src: CLIENT_MAC,
+        vlan: None,
+        protocol: IPPROTO_UDP,
+        src,
+        src_port,
+        dst,
+        dst_port,
+        flags_fragment: 0,
+    }
+}
+
+/// A deterministic spread of client addresses.
+fn client(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761)))
+}
+
+#[test]
+fn flow_share_splits_flows_evenly_and_as_predicted() {
+    const FLOWS: u32 = 100_000;
+    for nodes in [2u32, 3] {
+        let h = flow_share_harness(0, nodes, HashMode::Src);
+        let owners = round_robin(nodes);
+        let mut passed = 0u32;
+        for i in 0..FLOWS {
+            let src = client(i);
+            let (action, out) = h.run(&flow(src, 1000, SHARED_IP, 80, SHARED_MAC).encode());
+            let bucket = bucket_of(hash_src(SEED, u32::from_ne_bytes(src.octets())), BUCKETS);
+            let expected = if owners[bucket as usize] == 0 {
+                XDP_PASS
+            } else {
+                XDP_DROP
+            };
+            assert_eq!(action, expected, "flow {i} from {src} in bucket {bucket}");
+            if action == XDP_PASS {
+                assert_eq!(&out[0..6], &NODE_MAC, "passed frames get the local MAC");
+                passed += 1;
+            }
+        }
+        let share = f64::from(passed) / f64::from(FLOWS);
+        let ideal = 1.0 / f64::from(nodes);
+        assert!(
+            (share - ideal).abs() <= 0.02 * ideal,
+            "{nodes} nodes: node 0 passed {share:.4}, ideal {ideal:.4}"
+        );
+        let c = h.counters();
+        assert_eq!(c.flow_passed + c.flow_dropped, u64::from(FLOWS));
+    }
+}
+
+#[test]
+fn every_flow_is_passed_by_exactly_one_of_the_nodes() {
+    let nodes: Vec<Harness> = (0..3)
+        .map(|n| flow_share_harness(n, 3, HashMode::FiveTuple))
+        .collect();
+    for i in 0..3000u32 {
+        let frame = flow(
+            client(i),
+            1024 + (i % 5000) as u16,
+            SHARED_IP,
+            443,
+            SHARED_MAC,
+        )
+        .encode();
+        let passing = nodes.iter().filter(|h| h.run(&frame).0 == XDP_PASS).count();
+        assert_eq!(passing, 1, "flow {i}");
+    }
+}
+
+#[test]
+fn symmetric_modes_keep_both_directions_of_a_flow_on_one_node() {
+    for mode in [HashMode::SrcDst, HashMode::FiveTuple] {
+        let h = flow_share_harness(0, 2, mode);
+        let server = Ipv4Addr::new(198, 51, 100, 100);
+        let mut passed_forward = 0;
+        for i in 0..5000u32 {
+            let c = client(i);
+            let port = 1024 + (i % 60000) as u16;
+            // Outbound through the shared gateway on one side, the reply on the other side.
+            let forward = h.run(&flow(c, port, server, 80, SHARED_MAC).encode()).0;
+            let reverse = h
+                .run(&flow(server, 80, c, port, SHARED_MAC_INSIDE).encode())
+                .0;
+            assert_eq!(forward, reverse, "{mode:?} flow {i}");
+            passed_forward += u32::from(forward == XDP_PASS);
+        }
+        assert!(
+            (2000..3000).contains(&passed_forward),
+            "{mode:?}: {passed_forward}"
+        );
+    }
+}
+
+#[test]
+fn fragments_of_a_flow_hash_alike_in_five_tuple_mode() {
+    let h = flow_share_harness(0, 2, HashMode::FiveTuple);
+    for i in 0..2000u32 {
+        let mut first = flow(client(i), 5000, SHARED_IP, 53, SHARED_MAC);
+        first.flags_fragment = 0x2000; // more fragments, offset 0: ports present
+        let mut later = first;
+        later.flags_fragment = 0x0010; // offset 128 bytes: no ports in this fragment
+        later.src_port = 0xdead;
+        later.dst_port = 0xbeef;
+        assert_eq!(
+            h.run(&first.encode()).0,
+            h.run(&later.encode()).0,
+            "flow {i}"
+        );
+    }
+}
+
+#[test]
+fn flow_share_without_a_fresh_lease_drops_everything() {
+    let mut h = flow_share_harness(0, 1, HashMode::Src);
+    let frame = flow(client(1), 1, SHARED_IP, 2, SHARED_MAC).encode();
+    assert_eq!(h.run(&frame).0, XDP_PASS);
+    h.dataplane.release(SHARE_SLOT, 2).unwrap();
+    assert_eq!(h.run(&frame).0, XDP_DROP);
+    h.dataplane
+        .acquire(SHARE_SLOT, 3, Duration::from_millis(10))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(h.run(&frame).0, XDP_DROP);
+}
+
+#[test]
+fn the_shared_address_is_answered_with_the_shared_mac() {
+    let mut h = flow_share_harness(1, 2, HashMode::Src);
+    h.dataplane
+        .set_addresses([(
+            &key(SHARED_IP),
+            &entry(SHARE_SLOT, 9, SHARED_MAC, AddressKind::Shared),
+        )])
+        .unwrap();
+    let (action, out) = h.run(&request(SHARED_IP).encode());
+    assert_eq!(action, XDP_TX);
+    let reply = ArpFrame::decode(&out).unwrap();
+    assert_eq!((reply.sha, reply.spa), (SHARED_MAC, SHARED_IP));
+}
