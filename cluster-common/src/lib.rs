@@ -58,6 +58,8 @@ pub mod map_name {
 pub const PROGRAM_NAME: &str = "fwcluster_xdp";
 /// Name of a trivial XDP program (returns `XDP_PASS`) kept in the object as the benchmark floor.
 pub const FLOOR_PROGRAM_NAME: &str = "fwcluster_floor";
+/// Name of the benchmark's idempotent variant of the ARP rewrite path.
+pub const BENCH_ARP_PROGRAM_NAME: &str = "fwcluster_bench_arp";
 
 /// Key of an address the cluster answers for: the interface it is answered on and the IPv4
 /// address.

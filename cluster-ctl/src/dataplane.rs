@@ -90,6 +90,8 @@ pub enum DataplaneError {
         "flow-share table {table} with {buckets} buckets is out of range (at most {MAX_FLOWSHARES} tables of {MAX_BUCKETS} buckets)"
     )]
     BucketRange { table: u32, buckets: usize },
+    #[error("kernel log: {0}")]
+    KernelLog(String),
     #[error("removing pins in {path}: {source}")]
     Unpin { path: PathBuf, source: io::Error },
 }
@@ -611,6 +613,45 @@ impl Dataplane {
         Ok(per_cpu.iter().map(|h| h.replies).sum())
     }
 
+    /// Starts reading the program's aya-log events (debug-level malformed-frame reports) into
+    /// `tracing` under target `xdp`; call [`KernelLog::flush`] from the controller's loop.
+    pub fn kernel_log(&self) -> Result<KernelLog> {
+        let logger =
+            aya_log::EbpfLogger::init_from_id_with_logger(self.program_id()?, TracingBridge)
+                .map_err(|e| DataplaneError::KernelLog(e.to_string()))?;
+        Ok(KernelLog { logger })
+    }
+
+    /// Loads another program of the object against this node's pinned maps (the benchmark uses
+    /// the floor program and the idempotent ARP variant). The program is not pinned.
+    pub fn load_companion(&self, name: &str) -> Result<Xdp> {
+        let pins: Vec<(&str, PathBuf)> = map_name::ALL
+            .iter()
+            .map(|map| (*map, self.pin_dir.join(map)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        loader.override_global("AYA_LOG_LEVEL", &2u8, true);
+        for (map, path) in &pins {
+            loader.map_pin_path(map, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(ProgramError::NotLoaded)?
+            .try_into()?;
+        program.load()?;
+        // Keep the program past `ebpf` by pinning it in a temporary place and reopening it.
+        let pin = self.pin_dir.join(format!("tmp_{name}"));
+        let _ = fs::remove_file(&pin);
+        program.pin(&pin).map_err(|source| DataplaneError::Pin {
+            path: pin.clone(),
+            source,
+        })?;
+        let reopened = Xdp::from_pin(&pin, XdpAttachType::Interface);
+        let _ = fs::remove_file(&pin);
+        Ok(reopened?)
+    }
+
     /// The program, for BPF_PROG_TEST_RUN.
     pub fn program(&self) -> &Xdp {
         &self.program
@@ -620,6 +661,45 @@ impl Dataplane {
     pub fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
         Ok(self.program.fd()?.as_fd())
     }
+}
+
+/// Reader of the program's aya-log ring buffer.
+pub struct KernelLog {
+    logger: aya_log::EbpfLogger<TracingBridge>,
+}
+
+impl KernelLog {
+    /// Forwards every pending kernel log record to `tracing`.
+    pub fn flush(&mut self) {
+        self.logger.flush();
+    }
+
+    /// The ring buffer's fd, to wait for records with poll/epoll.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.logger.as_fd()
+    }
+}
+
+/// Bridges aya-log's `log` records into `tracing` (target `xdp`).
+pub struct TracingBridge;
+
+impl log::Log for TracingBridge {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let message = record.args();
+        match record.level() {
+            log::Level::Error => tracing::error!(target: "xdp", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "xdp", "{message}"),
+            log::Level::Info => tracing::info!(target: "xdp", "{message}"),
+            log::Level::Debug => tracing::debug!(target: "xdp", "{message}"),
+            log::Level::Trace => tracing::trace!(target: "xdp", "{message}"),
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// Removes a pin directory with every pin in it (links detach when their pin goes, maps and the

@@ -490,3 +490,60 @@ fn the_shared_address_is_answered_with_the_shared_mac() {
     let reply = ArpFrame::decode(&out).unwrap();
     assert_eq!((reply.sha, reply.spa), (SHARED_MAC, SHARED_IP));
 }
+
+/// Collects everything written by a tracing subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn malformed_frames_are_logged_through_aya_log_into_tracing_when_enabled() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let scratch = Scratch::new().unwrap();
+    let dataplane = Dataplane::open(&scratch.pin_dir("node"), 0, true).unwrap();
+    let h = Harness {
+        dataplane,
+        _scratch: scratch,
+    };
+    let mut log = h.dataplane.kernel_log().unwrap();
+    let full = request(OWNED_FIP).encode();
+    assert_eq!(h.run(&full[..30]).0, XDP_PASS);
+    tracing::subscriber::with_default(subscriber, || log.flush());
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("malformed frame passed: truncated ARP"),
+        "{text:?}"
+    );
+    assert!(text.contains("xdp"), "target is xdp: {text:?}");
+}
+
+#[test]
+fn malformed_frames_are_not_logged_by_default() {
+    let h = Harness::new(0);
+    let mut log = h.dataplane.kernel_log().unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let full = request(OWNED_FIP).encode();
+    assert_eq!(h.run(&full[..30]).0, XDP_PASS);
+    assert_eq!(h.counters().malformed, 1);
+    tracing::subscriber::with_default(subscriber, || log.flush());
+    assert!(captured.0.lock().unwrap().is_empty());
+}
