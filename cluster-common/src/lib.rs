@@ -30,9 +30,9 @@ pub const NO_OWNER: u32 = u32::MAX;
 pub mod map_name {
     /// [`crate::AddressKey`] → [`crate::AddressEntry`].
     pub const ADDRESSES: &str = "FWC_ADDRESSES";
-    /// lease slot (`u32`) → [`crate::Lease`]; a missing slot is not owned.
+    /// lease slot (`u32`) → [`crate::Lease`]; epoch 0 means never granted.
     pub const LEASES: &str = "FWC_LEASES";
-    /// [`crate::FlowShareKey`] (interface + shared MAC) → [`crate::FlowShare`].
+    /// `ifindex % MAX_FLOWSHARE_INTERFACES` → [`crate::FlowShare`].
     pub const FLOWSHARES: &str = "FWC_FLOWSHARES";
     /// `flowshare.table * MAX_BUCKETS + bucket` → [`crate::BucketOwner`].
     pub const BUCKETS: &str = "FWC_BUCKETS";
@@ -154,26 +154,20 @@ impl HashMode {
     }
 }
 
-/// Key of a flow-share instance on one interface: frames arriving there addressed to `mac` are
-/// flow-shared. Keying on the MAC (not the IP) covers both traffic to the shared address and
+/// Configuration of flow share on one interface: frames arriving there addressed to `mac` are
+/// flow-shared. Matching on the MAC (not the IP) covers both traffic to the shared address and
 /// traffic routed through it as a gateway.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowShareKey {
-    pub ifindex: u32,
-    /// The shared (multicast) MAC.
-    pub mac: [u8; 6],
-    pub _pad: [u8; 2],
-}
-
-/// Configuration of one flow-share instance on one interface.
 ///
-/// Several keys (e.g. the outside and inside interfaces of a shared gateway) may name the same
-/// `table` and `seed`, so both directions of a flow land on one node in the symmetric modes.
+/// Stored in an array at index `ifindex % MAX_FLOWSHARE_INTERFACES` (one instance per interface;
+/// the controller refuses two interfaces that collide), so the hot path does one array lookup.
+/// Several interfaces (e.g. the outside and inside of a shared gateway) may name the same `table`
+/// and `seed`, so both directions of a flow land on one node in the symmetric modes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowShare {
-    /// Lease slot: while it is not owned and fresh, all traffic to the shared address is dropped.
+    /// Interface this entry is for (0: unused slot).
+    pub ifindex: u32,
+    /// Lease slot: while it is not owned and fresh, all flow-shared traffic is dropped.
     pub lease: u32,
     /// Region of the bucket table (`table * MAX_BUCKETS`).
     pub table: u32,
@@ -181,14 +175,19 @@ pub struct FlowShare {
     pub buckets: u32,
     /// Hash seed, identical on every node.
     pub seed: u32,
+    /// The shared (multicast) MAC.
+    pub mac: [u8; 6],
     /// The receiving interface's own MAC. Passed frames get it as destination, so the kernel
     /// treats them as addressed to this host (it neither forwards nor delivers TCP for frames
     /// that arrived with a multicast destination).
     pub local_mac: [u8; 6],
     /// [`HashMode`] as `u8`.
     pub hash_mode: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 3],
 }
+
+/// Size of the flow-share array (interfaces are placed at `ifindex % this`).
+pub const MAX_FLOWSHARE_INTERFACES: u32 = 256;
 
 /// Owner of one flow-share bucket.
 #[repr(C)]
@@ -258,7 +257,6 @@ mod pod {
     unsafe impl aya::Pod for AddressKey {}
     unsafe impl aya::Pod for AddressEntry {}
     unsafe impl aya::Pod for Lease {}
-    unsafe impl aya::Pod for FlowShareKey {}
     unsafe impl aya::Pod for FlowShare {}
     unsafe impl aya::Pod for BucketOwner {}
     unsafe impl aya::Pod for NodeConfig {}
@@ -276,8 +274,7 @@ mod tests {
         assert_eq!(size_of::<AddressKey>(), 8);
         assert_eq!(size_of::<AddressEntry>(), 16);
         assert_eq!(size_of::<Lease>(), 24);
-        assert_eq!(size_of::<FlowShareKey>(), 12);
-        assert_eq!(size_of::<FlowShare>(), 24);
+        assert_eq!(size_of::<FlowShare>(), 36);
         assert_eq!(size_of::<BucketOwner>(), 4);
         assert_eq!(size_of::<NodeConfig>(), 4);
         assert_eq!(size_of::<Counters>(), 64);

@@ -28,8 +28,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use cluster_common::{
-    AddressEntry, AddressHits, AddressKey, BucketOwner, Counters, FlowShare, FlowShareKey, Lease,
-    MAX_BUCKETS, MAX_FLOWSHARES, NodeConfig, PROGRAM_NAME, map_name,
+    AddressEntry, AddressHits, AddressKey, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
+    MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, NodeConfig, PROGRAM_NAME, map_name,
 };
 
 /// The eBPF object built by `build.rs` from `cluster-ebpf`.
@@ -90,6 +90,11 @@ pub enum DataplaneError {
         "flow-share table {table} with {buckets} buckets is out of range (at most {MAX_FLOWSHARES} tables of {MAX_BUCKETS} buckets)"
     )]
     BucketRange { table: u32, buckets: usize },
+    #[error(
+        "flow share on interface index {ifindex} collides with interface index {other} \
+         (slot ifindex % {MAX_FLOWSHARE_INTERFACES}); use another interface or rename"
+    )]
+    FlowShareSlot { ifindex: u32, other: u32 },
     #[error("kernel log: {0}")]
     KernelLog(String),
     #[error("removing pins in {path}: {source}")]
@@ -152,8 +157,8 @@ pub struct Dataplane {
     origin: Origin,
     program: Xdp,
     addresses: HashMap<MapData, AddressKey, AddressEntry>,
-    leases: HashMap<MapData, u32, Lease>,
-    flowshares: HashMap<MapData, FlowShareKey, FlowShare>,
+    leases: Array<MapData, Lease>,
+    flowshares: Array<MapData, FlowShare>,
     buckets: Array<MapData, BucketOwner>,
     node: Array<MapData, NodeConfig>,
     counters: PerCpuArray<MapData, Counters>,
@@ -253,7 +258,10 @@ impl Dataplane {
                 .try_into()
                 .map_err(map_err(map_name::ADDRESS_HITS))?,
         };
-        dataplane.set_node_id(node_id)?;
+        dataplane
+            .node
+            .set(0, NodeConfig { node_id }, 0)
+            .map_err(map_err(map_name::NODE))?;
         Ok(dataplane)
     }
 
@@ -428,12 +436,6 @@ impl Dataplane {
         remove_pins(&dir)
     }
 
-    fn set_node_id(&mut self, node_id: u32) -> Result<()> {
-        self.node
-            .set(0, NodeConfig { node_id }, 0)
-            .map_err(map_err(map_name::NODE))
-    }
-
     /// Adds or replaces cluster addresses (all of a group at once at configuration time).
     pub fn set_addresses<'a>(
         &mut self,
@@ -463,19 +465,22 @@ impl Dataplane {
             .map_err(map_err(map_name::ADDRESSES))
     }
 
-    /// The lease of a slot, if the slot is known.
+    /// The lease of a slot; `None` when the slot was never granted (epoch 0).
     pub fn lease(&self, slot: u32) -> Result<Option<Lease>> {
-        match self.leases.get(&slot, 0) {
-            Ok(lease) => Ok(Some(lease)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(map_name::LEASES)(e)),
-        }
+        let lease = self
+            .leases
+            .get(&slot, 0)
+            .map_err(map_err(map_name::LEASES))?;
+        Ok((lease.epoch != 0).then_some(lease))
     }
 
+    // An array element is rewritten in place, so a reader racing the write could in theory see
+    // a mix of old and new bytes. That cannot make two nodes answer at once: a renewal only
+    // happens while this node legitimately owns the slot, and a release returns only after the
+    // write completed, and the peer activates only after that (deactivate before activate).
     fn write_lease(&mut self, slot: u32, lease: Lease) -> Result<()> {
-        // Hash map updates replace the element whole, so the program never sees a torn lease.
         self.leases
-            .insert(slot, lease, 0)
+            .set(slot, lease, 0)
             .map_err(map_err(map_name::LEASES))
     }
 
@@ -546,16 +551,27 @@ impl Dataplane {
         )
     }
 
-    /// Configures a flow-share instance on one interface.
-    pub fn set_flowshare(&mut self, key: &FlowShareKey, share: &FlowShare) -> Result<()> {
+    /// Configures flow share on one interface (`share.ifindex`).
+    pub fn set_flowshare(&mut self, share: &FlowShare) -> Result<()> {
         if share.table >= MAX_FLOWSHARES || share.buckets == 0 || share.buckets > MAX_BUCKETS {
             return Err(DataplaneError::BucketRange {
                 table: share.table,
                 buckets: share.buckets as usize,
             });
         }
+        let slot = share.ifindex % MAX_FLOWSHARE_INTERFACES;
+        let current = self
+            .flowshares
+            .get(&slot, 0)
+            .map_err(map_err(map_name::FLOWSHARES))?;
+        if share.ifindex == 0 || (current.ifindex != 0 && current.ifindex != share.ifindex) {
+            return Err(DataplaneError::FlowShareSlot {
+                ifindex: share.ifindex,
+                other: current.ifindex,
+            });
+        }
         self.flowshares
-            .insert(key, share, 0)
+            .set(slot, share, 0)
             .map_err(map_err(map_name::FLOWSHARES))
     }
 

@@ -1,8 +1,10 @@
 //! Bounds-checked access to the frame: the only place that turns packet offsets into pointers.
 //!
-//! Header structs hold byte arrays only (alignment 1), so a pointer anywhere in the frame is
-//! valid for them, and multi-byte fields are decoded explicitly with `from_be_bytes` or kept raw
-//! with `from_ne_bytes` (addresses, which the maps store in network order).
+//! Header structs are made of 16-bit words (and bytes): every field the program touches sits at
+//! an even offset of an Ethernet frame, with or without one VLAN tag, and XDP frames start at
+//! least 2-byte aligned, so the JIT copies MACs and addresses in 2-byte moves instead of bytes.
+//! Words hold the wire bytes unchanged: numbers are decoded with `u16::from_be`, addresses are
+//! compared raw (the maps store them in network order, see [`Ipv4Words`]).
 
 use aya_ebpf::programs::XdpContext;
 
@@ -11,51 +13,70 @@ use crate::Malformed;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
+/// A MAC address as three wire-order words.
+pub type MacWords = [u16; 3];
+/// An IPv4 address as two wire-order words.
+pub type Ipv4Words = [u16; 2];
+
+/// The address as the maps store it (`u32::from_ne_bytes(octets)`).
+#[inline(always)]
+pub fn ipv4_raw(words: Ipv4Words) -> u32 {
+    // SAFETY: same size, any bit pattern is a valid u32.
+    unsafe { core::mem::transmute::<Ipv4Words, u32>(words) }
+}
+
+/// A MAC stored as bytes in a map value, as words.
+#[inline(always)]
+pub fn mac_words(mac: [u8; 6]) -> MacWords {
+    // SAFETY: same size, any bit pattern is valid.
+    unsafe { core::mem::transmute::<[u8; 6], MacWords>(mac) }
+}
+
 #[repr(C)]
 pub struct EthHdr {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
-    pub ethertype: [u8; 2],
+    pub dst: MacWords,
+    pub src: MacWords,
+    pub ethertype: u16,
 }
 
 #[repr(C)]
 pub struct VlanHdr {
-    pub tci: [u8; 2],
-    pub ethertype: [u8; 2],
+    pub tci: u16,
+    pub ethertype: u16,
 }
 
 #[repr(C)]
 pub struct ArpHdr {
-    pub htype: [u8; 2],
-    pub ptype: [u8; 2],
+    pub htype: u16,
+    pub ptype: u16,
     pub hlen: u8,
     pub plen: u8,
-    pub oper: [u8; 2],
-    pub sha: [u8; 6],
-    pub spa: [u8; 4],
-    pub tha: [u8; 6],
-    pub tpa: [u8; 4],
+    pub oper: u16,
+    pub sha: MacWords,
+    pub spa: Ipv4Words,
+    pub tha: MacWords,
+    pub tpa: Ipv4Words,
 }
 
 #[repr(C)]
 pub struct Ipv4Hdr {
     pub version_ihl: u8,
     pub tos: u8,
-    pub total_len: [u8; 2],
-    pub id: [u8; 2],
-    pub flags_fragment: [u8; 2],
+    pub total_len: u16,
+    pub id: u16,
+    pub flags_fragment: u16,
     pub ttl: u8,
     pub protocol: u8,
-    pub checksum: [u8; 2],
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
+    pub checksum: u16,
+    pub src: Ipv4Words,
+    pub dst: Ipv4Words,
 }
 
 /// The first four bytes of TCP, UDP and SCTP headers.
 #[repr(C)]
 pub struct L4Ports {
-    pub src: [u8; 2],
-    pub dst: [u8; 2],
+    pub src: u16,
+    pub dst: u16,
 }
 
 pub struct Frame {
@@ -86,7 +107,7 @@ impl Frame {
     #[inline(always)]
     pub fn l3(&self, eth: *const EthHdr) -> Result<(u16, usize), Malformed> {
         // SAFETY: the caller got `eth` from `header`.
-        let ethertype = u16::from_be_bytes(unsafe { (*eth).ethertype });
+        let ethertype = u16::from_be(unsafe { (*eth).ethertype });
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             return Ok((ethertype, core::mem::size_of::<EthHdr>()));
         }
@@ -94,7 +115,7 @@ impl Frame {
             .header(core::mem::size_of::<EthHdr>())
             .ok_or(Malformed("truncated VLAN tag"))?;
         // SAFETY: bounds-checked above.
-        let inner = u16::from_be_bytes(unsafe { (*vlan).ethertype });
+        let inner = u16::from_be(unsafe { (*vlan).ethertype });
         Ok((
             inner,
             core::mem::size_of::<EthHdr>() + core::mem::size_of::<VlanHdr>(),

@@ -23,20 +23,18 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use cluster_common::{
     AddressEntry, AddressHits, AddressKey, BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare,
-    FlowShareKey, HashMode, Lease, MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARES, MAX_LEASES,
-    NodeConfig,
+    HashMode, Lease, MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_LEASES, NodeConfig,
     flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
 };
-use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports};
+use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports, ipv4_raw, mac_words};
 
 #[btf_map]
 static FWC_ADDRESSES: HashMap<AddressKey, AddressEntry, { MAX_ADDRESSES as usize }> =
     HashMap::new();
 #[btf_map]
-static FWC_LEASES: HashMap<u32, Lease, { MAX_LEASES as usize }> = HashMap::new();
+static FWC_LEASES: Array<Lease, { MAX_LEASES as usize }> = Array::new();
 #[btf_map]
-static FWC_FLOWSHARES: HashMap<FlowShareKey, FlowShare, { MAX_FLOWSHARES as usize }> =
-    HashMap::new();
+static FWC_FLOWSHARES: Array<FlowShare, { MAX_FLOWSHARE_INTERFACES as usize }> = Array::new();
 #[btf_map]
 static FWC_BUCKETS: Array<BucketOwner, { BUCKET_TABLE_SIZE as usize }> = Array::new();
 #[btf_map]
@@ -117,11 +115,11 @@ fn restore_request(frame: &Frame) {
     unsafe {
         let target = (*arp).spa;
         (*eth).src = (*eth).dst;
-        (*eth).dst = [0xff; 6];
-        (*arp).oper = ARP_OP_REQUEST.to_be_bytes();
+        (*eth).dst = [0xffff; 3];
+        (*arp).oper = ARP_OP_REQUEST.to_be();
         (*arp).sha = (*arp).tha;
         (*arp).spa = (*arp).tpa;
-        (*arp).tha = [0; 6];
+        (*arp).tha = [0; 3];
         (*arp).tpa = target;
     }
 }
@@ -156,9 +154,10 @@ enum Ownership {
 
 #[inline(always)]
 fn ownership(slot: u32) -> Ownership {
-    // SAFETY: the value is copied out at once; the controller replaces hash elements whole.
-    match unsafe { FWC_LEASES.get(slot) } {
+    match FWC_LEASES.get(slot) {
         Some(lease) if lease.owned != 0 => {
+            // The precise clock: the coarse one (cheaper) lags by a tick or, on an idle tickless
+            // CPU, more, which would let a lease outlive its duration.
             // SAFETY: helper without arguments.
             if unsafe { bpf_ktime_get_ns() } < lease.expires_ns {
                 Ownership::Owned
@@ -181,22 +180,22 @@ fn respond_arp(
     let arp: *mut ArpHdr = frame.header(l3).ok_or(Malformed("truncated ARP"))?;
     // SAFETY: `arp` and `eth` are bounds-checked pointers into the frame.
     unsafe {
-        if u16::from_be_bytes((*arp).htype) != ARP_HTYPE_ETHERNET
-            || u16::from_be_bytes((*arp).ptype) != ETH_P_IP
+        if u16::from_be((*arp).htype) != ARP_HTYPE_ETHERNET
+            || u16::from_be((*arp).ptype) != ETH_P_IP
             || (*arp).hlen != 6
             || (*arp).plen != 4
         {
             return Err(Malformed("ARP not Ethernet/IPv4"));
         }
-        if u16::from_be_bytes((*arp).oper) != ARP_OP_REQUEST {
+        if u16::from_be((*arp).oper) != ARP_OP_REQUEST {
             return Ok(XDP_PASS);
         }
         if let Some(c) = counters {
             (*c).arp_requests += 1;
         }
-        let target = u32::from_ne_bytes((*arp).tpa);
+        let target = ipv4_raw((*arp).tpa);
         // Gratuitous ARP announces the sender's own address: nothing to answer.
-        if u32::from_ne_bytes((*arp).spa) == target {
+        if ipv4_raw((*arp).spa) == target {
             return Ok(XDP_PASS);
         }
         let key = AddressKey {
@@ -242,10 +241,11 @@ unsafe fn write_reply(eth: *mut EthHdr, arp: *mut ArpHdr, entry: &AddressEntry) 
         let requester_mac = (*arp).sha;
         let requester_ip = (*arp).spa;
         let answered_ip = (*arp).tpa;
+        let mac = mac_words(entry.mac);
         (*eth).dst = (*eth).src;
-        (*eth).src = entry.mac;
-        (*arp).oper = ARP_OP_REPLY.to_be_bytes();
-        (*arp).sha = entry.mac;
+        (*eth).src = mac;
+        (*arp).oper = ARP_OP_REPLY.to_be();
+        (*arp).sha = mac;
         (*arp).spa = answered_ip;
         (*arp).tha = requester_mac;
         (*arp).tpa = requester_ip;
@@ -260,25 +260,26 @@ fn filter_flow(
     l3: usize,
     counters: Option<*mut Counters>,
 ) -> Result<u32, Malformed> {
-    let key = FlowShareKey {
-        ifindex: ctx.ingress_ifindex() as u32,
-        // SAFETY: `eth` is bounds-checked.
-        mac: unsafe { (*eth).dst },
-        _pad: [0; 2],
-    };
-    // SAFETY: copied out at once.
-    let Some(share) = (unsafe { FWC_FLOWSHARES.get(key) }).copied() else {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(share) = FWC_FLOWSHARES
+        .get(ifindex % MAX_FLOWSHARE_INTERFACES)
+        .copied()
+    else {
         return Ok(XDP_PASS);
     };
+    // SAFETY: `eth` is bounds-checked.
+    if share.ifindex != ifindex || mac_words(share.mac) != unsafe { (*eth).dst } {
+        return Ok(XDP_PASS);
+    }
     let ip: *const Ipv4Hdr = frame.header(l3).ok_or(Malformed("truncated IPv4"))?;
     // SAFETY: `ip` is bounds-checked.
     let (version_ihl, protocol, flags_fragment, src, dst) = unsafe {
         (
             (*ip).version_ihl,
             (*ip).protocol,
-            u16::from_be_bytes((*ip).flags_fragment),
-            u32::from_ne_bytes((*ip).src),
-            u32::from_ne_bytes((*ip).dst),
+            u16::from_be((*ip).flags_fragment),
+            ipv4_raw((*ip).src),
+            ipv4_raw((*ip).dst),
         )
     };
     let header_len = ((version_ihl & 0x0f) as usize) * 4;
@@ -299,12 +300,7 @@ fn filter_flow(
                         .header(l3 + header_len)
                         .ok_or(Malformed("truncated L4 ports"))?;
                     // SAFETY: bounds-checked.
-                    unsafe {
-                        (
-                            u16::from_ne_bytes((*ports).src),
-                            u16::from_ne_bytes((*ports).dst),
-                        )
-                    }
+                    unsafe { ((*ports).src, (*ports).dst) }
                 } else {
                     (0, 0)
                 };
@@ -331,7 +327,7 @@ fn filter_flow(
             }
         }
         if mine {
-            (*eth).dst = share.local_mac;
+            (*eth).dst = mac_words(share.local_mac);
         }
     }
     Ok(if mine { XDP_PASS } else { XDP_DROP })

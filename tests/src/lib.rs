@@ -13,6 +13,7 @@ pub mod arp;
 pub mod frames;
 pub mod netns;
 pub mod seed;
+pub mod traffic;
 pub mod xdp;
 
 use std::{
@@ -411,30 +412,48 @@ impl Lab {
             ));
         }
         script.push_str("}\n");
-        let mut child = self
-            .command_in_switch("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("spawning nft")?;
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(script.as_bytes())?;
-        let output = child.wait_with_output()?;
-        ensure!(
-            output.status.success(),
-            "nft failed: {}\n{script}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
+        nft_script(&self.switch, &script)
+    }
+
+    /// Loads an nftables script (`nft -f -`) in a host's namespace.
+    pub fn nft(&self, host: &str, script: &str) -> Result<()> {
+        nft_script(self.ns(host), script)
     }
 
     fn command_in_switch(&self, program: &str) -> Command {
         netns_command(&self.switch, program)
+    }
+
+    /// Joins two hosts with a direct veth pair (no bridge), `ifname` on both ends, addressed
+    /// with `address_a`/`address_b`. Benchmarks use it so that native XDP can run on both ends.
+    pub fn connect_direct(
+        &mut self,
+        host_a: &str,
+        host_b: &str,
+        ifname: &str,
+        address_a: &str,
+        address_b: &str,
+    ) -> Result<()> {
+        let (ns_a, ns_b) = (self.ns(host_a).to_owned(), self.ns(host_b).to_owned());
+        ip(&[
+            "link", "add", ifname, "netns", &ns_a, "type", "veth", "peer", "name", ifname, "netns",
+            &ns_b,
+        ])?;
+        for (ns, address) in [(&ns_a, address_a), (&ns_b, address_b)] {
+            ip(&["-n", ns, "addr", "add", address, "dev", ifname])?;
+            ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Packet counters of an interface: `(rx_packets, tx_packets)`.
+    pub fn link_packets(&self, host: &str, interface: &str) -> Result<(u64, u64)> {
+        let output = self.run(host, "ip", &["-s", "-j", "link", "show", "dev", interface])?;
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let stats = &json[0]["stats64"];
+        let rx = stats["rx"]["packets"].as_u64().context("rx packets")?;
+        let tx = stats["tx"]["packets"].as_u64().context("tx packets")?;
+        Ok((rx, tx))
     }
 
     /// Namespace names of this lab (switch included).
@@ -466,6 +485,28 @@ pub fn thaw(pid: u32) -> Result<()> {
 fn signal(pid: u32, signal: nix::sys::signal::Signal) -> Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
         .with_context(|| format!("sending {signal} to {pid}"))
+}
+
+fn nft_script(ns: &str, script: &str) -> Result<()> {
+    let mut child = netns_command(ns, "nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("spawning nft")?;
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())?;
+    let output = child.wait_with_output()?;
+    ensure!(
+        output.status.success(),
+        "nft failed: {}\n{script}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 fn ip(args: &[&str]) -> Result<()> {

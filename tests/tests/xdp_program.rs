@@ -4,12 +4,12 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use cluster_common::{
-    AddressEntry, AddressKey, AddressKind, Counters, FlowShare, FlowShareKey, HashMode,
+    AddressEntry, AddressKey, AddressKind, Counters, FlowShare, HashMode,
     flowhash::{bucket_of, hash_src},
 };
 use cluster_ctl::dataplane::{Dataplane, DataplaneError};
 use fwcluster_lab::{
-    Scratch,
+    HostSpec, Lab, Scratch, Topology,
     arp::{ArpFrame, BROADCAST},
     frames::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ipv6_frame},
 };
@@ -97,8 +97,13 @@ impl Harness {
 
     /// Runs the program on `frame`; returns the action and the frame as the program left it.
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run_on(IFINDEX, frame)
+    }
+
+    /// Runs the program on `frame` received on `ifindex` (of the calling thread's namespace).
+    fn run_on(&self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; frame.len() + 256];
-        let ctx: [u32; 6] = [0, frame.len() as u32, 0, IFINDEX, 0, 0];
+        let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let result = self
             .dataplane
@@ -312,23 +317,17 @@ fn ipv4_ipv6_and_other_traffic_pass_untouched() {
 const SEED: u32 = 0x5eed_1234;
 const BUCKETS: u32 = 1024;
 
-fn share(mode: HashMode) -> FlowShare {
+fn share(ifindex: u32, mac: [u8; 6], mode: HashMode) -> FlowShare {
     FlowShare {
+        ifindex,
+        mac,
         lease: SHARE_SLOT,
         table: 0,
         buckets: BUCKETS,
         seed: SEED,
         local_mac: NODE_MAC,
         hash_mode: mode as u8,
-        _pad: 0,
-    }
-}
-
-fn share_key(mac: [u8; 6]) -> FlowShareKey {
-    FlowShareKey {
-        ifindex: IFINDEX,
-        mac,
-        _pad: [0; 2],
+        _pad: [0; 3],
     }
 }
 
@@ -337,16 +336,26 @@ fn round_robin(nodes: u32) -> Vec<u32> {
     (0..BUCKETS).map(|b| b % nodes).collect()
 }
 
-fn flow_share_harness(node_id: u32, nodes: u32, mode: HashMode) -> Harness {
+/// Flow share on `interfaces` (ifindex, shared MAC), all with one table and seed.
+fn flow_share_on(
+    node_id: u32,
+    nodes: u32,
+    mode: HashMode,
+    interfaces: &[(u32, [u8; 6])],
+) -> Harness {
     let mut h = Harness::new(node_id);
-    for mac in [SHARED_MAC, SHARED_MAC_INSIDE] {
+    for (ifindex, mac) in interfaces {
         h.dataplane
-            .set_flowshare(&share_key(mac), &share(mode))
+            .set_flowshare(&share(*ifindex, *mac, mode))
             .unwrap();
     }
     h.dataplane.set_buckets(0, &round_robin(nodes)).unwrap();
     h.dataplane.acquire(SHARE_SLOT, 1, LEASE).unwrap();
     h
+}
+
+fn flow_share_harness(node_id: u32, nodes: u32, mode: HashMode) -> Harness {
+    flow_share_on(node_id, nodes, mode, &[(IFINDEX, SHARED_MAC)])
 }
 
 fn flow(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, dst_port: u16, mac: [u8; 6]) -> Ipv4Packet {
@@ -422,26 +431,75 @@ fn every_flow_is_passed_by_exactly_one_of_the_nodes() {
 
 #[test]
 fn symmetric_modes_keep_both_directions_of_a_flow_on_one_node() {
-    for mode in [HashMode::SrcDst, HashMode::FiveTuple] {
-        let h = flow_share_harness(0, 2, mode);
-        let server = Ipv4Addr::new(198, 51, 100, 100);
-        let mut passed_forward = 0;
-        for i in 0..5000u32 {
-            let c = client(i);
-            let port = 1024 + (i % 60000) as u16;
-            // Outbound through the shared gateway on one side, the reply on the other side.
-            let forward = h.run(&flow(c, port, server, 80, SHARED_MAC).encode()).0;
-            let reverse = h
-                .run(&flow(server, 80, c, port, SHARED_MAC_INSIDE).encode())
-                .0;
-            assert_eq!(forward, reverse, "{mode:?} flow {i}");
-            passed_forward += u32::from(forward == XDP_PASS);
+    // A shared gateway: outside on eth0, inside on eth1, one table and seed for both.
+    let lab = Lab::build(
+        Topology::default().host(
+            HostSpec::new("fw")
+                .interface("eth0", "outside", &[])
+                .interface("eth1", "inside", &[]),
+        ),
+    )
+    .unwrap();
+    let outside = fwcluster_lab::xdp::ifindex(&lab, "fw", "eth0").unwrap();
+    let inside = fwcluster_lab::xdp::ifindex(&lab, "fw", "eth1").unwrap();
+    let interfaces = [(outside, SHARED_MAC), (inside, SHARED_MAC_INSIDE)];
+    // BPF_PROG_TEST_RUN resolves the ingress interface in the caller's namespace.
+    fwcluster_lab::in_netns(lab.ns("fw"), move || {
+        for mode in [HashMode::SrcDst, HashMode::FiveTuple] {
+            let h = flow_share_on(0, 2, mode, &interfaces);
+            let server = Ipv4Addr::new(198, 51, 100, 100);
+            let mut passed_forward = 0;
+            for i in 0..5000u32 {
+                let c = client(i);
+                let port = 1024 + (i % 60000) as u16;
+                let forward = h
+                    .run_on(outside, &flow(c, port, server, 80, SHARED_MAC).encode())
+                    .0;
+                let reverse = h
+                    .run_on(
+                        inside,
+                        &flow(server, 80, c, port, SHARED_MAC_INSIDE).encode(),
+                    )
+                    .0;
+                assert_eq!(forward, reverse, "{mode:?} flow {i}");
+                passed_forward += u32::from(forward == XDP_PASS);
+            }
+            assert!(
+                (2000..3000).contains(&passed_forward),
+                "{mode:?}: {passed_forward}"
+            );
+            // The same frame on the other interface's MAC is not flow-shared there.
+            let wrong = flow(client(1), 1, server, 2, SHARED_MAC_INSIDE).encode();
+            assert_eq!(h.run_on(outside, &wrong), (XDP_PASS, wrong.clone()));
         }
-        assert!(
-            (2000..3000).contains(&passed_forward),
-            "{mode:?}: {passed_forward}"
-        );
-    }
+    })
+    .unwrap();
+}
+
+#[test]
+fn two_interfaces_in_one_flow_share_slot_are_refused() {
+    let mut h = Harness::new(0);
+    h.dataplane
+        .set_flowshare(&share(3, SHARED_MAC, HashMode::Src))
+        .unwrap();
+    let error = h
+        .dataplane
+        .set_flowshare(&share(3 + 256, SHARED_MAC, HashMode::Src))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            DataplaneError::FlowShareSlot {
+                ifindex: 259,
+                other: 3
+            }
+        ),
+        "{error}"
+    );
+    // Reconfiguring the same interface is fine.
+    h.dataplane
+        .set_flowshare(&share(3, SHARED_MAC_INSIDE, HashMode::Src))
+        .unwrap();
 }
 
 #[test]

@@ -30,6 +30,14 @@ enum Task {
     },
     /// Run the demo on the built-in seed network.
     Demo,
+    /// Run a benchmark (`xdp`); prints a table of ratios against the anchor of the same run.
+    Bench {
+        /// Which benchmark.
+        which: String,
+        /// Arguments for the benchmark binary (e.g. `--seconds 5`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -38,6 +46,23 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::ensure()?;
             test::run(&args)
+        }
+        Task::Bench { which, args } => {
+            setup::ensure()?;
+            require_root("benchmarks")?;
+            let mut cargo_args = vec![
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "fwcluster-lab",
+                "--bin",
+                "fwcluster-bench",
+                "--",
+                &which,
+            ];
+            cargo_args.extend(args.iter().map(String::as_str));
+            cargo(&cargo_args)
         }
         Task::Demo => {
             setup::ensure()?;
