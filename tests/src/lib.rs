@@ -598,13 +598,16 @@ fn remove_run(prefix: &str) -> Result<()> {
     }
     let mut errors = Vec::new();
     for ns in &owned {
-        if let Err(e) = ip(&["netns", "del", ns]) {
+        // Another lab of this process may be removing the same stale run concurrently.
+        if let Err(e) = ip(&["netns", "del", ns])
+            && Path::new(NETNS_DIR).join(ns).exists()
+        {
             errors.push(format!("{e:#}"));
         }
     }
     let pins = Path::new(BPFFS).join(prefix);
-    if pins.exists()
-        && let Err(e) = fs::remove_dir_all(&pins)
+    if let Err(e) = fs::remove_dir_all(&pins)
+        && e.kind() != std::io::ErrorKind::NotFound
     {
         errors.push(format!("removing {}: {e}", pins.display()));
     }

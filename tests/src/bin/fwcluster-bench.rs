@@ -175,7 +175,7 @@ fn prog_test_run() -> Result<()> {
             u32::from_ne_bytes(SHARED_IP.octets()),
             53u16.to_be(),
         );
-        if bucket_of(hash, BUCKETS) % 2 == 0 {
+        if bucket_of(hash, BUCKETS).is_multiple_of(2) {
             mine.get_or_insert(src);
         } else {
             theirs.get_or_insert(src);
@@ -415,7 +415,7 @@ fn flow_share_throughput(duration: Duration) -> Result<()> {
             let own = (0..4096u32)
                 .filter(|i| {
                     let src = (0xc633_0000u32 + i).to_be();
-                    bucket_of(hash_src(SEED, src), BUCKETS) % 2 == 0
+                    bucket_of(hash_src(SEED, src), BUCKETS).is_multiple_of(2)
                 })
                 .count() as f64
                 / 4096.0;
