@@ -1,2 +1,3 @@
 //! fwcluster's controller: the library behind `fwclusterd`, `clpstat`, `clpgrp` and `clpcfg`.
+pub mod config;
 pub mod dataplane;

@@ -1,0 +1,1042 @@
+//! The cluster configuration (SPEC §7, R-CFG-1): one TOML file, identical on every node.
+//!
+//! Loading is two steps: serde deserialization (types, defaults, unknown keys) and [`validate`]
+//! (the rules between fields). Every error names the file, the line and the key, e.g.
+//! `cluster.toml:12: cluster.heartbeat_timeout: must be greater than heartbeat_interval (1s)`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Seed limit of interconnect addresses per server.
+pub const MAX_INTERCONNECTS: usize = 16;
+/// Addresses the data path holds in total (R-RES-1 asks for at least 65,536).
+pub const MAX_TOTAL_ADDRESSES: usize = 65_536;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub server: Vec<ServerConfig>,
+    #[serde(default)]
+    pub group: Vec<GroupConfig>,
+    #[serde(default)]
+    pub flowshare: Vec<FlowShareConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Cluster name; also the bpffs pin directory.
+    pub name: String,
+    #[serde(default = "defaults::interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    #[serde(default = "defaults::wait", with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    #[serde(default = "defaults::api_port")]
+    pub api_port: u16,
+    #[serde(default = "defaults::heartbeat_port")]
+    pub heartbeat_port: u16,
+    /// Timeout of a peer API request.
+    #[serde(default = "defaults::api_timeout", with = "humantime_serde")]
+    pub api_timeout: Duration,
+    #[serde(default = "defaults::key_file")]
+    pub key_file: PathBuf,
+    /// What to do when the daemon's own internals fail (R-RECOVER-1).
+    #[serde(default)]
+    pub recover: ClusterRecover,
+    #[serde(default = "defaults::cluster_retry")]
+    pub retry: u32,
+    /// Ping tie-breakers for partition resolution: when all interconnects are lost, a node that
+    /// reaches none of them takes nothing over.
+    #[serde(default)]
+    pub tiebreakers: Vec<Ipv4Addr>,
+    /// XDP attach mode.
+    #[serde(default)]
+    pub xdp_mode: XdpModeConfig,
+}
+
+mod defaults {
+    use std::{path::PathBuf, time::Duration};
+
+    pub fn interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn wait() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn api_port() -> u16 {
+        28001
+    }
+    pub fn heartbeat_port() -> u16 {
+        28002
+    }
+    pub fn api_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn key_file() -> PathBuf {
+        PathBuf::from("/etc/fwcluster/cluster.key")
+    }
+    pub fn cluster_retry() -> u32 {
+        5
+    }
+    pub fn arp_count() -> u32 {
+        1
+    }
+    pub fn address_retry() -> u32 {
+        5
+    }
+    pub fn ipw_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn ipw_timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn ipw_retry() -> u32 {
+        2
+    }
+    pub fn exec_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn buckets() -> u32 {
+        1024
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterRecover {
+    #[default]
+    Restart,
+    Stop,
+    Halt,
+    Reboot,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeConfig {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// `smtp://host[:port]` (STARTTLS when offered) or `smtps://host[:port]`.
+    pub smtp: String,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the SMTP password (not the password itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Directory of the on-disk outbox.
+    #[serde(default = "default_outbox")]
+    pub outbox: PathBuf,
+}
+
+fn default_outbox() -> PathBuf {
+    PathBuf::from("/var/lib/fwcluster/outbox")
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint, e.g. `127.0.0.1:9428`.
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Short host name (not an FQDN).
+    pub name: String,
+    /// Interconnect addresses with prefix; index i of every server is one interconnect.
+    pub interconnect: Vec<Ipv4Net>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failback {
+    Auto,
+    #[default]
+    Manual,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartMode {
+    #[default]
+    Auto,
+    Manual,
+}
+
+/// Recovery action of a resource (R-RES-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recover {
+    Ignore,
+    Retry,
+    Stop,
+    Failover,
+}
+
+impl Recover {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ignore => "IGNORE",
+            Self::Retry => "RETRY",
+            Self::Stop => "STOP",
+            Self::Failover => "FAILOVER",
+        }
+    }
+}
+
+fn recover_retry() -> Recover {
+    Recover::Retry
+}
+fn recover_failover() -> Recover {
+    Recover::Failover
+}
+fn recover_stop() -> Recover {
+    Recover::Stop
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    /// Failover policy, primary first.
+    pub policy: Vec<String>,
+    #[serde(default)]
+    pub failback: Failback,
+    #[serde(default)]
+    pub start: StartMode,
+    #[serde(default)]
+    pub fip: Vec<FipConfig>,
+    #[serde(default)]
+    pub parp: Vec<ParpConfig>,
+    #[serde(default)]
+    pub ipw: Vec<IpwConfig>,
+    #[serde(default)]
+    pub exec: Vec<ExecConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FipConfig {
+    pub address: Ipv4Net,
+    /// Interface; optional when the address's subnet identifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(default = "defaults::arp_count")]
+    pub arp_count: u32,
+    #[serde(default)]
+    pub ping_count: u32,
+    /// Re-announce with gratuitous ARP this often while active (0: only on activation).
+    #[serde(default, with = "humantime_serde")]
+    pub arp_refresh: Duration,
+    #[serde(default = "recover_retry")]
+    pub recover: Recover,
+    #[serde(default = "defaults::address_retry")]
+    pub retry: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParpConfig {
+    pub address: Ipv4Addr,
+    pub interface: String,
+    /// MAC answered with; default: the interface's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+    #[serde(default = "defaults::arp_count")]
+    pub arp_count: u32,
+    #[serde(default = "recover_retry")]
+    pub recover: Recover,
+    #[serde(default = "defaults::address_retry")]
+    pub retry: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpwConfig {
+    /// One entry: fails only when every target is unreachable (`a | b | c`).
+    pub targets: Vec<Ipv4Addr>,
+    #[serde(default = "defaults::ipw_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "defaults::ipw_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed rounds tolerated before the entry is in error.
+    #[serde(default = "defaults::ipw_retry")]
+    pub retry: u32,
+    #[serde(default = "recover_failover")]
+    pub recover: Recover,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    pub name: String,
+    /// Start command line (run by /bin/sh).
+    pub start: String,
+    /// Stop command line.
+    pub stop: String,
+    /// The started process is watched: its death is a resource error (`W:`).
+    #[serde(default)]
+    pub monitor: bool,
+    #[serde(default = "defaults::exec_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub retry: u32,
+    #[serde(default = "recover_stop")]
+    pub recover: Recover,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HashModeConfig {
+    #[default]
+    #[serde(rename = "src")]
+    Src,
+    #[serde(rename = "src-dst")]
+    SrcDst,
+    #[serde(rename = "5tuple")]
+    FiveTuple,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowShareConfig {
+    pub name: String,
+    pub address: Ipv4Net,
+    pub interface: String,
+    /// The shared multicast MAC.
+    pub mac: Mac,
+    #[serde(default)]
+    pub hash: HashModeConfig,
+    #[serde(default = "defaults::buckets")]
+    pub buckets: u32,
+}
+
+/// A MAC address written `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+        }
+        let mut mac = [0u8; 6];
+        for (byte, part) in mac.iter_mut().zip(parts) {
+            if part.len() != 2 {
+                return Err(format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+            }
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+        }
+        Ok(Self(mac))
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A configuration error: file, line, key and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All errors found in one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// One step of a key path: `group[0].fip[1].address`.
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A key path, printable and locatable in the source.
+#[derive(Clone, Debug, Default)]
+struct KeyPath(Vec<Seg>);
+
+impl KeyPath {
+    fn key(&self, key: &str) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(key.to_owned()));
+        p
+    }
+    fn index(&self, index: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(index));
+        p
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn path(root: &str) -> KeyPath {
+    KeyPath(vec![Seg::Key(root.to_owned())])
+}
+
+/// Finds the line of a key path in the source text (1-based), or of its closest ancestor.
+fn locate(source: &str, key_path: &KeyPath) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let table = DeTable::parse(source).ok()?;
+    let mut span = None;
+    let mut current: Option<&DeValue<'_>> = None;
+    let mut root = Some(table.get_ref());
+    for seg in &key_path.0 {
+        match seg {
+            Seg::Key(key) => {
+                let table = match (root.take(), current) {
+                    (Some(t), _) => t,
+                    (None, Some(DeValue::Table(t))) => t,
+                    _ => break,
+                };
+                let Some((k, v)) = table.get_key_value(key.as_str()) else {
+                    break;
+                };
+                span = Some(k.span());
+                current = Some(v.get_ref());
+            }
+            Seg::Index(n) => {
+                let Some(DeValue::Array(items)) = current else {
+                    break;
+                };
+                let Some(item) = items.get(*n) else {
+                    break;
+                };
+                span = Some(item.span());
+                current = Some(item.get_ref());
+            }
+        }
+    }
+    span.map(|s| line_of(source, s.start))
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+struct Problems<'a> {
+    file: &'a Path,
+    source: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: &KeyPath, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line: locate(self.source, key),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
+        let source = std::fs::read_to_string(file).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.to_owned(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(file, &source)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(file: &Path, source: &str) -> Result<Self, ConfigErrors> {
+        let config: Config = toml::from_str(source).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.to_owned(),
+                line: e.span().map(|s| line_of(source, s.start)),
+                key: String::new(),
+                message: e.message().trim().to_owned(),
+            }])
+        })?;
+        let mut problems = Problems {
+            file,
+            source,
+            errors: Vec::new(),
+        };
+        validate(&config, &mut problems);
+        if problems.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(problems.errors))
+        }
+    }
+
+    /// The configuration with every default filled in, as TOML.
+    pub fn normalized(&self) -> String {
+        toml::to_string_pretty(self).expect("the config serializes")
+    }
+
+    /// SHA-256 of the normalized configuration: equal on nodes with equal configurations.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.normalized().as_bytes()).into()
+    }
+
+    /// Index of a server by name.
+    pub fn server_index(&self, name: &str) -> Option<usize> {
+        self.server.iter().position(|s| s.name == name)
+    }
+
+    /// Resolves this node's name: `--node`, else `FWCLUSTER_NODE`, else the short host name;
+    /// it must be one of the servers.
+    pub fn resolve_node(&self, flag: Option<&str>) -> Result<(usize, String), String> {
+        let name = node_name(flag)?;
+        match self.server_index(&name) {
+            Some(index) => Ok((index, name)),
+            None => Err(format!(
+                "node {name:?} is not a server of cluster {} (servers: {})",
+                self.cluster.name,
+                self.server
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+/// The node name from `--node`, `FWCLUSTER_NODE` or the short host name (R-CLI-3).
+pub fn node_name(flag: Option<&str>) -> Result<String, String> {
+    if let Some(name) = flag {
+        return Ok(name.to_owned());
+    }
+    if let Ok(name) = std::env::var("FWCLUSTER_NODE")
+        && !name.is_empty()
+    {
+        return Ok(name);
+    }
+    let host = nix::unistd::gethostname()
+        .map_err(|e| format!("cannot read the host name: {e}"))?
+        .to_string_lossy()
+        .into_owned();
+    Ok(host.split('.').next().unwrap_or_default().to_owned())
+}
+
+fn valid_host_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.contains('.') {
+        return Err(format!(
+            "{name:?} is an FQDN; use the short host name (without the domain)"
+        ));
+    }
+    if name.len() > 63
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        || name.starts_with('-')
+    {
+        return Err(format!("{name:?} is not a valid host name"));
+    }
+    Ok(())
+}
+
+fn valid_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err("must be 1 to 63 characters".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{name:?} may only contain letters, digits, '-' and '_'"
+        ));
+    }
+    Ok(())
+}
+
+fn validate(config: &Config, problems: &mut Problems<'_>) {
+    let cluster = &config.cluster;
+    let c = path("cluster");
+    if let Err(e) = valid_name(&cluster.name) {
+        problems.add(&c.key("name"), e);
+    }
+    if cluster.heartbeat_interval < Duration::from_millis(1) {
+        problems.add(&c.key("heartbeat_interval"), "must be at least 1ms");
+    }
+    if cluster.heartbeat_timeout <= cluster.heartbeat_interval {
+        problems.add(
+            &c.key("heartbeat_timeout"),
+            format!(
+                "must be greater than heartbeat_interval ({})",
+                humantime::format_duration(cluster.heartbeat_interval)
+            ),
+        );
+    }
+    if cluster.wait_timeout <= cluster.heartbeat_timeout {
+        problems.add(
+            &c.key("wait_timeout"),
+            format!(
+                "must be greater than heartbeat_timeout ({})",
+                humantime::format_duration(cluster.heartbeat_timeout)
+            ),
+        );
+    }
+    if cluster.api_port == 0 {
+        problems.add(&c.key("api_port"), "must not be 0");
+    }
+    if cluster.heartbeat_port == 0 {
+        problems.add(&c.key("heartbeat_port"), "must not be 0");
+    }
+    if cluster.api_port == cluster.heartbeat_port {
+        problems.add(
+            &c.key("heartbeat_port"),
+            "must differ from api_port (one is TCP, the other UDP, but keep them apart)",
+        );
+    }
+
+    // Servers.
+    let mut server_names = BTreeSet::new();
+    if config.server.is_empty() {
+        problems.add(&path("server"), "at least one [[server]] is required");
+    }
+    let mut addresses: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    let mut claim = |problems: &mut Problems<'_>, address: Ipv4Addr, key: &KeyPath| {
+        if let Some(first) = addresses.get(&address) {
+            problems.add(key, format!("address {address} is also used by {first}"));
+        } else {
+            addresses.insert(address, key.to_string());
+        }
+    };
+    for (i, server) in config.server.iter().enumerate() {
+        let s = path("server").index(i);
+        if let Err(e) = valid_host_name(&server.name) {
+            problems.add(&s.key("name"), e);
+        }
+        if !server_names.insert(server.name.as_str()) {
+            problems.add(
+                &s.key("name"),
+                format!("server {:?} is defined twice", server.name),
+            );
+        }
+        if server.interconnect.is_empty() {
+            problems.add(
+                &s.key("interconnect"),
+                "at least one interconnect address is required",
+            );
+        }
+        if server.interconnect.len() > MAX_INTERCONNECTS {
+            problems.add(
+                &s.key("interconnect"),
+                format!(
+                    "{} interconnect addresses; at most {MAX_INTERCONNECTS} are allowed",
+                    server.interconnect.len()
+                ),
+            );
+        }
+        for (k, net) in server.interconnect.iter().enumerate() {
+            claim(problems, net.addr(), &s.key("interconnect").index(k));
+        }
+    }
+    // Interconnect i of every server must be in one subnet.
+    if let Some(first) = config.server.first() {
+        for (i, server) in config.server.iter().enumerate().skip(1) {
+            let s = path("server").index(i).key("interconnect");
+            if server.interconnect.len() != first.interconnect.len() {
+                problems.add(
+                    &s,
+                    format!(
+                        "{} has {} interconnect addresses but {} has {}; interconnect i of every server must be one link",
+                        server.name,
+                        server.interconnect.len(),
+                        first.name,
+                        first.interconnect.len()
+                    ),
+                );
+                continue;
+            }
+            for (k, (a, b)) in first
+                .interconnect
+                .iter()
+                .zip(&server.interconnect)
+                .enumerate()
+            {
+                if a.network() != b.network() || a.prefix_len() != b.prefix_len() {
+                    problems.add(
+                        &s.index(k),
+                        format!(
+                            "{b} is not in the subnet {} of {}'s interconnect {k}",
+                            a.trunc(),
+                            first.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Groups.
+    let mut group_names = BTreeSet::new();
+    let mut parp_owner: BTreeMap<Ipv4Addr, (String, KeyPath)> = BTreeMap::new();
+    let mut total_addresses = 0usize;
+    for (g, group) in config.group.iter().enumerate() {
+        let gp = path("group").index(g);
+        if let Err(e) = valid_name(&group.name) {
+            problems.add(&gp.key("name"), e);
+        }
+        if !group_names.insert(group.name.as_str()) {
+            problems.add(
+                &gp.key("name"),
+                format!("group {:?} is defined twice", group.name),
+            );
+        }
+        if group.policy.is_empty() {
+            problems.add(&gp.key("policy"), "the failover policy names no server");
+        }
+        let mut seen = BTreeSet::new();
+        for (p, name) in group.policy.iter().enumerate() {
+            if !server_names.contains(name.as_str()) {
+                problems.add(
+                    &gp.key("policy").index(p),
+                    format!("unknown server {name:?} in the failover policy"),
+                );
+            }
+            if !seen.insert(name) {
+                problems.add(
+                    &gp.key("policy").index(p),
+                    format!("server {name:?} appears twice in the failover policy"),
+                );
+            }
+        }
+        for (k, fip) in group.fip.iter().enumerate() {
+            let key = gp.key("fip").index(k);
+            claim(problems, fip.address.addr(), &key.key("address"));
+            if fip.address.prefix_len() == 32 || fip.address.prefix_len() == 0 {
+                problems.add(
+                    &key.key("address"),
+                    format!("{} needs the prefix of its subnet (e.g. /24)", fip.address),
+                );
+            }
+            if let Some(interface) = &fip.interface
+                && let Err(e) = valid_interface(interface)
+            {
+                problems.add(&key.key("interface"), e);
+            }
+            if fip.arp_count == 0 {
+                problems.add(&key.key("arp_count"), "must be at least 1");
+            }
+        }
+        for (k, parp) in group.parp.iter().enumerate() {
+            let key = gp.key("parp").index(k);
+            if let Some((other, _)) = parp_owner.get(&parp.address)
+                && other != &group.name
+            {
+                problems.add(
+                    &key.key("address"),
+                    format!(
+                        "proxy-ARP address {} is also in group {other}; the proxy-ARP sets of groups must not overlap",
+                        parp.address
+                    ),
+                );
+            } else {
+                claim(problems, parp.address, &key.key("address"));
+                parp_owner.insert(parp.address, (group.name.clone(), key.clone()));
+            }
+            if let Err(e) = valid_interface(&parp.interface) {
+                problems.add(&key.key("interface"), e);
+            }
+            if let Some(mac) = parp.mac
+                && mac.0[0] & 1 == 1
+            {
+                problems.add(&key.key("mac"), format!("{mac} is a multicast MAC"));
+            }
+        }
+        total_addresses += group.fip.len() + group.parp.len();
+        for (k, ipw) in group.ipw.iter().enumerate() {
+            let key = gp.key("ipw").index(k);
+            if ipw.targets.is_empty() {
+                problems.add(&key.key("targets"), "names no target");
+            }
+            if ipw.interval.is_zero() {
+                problems.add(&key.key("interval"), "must not be 0");
+            }
+            if ipw.timeout.is_zero() {
+                problems.add(&key.key("timeout"), "must not be 0");
+            }
+        }
+        let mut exec_names = BTreeSet::new();
+        for (k, exec) in group.exec.iter().enumerate() {
+            let key = gp.key("exec").index(k);
+            if let Err(e) = valid_name(&exec.name) {
+                problems.add(&key.key("name"), e);
+            }
+            if !exec_names.insert(exec.name.as_str()) {
+                problems.add(
+                    &key.key("name"),
+                    format!("exec {:?} is defined twice", exec.name),
+                );
+            }
+            if exec.start.trim().is_empty() {
+                problems.add(&key.key("start"), "must not be empty");
+            }
+            if exec.stop.trim().is_empty() {
+                problems.add(&key.key("stop"), "must not be empty");
+            }
+            if exec.timeout.is_zero() {
+                problems.add(&key.key("timeout"), "must not be 0");
+            }
+        }
+    }
+
+    // Flow share.
+    let mut flow_names = BTreeSet::new();
+    let mut flow_interfaces = BTreeSet::new();
+    if config.flowshare.len() > cluster_common::MAX_FLOWSHARES as usize {
+        problems.add(
+            &path("flowshare"),
+            format!(
+                "{} flow-share instances; at most {}",
+                config.flowshare.len(),
+                cluster_common::MAX_FLOWSHARES
+            ),
+        );
+    }
+    for (k, share) in config.flowshare.iter().enumerate() {
+        let key = path("flowshare").index(k);
+        if let Err(e) = valid_name(&share.name) {
+            problems.add(&key.key("name"), e);
+        }
+        if !flow_names.insert(share.name.as_str()) || group_names.contains(share.name.as_str()) {
+            problems.add(
+                &key.key("name"),
+                format!(
+                    "name {:?} is already used by a group or flow share",
+                    share.name
+                ),
+            );
+        }
+        claim(problems, share.address.addr(), &key.key("address"));
+        if let Err(e) = valid_interface(&share.interface) {
+            problems.add(&key.key("interface"), e);
+        }
+        if !flow_interfaces.insert(share.interface.as_str()) {
+            problems.add(
+                &key.key("interface"),
+                format!(
+                    "interface {} already has a flow share (one per interface)",
+                    share.interface
+                ),
+            );
+        }
+        if share.mac.0[0] & 1 == 0 {
+            problems.add(
+                &key.key("mac"),
+                format!(
+                    "{} is not a multicast MAC (every node must receive the frames)",
+                    share.mac
+                ),
+            );
+        }
+        if share.buckets == 0 || share.buckets > cluster_common::MAX_BUCKETS {
+            problems.add(
+                &key.key("buckets"),
+                format!("must be 1 to {}", cluster_common::MAX_BUCKETS),
+            );
+        }
+        total_addresses += 1;
+    }
+    if total_addresses > MAX_TOTAL_ADDRESSES {
+        problems.add(
+            &path("group"),
+            format!(
+                "{total_addresses} floating, proxy-ARP and shared addresses; the data path holds {MAX_TOTAL_ADDRESSES}"
+            ),
+        );
+    }
+    if config.group.len() + config.flowshare.len() > cluster_common::MAX_LEASES as usize {
+        problems.add(&path("group"), "too many groups and flow shares");
+    }
+}
+
+fn valid_interface(name: &str) -> Result<(), String> {
+    // IFNAMSIZ is 16 with the NUL.
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains('/')
+        || name.contains(char::is_whitespace)
+    {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    Ok(())
+}
+
+/// Checks the addresses of this node against its interfaces (done by the daemon at start and by
+/// `clpcfg check --node`): every FIP without an interface must fall in the subnet of exactly one
+/// interface, a named interface must exist, and each interconnect address must be configured.
+pub fn check_against_interfaces(
+    config: &Config,
+    node: usize,
+    interfaces: &BTreeMap<String, Vec<Ipv4Net>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (g, group) in config.group.iter().enumerate() {
+        for (k, fip) in group.fip.iter().enumerate() {
+            let key = format!("group[{g}].fip[{k}]");
+            match &fip.interface {
+                Some(name) => match interfaces.get(name) {
+                    None => {
+                        problems.push(format!("{key}.interface: no interface {name} on this node"))
+                    }
+                    Some(nets) => {
+                        if !nets.iter().any(|n| n.contains(&fip.address.addr())) {
+                            problems.push(format!(
+                                "{key}.address: {} is outside every subnet of {name}",
+                                fip.address
+                            ));
+                        }
+                    }
+                },
+                None => {
+                    let matching: Vec<&String> = interfaces
+                        .iter()
+                        .filter(|(_, nets)| nets.iter().any(|n| n.contains(&fip.address.addr())))
+                        .map(|(name, _)| name)
+                        .collect();
+                    match matching.len() {
+                        1 => {}
+                        0 => problems.push(format!(
+                            "{key}.address: {} is outside the subnet of every interface; set interface",
+                            fip.address
+                        )),
+                        _ => problems.push(format!(
+                            "{key}.address: {} matches several interfaces; set interface",
+                            fip.address
+                        )),
+                    }
+                }
+            }
+        }
+        for (k, parp) in group.parp.iter().enumerate() {
+            if !interfaces.contains_key(&parp.interface) {
+                problems.push(format!(
+                    "group[{g}].parp[{k}].interface: no interface {} on this node",
+                    parp.interface
+                ));
+            }
+        }
+    }
+    if let Some(server) = config.server.get(node) {
+        for (k, net) in server.interconnect.iter().enumerate() {
+            if !interfaces
+                .values()
+                .flatten()
+                .any(|n| n.addr() == net.addr())
+            {
+                problems.push(format!(
+                    "server[{node}].interconnect[{k}]: {net} is not configured on any interface of this node"
+                ));
+            }
+        }
+    }
+    for (k, share) in config.flowshare.iter().enumerate() {
+        if !interfaces.contains_key(&share.interface) {
+            problems.push(format!(
+                "flowshare[{k}].interface: no interface {} on this node",
+                share.interface
+            ));
+        }
+    }
+    problems
+}

@@ -1,0 +1,319 @@
+//! Configuration loading and validation: the examples load, and every rule names key and line.
+
+use std::path::{Path, PathBuf};
+
+use cluster_ctl::config::{Config, ConfigErrors, Failback, Recover, StartMode};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .join(name)
+}
+
+#[test]
+fn the_example_files_load_with_the_seed_defaults() {
+    for name in ["hot-standby.toml", "load-share.toml", "flow-share.toml"] {
+        Config::load(&example(name)).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+    }
+    let hot = Config::load(&example("hot-standby.toml")).unwrap();
+    assert_eq!(hot.cluster.heartbeat_interval.as_secs(), 1);
+    assert_eq!(hot.cluster.heartbeat_timeout.as_secs(), 5);
+    assert_eq!(
+        (hot.cluster.api_port, hot.cluster.heartbeat_port),
+        (28001, 28002)
+    );
+    let group = &hot.group[0];
+    assert_eq!(
+        (group.failback, group.start),
+        (Failback::Manual, StartMode::Auto)
+    );
+    assert_eq!((group.fip[0].ping_count, group.fip[0].arp_count), (0, 1));
+    assert_eq!(
+        (group.fip[0].recover, group.fip[0].retry),
+        (Recover::Retry, 5)
+    );
+    assert_eq!(
+        (group.ipw[0].recover, group.ipw[0].retry),
+        (Recover::Failover, 2)
+    );
+    assert_eq!(
+        (group.exec[0].recover, group.exec[0].retry),
+        (Recover::Stop, 0)
+    );
+    assert_eq!(
+        (group.exec[1].recover, group.exec[1].retry),
+        (Recover::Failover, 2)
+    );
+    let load_share = Config::load(&example("load-share.toml")).unwrap();
+    assert_eq!(load_share.group[1].policy, ["fws2", "fws1"]);
+}
+
+#[test]
+fn the_digest_is_equal_for_equal_configurations_and_differs_otherwise() {
+    let a = Config::load(&example("hot-standby.toml")).unwrap();
+    let source = std::fs::read_to_string(example("hot-standby.toml")).unwrap();
+    // Comments do not matter; values do.
+    let reformatted = format!("# another comment\n{source}");
+    let b = Config::parse(Path::new("b.toml"), &reformatted).unwrap();
+    assert_eq!(a.digest(), b.digest());
+    let changed = source.replace("heartbeat_timeout = \"5s\"", "heartbeat_timeout = \"6s\"");
+    let c = Config::parse(Path::new("c.toml"), &changed).unwrap();
+    assert_ne!(a.digest(), c.digest());
+}
+
+const BASE: &str = r#"
+[cluster]
+name = "c1"
+heartbeat_interval = "1s"
+heartbeat_timeout = "5s"
+wait_timeout = "10s"
+
+[[server]]
+name = "fws1"
+interconnect = ["169.254.12.1/24"]
+
+[[server]]
+name = "fws2"
+interconnect = ["169.254.12.2/24"]
+
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+
+  [[group.parp]]
+  address = "192.0.2.20"
+  interface = "eth0"
+"#;
+
+fn errors_of(source: &str) -> ConfigErrors {
+    Config::parse(Path::new("test.toml"), source).expect_err("must be refused")
+}
+
+/// Asserts an error with `key` and `message` at the first line that contains `line_text`.
+fn assert_error(source: &str, key: &str, message: &str, line_text: &str) {
+    let errors = errors_of(source);
+    let line = source
+        .lines()
+        .position(|l| l.contains(line_text))
+        .expect("line text in source")
+        + 1;
+    assert!(
+        errors
+            .0
+            .iter()
+            .any(|e| e.key == key && e.message.contains(message) && e.line == Some(line)),
+        "expected {key} at line {line} containing {message:?}, got:\n{errors}"
+    );
+    let text = errors.to_string();
+    assert!(
+        text.contains(&format!("test.toml:{line}: {key}: ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_base_is_valid() {
+    Config::parse(Path::new("test.toml"), BASE).unwrap();
+}
+
+#[test]
+fn timeout_not_above_interval_is_refused() {
+    let source = BASE.replace("heartbeat_timeout = \"5s\"", "heartbeat_timeout = \"1s\"");
+    assert_error(
+        &source,
+        "cluster.heartbeat_timeout",
+        "must be greater than heartbeat_interval",
+        "heartbeat_timeout",
+    );
+}
+
+#[test]
+fn wait_not_above_timeout_is_refused() {
+    let source = BASE.replace("wait_timeout = \"10s\"", "wait_timeout = \"5s\"");
+    assert_error(
+        &source,
+        "cluster.wait_timeout",
+        "must be greater than heartbeat_timeout",
+        "wait_timeout",
+    );
+}
+
+#[test]
+fn an_fqdn_server_name_is_refused() {
+    let source = BASE.replace("name = \"fws2\"", "name = \"fws2.example.com\"");
+    assert_error(&source, "server[1].name", "is an FQDN", "fws2.example.com");
+}
+
+#[test]
+fn an_unknown_server_in_a_policy_is_refused() {
+    let source = BASE.replace(
+        "policy = [\"fws1\", \"fws2\"]",
+        "policy = [\"fws1\",\n  \"fws3\"]",
+    );
+    assert_error(
+        &source,
+        "group[0].policy[1]",
+        "unknown server \"fws3\"",
+        "\"fws3\"]",
+    );
+}
+
+#[test]
+fn more_than_sixteen_interconnects_are_refused() {
+    let many: Vec<String> = (1..=17).map(|i| format!("\"169.254.{i}.1/24\"")).collect();
+    let source = BASE.replace(
+        "interconnect = [\"169.254.12.1/24\"]",
+        &format!("interconnect = [{}]", many.join(", ")),
+    );
+    assert_error(
+        &source,
+        "server[0].interconnect",
+        "at most 16",
+        "169.254.17.1",
+    );
+}
+
+#[test]
+fn duplicate_addresses_are_refused() {
+    let source = BASE.replace(
+        "address = \"192.0.2.20\"",
+        "address = \"192.0.2.10\" # duplicate",
+    );
+    assert_error(
+        &source,
+        "group[0].parp[0].address",
+        "192.0.2.10 is also used by group[0].fip[0].address",
+        "# duplicate",
+    );
+}
+
+#[test]
+fn a_proxy_arp_address_in_two_groups_is_refused() {
+    let source = format!(
+        "{BASE}\n[[group]]\nname = \"group1\"\npolicy = [\"fws2\", \"fws1\"]\n\n  [[group.parp]]\n  address = \"192.0.2.20\" # again\n  interface = \"eth0\"\n"
+    );
+    assert_error(
+        &source,
+        "group[1].parp[0].address",
+        "also in group group0",
+        "# again",
+    );
+}
+
+#[test]
+fn interconnects_outside_a_common_subnet_are_refused() {
+    let source = BASE.replace("\"169.254.12.2/24\"", "\"169.254.99.2/24\"");
+    assert_error(
+        &source,
+        "server[1].interconnect[0]",
+        "is not in the subnet 169.254.12.0/24",
+        "169.254.99.2",
+    );
+}
+
+#[test]
+fn an_fip_without_a_prefix_is_refused() {
+    let source = BASE.replace("\"192.0.2.10/24\"", "\"192.0.2.10/32\"");
+    assert_error(
+        &source,
+        "group[0].fip[0].address",
+        "needs the prefix",
+        "192.0.2.10/32",
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let source = BASE.replace(
+        "  interface = \"eth0\"\n\n  [[group.parp]]",
+        "  interface = \"eth0\"\n  arp_cuont = 3\n\n  [[group.parp]]",
+    );
+    let errors = errors_of(&source);
+    let line = source
+        .lines()
+        .position(|l| l.contains("arp_cuont"))
+        .unwrap()
+        + 1;
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].line, Some(line), "{errors}");
+    assert!(errors.0[0].message.contains("arp_cuont"), "{errors}");
+}
+
+#[test]
+fn bad_values_are_refused_with_their_line() {
+    let source = BASE.replace(
+        "heartbeat_interval = \"1s\"",
+        "heartbeat_interval = \"one second\"",
+    );
+    let errors = errors_of(&source);
+    let line = source
+        .lines()
+        .position(|l| l.contains("one second"))
+        .unwrap()
+        + 1;
+    assert_eq!(errors.0[0].line, Some(line), "{errors}");
+    let source = BASE.replace("\"192.0.2.10/24\"", "\"192.0.2.300/24\"");
+    let errors = errors_of(&source);
+    let line = source
+        .lines()
+        .position(|l| l.contains("192.0.2.300"))
+        .unwrap()
+        + 1;
+    assert_eq!(errors.0[0].line, Some(line), "{errors}");
+}
+
+#[test]
+fn a_unicast_flow_share_mac_is_refused() {
+    let source = format!(
+        "{BASE}\n[[flowshare]]\nname = \"ls0\"\naddress = \"192.0.2.30/24\"\ninterface = \"eth0\"\nmac = \"02:00:5e:00:02:1e\"\n"
+    );
+    assert_error(
+        &source,
+        "flowshare[0].mac",
+        "not a multicast MAC",
+        "02:00:5e",
+    );
+}
+
+#[test]
+fn the_node_comes_from_the_flag_and_must_be_a_server() {
+    let config = Config::parse(Path::new("test.toml"), BASE).unwrap();
+    assert_eq!(
+        config.resolve_node(Some("fws2")).unwrap(),
+        (1, "fws2".to_owned())
+    );
+    let error = config.resolve_node(Some("fws9")).unwrap_err();
+    assert!(
+        error.contains("fws9") && error.contains("fws1, fws2"),
+        "{error}"
+    );
+}
+
+#[test]
+fn addresses_are_checked_against_the_node_interfaces() {
+    use std::collections::BTreeMap;
+    let config = Config::parse(Path::new("test.toml"), BASE).unwrap();
+    let mut interfaces = BTreeMap::new();
+    interfaces.insert("eth0".to_owned(), vec!["192.0.2.1/24".parse().unwrap()]);
+    interfaces.insert("eth3".to_owned(), vec!["169.254.12.1/24".parse().unwrap()]);
+    assert!(cluster_ctl::config::check_against_interfaces(&config, 0, &interfaces).is_empty());
+    interfaces.insert("eth0".to_owned(), vec!["198.51.100.1/24".parse().unwrap()]);
+    let problems = cluster_ctl::config::check_against_interfaces(&config, 0, &interfaces);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("outside every subnet of eth0")),
+        "{problems:?}"
+    );
+    let problems = cluster_ctl::config::check_against_interfaces(&config, 1, &interfaces);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("169.254.12.2/24 is not configured")),
+        "{problems:?}"
+    );
+}
