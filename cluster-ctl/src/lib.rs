@@ -1,3 +1,4 @@
 //! fwcluster's controller: the library behind `fwclusterd`, `clpstat`, `clpgrp` and `clpcfg`.
 pub mod config;
 pub mod dataplane;
+pub mod engine;

@@ -13,6 +13,7 @@ pub mod arp;
 pub mod frames;
 pub mod netns;
 pub mod seed;
+pub mod sim;
 pub mod traffic;
 pub mod xdp;
 

@@ -1,0 +1,1549 @@
+//! The cluster state machine: who is alive, who holds which group, and every transition of the
+//! seed manual, in one place.
+//!
+//! It is pure: no I/O and no clock reads. The daemon (and the simulator in the test suite) feed it
+//! [`Event`]s with the current time and carry out the [`Action`]s it returns. Every node runs one
+//! engine; engines talk only through the [`Report`] each node puts into its heartbeats.
+//!
+//! # Ownership protocol
+//! - A group that runs nowhere is taken by the first *eligible* node of its failover policy
+//!   (ready after the startup wait, not STARTING=DENY, its IPW monitors healthy), or by the node
+//!   a holder handed it to.
+//! - That node *claims* it under the next epoch and activates only when every peer it can hear
+//!   has acknowledged the claim; peers acknowledge only while they hold nothing of the group and
+//!   have no stronger claim. With no peer online (dead, or every interconnect lost) nobody has to
+//!   acknowledge. So while any interconnect works, at most one node holds a group.
+//! - A node gives a group up by revoking its data-path lease first, deactivating its resources in
+//!   reverse order, and only then reporting it offline (with the node it hands it to): the next
+//!   holder activates after that (deactivate before activate).
+//! - Ownership in the data path is a lease renewed every interval for `timeout - interval`; an
+//!   engine that notices its lease ran out (the process was frozen) gives the group up instead of
+//!   renewing, so a thawed node never answers beside the node that took over.
+//! - When two holders meet (a partition healed), the one with the newer epoch keeps the group
+//!   and re-announces it; the other deactivates.
+
+mod command;
+
+use std::time::Duration;
+
+pub use command::{Command, Refusal};
+
+use crate::config::{Config, Failback, Recover, StartMode};
+
+/// Index of a server in the configuration.
+pub type NodeId = usize;
+/// Index of a group (or flow-share instance, which follows the groups) in the configuration.
+pub type GroupId = usize;
+
+/// Time in nanoseconds on the caller's monotonic clock.
+pub type Nanos = u64;
+
+fn ns(d: Duration) -> Nanos {
+    d.as_nanos() as Nanos
+}
+
+/// State of a group on one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupState {
+    Offline,
+    Activating,
+    Online,
+    Deactivating,
+    /// Stopped after a failure that needs an operator.
+    Error,
+}
+
+impl GroupState {
+    /// Whether the node holds (or may be answering for) the group.
+    pub fn holds(self) -> bool {
+        matches!(self, Self::Activating | Self::Online | Self::Deactivating)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offline => "OFFLINE",
+            Self::Activating => "STARTING",
+            Self::Online => "ONLINE",
+            Self::Deactivating => "STOPPING",
+            Self::Error => "ERROR",
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Offline => 0,
+            Self::Activating => 1,
+            Self::Online => 2,
+            Self::Deactivating => 3,
+            Self::Error => 4,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Offline,
+            1 => Self::Activating,
+            2 => Self::Online,
+            3 => Self::Deactivating,
+            4 => Self::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a node may not start a group (R-FO-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyCause {
+    /// IPW target lost: cleared when the target is reachable again.
+    Ipw,
+    /// Monitored process died: cleared by `clpgrp -s` or a restart.
+    Process,
+    /// The group could not be activated here.
+    Activation,
+}
+
+impl DenyCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ipw => "IP watch target lost",
+            Self::Process => "monitored process died",
+            Self::Activation => "activation failed",
+        }
+    }
+}
+
+/// Environment of an EXEC start script (seed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActReason {
+    Normal,
+    Failover,
+}
+
+impl ActReason {
+    pub fn as_env(self) -> &'static str {
+        match self {
+            Self::Normal => "ACT_NORMAL",
+            Self::Failover => "ACT_FAILOVER",
+        }
+    }
+}
+
+/// Environment of an EXEC stop script (seed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeactReason {
+    Normal,
+    Illegal,
+}
+
+impl DeactReason {
+    pub fn as_env(self) -> &'static str {
+        match self {
+            Self::Normal => "DEACT_NORMAL",
+            Self::Illegal => "DEACT_ILLEGAL",
+        }
+    }
+}
+
+/// A claim to own a group under an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub epoch: u64,
+    /// Made by an operator command: beats claims from the normal election.
+    pub forced: bool,
+}
+
+/// A handover of a group to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    pub to: NodeId,
+    /// Asked for by an operator: the target takes it even if it is unhealthy or denied.
+    pub manual: bool,
+    /// Given up because of a failure here: the target activates with ACT_FAILOVER.
+    pub failover: bool,
+}
+
+/// One group as a node reports it to its peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupReport {
+    pub state: GroupState,
+    /// Epoch of this node's (last) ownership.
+    pub epoch: u64,
+    pub deny: bool,
+    /// Every IPW entry of the group is reachable from this node.
+    pub healthy: bool,
+    pub claim: Option<Claim>,
+    /// Acknowledges the claim of `(node, epoch)`.
+    pub ack: Option<(NodeId, u64)>,
+    pub handoff: Option<Handoff>,
+    /// Operator intent: `wanted` as of `admin_epoch` (the highest epoch wins cluster-wide).
+    pub admin_epoch: u64,
+    pub wanted: bool,
+    /// Bit i set: resource step i is in error on this node (bit 31: any IPW entry).
+    pub errors: u32,
+}
+
+/// What a node tells its peers in every heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Finished the startup wait.
+    pub ready: bool,
+    /// Interconnects on which this node hears the receiver (bit i: link i).
+    pub links_heard: u32,
+    pub groups: Vec<GroupReport>,
+}
+
+/// One resource step of a group, in activation order (FIP, then PARP, then EXEC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepSpec {
+    pub name: String,
+    pub recover: Recover,
+    pub retry: u32,
+    /// A monitored EXEC: its death is a resource error while the group is online.
+    pub monitored: bool,
+}
+
+/// The part of the configuration the engine needs for one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub name: String,
+    pub policy: Vec<NodeId>,
+    pub failback: Failback,
+    pub start: StartMode,
+    pub steps: Vec<StepSpec>,
+    /// Recovery action of each IPW entry.
+    pub ipw: Vec<Recover>,
+}
+
+/// The engine's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub nodes: Vec<String>,
+    pub me: NodeId,
+    pub links: usize,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub wait: Duration,
+    pub tiebreakers: bool,
+    pub groups: Vec<GroupSpec>,
+}
+
+impl EngineConfig {
+    /// Builds the engine's view of a configuration for node `me`. Flow-share instances follow
+    /// the groups as groups with no steps that every node may hold at once; they are not part
+    /// of the election and so are not listed here.
+    pub fn from_config(config: &Config, me: NodeId) -> Self {
+        let groups = config
+            .group
+            .iter()
+            .map(|g| {
+                let mut steps = Vec::new();
+                for (k, fip) in g.fip.iter().enumerate() {
+                    steps.push(StepSpec {
+                        name: format!("{}-fip{k}", g.name),
+                        recover: fip.recover,
+                        retry: fip.retry,
+                        monitored: false,
+                    });
+                }
+                for (k, parp) in g.parp.iter().enumerate() {
+                    steps.push(StepSpec {
+                        name: format!("{}-parp{k}", g.name),
+                        recover: parp.recover,
+                        retry: parp.retry,
+                        monitored: false,
+                    });
+                }
+                for (k, exec) in g.exec.iter().enumerate() {
+                    steps.push(StepSpec {
+                        name: format!("{}-exec{k}", g.name),
+                        recover: exec.recover,
+                        retry: exec.retry,
+                        monitored: exec.monitor,
+                    });
+                }
+                GroupSpec {
+                    name: g.name.clone(),
+                    policy: g
+                        .policy
+                        .iter()
+                        .filter_map(|n| config.server_index(n))
+                        .collect(),
+                    failback: g.failback,
+                    start: g.start,
+                    steps,
+                    ipw: g.ipw.iter().map(|i| i.recover).collect(),
+                }
+            })
+            .collect();
+        Self {
+            nodes: config.server.iter().map(|s| s.name.clone()).collect(),
+            me,
+            links: config.server.get(me).map_or(0, |s| s.interconnect.len()),
+            interval: config.cluster.heartbeat_interval,
+            timeout: config.cluster.heartbeat_timeout,
+            wait: config.cluster.wait_timeout,
+            tiebreakers: !config.cluster.tiebreakers.is_empty(),
+            groups,
+        }
+    }
+
+    /// How long a lease lasts: it must run out before the peer declares this node dead (one
+    /// timeout after its last heartbeat), and it is renewed just before every heartbeat.
+    pub fn lease(&self) -> Duration {
+        self.timeout.saturating_sub(self.interval)
+    }
+}
+
+/// Inputs of the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Time passed (the daemon ticks every interval, just before sending heartbeats).
+    Tick,
+    /// An authenticated heartbeat from a peer on one interconnect.
+    Heartbeat {
+        from: NodeId,
+        link: usize,
+        report: Report,
+    },
+    /// A peer with a different configuration: alive, but its report cannot be trusted.
+    Mismatch { from: NodeId, link: usize },
+    /// A peer stopped cleanly after giving up its groups.
+    Leaving { from: NodeId },
+    /// The verdict of one IPW entry (after the monitor's own retries).
+    Ipw {
+        group: GroupId,
+        entry: usize,
+        ok: bool,
+    },
+    /// An activation or deactivation step finished.
+    StepDone {
+        group: GroupId,
+        step: usize,
+        ok: bool,
+    },
+    /// A monitored resource of an online group failed.
+    StepFailed { group: GroupId, step: usize },
+    /// Result of the tie-breaker probe (only asked for while isolated).
+    Tiebreaker { reachable: bool },
+    /// SIGTERM: stop every group in order, hand over, then leave.
+    Shutdown,
+}
+
+/// Outputs of the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Take ownership in the data path (lease for [`EngineConfig::lease`]).
+    GrantLease { group: GroupId, epoch: u64 },
+    /// Extend the lease.
+    RenewLease { group: GroupId, epoch: u64 },
+    /// Stop answering at once.
+    RevokeLease { group: GroupId, epoch: u64 },
+    /// Activate one resource step; answer with [`Event::StepDone`].
+    Activate {
+        group: GroupId,
+        step: usize,
+        reason: ActReason,
+    },
+    /// Deactivate one resource step; answer with [`Event::StepDone`].
+    Deactivate {
+        group: GroupId,
+        step: usize,
+        reason: DeactReason,
+    },
+    /// Announce the group again (gratuitous ARP), e.g. after a partition healed.
+    Reannounce { group: GroupId },
+    /// Send a heartbeat now instead of at the next tick.
+    SendNow,
+    /// Probe the tie-breakers and answer with [`Event::Tiebreaker`].
+    ProbeTiebreaker,
+    /// Every group is stopped: send "leaving" and exit.
+    Exit,
+    /// Something an operator should hear about (log, mail).
+    Notify(Notice),
+}
+
+/// Why a group moved, for logs and mail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The node holding it went offline (or left).
+    PeerDown(NodeId),
+    /// A resource failed (step index, or IPW entry with `ipw`).
+    Resource { step: usize, ipw: bool },
+    /// Normal start at startup.
+    Startup,
+    /// Handed over by another node (after a failure there when `failover`).
+    Handoff { from: NodeId, failover: bool },
+    /// Operator command.
+    Command,
+    /// Automatic failback to the primary.
+    Failback,
+    /// The node shuts down.
+    Shutdown,
+    /// A partition healed and the other holder had the newer epoch.
+    SplitBrain,
+    /// The data-path lease ran out (the process was frozen).
+    LeaseLost,
+    /// All interconnects lost and no tie-breaker reachable.
+    Isolated,
+}
+
+/// Events for operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    GroupOnline {
+        group: GroupId,
+        reason: ActReason,
+        cause: Cause,
+    },
+    GroupOffline {
+        group: GroupId,
+        reason: DeactReason,
+        cause: Cause,
+    },
+    GroupError {
+        group: GroupId,
+        cause: Cause,
+    },
+    StepFailed {
+        group: GroupId,
+        step: usize,
+        retry: u32,
+        of: u32,
+    },
+    DenySet {
+        group: GroupId,
+        cause: DenyCause,
+    },
+    DenyCleared {
+        group: GroupId,
+    },
+    FailoverImpossible {
+        group: GroupId,
+    },
+    PeerOnline {
+        peer: NodeId,
+    },
+    PeerOffline {
+        peer: NodeId,
+    },
+    LinkDown {
+        peer: NodeId,
+        link: usize,
+    },
+    LinkUp {
+        peer: NodeId,
+        link: usize,
+    },
+    ConfigMismatch {
+        peer: NodeId,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    /// Last heartbeat per link.
+    heard: Vec<Option<Nanos>>,
+    report: Option<Report>,
+    online: bool,
+    mismatch: bool,
+    left: bool,
+    /// When the peer came online and not yet ready (startup wait bound).
+    unready_since: Option<Nanos>,
+}
+
+impl Peer {
+    fn new(links: usize) -> Self {
+        Self {
+            heard: vec![None; links],
+            report: None,
+            online: false,
+            mismatch: false,
+            left: false,
+            unready_since: None,
+        }
+    }
+
+    fn link_ok(&self, link: usize, now: Nanos, timeout: Nanos) -> bool {
+        self.heard
+            .get(link)
+            .copied()
+            .flatten()
+            .is_some_and(|t| now.saturating_sub(t) < timeout)
+    }
+
+    fn last_heard(&self) -> Option<Nanos> {
+        self.heard.iter().flatten().copied().max()
+    }
+}
+
+/// What happens when a deactivation completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    /// Offline; hand to this node if any.
+    Offline(Option<Handoff>),
+    /// Error state.
+    Error,
+}
+
+#[derive(Clone, Debug)]
+struct LocalGroup {
+    state: GroupState,
+    epoch: u64,
+    /// Steps activated so far (activation) or still active (deactivation).
+    done: usize,
+    act_reason: ActReason,
+    act_cause: Cause,
+    deact_reason: DeactReason,
+    deact_cause: Cause,
+    then: Then,
+    deny: Option<DenyCause>,
+    ipw_ok: Vec<bool>,
+    retries: Vec<u32>,
+    step_errors: u32,
+    claim: Option<(Claim, Nanos)>,
+    ack: Option<(NodeId, u64)>,
+    handoff: Option<(Handoff, Nanos)>,
+    admin_epoch: u64,
+    wanted: bool,
+    /// Highest ownership epoch seen anywhere.
+    max_epoch: u64,
+    lease_until: Nanos,
+    /// Last node known to hold the group (for the failover cause).
+    last_holder: Option<NodeId>,
+}
+
+/// The state machine of one node.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    started: Nanos,
+    ready: bool,
+    peers: Vec<Peer>,
+    groups: Vec<LocalGroup>,
+    tiebreaker_ok: Option<bool>,
+    shutting_down: bool,
+    exited: bool,
+    /// Time of the event being handled.
+    now: Nanos,
+    /// Time of the last tick, to notice that this process did not run for a while.
+    last_tick: Nanos,
+    /// After a stall, no group is taken without a peer's acknowledgement before this time:
+    /// the silence may be unread heartbeats.
+    cautious_until: Nanos,
+}
+
+/// A snapshot for status screens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub me: NodeId,
+    pub ready: bool,
+    /// Per node: online (always true for this node).
+    pub online: Vec<bool>,
+    /// Per node, per link: this node hears it (for this node: whether peers hear us, from
+    /// their reports).
+    pub links: Vec<Vec<bool>>,
+    /// `links_heard` as each online peer reports it.
+    pub peer_links: Vec<Option<u32>>,
+    pub mismatch: Vec<bool>,
+    pub groups: Vec<GroupStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Per node: its report (this node's own for `me`), `None` when unknown (offline).
+    pub nodes: Vec<Option<GroupReport>>,
+    /// Retries used per step on this node.
+    pub retries: Vec<u32>,
+}
+
+impl Engine {
+    /// A new engine started at `now` (a restart is a new engine: deny flags are cleared, as the
+    /// seed says).
+    pub fn new(cfg: EngineConfig, now: Nanos) -> Self {
+        let groups = cfg
+            .groups
+            .iter()
+            .map(|g| LocalGroup {
+                state: GroupState::Offline,
+                epoch: 0,
+                done: 0,
+                act_reason: ActReason::Normal,
+                act_cause: Cause::Startup,
+                deact_reason: DeactReason::Normal,
+                deact_cause: Cause::Command,
+                then: Then::Offline(None),
+                deny: None,
+                ipw_ok: vec![true; g.ipw.len()],
+                retries: vec![0; g.steps.len()],
+                step_errors: 0,
+                claim: None,
+                ack: None,
+                handoff: None,
+                admin_epoch: 0,
+                wanted: g.start == StartMode::Auto,
+                max_epoch: 0,
+                lease_until: 0,
+                last_holder: None,
+            })
+            .collect();
+        let peers = (0..cfg.nodes.len()).map(|_| Peer::new(cfg.links)).collect();
+        Self {
+            ready: cfg.nodes.len() <= 1,
+            cfg,
+            started: now,
+            peers,
+            groups,
+            tiebreaker_ok: None,
+            shutting_down: false,
+            exited: false,
+            now,
+            last_tick: now,
+            cautious_until: 0,
+        }
+    }
+
+    /// Adopts a group that a previous process of this node held and whose pinned lease is still
+    /// valid until `lease_until` (a controller restart within the lease: no flap).
+    pub fn adopt(&mut self, group: GroupId, epoch: u64, lease_until: Nanos) {
+        let steps = self.cfg.groups[group].steps.len();
+        let local = &mut self.groups[group];
+        local.state = GroupState::Online;
+        local.done = steps;
+        local.epoch = epoch;
+        local.max_epoch = local.max_epoch.max(epoch);
+        local.lease_until = lease_until;
+        local.wanted = true;
+    }
+
+    /// Makes the next claim of `group` use an epoch above `epoch` (the last epoch pinned in the
+    /// data path), so epochs keep increasing across restarts.
+    pub fn seed_epoch(&mut self, group: GroupId, epoch: u64) {
+        let local = &mut self.groups[group];
+        local.max_epoch = local.max_epoch.max(epoch);
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    fn me(&self) -> NodeId {
+        self.cfg.me
+    }
+
+    fn timeout(&self) -> Nanos {
+        ns(self.cfg.timeout)
+    }
+
+    /// This node's report, sent in every heartbeat.
+    pub fn report(&self) -> Report {
+        Report {
+            ready: self.ready,
+            links_heard: 0,
+            groups: self
+                .groups
+                .iter()
+                .map(|g| GroupReport {
+                    state: g.state,
+                    epoch: g.epoch,
+                    deny: g.deny.is_some(),
+                    healthy: g.ipw_ok.iter().all(|ok| *ok),
+                    claim: g.claim.map(|(c, _)| c),
+                    ack: g.ack,
+                    handoff: g.handoff.map(|(h, _)| h),
+                    admin_epoch: g.admin_epoch,
+                    wanted: g.wanted,
+                    errors: g.step_errors
+                        | if g.ipw_ok.iter().all(|ok| *ok) {
+                            0
+                        } else {
+                            1 << 31
+                        },
+                })
+                .collect(),
+        }
+    }
+
+    /// The report for one peer: with the links on which this node hears that peer.
+    pub fn report_for(&self, peer: NodeId, now: Nanos) -> Report {
+        let mut report = self.report();
+        if let Some(p) = self.peers.get(peer) {
+            for link in 0..self.cfg.links.min(32) {
+                if p.link_ok(link, now, self.timeout()) {
+                    report.links_heard |= 1 << link;
+                }
+            }
+        }
+        report
+    }
+
+    /// Groups whose lease this node must keep renewing, with their epochs.
+    pub fn held(&self) -> Vec<(GroupId, u64)> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| matches!(g.state, GroupState::Activating | GroupState::Online))
+            .map(|(i, g)| (i, g.epoch))
+            .collect()
+    }
+
+    /// The state of a group on this node.
+    pub fn group_state(&self, group: GroupId) -> GroupState {
+        self.groups[group].state
+    }
+
+    pub fn deny(&self, group: GroupId) -> Option<DenyCause> {
+        self.groups[group].deny
+    }
+
+    pub fn is_online(&self, peer: NodeId) -> bool {
+        peer == self.me() || self.peers[peer].online
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exited
+    }
+
+    /// A snapshot for `clpstat`.
+    pub fn status(&self, now: Nanos) -> Status {
+        let me = self.me();
+        let nodes = self.cfg.nodes.len();
+        let own = self.report();
+        Status {
+            me,
+            ready: self.ready,
+            online: (0..nodes).map(|n| self.is_online(n)).collect(),
+            links: (0..nodes)
+                .map(|n| {
+                    (0..self.cfg.links)
+                        .map(|l| n == me || self.peers[n].link_ok(l, now, self.timeout()))
+                        .collect()
+                })
+                .collect(),
+            peer_links: (0..nodes)
+                .map(|n| {
+                    (n != me && self.peers[n].online)
+                        .then(|| self.peers[n].report.as_ref().map(|r| r.links_heard))
+                        .flatten()
+                })
+                .collect(),
+            mismatch: self.peers.iter().map(|p| p.mismatch).collect(),
+            groups: (0..self.groups.len())
+                .map(|g| GroupStatus {
+                    nodes: (0..nodes)
+                        .map(|n| {
+                            if n == me {
+                                Some(own.groups[g])
+                            } else {
+                                self.fresh_report(n).map(|r| r.groups[g])
+                            }
+                        })
+                        .collect(),
+                    retries: self.groups[g].retries.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Feeds one event at time `now`; returns what to do.
+    pub fn handle(&mut self, now: Nanos, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.exited {
+            return out;
+        }
+        self.now = self.now.max(now);
+        match event {
+            Event::Tick => self.tick(now, &mut out),
+            Event::Heartbeat { from, link, report } => {
+                self.heard(now, from, link, &mut out);
+                if from != self.me() && report.groups.len() == self.groups.len() {
+                    let peer = &mut self.peers[from];
+                    peer.mismatch = false;
+                    if report.ready {
+                        peer.unready_since = None;
+                    } else if peer.unready_since.is_none() {
+                        peer.unready_since = Some(now);
+                    }
+                    peer.report = Some(report);
+                }
+            }
+            Event::Mismatch { from, link } => {
+                self.heard(now, from, link, &mut out);
+                if from != self.me() && !self.peers[from].mismatch {
+                    self.peers[from].mismatch = true;
+                    self.peers[from].report = None;
+                    out.push(Action::Notify(Notice::ConfigMismatch { peer: from }));
+                }
+            }
+            Event::Leaving { from } => {
+                if from != self.me() && from < self.peers.len() {
+                    let peer = &mut self.peers[from];
+                    peer.left = true;
+                    peer.heard.iter_mut().for_each(|h| *h = None);
+                    if peer.online {
+                        peer.online = false;
+                        peer.report = None;
+                        out.push(Action::Notify(Notice::PeerOffline { peer: from }));
+                    }
+                }
+            }
+            Event::Ipw { group, entry, ok } => self.ipw(now, group, entry, ok, &mut out),
+            Event::StepDone { group, step, ok } => self.step_done(now, group, step, ok, &mut out),
+            Event::StepFailed { group, step } => self.step_failed(now, group, step, &mut out),
+            Event::Tiebreaker { reachable } => self.tiebreaker_ok = Some(reachable),
+            Event::Shutdown => {
+                self.shutting_down = true;
+                for g in 0..self.groups.len() {
+                    let handoff = self.next_eligible(g, false).map(|to| Handoff {
+                        to,
+                        manual: false,
+                        failover: false,
+                    });
+                    match self.groups[g].state {
+                        GroupState::Online | GroupState::Activating => {
+                            self.deactivate(
+                                g,
+                                DeactReason::Normal,
+                                Cause::Shutdown,
+                                Then::Offline(handoff),
+                                &mut out,
+                            );
+                        }
+                        _ => self.groups[g].claim = None,
+                    }
+                }
+            }
+        }
+        self.reconcile(now, &mut out);
+        out
+    }
+
+    fn heard(&mut self, now: Nanos, from: NodeId, link: usize, out: &mut Vec<Action>) {
+        if from == self.me() || from >= self.peers.len() {
+            return;
+        }
+        let timeout = self.timeout();
+        let peer = &mut self.peers[from];
+        peer.left = false;
+        if link < peer.heard.len() {
+            if !peer.link_ok(link, now, timeout) && peer.heard[link].is_some() {
+                out.push(Action::Notify(Notice::LinkUp { peer: from, link }));
+            }
+            peer.heard[link] = Some(now);
+        }
+        if !peer.online {
+            peer.online = true;
+            peer.unready_since = None;
+            out.push(Action::Notify(Notice::PeerOnline { peer: from }));
+            out.push(Action::SendNow);
+        }
+    }
+
+    fn tick(&mut self, now: Nanos, out: &mut Vec<Action>) {
+        let timeout = self.timeout();
+        let interval = ns(self.cfg.interval);
+        // After a stall (frozen, starved) the peers' heartbeats are still unread: what looks
+        // like silence is our own. Give each online peer two more intervals to be heard before
+        // declaring it dead.
+        if now.saturating_sub(self.last_tick) > 2 * interval {
+            self.cautious_until = now + timeout + interval;
+            let grace = now.saturating_sub(timeout) + 2 * interval;
+            for peer in self.peers.iter_mut().filter(|p| p.online) {
+                for heard in peer.heard.iter_mut().flatten() {
+                    *heard = (*heard).max(grace);
+                }
+            }
+        }
+        self.last_tick = now;
+        for (n, peer) in self.peers.iter_mut().enumerate() {
+            if n == self.cfg.me {
+                continue;
+            }
+            if peer.online {
+                for link in 0..peer.heard.len() {
+                    if let Some(t) = peer.heard[link]
+                        && now.saturating_sub(t) >= timeout
+                        && now.saturating_sub(t) < timeout + ns(self.cfg.interval)
+                    {
+                        out.push(Action::Notify(Notice::LinkDown { peer: n, link }));
+                    }
+                }
+                if peer
+                    .last_heard()
+                    .is_none_or(|t| now.saturating_sub(t) >= timeout)
+                {
+                    peer.online = false;
+                    peer.report = None;
+                    out.push(Action::Notify(Notice::PeerOffline { peer: n }));
+                }
+            }
+        }
+        if !self.ready {
+            let all_seen = self
+                .peers
+                .iter()
+                .enumerate()
+                .all(|(n, p)| n == self.cfg.me || p.online);
+            if all_seen || now.saturating_sub(self.started) >= ns(self.cfg.wait) {
+                self.ready = true;
+                out.push(Action::SendNow);
+            }
+        }
+        // Lease upkeep: renew what is held, or give it up if the lease already ran out (this
+        // process did not run for longer than the lease: someone else may hold it now).
+        for g in 0..self.groups.len() {
+            let group = &self.groups[g];
+            if !matches!(group.state, GroupState::Activating | GroupState::Online) {
+                continue;
+            }
+            if now >= group.lease_until {
+                self.deactivate(
+                    g,
+                    DeactReason::Illegal,
+                    Cause::LeaseLost,
+                    Then::Offline(None),
+                    out,
+                );
+            } else {
+                let epoch = group.epoch;
+                self.groups[g].lease_until = now + ns(self.cfg.lease());
+                out.push(Action::RenewLease { group: g, epoch });
+            }
+        }
+        if self.isolated() && self.cfg.tiebreakers {
+            out.push(Action::ProbeTiebreaker);
+        } else {
+            self.tiebreaker_ok = None;
+        }
+    }
+
+    /// No peer can be heard (all dead, or every interconnect lost).
+    fn isolated(&self) -> bool {
+        self.cfg.nodes.len() > 1
+            && self
+                .peers
+                .iter()
+                .enumerate()
+                .all(|(n, p)| n == self.cfg.me || !p.online)
+    }
+
+    /// A report of a peer that is online now.
+    fn fresh_report(&self, peer: NodeId) -> Option<&Report> {
+        let p = self.peers.get(peer)?;
+        if p.online && !p.mismatch {
+            p.report.as_ref()
+        } else {
+            None
+        }
+    }
+
+    /// Whether `node` may take `group` by election, in this node's view.
+    fn eligible(&self, node: NodeId, group: GroupId) -> bool {
+        if node == self.me() {
+            let g = &self.groups[group];
+            // Cut off from every peer, a node runs the group despite STARTING=DENY (it must
+            // assume the peer is dead); a failed activation here still rules it out.
+            let deny_ok = match g.deny {
+                None => true,
+                Some(DenyCause::Activation) => false,
+                Some(_) => self.isolated(),
+            };
+            self.ready
+                && g.state != GroupState::Error
+                && !self.shutting_down
+                && deny_ok
+                && g.ipw_ok.iter().all(|ok| *ok)
+                && self.tiebreaker_allows()
+        } else {
+            self.fresh_report(node).is_some_and(|r| {
+                let g = r.groups[group];
+                r.ready && !g.deny && g.healthy && g.state != GroupState::Error
+            })
+        }
+    }
+
+    fn tiebreaker_allows(&self) -> bool {
+        !(self.cfg.tiebreakers && self.isolated() && self.tiebreaker_ok != Some(true))
+    }
+
+    /// The first eligible node of the policy (optionally not this one).
+    fn next_eligible(&self, group: GroupId, include_me: bool) -> Option<NodeId> {
+        self.cfg.groups[group]
+            .policy
+            .iter()
+            .copied()
+            .filter(|n| include_me || *n != self.me())
+            .find(|n| self.eligible(*n, group))
+    }
+
+    fn priority(&self, group: GroupId, node: NodeId) -> usize {
+        self.cfg.groups[group]
+            .policy
+            .iter()
+            .position(|n| *n == node)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Whether claim `a` of node `na` beats claim `b` of node `nb`.
+    fn beats(&self, group: GroupId, (na, a): (NodeId, Claim), (nb, b): (NodeId, Claim)) -> bool {
+        (a.forced, std::cmp::Reverse(self.priority(group, na)))
+            > (b.forced, std::cmp::Reverse(self.priority(group, nb)))
+    }
+
+    fn reconcile(&mut self, now: Nanos, out: &mut Vec<Action>) {
+        for g in 0..self.groups.len() {
+            self.reconcile_group(now, g, out);
+        }
+        if self.shutting_down && !self.exited && self.groups.iter().all(|g| !g.state.holds()) {
+            self.exited = true;
+            out.push(Action::Exit);
+        }
+    }
+
+    fn reconcile_group(&mut self, now: Nanos, g: GroupId, out: &mut Vec<Action>) {
+        let me = self.me();
+        let timeout = self.timeout();
+        // Operator intent and epochs travel with the reports.
+        let peers: Vec<(NodeId, GroupReport)> = (0..self.peers.len())
+            .filter(|n| *n != me)
+            .filter_map(|n| self.fresh_report(n).map(|r| (n, r.groups[g])))
+            .collect();
+        for (_, r) in &peers {
+            let local = &mut self.groups[g];
+            if r.admin_epoch > local.admin_epoch {
+                local.admin_epoch = r.admin_epoch;
+                local.wanted = r.wanted;
+            }
+            local.max_epoch = local
+                .max_epoch
+                .max(r.epoch)
+                .max(r.claim.map_or(0, |c| c.epoch));
+        }
+        let holders: Vec<(NodeId, GroupReport)> = peers
+            .iter()
+            .copied()
+            .filter(|(_, r)| r.state.holds())
+            .collect();
+        if let Some((n, _)) = holders.first() {
+            self.groups[g].last_holder = Some(*n);
+        }
+
+        // Deny for an IPW cause clears when the targets are reachable again.
+        if self.groups[g].deny == Some(DenyCause::Ipw) && self.groups[g].ipw_ok.iter().all(|ok| *ok)
+        {
+            self.groups[g].deny = None;
+            out.push(Action::Notify(Notice::DenyCleared { group: g }));
+            out.push(Action::SendNow);
+        }
+
+        let state = self.groups[g].state;
+        if state.holds() {
+            self.groups[g].claim = None;
+            self.groups[g].ack = None;
+            self.groups[g].last_holder = Some(me);
+            if state == GroupState::Online {
+                self.holder_duties(now, g, &holders, out);
+            }
+            return;
+        }
+
+        // A handoff this node published lapses once the target holds it (or after a timeout).
+        if let Some((handoff, since)) = self.groups[g].handoff {
+            let taken = holders.iter().any(|(n, _)| *n == handoff.to);
+            if taken || now.saturating_sub(since) > 2 * timeout {
+                self.groups[g].handoff = None;
+            }
+        }
+
+        // Acknowledge the strongest claim of a peer, unless this node has a stronger one.
+        let best_peer_claim = peers
+            .iter()
+            .filter_map(|(n, r)| r.claim.map(|c| (*n, c)))
+            .reduce(|a, b| if self.beats(g, a, b) { a } else { b });
+        let mine = self.groups[g].claim.map(|(c, _)| (me, c));
+        match (mine, best_peer_claim) {
+            (Some(m), Some(p)) if self.beats(g, p, m) => {
+                self.groups[g].claim = None;
+                self.groups[g].ack = Some((p.0, p.1.epoch));
+                out.push(Action::SendNow);
+            }
+            (None, Some(p)) => {
+                if self.groups[g].ack != Some((p.0, p.1.epoch)) {
+                    self.groups[g].ack = Some((p.0, p.1.epoch));
+                    out.push(Action::SendNow);
+                }
+            }
+            (_, None) => self.groups[g].ack = None,
+            _ => {}
+        }
+
+        if !holders.is_empty() {
+            self.groups[g].claim = None;
+            return;
+        }
+
+        // A claim outstanding: activate once every online peer acknowledged it, if this node
+        // still may (the isolation that excused STARTING=DENY may have ended meanwhile).
+        if let Some((claim, _)) = self.groups[g].claim
+            && !claim.forced
+            && !self.eligible(me, g)
+        {
+            self.groups[g].claim = None;
+            out.push(Action::SendNow);
+        }
+        if let Some((claim, since)) = self.groups[g].claim {
+            let all_acked = (0..self.peers.len())
+                .filter(|n| *n != me && self.peers[*n].online)
+                .all(|n| {
+                    self.fresh_report(n)
+                        .is_some_and(|r| r.groups[g].ack == Some((me, claim.epoch)))
+                });
+            let alone = (0..self.peers.len()).all(|n| n == me || !self.peers[n].online);
+            if all_acked && !(alone && now < self.cautious_until) {
+                self.activate(now, g, claim.epoch, out);
+            } else if now.saturating_sub(since) > 2 * timeout
+                || self
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .any(|(n, p)| n != me && p.online && p.mismatch)
+            {
+                self.groups[g].claim = None;
+            }
+            return;
+        }
+
+        // Election: only when the group is wanted, runs nowhere and this node acknowledges no
+        // one else's claim.
+        if !self.groups[g].wanted
+            || self.groups[g].ack.is_some()
+            || self.shutting_down
+            || !self.ready
+            || self
+                .peers
+                .iter()
+                .enumerate()
+                .any(|(n, p)| n != me && p.online && p.mismatch)
+        {
+            return;
+        }
+        // A handoff is good for the ownership it ended: once anyone claimed a newer epoch it
+        // is spent.
+        let max_epoch = self.groups[g].max_epoch;
+        let handoff = peers
+            .iter()
+            .filter(|(_, r)| r.state == GroupState::Offline && r.epoch >= max_epoch)
+            .filter_map(|(_, r)| r.handoff)
+            .next();
+        let designated = match handoff {
+            Some(h) if h.to == me && (h.manual || self.eligible(me, g)) => Some(me),
+            Some(h) if h.to != me && self.is_online(h.to) => Some(h.to),
+            _ => {
+                // When the cluster starts (the group never ran), wait for a better node of the
+                // policy that is online but still in its startup wait (bounded by the wait
+                // timeout). A group that ran before is taken over at once.
+                let first_start = self.groups[g].max_epoch == 0;
+                let waiting = first_start
+                    && self.cfg.groups[g]
+                        .policy
+                        .iter()
+                        .copied()
+                        .take_while(|n| *n != me)
+                        .any(|n| {
+                            n != me
+                                && self.peers[n].online
+                                && self.peers[n]
+                                    .unready_since
+                                    .is_some_and(|t| now.saturating_sub(t) < ns(self.cfg.wait))
+                        });
+                if waiting {
+                    None
+                } else {
+                    self.next_eligible(g, true)
+                }
+            }
+        };
+        if designated == Some(me) {
+            let forced = handoff.is_some_and(|h| h.manual);
+            // An operator moved the group here: that starts it here, which clears DENY.
+            if forced && self.groups[g].deny.take().is_some() {
+                out.push(Action::Notify(Notice::DenyCleared { group: g }));
+            }
+            let from = peers
+                .iter()
+                .find(|(_, r)| r.handoff.is_some() && r.epoch >= max_epoch)
+                .map(|(n, _)| *n);
+            self.groups[g].act_cause = match (handoff, from) {
+                (Some(h), _) if h.manual => Cause::Command,
+                (Some(h), Some(from)) if h.failover => Cause::Handoff {
+                    from,
+                    failover: true,
+                },
+                (Some(_), Some(from)) => Cause::Handoff {
+                    from,
+                    failover: false,
+                },
+                _ => match self.groups[g].last_holder {
+                    Some(n) if n != me && !self.is_online(n) => Cause::PeerDown(n),
+                    _ => Cause::Startup,
+                },
+            };
+            self.claim(now, g, forced, out);
+        }
+    }
+
+    fn claim(&mut self, now: Nanos, g: GroupId, forced: bool, out: &mut Vec<Action>) {
+        let local = &mut self.groups[g];
+        let epoch = local.max_epoch.max(local.epoch) + 1;
+        local.claim = Some((Claim { epoch, forced }, now));
+        local.ack = None;
+        out.push(Action::SendNow);
+        // With nobody to ask, the claim is granted at once (unless just back from a stall).
+        let me = self.me();
+        let anyone = (0..self.peers.len()).any(|n| n != me && self.peers[n].online);
+        if !anyone && now >= self.cautious_until {
+            self.activate(now, g, epoch, out);
+        }
+    }
+
+    fn activate(&mut self, now: Nanos, g: GroupId, epoch: u64, out: &mut Vec<Action>) {
+        let cause = self.groups[g].act_cause;
+        let failover = matches!(
+            cause,
+            Cause::PeerDown(_) | Cause::Handoff { failover: true, .. }
+        );
+        let lease = ns(self.cfg.lease());
+        let local = &mut self.groups[g];
+        local.claim = None;
+        local.ack = None;
+        local.handoff = None;
+        local.state = GroupState::Activating;
+        local.epoch = epoch;
+        local.max_epoch = local.max_epoch.max(epoch);
+        local.done = 0;
+        local.step_errors = 0;
+        local.act_reason = if failover {
+            ActReason::Failover
+        } else {
+            ActReason::Normal
+        };
+        local.act_cause = cause;
+        local.lease_until = now + lease;
+        out.push(Action::GrantLease { group: g, epoch });
+        out.push(Action::SendNow);
+        self.next_activation_step(g, out);
+    }
+
+    fn next_activation_step(&mut self, g: GroupId, out: &mut Vec<Action>) {
+        let local = &mut self.groups[g];
+        if local.done < self.cfg.groups[g].steps.len() {
+            out.push(Action::Activate {
+                group: g,
+                step: local.done,
+                reason: local.act_reason,
+            });
+        } else {
+            local.state = GroupState::Online;
+            out.push(Action::Notify(Notice::GroupOnline {
+                group: g,
+                reason: local.act_reason,
+                cause: local.act_cause,
+            }));
+            out.push(Action::SendNow);
+        }
+    }
+
+    fn deactivate(
+        &mut self,
+        g: GroupId,
+        reason: DeactReason,
+        cause: Cause,
+        then: Then,
+        out: &mut Vec<Action>,
+    ) {
+        let local = &mut self.groups[g];
+        if !matches!(local.state, GroupState::Activating | GroupState::Online) {
+            return;
+        }
+        local.state = GroupState::Deactivating;
+        local.deact_reason = reason;
+        local.deact_cause = cause;
+        local.then = then;
+        local.claim = None;
+        out.push(Action::RevokeLease {
+            group: g,
+            epoch: local.epoch,
+        });
+        local.lease_until = 0;
+        self.next_deactivation_step(g, out);
+    }
+
+    fn next_deactivation_step(&mut self, g: GroupId, out: &mut Vec<Action>) {
+        let local = &mut self.groups[g];
+        if local.done > 0 {
+            out.push(Action::Deactivate {
+                group: g,
+                step: local.done - 1,
+                reason: local.deact_reason,
+            });
+            return;
+        }
+        match local.then {
+            Then::Offline(handoff) => {
+                local.state = GroupState::Offline;
+                local.handoff = handoff.map(|h| (h, self.now));
+                out.push(Action::Notify(Notice::GroupOffline {
+                    group: g,
+                    reason: local.deact_reason,
+                    cause: local.deact_cause,
+                }));
+            }
+            Then::Error => {
+                local.state = GroupState::Error;
+                out.push(Action::Notify(Notice::GroupError {
+                    group: g,
+                    cause: local.deact_cause,
+                }));
+            }
+        }
+        out.push(Action::SendNow);
+    }
+
+    fn step_done(&mut self, now: Nanos, g: GroupId, step: usize, ok: bool, out: &mut Vec<Action>) {
+        let Some(local) = self.groups.get(g) else {
+            return;
+        };
+        match local.state {
+            GroupState::Activating if step == local.done => {
+                if ok {
+                    self.groups[g].done += 1;
+                    self.next_activation_step(g, out);
+                } else {
+                    self.resource_error(now, g, step, false, out);
+                }
+            }
+            GroupState::Deactivating if local.done > 0 && step == local.done - 1 => {
+                if !ok {
+                    self.groups[g].step_errors |= 1 << step.min(30);
+                    out.push(Action::Notify(Notice::StepFailed {
+                        group: g,
+                        step,
+                        retry: 0,
+                        of: 0,
+                    }));
+                }
+                self.groups[g].done -= 1;
+                self.next_deactivation_step(g, out);
+            }
+            GroupState::Online if step < local.done => {
+                // A retried monitored step was restarted.
+                if ok {
+                    self.groups[g].step_errors &= !(1 << step.min(30));
+                } else {
+                    self.resource_error(now, g, step, true, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn step_failed(&mut self, now: Nanos, g: GroupId, step: usize, out: &mut Vec<Action>) {
+        let Some(local) = self.groups.get(g) else {
+            return;
+        };
+        if local.state == GroupState::Online && step < local.done {
+            self.resource_error(now, g, step, true, out);
+        }
+    }
+
+    /// A resource step failed: retry it, or apply its recovery action (R-RES-2).
+    fn resource_error(
+        &mut self,
+        _now: Nanos,
+        g: GroupId,
+        step: usize,
+        online: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let spec = self.cfg.groups[g].steps[step].clone();
+        let local = &mut self.groups[g];
+        local.step_errors |= 1 << step.min(30);
+        let used = local.retries[step];
+        out.push(Action::Notify(Notice::StepFailed {
+            group: g,
+            step,
+            retry: used,
+            of: spec.retry,
+        }));
+        if spec.recover != Recover::Ignore && used < spec.retry {
+            local.retries[step] += 1;
+            out.push(Action::Activate {
+                group: g,
+                step,
+                reason: local.act_reason,
+            });
+            return;
+        }
+        let cause = Cause::Resource { step, ipw: false };
+        match spec.recover {
+            Recover::Ignore => {
+                if !online {
+                    self.groups[g].done += 1;
+                    self.next_activation_step(g, out);
+                }
+            }
+            Recover::Stop => self.stop_for_error(g, cause, out),
+            Recover::Retry | Recover::Failover => {
+                let deny = if online && spec.monitored {
+                    DenyCause::Process
+                } else {
+                    DenyCause::Activation
+                };
+                self.fail_over(g, cause, Some(deny), online, out);
+            }
+        }
+    }
+
+    /// Stops the group here for good (until an operator starts it): STOP recovery.
+    fn stop_for_error(&mut self, g: GroupId, cause: Cause, out: &mut Vec<Action>) {
+        let local = &mut self.groups[g];
+        local.admin_epoch += 1;
+        local.wanted = false;
+        if local.state.holds() {
+            self.deactivate(g, DeactReason::Illegal, cause, Then::Error, out);
+        } else {
+            local.state = GroupState::Error;
+        }
+    }
+
+    /// FAILOVER recovery: hand the group to the next eligible node. With none (R-FO-3) the group
+    /// stays where it is if it is online; a failed activation ends in ERROR.
+    fn fail_over(
+        &mut self,
+        g: GroupId,
+        cause: Cause,
+        deny: Option<DenyCause>,
+        online: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let target = self.next_eligible(g, false);
+        if target.is_none() && online {
+            out.push(Action::Notify(Notice::FailoverImpossible { group: g }));
+            return;
+        }
+        if let Some(deny) = deny
+            && self.groups[g].deny.is_none()
+        {
+            self.groups[g].deny = Some(deny);
+            out.push(Action::Notify(Notice::DenySet {
+                group: g,
+                cause: deny,
+            }));
+        }
+        let then = match target {
+            Some(to) => Then::Offline(Some(Handoff {
+                to,
+                manual: false,
+                failover: true,
+            })),
+            None => Then::Error,
+        };
+        self.deactivate(g, DeactReason::Illegal, cause, then, out);
+    }
+
+    fn ipw(&mut self, now: Nanos, g: GroupId, entry: usize, ok: bool, out: &mut Vec<Action>) {
+        let Some(local) = self.groups.get_mut(g) else {
+            return;
+        };
+        let Some(slot) = local.ipw_ok.get_mut(entry) else {
+            return;
+        };
+        if *slot == ok {
+            return;
+        }
+        *slot = ok;
+        out.push(Action::SendNow);
+        if ok || local.state != GroupState::Online {
+            return;
+        }
+        let _ = now;
+        let cause = Cause::Resource {
+            step: entry,
+            ipw: true,
+        };
+        match self.cfg.groups[g].ipw[entry] {
+            Recover::Ignore => {}
+            Recover::Stop => self.stop_for_error(g, cause, out),
+            Recover::Retry | Recover::Failover => {
+                self.fail_over(g, cause, Some(DenyCause::Ipw), true, out)
+            }
+        }
+    }
+
+    /// Duties of the node holding an online group: conflicts, failback, isolation, stop.
+    fn holder_duties(
+        &mut self,
+        _now: Nanos,
+        g: GroupId,
+        holders: &[(NodeId, GroupReport)],
+        out: &mut Vec<Action>,
+    ) {
+        let me = self.me();
+        // Two holders (a partition healed, or a one-way failure): the newer epoch keeps it.
+        let mine = self.groups[g].epoch;
+        let loses = holders.iter().any(|(n, r)| {
+            (r.epoch, std::cmp::Reverse(self.priority(g, *n)))
+                > (mine, std::cmp::Reverse(self.priority(g, me)))
+        });
+        if loses {
+            self.deactivate(
+                g,
+                DeactReason::Illegal,
+                Cause::SplitBrain,
+                Then::Offline(None),
+                out,
+            );
+            return;
+        }
+        if !holders.is_empty() {
+            out.push(Action::Reannounce { group: g });
+            return;
+        }
+        if !self.groups[g].wanted {
+            self.deactivate(
+                g,
+                DeactReason::Normal,
+                Cause::Command,
+                Then::Offline(None),
+                out,
+            );
+            return;
+        }
+        if self.cfg.tiebreakers && self.isolated() && self.tiebreaker_ok == Some(false) {
+            self.deactivate(
+                g,
+                DeactReason::Illegal,
+                Cause::Isolated,
+                Then::Offline(None),
+                out,
+            );
+            return;
+        }
+        if self.cfg.groups[g].failback == Failback::Auto
+            && let Some(best) = self.next_eligible(g, true)
+            && best != me
+            && self.priority(g, best) < self.priority(g, me)
+        {
+            self.deactivate(
+                g,
+                DeactReason::Normal,
+                Cause::Failback,
+                Then::Offline(Some(Handoff {
+                    to: best,
+                    manual: false,
+                    failover: false,
+                })),
+                out,
+            );
+        }
+    }
+}

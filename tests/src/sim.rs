@@ -1,0 +1,1298 @@
+//! Deterministic simulation of a cluster of engines on virtual time.
+//!
+//! N nodes run the real [`Engine`]; the simulator plays network (per-interconnect cuts, one-way
+//! failures, loss), processes (crash, restart, freeze, thaw, clean shutdown), resources (steps
+//! that take time and may fail, IPW targets, monitored processes) and operators (commands), all
+//! drawn from a seeded schedule. After every event it checks the invariants; a failure carries
+//! the seed and the trace so it can be replayed with [`run_schedule`].
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
+    fmt::Write as _,
+    time::Duration,
+};
+
+use cluster_ctl::{
+    config::{Failback, Recover, StartMode},
+    engine::{
+        Action, Command, Engine, EngineConfig, Event, GroupId, GroupSpec, GroupState, Nanos,
+        NodeId, Notice, Report, StepSpec,
+    },
+};
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+
+const MS: Nanos = 1_000_000;
+
+/// Cluster shape of a simulation.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    pub nodes: usize,
+    pub links: usize,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub wait: Duration,
+    pub tiebreakers: bool,
+    pub groups: Vec<GroupSpec>,
+}
+
+fn steps(group: &str, monitored_exec: bool) -> Vec<StepSpec> {
+    vec![
+        StepSpec {
+            name: format!("{group}-fip0"),
+            recover: Recover::Retry,
+            retry: 2,
+            monitored: false,
+        },
+        StepSpec {
+            name: format!("{group}-parp0"),
+            recover: Recover::Retry,
+            retry: 2,
+            monitored: false,
+        },
+        StepSpec {
+            name: format!("{group}-exec0"),
+            recover: Recover::Failover,
+            retry: 1,
+            monitored: monitored_exec,
+        },
+    ]
+}
+
+impl Shape {
+    /// The seed's hot standby: group0 on fws1, fws2 waiting.
+    pub fn hot_standby(failback: Failback) -> Self {
+        Self {
+            nodes: 2,
+            links: 2,
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_millis(30),
+            wait: Duration::from_millis(60),
+            tiebreakers: false,
+            groups: vec![GroupSpec {
+                name: "group0".into(),
+                policy: vec![0, 1],
+                failback,
+                start: StartMode::Auto,
+                steps: steps("group0", true),
+                ipw: vec![Recover::Failover],
+            }],
+        }
+    }
+
+    /// The seed's load share by groups: group0 on fws1, group1 on fws2.
+    pub fn load_share(failback: Failback) -> Self {
+        let mut shape = Self::hot_standby(failback);
+        shape.groups.push(GroupSpec {
+            name: "group1".into(),
+            policy: vec![1, 0],
+            failback,
+            start: StartMode::Auto,
+            steps: steps("group1", true),
+            ipw: vec![Recover::Failover],
+        });
+        shape
+    }
+
+    /// Three nodes, three groups with rotated policies (the general model).
+    pub fn three_nodes() -> Self {
+        let mut shape = Self::hot_standby(Failback::Auto);
+        shape.nodes = 3;
+        shape.groups = (0..3)
+            .map(|g| GroupSpec {
+                name: format!("group{g}"),
+                policy: vec![g, (g + 1) % 3, (g + 2) % 3],
+                failback: if g == 1 {
+                    Failback::Manual
+                } else {
+                    Failback::Auto
+                },
+                start: StartMode::Auto,
+                steps: steps(&format!("group{g}"), g != 2),
+                ipw: vec![Recover::Failover],
+            })
+            .collect();
+        shape
+    }
+
+    fn engine_config(&self, me: NodeId) -> EngineConfig {
+        EngineConfig {
+            nodes: (0..self.nodes).map(|n| format!("fws{}", n + 1)).collect(),
+            me,
+            links: self.links,
+            interval: self.interval,
+            timeout: self.timeout,
+            wait: self.wait,
+            tiebreakers: self.tiebreakers,
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+/// One fault (or operator action) of a schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Cut interconnect `link` in both directions.
+    Cut {
+        a: NodeId,
+        b: NodeId,
+        link: usize,
+    },
+    /// Cut only `from → to`.
+    OneWay {
+        from: NodeId,
+        to: NodeId,
+        link: usize,
+    },
+    /// Drop `percent` % of the frames both ways.
+    Loss {
+        a: NodeId,
+        b: NodeId,
+        link: usize,
+        percent: u8,
+    },
+    /// Restore every link of the pair.
+    Heal {
+        a: NodeId,
+        b: NodeId,
+    },
+    /// Cut every link of a node.
+    Isolate {
+        node: NodeId,
+    },
+    Crash {
+        node: NodeId,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Freeze {
+        node: NodeId,
+    },
+    Thaw {
+        node: NodeId,
+    },
+    /// SIGTERM.
+    Shutdown {
+        node: NodeId,
+    },
+    IpwLost {
+        node: NodeId,
+        group: GroupId,
+        entry: usize,
+    },
+    IpwBack {
+        node: NodeId,
+        group: GroupId,
+        entry: usize,
+    },
+    /// The monitored process of a step dies (if the group runs there).
+    ProcessDies {
+        node: NodeId,
+        group: GroupId,
+        step: usize,
+    },
+    /// The next activations of a step fail on a node.
+    StepBroken {
+        node: NodeId,
+        group: GroupId,
+        step: usize,
+    },
+    StepFixed {
+        node: NodeId,
+        group: GroupId,
+        step: usize,
+    },
+    Command {
+        node: NodeId,
+        command: Command,
+    },
+    /// Tie-breaker reachability of a node.
+    Tiebreaker {
+        node: NodeId,
+        reachable: bool,
+    },
+}
+
+/// A violated invariant.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub seed: u64,
+    pub at: Nanos,
+    pub message: String,
+    pub trace: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} at {:.3} ms: {}\n--- trace (last events) ---\n{}",
+            self.seed,
+            self.at as f64 / MS as f64,
+            self.message,
+            self.trace
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Scheduled {
+    Tick(NodeId),
+    Deliver {
+        to: NodeId,
+        from: NodeId,
+        link: usize,
+        report: ReportKey,
+    },
+    Leaving {
+        to: NodeId,
+        from: NodeId,
+    },
+    StepDone {
+        node: NodeId,
+        incarnation: u32,
+        group: GroupId,
+        step: usize,
+        ok: bool,
+    },
+    Tiebreaker {
+        node: NodeId,
+        incarnation: u32,
+    },
+    Fault(usize),
+}
+
+/// Reports are stored aside (they are not `Ord`); the queue holds their index.
+type ReportKey = usize;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct LinkState {
+    /// Direction a→b / b→a cut.
+    cut: [bool; 2],
+    loss: u8,
+    /// Last time the link was anything but perfect.
+    impaired_at: Option<Nanos>,
+}
+
+struct SimNode {
+    engine: Option<Engine>,
+    incarnation: u32,
+    frozen: bool,
+    /// Events that arrived while frozen, handled at thaw.
+    backlog: Vec<Scheduled>,
+    /// Local events (monitor verdicts, signals) that happened while frozen.
+    pending: Vec<Event>,
+    /// Per group: (epoch, valid until).
+    lease: Vec<Option<(u64, Nanos)>>,
+    /// Per group: the last epoch the pinned lease map recorded (survives restarts).
+    pinned_epoch: Vec<u64>,
+    ipw_ok: Vec<Vec<bool>>,
+    broken: Vec<Vec<bool>>,
+    tiebreaker: bool,
+    /// Since when the process has been running unfrozen.
+    running_since: Option<Nanos>,
+}
+
+/// The simulation.
+pub struct Sim {
+    seed: u64,
+    shape: Shape,
+    now: Nanos,
+    rng: ChaCha8Rng,
+    queue: BinaryHeap<Reverse<(Nanos, u64, Scheduled)>>,
+    seq: u64,
+    reports: Vec<Report>,
+    nodes: Vec<SimNode>,
+    /// (a, b, link) with a < b.
+    links: BTreeMap<(NodeId, NodeId, usize), LinkState>,
+    faults: Vec<Fault>,
+    trace: Vec<String>,
+    pending_violation: Option<String>,
+    /// When a holder of a group died or froze while a healthy peer could take over: (group,
+    /// time), to bound the takeover time.
+    outage: BTreeMap<GroupId, Nanos>,
+    pub stats: Stats,
+}
+
+/// What a run did, for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub events: u64,
+    pub takeovers: u64,
+    pub faults: u64,
+    pub refusals: u64,
+}
+
+impl Sim {
+    pub fn new(shape: Shape, seed: u64) -> Self {
+        let groups = shape.groups.len();
+        let nodes = (0..shape.nodes)
+            .map(|_| SimNode {
+                engine: None,
+                incarnation: 0,
+                frozen: false,
+                backlog: Vec::new(),
+                pending: Vec::new(),
+                lease: vec![None; groups],
+                pinned_epoch: vec![0; groups],
+                ipw_ok: shape
+                    .groups
+                    .iter()
+                    .map(|g| vec![true; g.ipw.len()])
+                    .collect(),
+                broken: shape
+                    .groups
+                    .iter()
+                    .map(|g| vec![false; g.steps.len()])
+                    .collect(),
+                tiebreaker: true,
+                running_since: None,
+            })
+            .collect();
+        let mut links = BTreeMap::new();
+        for a in 0..shape.nodes {
+            for b in a + 1..shape.nodes {
+                for link in 0..shape.links {
+                    links.insert((a, b, link), LinkState::default());
+                }
+            }
+        }
+        Self {
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            shape,
+            now: 0,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            reports: Vec::new(),
+            nodes,
+            links,
+            faults: Vec::new(),
+            trace: Vec::new(),
+            pending_violation: None,
+            outage: BTreeMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn at(&mut self, time: Nanos, event: Scheduled) {
+        self.seq += 1;
+        self.queue.push(Reverse((time, self.seq, event)));
+    }
+
+    fn log(&mut self, line: String) {
+        if self.trace.len() >= 400 {
+            self.trace.drain(..200);
+        }
+        self.trace
+            .push(format!("{:9.3} {line}", self.now as f64 / MS as f64));
+    }
+
+    fn violation(&self, message: String) -> Violation {
+        Violation {
+            seed: self.seed,
+            at: self.now,
+            message,
+            trace: self.trace.join("\n"),
+        }
+    }
+
+    fn interval(&self) -> Nanos {
+        self.shape.interval.as_nanos() as Nanos
+    }
+
+    fn timeout(&self) -> Nanos {
+        self.shape.timeout.as_nanos() as Nanos
+    }
+
+    /// Starts a node's process.
+    fn start(&mut self, node: NodeId) {
+        let mut engine = Engine::new(self.shape.engine_config(node), self.now);
+        // As the daemon does: continue the pinned epochs, adopt leases still valid.
+        for group in 0..self.shape.groups.len() {
+            engine.seed_epoch(group, self.nodes[node].pinned_epoch[group]);
+            if let Some((epoch, until)) = self.nodes[node].lease[group]
+                && self.now < until
+            {
+                engine.adopt(group, epoch, until);
+                self.log(format!("fws{} adopts group{group} epoch {epoch}", node + 1));
+            }
+        }
+        let n = &mut self.nodes[node];
+        n.engine = Some(engine);
+        n.incarnation += 1;
+        n.frozen = false;
+        n.backlog.clear();
+        n.pending.clear();
+        n.running_since = Some(self.now);
+        let ipw = n.ipw_ok.clone();
+        let jitter = self.rng.random_range(0..self.interval());
+        self.at(self.now + jitter, Scheduled::Tick(node));
+        // The monitors report what they see at start.
+        for (group, entries) in ipw.iter().enumerate() {
+            for (entry, ok) in entries.iter().enumerate() {
+                if !ok {
+                    self.feed(
+                        node,
+                        Event::Ipw {
+                            group,
+                            entry,
+                            ok: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.log(format!("fws{} starts", node + 1));
+    }
+
+    fn alive(&self, node: NodeId) -> bool {
+        self.nodes[node].engine.is_some()
+    }
+
+    fn link(&self, a: NodeId, b: NodeId, link: usize) -> &LinkState {
+        &self.links[&(a.min(b), a.max(b), link)]
+    }
+
+    fn link_mut(&mut self, a: NodeId, b: NodeId, link: usize) -> &mut LinkState {
+        self.links
+            .get_mut(&(a.min(b), a.max(b), link))
+            .expect("link")
+    }
+
+    /// Sends `from`'s report to every peer over every link.
+    fn broadcast(&mut self, from: NodeId) {
+        for to in 0..self.shape.nodes {
+            if to == from {
+                continue;
+            }
+            let Some(report) = self.nodes[from]
+                .engine
+                .as_ref()
+                .map(|e| e.report_for(to, self.now))
+            else {
+                return;
+            };
+            self.reports.push(report);
+            let key = self.reports.len() - 1;
+            for link in 0..self.shape.links {
+                let state = *self.link(from, to, link);
+                let direction = usize::from(from > to);
+                if state.cut[direction]
+                    || (state.loss > 0 && self.rng.random_range(0..100) < state.loss)
+                {
+                    continue;
+                }
+                let latency = self.rng.random_range(50_000..500_000);
+                self.at(
+                    self.now + latency,
+                    Scheduled::Deliver {
+                        to,
+                        from,
+                        link,
+                        report: key,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Hands an event to a node's engine and carries out the actions.
+    fn feed(&mut self, node: NodeId, event: Event) {
+        if self.nodes[node].frozen {
+            self.nodes[node].pending.push(event);
+            return;
+        }
+        let Some(engine) = self.nodes[node].engine.as_mut() else {
+            return;
+        };
+        let actions = engine.handle(self.now, event);
+        self.carry_out(node, actions);
+    }
+
+    fn carry_out(&mut self, node: NodeId, actions: Vec<Action>) {
+        let lease = self.shape.engine_config(node).lease().as_nanos() as Nanos;
+        let mut send = false;
+        for action in actions {
+            match action {
+                Action::GrantLease { group, epoch } => {
+                    self.check_grant(node, group);
+                    // A STARTING=DENY node takes a group only when cut off from every peer
+                    // (R-FO-2) or when an operator started it there (which clears DENY).
+                    if let Some(engine) = &self.nodes[node].engine
+                        && let Some(cause) = engine.deny(group)
+                        && (0..self.shape.nodes).any(|p| p != node && engine.is_online(p))
+                    {
+                        self.pending_violation.get_or_insert(format!(
+                            "fws{} took group{group} while STARTING=DENY ({cause:?}) with a peer online",
+                            node + 1
+                        ));
+                    }
+                    self.nodes[node].lease[group] = Some((epoch, self.now + lease));
+                    self.nodes[node].pinned_epoch[group] = epoch;
+                    self.stats.takeovers += 1;
+                    self.log(format!("fws{} grants group{group} epoch {epoch}", node + 1));
+                }
+                Action::RenewLease { group, epoch } => {
+                    let slot = &mut self.nodes[node].lease[group];
+                    match *slot {
+                        Some((e, until)) if e == epoch && self.now < until => {
+                            *slot = Some((e, self.now + lease));
+                        }
+                        other => {
+                            // The data path refuses: an expired or foreign lease stays dead.
+                            self.log(format!(
+                                "fws{} renewal of group{group} epoch {epoch} refused ({other:?})",
+                                node + 1
+                            ));
+                        }
+                    }
+                }
+                Action::RevokeLease { group, .. } => {
+                    self.nodes[node].lease[group] = None;
+                    self.log(format!("fws{} revokes group{group}", node + 1));
+                }
+                Action::Activate { group, step, .. } | Action::Deactivate { group, step, .. } => {
+                    let activate = matches!(action, Action::Activate { .. });
+                    let ok = !(activate && self.nodes[node].broken[group][step]);
+                    let delay = self.rng.random_range(100_000..2_000_000);
+                    let incarnation = self.nodes[node].incarnation;
+                    self.at(
+                        self.now + delay,
+                        Scheduled::StepDone {
+                            node,
+                            incarnation,
+                            group,
+                            step,
+                            ok,
+                        },
+                    );
+                }
+                Action::Reannounce { .. } => {}
+                Action::SendNow => send = true,
+                Action::ProbeTiebreaker => {
+                    let incarnation = self.nodes[node].incarnation;
+                    self.at(self.now + MS, Scheduled::Tiebreaker { node, incarnation });
+                }
+                Action::Exit => {
+                    self.log(format!("fws{} leaves", node + 1));
+                    for to in 0..self.shape.nodes {
+                        if to != node
+                            && (0..self.shape.links)
+                                .any(|l| !self.link(node, to, l).cut[usize::from(node > to)])
+                        {
+                            self.at(self.now + 100_000, Scheduled::Leaving { to, from: node });
+                        }
+                    }
+                    self.nodes[node].engine = None;
+                    self.nodes[node].running_since = None;
+                    return;
+                }
+                Action::Notify(notice) => {
+                    self.check_notice(node, &notice);
+                    self.log(format!("fws{} {notice:?}", node + 1));
+                }
+            }
+        }
+        if send {
+            self.broadcast(node);
+        }
+    }
+
+    /// Start deny and failback as the spec says, and notices only for configured groups.
+    fn check_notice(&mut self, node: NodeId, notice: &Notice) {
+        use cluster_ctl::engine::{Cause, DeactReason, DenyCause};
+        let groups = self.shape.groups.len();
+        let group = match notice {
+            Notice::GroupOnline { group, .. }
+            | Notice::GroupOffline { group, .. }
+            | Notice::GroupError { group, .. }
+            | Notice::StepFailed { group, .. }
+            | Notice::DenySet { group, .. }
+            | Notice::DenyCleared { group }
+            | Notice::FailoverImpossible { group } => Some(*group),
+            _ => None,
+        };
+        if let Some(group) = group
+            && group >= groups
+        {
+            self.pending_violation
+                .get_or_insert(format!("notice for unconfigured group{group}: {notice:?}"));
+            return;
+        }
+        match *notice {
+            Notice::GroupOffline {
+                group,
+                cause: Cause::Failback,
+                ..
+            } if self.shape.groups[group].failback == Failback::Manual => {
+                self.pending_violation.get_or_insert(format!(
+                    "fws{} gave group{group} back to its primary although failback is manual",
+                    node + 1
+                ));
+            }
+            Notice::GroupOffline {
+                group,
+                reason: DeactReason::Illegal,
+                cause: Cause::Resource { ipw: true, .. },
+            } => {
+                let deny = self.nodes[node].engine.as_ref().and_then(|e| e.deny(group));
+                if deny != Some(DenyCause::Ipw) {
+                    self.pending_violation.get_or_insert(format!(
+                        "fws{} failed group{group} over for an IPW loss but is {deny:?}, not STARTING=DENY (IPW)",
+                        node + 1
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Safety at a grant: no other node may hold a valid lease of the group unless the two
+    /// could not talk (some link impaired, in the last timeout + interval).
+    fn check_grant(&mut self, node: NodeId, group: GroupId) {
+        let window = self.timeout() + self.interval();
+        for other in 0..self.shape.nodes {
+            if other == node {
+                continue;
+            }
+            if let Some((epoch, until)) = self.nodes[other].lease[group]
+                && self.now < until
+            {
+                let could_talk = (0..self.shape.links).any(|l| {
+                    let s = self.link(node, other, l);
+                    s.impaired_at
+                        .is_none_or(|t| self.now.saturating_sub(t) > window)
+                        && !s.cut[0]
+                        && !s.cut[1]
+                        && s.loss == 0
+                });
+                if could_talk {
+                    let message = format!(
+                        "fws{} granted group{group} while fws{} holds a valid lease (epoch {epoch}) and a working interconnect joins them",
+                        node + 1,
+                        other + 1
+                    );
+                    self.pending_violation.get_or_insert(message);
+                }
+            }
+        }
+    }
+}
+
+impl Sim {
+    /// Runs `faults`, each followed by a quiet period, and checks the invariants after every
+    /// event and the expectations at the end of every quiet period.
+    pub fn run(&mut self, faults: Vec<(Fault, Nanos)>) -> Result<(), Violation> {
+        for node in 0..self.shape.nodes {
+            self.start(node);
+        }
+        let settle = self.settle_time();
+        let mut time = settle;
+        self.faults = faults.iter().map(|(f, _)| f.clone()).collect();
+        for (index, (_, quiet)) in faults.iter().enumerate() {
+            self.at(time, Scheduled::Fault(index));
+            time += quiet;
+        }
+        let end = time + settle;
+        // Expectations are checked at the end of the first settle and of every long quiet period.
+        let mut checks = vec![settle - 1];
+        let mut t = settle;
+        for (_, quiet) in &faults {
+            t += quiet;
+            if *quiet >= settle {
+                checks.push(t - 1);
+            }
+        }
+        checks.push(end - 1);
+        let mut checks = checks.into_iter().peekable();
+        while let Some(Reverse((time, _, event))) = self.queue.pop() {
+            if time > end {
+                break;
+            }
+            while let Some(&check) = checks.peek()
+                && check < time
+            {
+                checks.next();
+                self.now = check;
+                self.check_settled()?;
+            }
+            self.now = time;
+            self.stats.events += 1;
+            self.dispatch(event);
+            if let Some(message) = self.pending_violation.take() {
+                return Err(self.violation(message));
+            }
+            self.check_always()?;
+        }
+        Ok(())
+    }
+
+    /// Long enough for the cluster to settle after a fault: startup wait, detection, claim and
+    /// three steps of up to 2 ms each, twice (deactivate, then activate), with retries.
+    fn settle_time(&self) -> Nanos {
+        self.shape.wait.as_nanos() as Nanos + 3 * self.timeout() + 6 * self.interval() + 40 * MS
+    }
+
+    fn dispatch(&mut self, event: Scheduled) {
+        if let Some(node) = match &event {
+            Scheduled::Tick(n)
+            | Scheduled::Deliver { to: n, .. }
+            | Scheduled::Leaving { to: n, .. } => Some(*n),
+            Scheduled::StepDone { node, .. } | Scheduled::Tiebreaker { node, .. } => Some(*node),
+            Scheduled::Fault(_) => None,
+        } && self.nodes[node].frozen
+        {
+            // A frozen process handles nothing; the kernel keeps what arrives for later.
+            if !matches!(event, Scheduled::Tick(_)) {
+                self.nodes[node].backlog.push(event);
+            }
+            return;
+        }
+        match event {
+            Scheduled::Tick(node) => {
+                if !self.alive(node) {
+                    return;
+                }
+                let jitter = self.rng.random_range(0..self.interval() / 20 + 1);
+                self.at(self.now + self.interval() + jitter, Scheduled::Tick(node));
+                self.feed(node, Event::Tick);
+                self.broadcast(node);
+            }
+            Scheduled::Deliver {
+                to,
+                from,
+                link,
+                report,
+            } => {
+                let report = self.reports[report].clone();
+                self.feed(to, Event::Heartbeat { from, link, report });
+            }
+            Scheduled::Leaving { to, from } => self.feed(to, Event::Leaving { from }),
+            Scheduled::StepDone {
+                node,
+                incarnation,
+                group,
+                step,
+                ok,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.feed(node, Event::StepDone { group, step, ok });
+                }
+            }
+            Scheduled::Tiebreaker { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation {
+                    let reachable = self.nodes[node].tiebreaker;
+                    self.feed(node, Event::Tiebreaker { reachable });
+                }
+            }
+            Scheduled::Fault(index) => {
+                let fault = self.faults[index].clone();
+                self.stats.faults += 1;
+                self.log(format!("FAULT {fault:?}"));
+                self.apply(fault);
+            }
+        }
+    }
+
+    fn impair(&mut self, a: NodeId, b: NodeId, link: usize) {
+        let now = self.now;
+        self.link_mut(a, b, link).impaired_at = Some(now);
+    }
+
+    fn holder_of(&self, group: GroupId) -> Vec<NodeId> {
+        (0..self.shape.nodes)
+            .filter(|n| self.nodes[*n].lease[group].is_some_and(|(_, until)| self.now < until))
+            .collect()
+    }
+
+    fn apply(&mut self, fault: Fault) {
+        match fault {
+            Fault::Cut { a, b, link } => {
+                self.impair(a, b, link);
+                self.link_mut(a, b, link).cut = [true, true];
+            }
+            Fault::OneWay { from, to, link } => {
+                self.impair(from, to, link);
+                let direction = usize::from(from > to);
+                self.link_mut(from, to, link).cut[direction] = true;
+            }
+            Fault::Loss {
+                a,
+                b,
+                link,
+                percent,
+            } => {
+                self.impair(a, b, link);
+                self.link_mut(a, b, link).loss = percent;
+            }
+            Fault::Heal { a, b } => {
+                for link in 0..self.shape.links {
+                    let now = self.now;
+                    let state = self.link_mut(a, b, link);
+                    if state.cut != [false, false] || state.loss != 0 {
+                        *state = LinkState {
+                            impaired_at: Some(now),
+                            ..LinkState::default()
+                        };
+                    }
+                }
+            }
+            Fault::Isolate { node } => {
+                for other in 0..self.shape.nodes {
+                    if other != node {
+                        for link in 0..self.shape.links {
+                            self.impair(node, other, link);
+                            self.link_mut(node, other, link).cut = [true, true];
+                        }
+                    }
+                }
+            }
+            Fault::Crash { node } => {
+                if self.alive(node) {
+                    self.note_outage(node);
+                    self.nodes[node].engine = None;
+                    self.nodes[node].running_since = None;
+                    self.nodes[node].frozen = false;
+                    self.nodes[node].backlog.clear();
+                    self.nodes[node].pending.clear();
+                }
+            }
+            Fault::Restart { node } => {
+                if !self.alive(node) {
+                    self.start(node);
+                }
+            }
+            Fault::Freeze { node } => {
+                if self.alive(node) && !self.nodes[node].frozen {
+                    self.note_outage(node);
+                    self.nodes[node].frozen = true;
+                    self.nodes[node].running_since = None;
+                }
+            }
+            Fault::Thaw { node } => {
+                if self.nodes[node].frozen {
+                    self.nodes[node].frozen = false;
+                    self.nodes[node].running_since = Some(self.now);
+                    // The daemon's timer fires at once after a stop, then it reads its sockets.
+                    self.feed(node, Event::Tick);
+                    for event in std::mem::take(&mut self.nodes[node].pending) {
+                        self.feed(node, event);
+                    }
+                    let backlog = std::mem::take(&mut self.nodes[node].backlog);
+                    for event in backlog {
+                        self.dispatch(event);
+                    }
+                    let jitter = self.rng.random_range(0..self.interval());
+                    self.at(self.now + jitter, Scheduled::Tick(node));
+                }
+            }
+            Fault::Shutdown { node } => self.feed(node, Event::Shutdown),
+            Fault::IpwLost { node, group, entry } => {
+                self.nodes[node].ipw_ok[group][entry] = false;
+                self.feed(
+                    node,
+                    Event::Ipw {
+                        group,
+                        entry,
+                        ok: false,
+                    },
+                );
+            }
+            Fault::IpwBack { node, group, entry } => {
+                self.nodes[node].ipw_ok[group][entry] = true;
+                self.feed(
+                    node,
+                    Event::Ipw {
+                        group,
+                        entry,
+                        ok: true,
+                    },
+                );
+            }
+            Fault::ProcessDies { node, group, step } => {
+                let online = self.nodes[node]
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.group_state(group) == GroupState::Online);
+                if online && self.shape.groups[group].steps[step].monitored {
+                    self.feed(node, Event::StepFailed { group, step });
+                }
+            }
+            Fault::StepBroken { node, group, step } => self.nodes[node].broken[group][step] = true,
+            Fault::StepFixed { node, group, step } => self.nodes[node].broken[group][step] = false,
+            Fault::Command { node, command } => {
+                if self.nodes[node].frozen {
+                    // clpgrp gets no answer from a stopped daemon.
+                    return;
+                }
+                let now = self.now;
+                let Some(engine) = self.nodes[node].engine.as_mut() else {
+                    return;
+                };
+                match engine.command(now, command) {
+                    Ok(actions) => self.carry_out(node, actions),
+                    Err(refusal) => {
+                        self.stats.refusals += 1;
+                        self.log(format!("fws{} refuses {command:?}: {refusal}", node + 1));
+                    }
+                }
+                self.broadcast(node);
+            }
+            Fault::Tiebreaker { node, reachable } => self.nodes[node].tiebreaker = reachable,
+        }
+    }
+
+    /// A node that held a group stopped running: if a healthy peer that could hear it can take
+    /// over, the group must be taken over within timeout + one interval (plus the claim round
+    /// trip and the resource steps).
+    fn note_outage(&mut self, node: NodeId) {
+        // Another failure restarts the clock of pending takeovers: the node that was going to
+        // take over may be the one that failed now (the bound is for one failure).
+        let now = self.now;
+        self.outage.values_mut().for_each(|since| *since = now);
+        for group in 0..self.shape.groups.len() {
+            if self.holder_of(group) == vec![node] {
+                self.outage.entry(group).or_insert(self.now);
+            }
+        }
+    }
+
+    /// Invariants checked after every event.
+    fn check_always(&mut self) -> Result<(), Violation> {
+        let bound = self.timeout() + 2 * self.interval() + 10 * MS;
+        let groups = self.shape.groups.len();
+        for group in 0..groups {
+            if let Some(&since) = self.outage.get(&group) {
+                let holders = self.holder_of(group);
+                if holders
+                    .iter()
+                    .any(|h| self.nodes[*h].running_since.is_some())
+                {
+                    self.outage.remove(&group);
+                } else if self.now.saturating_sub(since) > bound
+                    && self.takeover_possible(group, since)
+                {
+                    return Err(self.violation(format!(
+                        "group{group} lost its holder {:.1} ms ago and nobody took over (bound {:.1} ms)",
+                        (self.now - since) as f64 / MS as f64,
+                        bound as f64 / MS as f64
+                    )));
+                } else if !self.takeover_possible(group, since) {
+                    self.outage.remove(&group);
+                }
+            }
+            // STARTING=DENY for an IPW cause only while an IPW entry fails there.
+            for node in 0..self.shape.nodes {
+                if let Some(engine) = &self.nodes[node].engine
+                    && engine.deny(group) == Some(cluster_ctl::engine::DenyCause::Ipw)
+                    && self.nodes[node].ipw_ok[group].iter().all(|ok| *ok)
+                    && !self.nodes[node].frozen
+                {
+                    return Err(self.violation(format!(
+                        "fws{} is STARTING=DENY for group{group} (IPW cause) although its targets are reachable",
+                        node + 1
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether some node that was running and healthy, and that heard the lost holder over a
+    /// perfect link, could take the group over since `since`.
+    fn takeover_possible(&self, group: GroupId, since: Nanos) -> bool {
+        (0..self.shape.nodes).any(|n| {
+            let node = &self.nodes[n];
+            let Some(engine) = &node.engine else {
+                return false;
+            };
+            node.running_since.is_some_and(|t| t <= since)
+                && !node.frozen
+                && (!self.shape.tiebreakers || node.tiebreaker)
+                && node.ipw_ok[group].iter().all(|ok| *ok)
+                && engine.deny(group).is_none()
+                && engine.group_state(group) != GroupState::Error
+                && self.shape.groups[group]
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .all(|(s, _)| !node.broken[group][s])
+                && self.group_wanted(group)
+                && (0..self.shape.nodes).filter(|o| *o != n).all(|o| {
+                    (0..self.shape.links).any(|l| {
+                        let s = self.link(n, o, l);
+                        s.impaired_at.is_none_or(|t| t < since)
+                            && s.cut == [false, false]
+                            && s.loss == 0
+                    })
+                })
+        })
+    }
+
+    fn group_wanted(&self, group: GroupId) -> bool {
+        // The most recent operator intent as the live engines report it.
+        self.nodes
+            .iter()
+            .filter_map(|n| n.engine.as_ref())
+            .map(|e| {
+                let r = e.report().groups[group];
+                (r.admin_epoch, r.wanted)
+            })
+            .max()
+            .is_none_or(|(_, wanted)| wanted)
+    }
+
+    /// Expectations after a quiet period: the network is whole again only when no fault is
+    /// active, so these check what must hold in the current conditions.
+    fn check_settled(&mut self) -> Result<(), Violation> {
+        let perfect = self
+            .links
+            .values()
+            .all(|s| s.cut == [false, false] && s.loss == 0);
+        for group in 0..self.shape.groups.len() {
+            let holders = self.holder_of(group);
+            let running: Vec<NodeId> = (0..self.shape.nodes)
+                .filter(|n| self.nodes[*n].engine.is_some() && !self.nodes[*n].frozen)
+                .collect();
+            if perfect && holders.len() > 1 {
+                return Err(self.violation(format!(
+                    "group{group} held by {holders:?} after a quiet period with every link working"
+                )));
+            }
+            if !perfect || !self.group_wanted(group) {
+                continue;
+            }
+            let eligible: Vec<NodeId> = running
+                .iter()
+                .copied()
+                .filter(|n| {
+                    let node = &self.nodes[*n];
+                    let engine = node.engine.as_ref().expect("running");
+                    node.ipw_ok[group].iter().all(|ok| *ok)
+                        && engine.deny(group).is_none()
+                        && engine.group_state(group) != GroupState::Error
+                        && node.broken[group].iter().all(|b| !b)
+                        // Alone, a node takes over only if it reaches a tie-breaker.
+                        && (!self.shape.tiebreakers || running.len() > 1 || node.tiebreaker)
+                })
+                .collect();
+            if eligible.is_empty() {
+                continue;
+            }
+            let Some(&holder) = holders.first() else {
+                return Err(self.violation(format!(
+                    "group{group} is wanted, {} can run it, but nobody holds it after a quiet period",
+                    eligible.iter().map(|n| format!("fws{}", n + 1)).collect::<Vec<_>>().join(", ")
+                )));
+            };
+            let state = self.nodes[holder]
+                .engine
+                .as_ref()
+                .map(|e| e.group_state(group));
+            if state != Some(GroupState::Online) {
+                return Err(self.violation(format!(
+                    "group{group}: holder fws{} is {state:?} after a quiet period",
+                    holder + 1
+                )));
+            }
+            // Auto failback: the best eligible node of the policy holds it.
+            if self.shape.groups[group].failback == Failback::Auto {
+                let best = self.shape.groups[group]
+                    .policy
+                    .iter()
+                    .copied()
+                    .find(|n| eligible.contains(n));
+                if best.is_some() && best != Some(holder) && eligible.contains(&holder) {
+                    return Err(self.violation(format!(
+                        "group{group} (failback auto) runs on fws{} but fws{} is its best eligible server",
+                        holder + 1,
+                        best.unwrap() + 1
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A random schedule of `count` faults for `shape` from `seed`, each with its quiet period.
+pub fn schedule(shape: &Shape, seed: u64, count: usize) -> Vec<(Fault, Nanos)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed);
+    let settle = Sim::new(shape.clone(), seed).settle_time();
+    let nodes = shape.nodes;
+    let mut out = Vec::new();
+    let pick_node = |rng: &mut ChaCha8Rng| rng.random_range(0..nodes);
+    let pick_pair = |rng: &mut ChaCha8Rng| {
+        let a = rng.random_range(0..nodes);
+        let b = (a + rng.random_range(1..nodes)) % nodes;
+        (a, b)
+    };
+    for _ in 0..count {
+        let group = rng.random_range(0..shape.groups.len());
+        let link = rng.random_range(0..shape.links);
+        let fault = match rng.random_range(0..20) {
+            0 => {
+                let (a, b) = pick_pair(&mut rng);
+                Fault::Cut { a, b, link }
+            }
+            1 => {
+                let (from, to) = pick_pair(&mut rng);
+                Fault::OneWay { from, to, link }
+            }
+            2 => {
+                let (a, b) = pick_pair(&mut rng);
+                let percent = [1, 10, 30][rng.random_range(0..3)];
+                Fault::Loss {
+                    a,
+                    b,
+                    link,
+                    percent,
+                }
+            }
+            3 | 4 => {
+                let (a, b) = pick_pair(&mut rng);
+                Fault::Heal { a, b }
+            }
+            5 => Fault::Isolate {
+                node: pick_node(&mut rng),
+            },
+            6 => Fault::Crash {
+                node: pick_node(&mut rng),
+            },
+            7 | 8 => Fault::Restart {
+                node: pick_node(&mut rng),
+            },
+            9 => Fault::Freeze {
+                node: pick_node(&mut rng),
+            },
+            10 => Fault::Thaw {
+                node: pick_node(&mut rng),
+            },
+            11 => Fault::Shutdown {
+                node: pick_node(&mut rng),
+            },
+            12 => Fault::IpwLost {
+                node: pick_node(&mut rng),
+                group,
+                entry: 0,
+            },
+            13 => Fault::IpwBack {
+                node: pick_node(&mut rng),
+                group,
+                entry: 0,
+            },
+            14 => Fault::ProcessDies {
+                node: pick_node(&mut rng),
+                group,
+                step: shape.groups[group].steps.len() - 1,
+            },
+            15 => Fault::StepBroken {
+                node: pick_node(&mut rng),
+                group,
+                step: rng.random_range(0..shape.groups[group].steps.len()),
+            },
+            16 => Fault::StepFixed {
+                node: pick_node(&mut rng),
+                group,
+                step: rng.random_range(0..shape.groups[group].steps.len()),
+            },
+            17 => {
+                let node = pick_node(&mut rng);
+                let command = match rng.random_range(0..3) {
+                    0 => Command::Start { group },
+                    1 => Command::Stop { group },
+                    _ => Command::Move { group, to: None },
+                };
+                Fault::Command { node, command }
+            }
+            18 if shape.tiebreakers => Fault::Tiebreaker {
+                node: pick_node(&mut rng),
+                reachable: rng.random_bool(0.5),
+            },
+            _ => {
+                let (a, b) = pick_pair(&mut rng);
+                Fault::Heal { a, b }
+            }
+        };
+        // Mostly short gaps (faults overlap), sometimes a full quiet period.
+        let quiet = if rng.random_bool(0.35) {
+            settle
+        } else {
+            rng.random_range(MS..settle / 2)
+        };
+        out.push((fault, quiet));
+    }
+    // End whole: heal everything, thaw, restart, so the final expectations apply.
+    for node in 0..nodes {
+        out.push((Fault::Thaw { node }, MS));
+        out.push((Fault::Restart { node }, MS));
+        for group in 0..shape.groups.len() {
+            for entry in 0..shape.groups[group].ipw.len() {
+                out.push((Fault::IpwBack { node, group, entry }, MS));
+            }
+            for step in 0..shape.groups[group].steps.len() {
+                out.push((Fault::StepFixed { node, group, step }, MS));
+            }
+        }
+        out.push((
+            Fault::Tiebreaker {
+                node,
+                reachable: true,
+            },
+            MS,
+        ));
+    }
+    for a in 0..nodes {
+        for b in a + 1..nodes {
+            out.push((Fault::Heal { a, b }, MS));
+        }
+    }
+    out
+}
+
+/// Runs one seeded schedule of `faults` faults on `shape`.
+pub fn run_schedule(shape: &Shape, seed: u64, faults: usize) -> Result<Stats, Violation> {
+    let mut sim = Sim::new(shape.clone(), seed);
+    sim.run(schedule(shape, seed, faults))?;
+    Ok(sim.stats)
+}
+
+/// Formats a fault list (for a failure report).
+pub fn describe(schedule: &[(Fault, Nanos)]) -> String {
+    let mut out = String::new();
+    let mut t = 0;
+    for (fault, quiet) in schedule {
+        let _ = writeln!(out, "+{:.1}ms {fault:?}", t as f64 / MS as f64);
+        t += quiet;
+    }
+    out
+}
+
+/// The shapes the simulator cycles through, by name.
+pub fn shapes() -> Vec<(&'static str, Shape)> {
+    let mut tiebreaker = Shape::hot_standby(Failback::Manual);
+    tiebreaker.tiebreakers = true;
+    vec![
+        (
+            "hot standby, manual failback",
+            Shape::hot_standby(Failback::Manual),
+        ),
+        (
+            "hot standby, auto failback",
+            Shape::hot_standby(Failback::Auto),
+        ),
+        (
+            "load share, manual failback",
+            Shape::load_share(Failback::Manual),
+        ),
+        (
+            "load share, auto failback",
+            Shape::load_share(Failback::Auto),
+        ),
+        ("three nodes, three groups", Shape::three_nodes()),
+        ("hot standby with tie-breakers", tiebreaker),
+    ]
+}
