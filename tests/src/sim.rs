@@ -686,39 +686,45 @@ impl Sim {
     /// Runs `faults`, each followed by a quiet period, and checks the invariants after every
     /// event and the expectations at the end of every quiet period.
     pub fn run(&mut self, faults: Vec<(Fault, Nanos)>) -> Result<(), Violation> {
+        self.start_all();
+        let settle = self.settle_time();
+        self.advance(settle)?;
+        self.check_settled()?;
+        for (fault, quiet) in faults {
+            self.inject(fault);
+            self.advance(quiet)?;
+            // Expectations hold at the end of every full quiet period.
+            if quiet >= settle {
+                self.check_settled()?;
+            }
+        }
+        self.advance(settle)?;
+        self.check_settled()
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) {
         for node in 0..self.shape.nodes {
             self.start(node);
         }
-        let settle = self.settle_time();
-        let mut time = settle;
-        self.faults = faults.iter().map(|(f, _)| f.clone()).collect();
-        for (index, (_, quiet)) in faults.iter().enumerate() {
-            self.at(time, Scheduled::Fault(index));
-            time += quiet;
-        }
-        let end = time + settle;
-        // Expectations are checked at the end of the first settle and of every long quiet period.
-        let mut checks = vec![settle - 1];
-        let mut t = settle;
-        for (_, quiet) in &faults {
-            t += quiet;
-            if *quiet >= settle {
-                checks.push(t - 1);
-            }
-        }
-        checks.push(end - 1);
-        let mut checks = checks.into_iter().peekable();
-        while let Some(Reverse((time, _, event))) = self.queue.pop() {
-            if time > end {
+    }
+
+    /// Applies a fault now.
+    pub fn inject(&mut self, fault: Fault) {
+        self.faults.push(fault);
+        let index = self.faults.len() - 1;
+        self.dispatch(Scheduled::Fault(index));
+    }
+
+    /// Lets `duration` of virtual time pass, checking the invariants after every event.
+    pub fn advance(&mut self, duration: Nanos) -> Result<(), Violation> {
+        let end = self.now + duration;
+        while let Some(Reverse((time, _, _))) = self.queue.peek()
+            && *time <= end
+        {
+            let Some(Reverse((time, _, event))) = self.queue.pop() else {
                 break;
-            }
-            while let Some(&check) = checks.peek()
-                && check < time
-            {
-                checks.next();
-                self.now = check;
-                self.check_settled()?;
-            }
+            };
             self.now = time;
             self.stats.events += 1;
             self.dispatch(event);
@@ -727,12 +733,38 @@ impl Sim {
             }
             self.check_always()?;
         }
+        self.now = end;
+        Ok(())
+    }
+
+    /// The nodes holding a valid lease of `group` now.
+    pub fn holders(&self, group: GroupId) -> Vec<NodeId> {
+        self.holder_of(group)
+    }
+
+    /// The recent trace (for failure messages).
+    pub fn trace(&self) -> String {
+        self.trace.join("\n")
+    }
+
+    /// A node's engine, if its process runs.
+    pub fn engine(&self, node: NodeId) -> Option<&Engine> {
+        self.nodes[node].engine.as_ref()
+    }
+
+    /// Runs an operator command on a node now; returns the refusal text if refused.
+    pub fn command(&mut self, node: NodeId, command: Command) -> Result<(), String> {
+        let now = self.now;
+        let engine = self.nodes[node].engine.as_mut().ok_or("not running")?;
+        let actions = engine.command(now, command).map_err(|r| r.to_string())?;
+        self.carry_out(node, actions);
+        self.broadcast(node);
         Ok(())
     }
 
     /// Long enough for the cluster to settle after a fault: startup wait, detection, claim and
     /// three steps of up to 2 ms each, twice (deactivate, then activate), with retries.
-    fn settle_time(&self) -> Nanos {
+    pub fn settle_time(&self) -> Nanos {
         self.shape.wait.as_nanos() as Nanos + 3 * self.timeout() + 6 * self.interval() + 40 * MS
     }
 
@@ -928,18 +960,10 @@ impl Sim {
                     // clpgrp gets no answer from a stopped daemon.
                     return;
                 }
-                let now = self.now;
-                let Some(engine) = self.nodes[node].engine.as_mut() else {
-                    return;
-                };
-                match engine.command(now, command) {
-                    Ok(actions) => self.carry_out(node, actions),
-                    Err(refusal) => {
-                        self.stats.refusals += 1;
-                        self.log(format!("fws{} refuses {command:?}: {refusal}", node + 1));
-                    }
+                if let Err(refusal) = self.command(node, command) {
+                    self.stats.refusals += 1;
+                    self.log(format!("fws{} refuses {command:?}: {refusal}", node + 1));
                 }
-                self.broadcast(node);
             }
             Fault::Tiebreaker { node, reachable } => self.nodes[node].tiebreaker = reachable,
         }
@@ -1047,7 +1071,7 @@ impl Sim {
 
     /// Expectations after a quiet period: the network is whole again only when no fault is
     /// active, so these check what must hold in the current conditions.
-    fn check_settled(&mut self) -> Result<(), Violation> {
+    pub fn check_settled(&mut self) -> Result<(), Violation> {
         let perfect = self
             .links
             .values()
@@ -1105,11 +1129,14 @@ impl Sim {
                     .iter()
                     .copied()
                     .find(|n| eligible.contains(n));
-                if best.is_some() && best != Some(holder) && eligible.contains(&holder) {
+                if let Some(best) = best
+                    && best != holder
+                    && eligible.contains(&holder)
+                {
                     return Err(self.violation(format!(
                         "group{group} (failback auto) runs on fws{} but fws{} is its best eligible server",
                         holder + 1,
-                        best.unwrap() + 1
+                        best + 1
                     )));
                 }
             }

@@ -30,6 +30,12 @@ enum Task {
     },
     /// Run the demo on the built-in seed network.
     Demo,
+    /// Run seeded fault schedules against the cluster engine in the simulator.
+    Sim {
+        /// Arguments for the simulator (`--seeds N`, `--start S`, `--faults F`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run a benchmark (`xdp`); prints a table of ratios against the anchor of the same run.
     Bench {
         /// Which benchmark.
@@ -46,6 +52,20 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::ensure()?;
             test::run(&args)
+        }
+        Task::Sim { args } => {
+            let mut cargo_args = vec![
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "fwcluster-lab",
+                "--bin",
+                "fwcluster-sim",
+                "--",
+            ];
+            cargo_args.extend(args.iter().map(String::as_str));
+            cargo(&cargo_args)
         }
         Task::Bench { which, args } => {
             setup::ensure()?;

@@ -1066,11 +1066,9 @@ impl Engine {
                 self.groups[g].ack = Some((p.0, p.1.epoch));
                 out.push(Action::SendNow);
             }
-            (None, Some(p)) => {
-                if self.groups[g].ack != Some((p.0, p.1.epoch)) {
-                    self.groups[g].ack = Some((p.0, p.1.epoch));
-                    out.push(Action::SendNow);
-                }
+            (None, Some(p)) if self.groups[g].ack != Some((p.0, p.1.epoch)) => {
+                self.groups[g].ack = Some((p.0, p.1.epoch));
+                out.push(Action::SendNow);
             }
             (_, None) => self.groups[g].ack = None,
             _ => {}
@@ -1116,6 +1114,8 @@ impl Engine {
         // one else's claim.
         if !self.groups[g].wanted
             || self.groups[g].ack.is_some()
+            // Handed over and not yet taken: leave it to the target.
+            || self.groups[g].handoff.is_some()
             || self.shutting_down
             || !self.ready
             || self

@@ -1,0 +1,339 @@
+//! Table tests of the cluster rules of SPEC §4, written from the seed manual's own examples, on
+//! the simulator (real engines, virtual time; invariants are checked throughout).
+
+use cluster_ctl::{
+    config::{Failback, Recover},
+    engine::{Command, DenyCause, GroupState},
+};
+use fwcluster_lab::sim::{Fault, Shape, Sim};
+
+const FWS1: usize = 0;
+const FWS2: usize = 1;
+const GROUP0: usize = 0;
+const GROUP1: usize = 1;
+
+fn started(shape: Shape) -> Sim {
+    let mut sim = Sim::new(shape, 7);
+    sim.start_all();
+    settle(&mut sim);
+    sim
+}
+
+fn settle(sim: &mut Sim) {
+    let settle = sim.settle_time();
+    sim.advance(settle).unwrap_or_else(|v| panic!("{v}"));
+}
+
+fn state(sim: &Sim, node: usize, group: usize) -> GroupState {
+    sim.engine(node).expect("running").group_state(group)
+}
+
+#[test]
+fn hot_standby_starts_on_the_primary_and_fails_over_to_the_standby() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+    assert_eq!(state(&sim, FWS2, GROUP0), GroupState::Offline);
+    sim.inject(Fault::Crash { node: FWS1 });
+    // Taken over within timeout + one interval (+ the resource steps).
+    sim.advance(30_000_000 + 10_000_000 + 10_000_000).unwrap();
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    assert_eq!(state(&sim, FWS2, GROUP0), GroupState::Online);
+}
+
+#[test]
+fn manual_failback_leaves_the_group_until_clpgrp_moves_it() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    sim.inject(Fault::Crash { node: FWS1 });
+    settle(&mut sim);
+    sim.inject(Fault::Restart { node: FWS1 });
+    settle(&mut sim);
+    // Roles inverted: the primary is back but the group stays on fws2.
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    // The move must be issued where the group runs.
+    let refused = sim.command(
+        FWS1,
+        Command::Move {
+            group: GROUP0,
+            to: None,
+        },
+    );
+    assert_eq!(
+        refused.unwrap_err(),
+        "group0 is not running on fws1 but on fws2; run the command there or use -h fws2"
+    );
+    sim.command(
+        FWS2,
+        Command::Move {
+            group: GROUP0,
+            to: None,
+        },
+    )
+    .unwrap();
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+}
+
+#[test]
+fn auto_failback_returns_the_group_to_the_primary() {
+    let mut sim = started(Shape::hot_standby(Failback::Auto));
+    sim.inject(Fault::Crash { node: FWS1 });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    sim.inject(Fault::Restart { node: FWS1 });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+}
+
+#[test]
+fn ipw_loss_on_the_active_fails_over_and_denies_start_until_the_target_returns() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    sim.inject(Fault::IpwLost {
+        node: FWS1,
+        group: GROUP0,
+        entry: 0,
+    });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    assert_eq!(sim.engine(FWS1).unwrap().deny(GROUP0), Some(DenyCause::Ipw));
+    sim.inject(Fault::IpwBack {
+        node: FWS1,
+        group: GROUP0,
+        entry: 0,
+    });
+    sim.advance(1_000_000).unwrap();
+    assert_eq!(sim.engine(FWS1).unwrap().deny(GROUP0), None);
+    // Manual failback: it stays on fws2.
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+}
+
+#[test]
+fn a_denied_node_does_not_get_the_group_back_when_the_other_fails_too() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    // The monitored process dies twice on fws1 (retry 1): failover, DENY (process).
+    for _ in 0..2 {
+        sim.inject(Fault::ProcessDies {
+            node: FWS1,
+            group: GROUP0,
+            step: 2,
+        });
+        sim.advance(5_000_000).unwrap();
+    }
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    assert_eq!(
+        sim.engine(FWS1).unwrap().deny(GROUP0),
+        Some(DenyCause::Process)
+    );
+    // Now fws2's IPW target is lost: the group is not moved back to the denied fws1.
+    sim.inject(Fault::IpwLost {
+        node: FWS2,
+        group: GROUP0,
+        entry: 0,
+    });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    assert_eq!(state(&sim, FWS1, GROUP0), GroupState::Offline);
+}
+
+#[test]
+fn a_denied_node_runs_the_group_when_every_interconnect_is_lost() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    for _ in 0..2 {
+        sim.inject(Fault::ProcessDies {
+            node: FWS1,
+            group: GROUP0,
+            step: 2,
+        });
+        sim.advance(5_000_000).unwrap();
+    }
+    settle(&mut sim);
+    assert_eq!(
+        sim.engine(FWS1).unwrap().deny(GROUP0),
+        Some(DenyCause::Process)
+    );
+    sim.inject(Fault::Isolate { node: FWS1 });
+    settle(&mut sim);
+    // Both run it: fws1 must assume fws2 is dead.
+    let mut holders = sim.holders(GROUP0);
+    holders.sort();
+    assert_eq!(holders, [FWS1, FWS2]);
+    // When the interconnects return, one of them gives it up.
+    sim.inject(Fault::Heal { a: FWS1, b: FWS2 });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0).len(), 1);
+}
+
+#[test]
+fn an_unhealthy_standby_does_not_receive_the_group_but_a_manual_move_still_works() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    sim.inject(Fault::IpwLost {
+        node: FWS2,
+        group: GROUP0,
+        entry: 0,
+    });
+    settle(&mut sim);
+    for _ in 0..2 {
+        sim.inject(Fault::ProcessDies {
+            node: FWS1,
+            group: GROUP0,
+            step: 2,
+        });
+        sim.advance(5_000_000).unwrap();
+    }
+    settle(&mut sim);
+    // R-FO-3: it stays on fws1.
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+    sim.command(
+        FWS1,
+        Command::Move {
+            group: GROUP0,
+            to: None,
+        },
+    )
+    .unwrap();
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2], "{}", sim.trace());
+}
+
+#[test]
+fn load_share_runs_each_group_on_its_primary_and_the_survivor_takes_both() {
+    let mut sim = started(Shape::load_share(Failback::Manual));
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+    assert_eq!(sim.holders(GROUP1), [FWS2]);
+    sim.inject(Fault::Crash { node: FWS2 });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+    assert_eq!(sim.holders(GROUP1), [FWS1]);
+}
+
+#[test]
+fn losing_one_of_two_interconnects_is_not_a_failover() {
+    let mut sim = started(Shape::load_share(Failback::Manual));
+    sim.inject(Fault::Cut {
+        a: FWS1,
+        b: FWS2,
+        link: 0,
+    });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+    assert_eq!(sim.holders(GROUP1), [FWS2]);
+    let status = sim.engine(FWS1).unwrap().status(0);
+    assert!(status.online[FWS2]);
+}
+
+#[test]
+fn a_clean_shutdown_hands_over_before_the_heartbeat_timeout() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    sim.inject(Fault::Shutdown { node: FWS1 });
+    // Well under the 30 ms timeout: deactivation, leaving message, activation.
+    sim.advance(15_000_000).unwrap();
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    assert!(sim.engine(FWS1).is_none(), "fws1 exited");
+}
+
+#[test]
+fn clpgrp_refusals_follow_the_seed() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    assert_eq!(
+        sim.command(FWS2, Command::Start { group: GROUP0 })
+            .unwrap_err(),
+        "group0 is already started on fws1"
+    );
+    assert_eq!(
+        sim.command(FWS2, Command::Stop { group: GROUP0 })
+            .unwrap_err(),
+        "group0 is not running on fws2 but on fws1; run the command there or use -h fws1"
+    );
+    sim.command(FWS1, Command::Stop { group: GROUP0 }).unwrap();
+    settle(&mut sim);
+    assert!(
+        sim.holders(GROUP0).is_empty(),
+        "stopped groups stay stopped"
+    );
+    assert_eq!(
+        sim.command(FWS1, Command::Stop { group: GROUP0 })
+            .unwrap_err(),
+        "group0 is not started on fws1"
+    );
+    sim.command(FWS2, Command::Start { group: GROUP0 }).unwrap();
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+}
+
+#[test]
+fn clpgrp_start_clears_start_deny() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    for _ in 0..2 {
+        sim.inject(Fault::ProcessDies {
+            node: FWS1,
+            group: GROUP0,
+            step: 2,
+        });
+        sim.advance(5_000_000).unwrap();
+    }
+    settle(&mut sim);
+    assert_eq!(
+        sim.engine(FWS1).unwrap().deny(GROUP0),
+        Some(DenyCause::Process)
+    );
+    let refusal = sim
+        .command(FWS1, Command::Start { group: GROUP0 })
+        .unwrap_err();
+    assert_eq!(
+        refusal,
+        "group0 is already started on fws2 (STARTING=DENY cleared here)"
+    );
+    assert_eq!(sim.engine(FWS1).unwrap().deny(GROUP0), None);
+}
+
+#[test]
+fn a_node_alone_waits_for_its_peer_then_starts_the_group() {
+    let mut sim = Sim::new(Shape::hot_standby(Failback::Manual), 3);
+    sim.inject(Fault::Restart { node: FWS2 });
+    // Within the 60 ms startup wait nothing starts.
+    sim.advance(50_000_000).unwrap();
+    assert!(sim.holders(GROUP0).is_empty());
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+}
+
+#[test]
+fn an_isolated_node_that_reaches_no_tiebreaker_takes_nothing_over() {
+    let mut shape = Shape::hot_standby(Failback::Manual);
+    shape.tiebreakers = true;
+    let mut sim = started(shape);
+    sim.inject(Fault::Tiebreaker {
+        node: FWS2,
+        reachable: false,
+    });
+    sim.inject(Fault::Isolate { node: FWS2 });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+    // The side that reaches the tie-breaker keeps running; if fws1 cannot either, it gives up.
+    sim.inject(Fault::Tiebreaker {
+        node: FWS1,
+        reachable: false,
+    });
+    settle(&mut sim);
+    assert!(sim.holders(GROUP0).is_empty());
+}
+
+#[test]
+fn a_failed_activation_is_retried_then_recovered_by_its_action() {
+    let mut shape = Shape::hot_standby(Failback::Manual);
+    shape.groups[0].steps[1].recover = Recover::Stop;
+    let mut sim = Sim::new(shape, 11);
+    sim.inject(Fault::StepBroken {
+        node: FWS1,
+        group: GROUP0,
+        step: 1,
+    });
+    sim.start_all();
+    settle(&mut sim);
+    // STOP: the group is stopped on fws1 and not moved (an operator must look at it).
+    assert_eq!(state(&sim, FWS1, GROUP0), GroupState::Error);
+    assert!(sim.holders(GROUP0).is_empty());
+    let status = sim.engine(FWS1).unwrap().status(0);
+    assert_eq!(status.groups[GROUP0].retries[1], 2, "RETRY count 2/2 used");
+}
