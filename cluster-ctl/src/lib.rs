@@ -2,3 +2,4 @@
 pub mod config;
 pub mod dataplane;
 pub mod engine;
+pub mod heartbeat;

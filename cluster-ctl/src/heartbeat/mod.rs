@@ -1,0 +1,277 @@
+//! Heartbeats over every interconnect (R-HB-1…3): UDP, authenticated, replay-protected.
+//!
+//! One socket per local interconnect address; a receiving thread per socket authenticates and
+//! decodes packets and hands them to the daemon's loop through a channel. Rejected packets are
+//! counted by reason.
+
+pub mod wire;
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{SocketAddrV4, UdpSocket},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc::Sender,
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{config::Config, engine::Report};
+use wire::{Key, Kind, Packet, Reject, ReplayWindow};
+
+/// What the receiving threads deliver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// An authenticated, fresh packet from `from` on interconnect `link`.
+    Packet {
+        from: usize,
+        link: usize,
+        kind: Kind,
+        report: Report,
+    },
+    /// An authenticated packet from a node whose configuration differs.
+    Mismatch { from: usize, link: usize },
+    /// A refused packet.
+    Rejected {
+        link: usize,
+        source: SocketAddrV4,
+        reason: Reject,
+    },
+}
+
+/// Counters of refused packets by reason.
+#[derive(Debug, Default)]
+pub struct RejectCounters(Mutex<BTreeMap<&'static str, u64>>);
+
+impl RejectCounters {
+    fn count(&self, reason: Reject) {
+        *self
+            .0
+            .lock()
+            .expect("counter lock")
+            .entry(reason.label())
+            .or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().expect("counter lock").clone()
+    }
+}
+
+/// Per-sender freshness state shared by the receiving threads.
+struct Freshness {
+    windows: Vec<ReplayWindow>,
+    last_accepted: Vec<Option<Instant>>,
+}
+
+/// The heartbeat transport of one node.
+pub struct Transport {
+    me: usize,
+    key: Key,
+    digest: [u8; 16],
+    incarnation: u64,
+    sequence: AtomicU64,
+    sockets: Vec<Arc<UdpSocket>>,
+    /// peer → per link: its interconnect address.
+    peers: Vec<Vec<SocketAddrV4>>,
+    pub rejected: Arc<RejectCounters>,
+}
+
+impl Transport {
+    /// Binds one socket per interconnect address of node `me` and starts the receiving threads,
+    /// which send what they get to `inbound`.
+    pub fn start(
+        config: &Config,
+        me: usize,
+        key: Key,
+        incarnation: u64,
+        inbound: Sender<Inbound>,
+    ) -> io::Result<Self> {
+        let port = config.cluster.heartbeat_port;
+        let digest: [u8; 16] = config.digest()[..16].try_into().expect("32 >= 16");
+        let peers: Vec<Vec<SocketAddrV4>> = config
+            .server
+            .iter()
+            .map(|s| {
+                s.interconnect
+                    .iter()
+                    .map(|net| SocketAddrV4::new(net.addr(), port))
+                    .collect()
+            })
+            .collect();
+        let freshness = Arc::new(Mutex::new(Freshness {
+            windows: vec![ReplayWindow::default(); config.server.len()],
+            last_accepted: vec![None; config.server.len()],
+        }));
+        let rejected = Arc::new(RejectCounters::default());
+        let silence = config.cluster.heartbeat_timeout * 2;
+        let mut sockets = Vec::new();
+        for (link, local) in peers[me].iter().enumerate() {
+            let socket = Arc::new(UdpSocket::bind(local).map_err(|e| {
+                io::Error::new(e.kind(), format!("binding heartbeat socket {local}: {e}"))
+            })?);
+            sockets.push(socket.clone());
+            let receiver = Receiver {
+                me,
+                link,
+                key: key.clone(),
+                digest,
+                peers: peers.clone(),
+                freshness: freshness.clone(),
+                rejected: rejected.clone(),
+                inbound: inbound.clone(),
+                silence,
+            };
+            std::thread::Builder::new()
+                .name(format!("hb-rx{link}"))
+                .spawn(move || receiver.run(&socket))?;
+        }
+        Ok(Self {
+            me,
+            key,
+            digest,
+            incarnation,
+            sequence: AtomicU64::new(0),
+            sockets,
+            peers,
+            rejected,
+        })
+    }
+
+    /// Sends a packet with `report` (as produced for each peer) to every peer on every link.
+    /// Errors on one link (a cut cable) do not stop the others.
+    pub fn send(&self, kind: Kind, report_for: impl Fn(usize) -> Report) {
+        for (peer, addresses) in self.peers.iter().enumerate() {
+            if peer == self.me {
+                continue;
+            }
+            let report = report_for(peer);
+            for (link, address) in addresses.iter().enumerate() {
+                let Some(socket) = self.sockets.get(link) else {
+                    continue;
+                };
+                let packet = Packet {
+                    kind,
+                    sender: self.me as u32,
+                    incarnation: self.incarnation,
+                    sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
+                    digest: self.digest,
+                    link: link as u8,
+                    report: report.clone(),
+                };
+                let bytes = wire::encode(&packet, &self.key);
+                if let Err(e) = socket.send_to(&bytes, address) {
+                    tracing::trace!(link, %address, error = %e, "heartbeat send failed");
+                }
+            }
+        }
+    }
+}
+
+struct Receiver {
+    me: usize,
+    link: usize,
+    key: Key,
+    digest: [u8; 16],
+    peers: Vec<Vec<SocketAddrV4>>,
+    freshness: Arc<Mutex<Freshness>>,
+    rejected: Arc<RejectCounters>,
+    inbound: Sender<Inbound>,
+    silence: Duration,
+}
+
+impl Receiver {
+    fn run(self, socket: &UdpSocket) {
+        let mut buffer = vec![0u8; 65_536];
+        loop {
+            let (len, source) = match socket.recv_from(&mut buffer) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!(link = self.link, error = %e, "heartbeat socket failed");
+                    return;
+                }
+            };
+            let std::net::SocketAddr::V4(source) = source else {
+                continue;
+            };
+            let event = self.check(&buffer[..len], source);
+            if let Inbound::Rejected { reason, .. } = &event {
+                self.rejected.count(*reason);
+            }
+            if self.inbound.send(event).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn check(&self, bytes: &[u8], source: SocketAddrV4) -> Inbound {
+        let reject = |reason| Inbound::Rejected {
+            link: self.link,
+            source,
+            reason,
+        };
+        let packet = match wire::decode(bytes, &self.key) {
+            Ok(p) => p,
+            Err(reason) => return reject(reason),
+        };
+        let from = packet.sender as usize;
+        // The sender must be another server, sending from its address on this interconnect.
+        let expected = self.peers.get(from).and_then(|a| a.get(self.link));
+        if from == self.me || expected.map(|a| *a.ip()) != Some(*source.ip()) {
+            return reject(Reject::UnknownSender);
+        }
+        {
+            let mut fresh = self.freshness.lock().expect("freshness lock");
+            let silent = fresh.last_accepted[from].is_none_or(|t| t.elapsed() > self.silence);
+            if let Err(reason) =
+                fresh.windows[from].accept(packet.incarnation, packet.sequence, silent)
+            {
+                return reject(reason);
+            }
+            fresh.last_accepted[from] = Some(Instant::now());
+        }
+        if packet.digest != self.digest {
+            return Inbound::Mismatch {
+                from,
+                link: self.link,
+            };
+        }
+        Inbound::Packet {
+            from,
+            link: self.link,
+            kind: packet.kind,
+            report: packet.report,
+        }
+    }
+}
+
+/// A boot id for this process: wall-clock nanoseconds (increases across restarts).
+pub fn new_incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+/// Reads the cluster key: hex text (as `clpcfg keygen` writes it) of at least 128 bits, in a
+/// file that only its owner can read.
+pub fn load_key(path: &std::path::Path) -> Result<Key, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "the key file {} is accessible by group or others (mode {:04o}); run chmod 600 on it",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    let bytes = hex::decode(text.trim())
+        .map_err(|e| format!("the key file {} is not hex text: {e}", path.display()))?;
+    Key::new(bytes).map_err(|e| format!("{}: {e}", path.display()))
+}

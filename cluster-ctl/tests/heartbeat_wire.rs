@@ -1,0 +1,233 @@
+//! The heartbeat codec: authentication first, replay protection, versions, bounds.
+
+use cluster_ctl::{
+    engine::{Claim, GroupReport, GroupState, Handoff, Report},
+    heartbeat::wire::{
+        self, HEADER_LEN, Key, Kind, MAX_PACKET, Packet, Reject, ReplayWindow, TAG_LEN,
+    },
+};
+use proptest::prelude::*;
+
+fn key() -> Key {
+    Key::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
+}
+
+fn report() -> Report {
+    Report {
+        ready: true,
+        links_heard: 0b11,
+        groups: vec![
+            GroupReport {
+                state: GroupState::Online,
+                epoch: 7,
+                deny: false,
+                healthy: true,
+                claim: None,
+                ack: Some((1, 9)),
+                handoff: None,
+                admin_epoch: 2,
+                wanted: true,
+                errors: 0,
+            },
+            GroupReport {
+                state: GroupState::Offline,
+                epoch: 3,
+                deny: true,
+                healthy: false,
+                claim: Some(Claim {
+                    epoch: 4,
+                    forced: true,
+                }),
+                ack: None,
+                handoff: Some(Handoff {
+                    to: 1,
+                    manual: true,
+                    failover: false,
+                }),
+                admin_epoch: 0,
+                wanted: false,
+                errors: 1 << 31 | 2,
+            },
+        ],
+    }
+}
+
+fn packet() -> Packet {
+    Packet {
+        kind: Kind::Heartbeat,
+        sender: 1,
+        incarnation: 1_700_000_000_000_000_000,
+        sequence: 42,
+        digest: [9; 16],
+        link: 1,
+        report: report(),
+    }
+}
+
+#[test]
+fn a_packet_round_trips() {
+    let bytes = wire::encode(&packet(), &key());
+    assert_eq!(wire::decode(&bytes, &key()), Ok(packet()));
+    let mut leaving = packet();
+    leaving.kind = Kind::Leaving;
+    let bytes = wire::encode(&leaving, &key());
+    assert_eq!(wire::decode(&bytes, &key()).unwrap().kind, Kind::Leaving);
+}
+
+#[test]
+fn a_forged_tag_or_a_wrong_key_is_refused() {
+    let mut bytes = wire::encode(&packet(), &key()).to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    assert_eq!(wire::decode(&bytes, &key()), Err(Reject::BadTag));
+    let other = Key::new(b"another key of 16+ bytes".to_vec()).unwrap();
+    let bytes = wire::encode(&packet(), &other);
+    assert_eq!(wire::decode(&bytes, &key()), Err(Reject::BadTag));
+    // Any changed byte of the signed part is caught.
+    let good = wire::encode(&packet(), &key()).to_vec();
+    for i in 0..good.len() - TAG_LEN {
+        let mut bytes = good.clone();
+        bytes[i] ^= 0x80;
+        assert_eq!(
+            wire::decode(&bytes, &key()),
+            Err(Reject::BadTag),
+            "byte {i}"
+        );
+    }
+}
+
+#[test]
+fn short_keys_are_refused() {
+    assert!(Key::new(b"too short".to_vec()).is_err());
+}
+
+#[test]
+fn truncated_and_oversized_packets_are_refused() {
+    let bytes = wire::encode(&packet(), &key());
+    for len in 0..HEADER_LEN + TAG_LEN {
+        assert_eq!(wire::decode(&bytes[..len], &key()), Err(Reject::TooShort));
+    }
+    for len in HEADER_LEN + TAG_LEN..bytes.len() {
+        assert_eq!(
+            wire::decode(&bytes[..len], &key()),
+            Err(Reject::BadTag),
+            "length {len}"
+        );
+    }
+    let huge = vec![0u8; MAX_PACKET + 1];
+    assert_eq!(wire::decode(&huge, &key()), Err(Reject::TooLong));
+}
+
+/// Re-signs `bytes` after editing the signed part, as a peer with the key could.
+fn resign(mut bytes: Vec<u8>) -> Vec<u8> {
+    let signed = bytes.len() - TAG_LEN;
+    let tag = key().tag(&bytes[..signed]);
+    bytes[signed..].copy_from_slice(&tag);
+    bytes
+}
+
+#[test]
+fn a_newer_version_is_recognised_after_authentication() {
+    let mut bytes = wire::encode(&packet(), &key()).to_vec();
+    bytes[4] = 2;
+    let bytes = resign(bytes);
+    let error = wire::decode(&bytes, &key()).unwrap_err();
+    assert_eq!(error, Reject::UnsupportedVersion(2));
+    assert!(error.to_string().contains("newer peer"));
+}
+
+#[test]
+fn authenticated_but_malformed_packets_are_refused() {
+    let good = wire::encode(&packet(), &key()).to_vec();
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b'X';
+    assert_eq!(
+        wire::decode(&resign(bad_magic), &key()),
+        Err(Reject::BadMagic)
+    );
+    let mut bad_kind = good.clone();
+    bad_kind[5] = 9;
+    assert_eq!(
+        wire::decode(&resign(bad_kind), &key()),
+        Err(Reject::BadKind)
+    );
+    let mut bad_length = good.clone();
+    bad_length[7] ^= 1;
+    assert_eq!(
+        wire::decode(&resign(bad_length), &key()),
+        Err(Reject::BadLength)
+    );
+    let mut bad_state = good.clone();
+    bad_state[HEADER_LEN + 7] = 99;
+    assert_eq!(
+        wire::decode(&resign(bad_state), &key()),
+        Err(Reject::BadBody)
+    );
+}
+
+#[test]
+fn replays_and_old_incarnations_are_refused() {
+    let mut window = ReplayWindow::default();
+    assert_eq!(window.accept(10, 5, false), Ok(()));
+    assert_eq!(window.accept(10, 5, false), Err(Reject::Replay));
+    // Reordering across links within the window is fine, once.
+    assert_eq!(window.accept(10, 7, false), Ok(()));
+    assert_eq!(window.accept(10, 6, false), Ok(()));
+    assert_eq!(window.accept(10, 6, false), Err(Reject::Replay));
+    // Far behind the window.
+    assert_eq!(window.accept(10, 200, false), Ok(()));
+    assert_eq!(window.accept(10, 100, false), Err(Reject::Replay));
+    // An older incarnation (a recording of the previous boot) is refused…
+    assert_eq!(window.accept(9, 1_000, false), Err(Reject::OldIncarnation));
+    // …a newer one (the peer rebooted) starts over…
+    assert_eq!(window.accept(11, 0, false), Ok(()));
+    assert_eq!(window.incarnation(), 11);
+    // …and a lower one only after the current one has been silent (clock set back).
+    assert_eq!(window.accept(3, 0, true), Ok(()));
+}
+
+#[test]
+fn the_config_digest_travels_in_the_header() {
+    let mut other = packet();
+    other.digest = [1; 16];
+    let bytes = wire::encode(&other, &key());
+    assert_eq!(wire::decode(&bytes, &key()).unwrap().digest, [1; 16]);
+}
+
+proptest! {
+    #[test]
+    fn the_decoder_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = wire::decode(&bytes, &key());
+    }
+
+    #[test]
+    fn the_body_decoder_never_panics_on_authenticated_garbage(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = wire::encode(&packet(), &key()).to_vec();
+        bytes.truncate(HEADER_LEN);
+        bytes[6..8].copy_from_slice(&(body.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&[0; TAG_LEN]);
+        let bytes = resign(bytes);
+        let _ = wire::decode(&bytes, &key());
+    }
+
+    #[test]
+    fn reports_round_trip(states in proptest::collection::vec((0u8..5, any::<u64>(), any::<bool>(), any::<bool>(), any::<u32>()), 0..40)) {
+        let groups = states.iter().map(|(s, epoch, deny, forced, errors)| GroupReport {
+            state: GroupState::from_code(*s).unwrap(),
+            epoch: *epoch,
+            deny: *deny,
+            healthy: !deny,
+            claim: forced.then_some(Claim { epoch: epoch.wrapping_add(1), forced: *forced }),
+            ack: None,
+            handoff: None,
+            admin_epoch: 0,
+            wanted: true,
+            errors: *errors,
+        }).collect();
+        let mut p = packet();
+        p.report = Report { ready: false, links_heard: 1, groups };
+        let bytes = wire::encode(&p, &key());
+        prop_assert_eq!(wire::decode(&bytes, &key()), Ok(p));
+    }
+}
