@@ -86,6 +86,8 @@ pub enum DataplaneError {
     },
     #[error("lease slot {slot} is not owned here")]
     NotOwned { slot: u32 },
+    #[error("lease slot {slot} has expired; it can only be acquired anew under a new epoch")]
+    Expired { slot: u32 },
     #[error(
         "flow-share table {table} with {buckets} buckets is out of range (at most {MAX_FLOWSHARES} tables of {MAX_BUCKETS} buckets)"
     )]
@@ -519,6 +521,10 @@ impl Dataplane {
         }
         if current.owned == 0 {
             return Err(DataplaneError::NotOwned { slot });
+        }
+        // An expired lease stays dead: the peer may have taken over meanwhile (self-fencing).
+        if current.expires_ns <= monotonic_ns() {
+            return Err(DataplaneError::Expired { slot });
         }
         self.write_lease(
             slot,

@@ -10,6 +10,7 @@
 //! namespaces, and test traffic only flows between the lab's own namespaces.
 
 pub mod arp;
+pub mod cluster;
 pub mod frames;
 pub mod netns;
 pub mod seed;

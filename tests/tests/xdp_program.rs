@@ -206,8 +206,15 @@ fn an_expired_lease_falls_silent_and_only_the_current_epoch_renews() {
         Err(DataplaneError::EpochNotIncreasing { .. })
     ));
     assert_eq!(h.run(&request(OWNED_FIP).encode()).0, XDP_DROP);
-    // The current epoch renews.
-    h.dataplane.renew(OWNED_SLOT, 2, LEASE).unwrap();
+    // Not even the current epoch revives an expired lease (the peer may hold it by now)…
+    assert!(matches!(
+        h.dataplane.renew(OWNED_SLOT, 2, LEASE),
+        Err(DataplaneError::Expired { .. })
+    ));
+    assert_eq!(h.run(&request(OWNED_FIP).encode()).0, XDP_DROP);
+    // …it must be acquired anew under a new epoch, and then renews.
+    h.dataplane.acquire(OWNED_SLOT, 3, LEASE).unwrap();
+    h.dataplane.renew(OWNED_SLOT, 3, LEASE).unwrap();
     assert_eq!(h.run(&request(OWNED_FIP).encode()).0, XDP_TX);
     // A released slot cannot be renewed, not even under its epoch.
     assert!(matches!(

@@ -1,0 +1,53 @@
+//! `fwclusterd --config FILE [--node NAME]`: the cluster daemon of one firewall (R-CLI-4).
+//! Runs in the foreground and logs to stderr (journald-friendly); `RUST_LOG` filters.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use cluster_ctl::daemon::{self, Options};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "fwcluster daemon: heartbeats, failover and the XDP data path"
+)]
+struct Args {
+    /// Cluster configuration file (identical on every node).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// This node's name (default: $FWCLUSTER_NODE, else the short host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// Where bpffs pins go (`<pin-root>/<cluster>/<node>`).
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    pin_root: PathBuf,
+    /// Directory of the control socket.
+    #[arg(long, default_value = "/run/fwcluster")]
+    run_dir: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let options = Options {
+        config: args.config,
+        node: args.node,
+        pin_root: args.pin_root,
+        run_dir: args.run_dir,
+    };
+    match daemon::run(options) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(id = cluster_ctl::catalog::DAEMON_FAILED.id, "{e:#}");
+            eprintln!("fwclusterd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

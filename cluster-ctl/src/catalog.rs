@@ -1,0 +1,199 @@
+//! The log message catalog (R-LOG-1): every state change, cause, resource result and rejected
+//! packet is logged with a stable id in the `id` field, so an operator can grep for it and
+//! answer "why did it fail over?" from the log alone. `docs/log-catalog.md` lists them.
+
+use crate::engine::{Cause, EngineConfig, Notice};
+
+/// One catalog entry.
+pub struct Message {
+    pub id: &'static str,
+    pub summary: &'static str,
+}
+
+macro_rules! catalog {
+    ($($name:ident = $id:literal, $summary:literal;)*) => {
+        $(pub const $name: Message = Message { id: $id, summary: $summary };)*
+        /// Every message of the catalog.
+        pub const ALL: &[Message] = &[$($name),*];
+    };
+}
+
+catalog! {
+    DAEMON_STARTED = "FWC001", "fwclusterd started (node, cluster, incarnation)";
+    DAEMON_STOPPING = "FWC002", "SIGTERM received: stopping groups in order and handing them over";
+    DAEMON_STOPPED = "FWC003", "fwclusterd stopped after leaving the cluster";
+    XDP_ATTACHED = "FWC004", "XDP program attached (interface, native or generic mode, adopted or new)";
+    LEASE_REFUSED = "FWC005", "the data path refused a lease operation (stale epoch, expired lease)";
+    ADOPTED = "FWC006", "a group held by the previous process was adopted from the pinned lease";
+    DAEMON_FAILED = "FWC007", "an internal failure of the daemon; cluster recovery action follows";
+    PEER_ONLINE = "FWC101", "a peer server is ONLINE (heartbeats arrive)";
+    PEER_OFFLINE = "FWC102", "a peer server is OFFLINE (no heartbeat on any interconnect for the timeout, or it left)";
+    LINK_UP = "FWC103", "an interconnect to a peer works again";
+    LINK_DOWN = "FWC104", "an interconnect to a peer lost its heartbeats (a warning while others work)";
+    CONFIG_MISMATCH = "FWC106", "a peer runs a different configuration: its state is ignored, nothing new is started";
+    PACKET_REJECTED = "FWC107", "a heartbeat packet was refused (reason: bad_tag, replay, old_incarnation, …)";
+    GROUP_ONLINE = "FWC201", "a group is active on this server (reason ACT_NORMAL/ACT_FAILOVER and cause)";
+    GROUP_OFFLINE = "FWC202", "a group was deactivated on this server (reason DEACT_NORMAL/DEACT_ILLEGAL and cause)";
+    GROUP_ERROR = "FWC203", "a group stopped in ERROR on this server; an operator must start it";
+    FAILOVER_IMPOSSIBLE = "FWC204", "a resource failed but no other server can take the group: it stays here";
+    DENY_SET = "FWC205", "STARTING=DENY set for a group on this server (cause)";
+    DENY_CLEARED = "FWC206", "STARTING=DENY cleared (target reachable again, clpgrp -s, restart)";
+    STEP_DONE = "FWC301", "a resource was activated or deactivated";
+    STEP_FAILED = "FWC302", "a resource failed (retry used/max follows)";
+    MONITOR = "FWC303", "an IP watch entry changed state (all its targets unreachable, or one reachable again)";
+    MAIL_QUEUED = "FWC401", "an alert mail was written to the outbox";
+    MAIL_SENT = "FWC402", "an alert mail was accepted by the SMTP server";
+    MAIL_RETRY = "FWC403", "an alert mail could not be delivered; it stays queued and is retried";
+    COMMAND = "FWC501", "an operator command was executed or refused";
+}
+
+/// Human text of a cause.
+pub fn cause_text(cfg: &EngineConfig, cause: Cause) -> String {
+    let node = |n: usize| cfg.nodes.get(n).cloned().unwrap_or_else(|| format!("#{n}"));
+    match cause {
+        Cause::PeerDown(n) => format!("server {} went down", node(n)),
+        Cause::Resource { step, ipw: true } => {
+            format!("IP watch entry {step} lost all its targets")
+        }
+        Cause::Resource { step, ipw: false } => format!("resource step {step} failed"),
+        Cause::Startup => "cluster start".into(),
+        Cause::Handoff {
+            from,
+            failover: true,
+        } => format!("handed over by {} after a failure there", node(from)),
+        Cause::Handoff {
+            from,
+            failover: false,
+        } => format!("handed over by {}", node(from)),
+        Cause::Command => "operator command".into(),
+        Cause::Failback => "automatic failback to the primary".into(),
+        Cause::Shutdown => "server shutdown".into(),
+        Cause::SplitBrain => "partition healed; the other server holds a newer epoch".into(),
+        Cause::LeaseLost => {
+            "the data-path lease ran out (the daemon was stopped or starved)".into()
+        }
+        Cause::Isolated => "all interconnects lost and no tie-breaker reachable".into(),
+    }
+}
+
+/// Logs an engine notice with its catalog id.
+pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
+    let node = |n: usize| cfg.nodes.get(n).cloned().unwrap_or_default();
+    let group = |g: usize| {
+        cfg.groups
+            .get(g)
+            .map(|g| g.name.clone())
+            .unwrap_or_default()
+    };
+    match *notice {
+        Notice::GroupOnline {
+            group: g,
+            reason,
+            cause,
+        } => tracing::warn!(
+            id = GROUP_ONLINE.id,
+            group = group(g),
+            reason = reason.as_env(),
+            cause = cause_text(cfg, cause),
+            "{} is active on {}",
+            group(g),
+            node(cfg.me)
+        ),
+        Notice::GroupOffline {
+            group: g,
+            reason,
+            cause,
+        } => tracing::warn!(
+            id = GROUP_OFFLINE.id,
+            group = group(g),
+            reason = reason.as_env(),
+            cause = cause_text(cfg, cause),
+            "{} is not active on {}",
+            group(g),
+            node(cfg.me)
+        ),
+        Notice::GroupError { group: g, cause } => tracing::error!(
+            id = GROUP_ERROR.id,
+            group = group(g),
+            cause = cause_text(cfg, cause),
+            "{} stopped in ERROR on {}",
+            group(g),
+            node(cfg.me)
+        ),
+        Notice::StepFailed {
+            group: g,
+            step,
+            retry,
+            of,
+        } => tracing::error!(
+            id = STEP_FAILED.id,
+            group = group(g),
+            resource = cfg
+                .groups
+                .get(g)
+                .and_then(|s| s.steps.get(step))
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            retry = format!("{retry}/{of}"),
+            "resource failed"
+        ),
+        Notice::DenySet { group: g, cause } => tracing::warn!(
+            id = DENY_SET.id,
+            group = group(g),
+            cause = cause.as_str(),
+            "STARTING=DENY for {} on {}",
+            group(g),
+            node(cfg.me)
+        ),
+        Notice::DenyCleared { group: g } => tracing::info!(
+            id = DENY_CLEARED.id,
+            group = group(g),
+            "STARTING=ALLOW for {} on {}",
+            group(g),
+            node(cfg.me)
+        ),
+        Notice::FailoverImpossible { group: g } => tracing::error!(
+            id = FAILOVER_IMPOSSIBLE.id,
+            group = group(g),
+            "no other server can take {}: it stays on {}",
+            group(g),
+            node(cfg.me)
+        ),
+        Notice::PeerOnline { peer } => {
+            tracing::info!(
+                id = PEER_ONLINE.id,
+                peer = node(peer),
+                "server {} is ONLINE",
+                node(peer)
+            )
+        }
+        Notice::PeerOffline { peer } => {
+            tracing::warn!(
+                id = PEER_OFFLINE.id,
+                peer = node(peer),
+                "server {} is OFFLINE",
+                node(peer)
+            )
+        }
+        Notice::LinkUp { peer, link } => tracing::info!(
+            id = LINK_UP.id,
+            peer = node(peer),
+            link,
+            "interconnect {link} to {} works",
+            node(peer)
+        ),
+        Notice::LinkDown { peer, link } => tracing::warn!(
+            id = LINK_DOWN.id,
+            peer = node(peer),
+            link,
+            "interconnect {link} to {} lost",
+            node(peer)
+        ),
+        Notice::ConfigMismatch { peer } => tracing::error!(
+            id = CONFIG_MISMATCH.id,
+            peer = node(peer),
+            "server {} runs a different configuration; make both files identical",
+            node(peer)
+        ),
+    }
+}

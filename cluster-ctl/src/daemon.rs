@@ -1,0 +1,423 @@
+//! `fwclusterd`: the daemon of one node. One thread runs the engine and owns the data path;
+//! heartbeat receivers, monitors, resource steps, signals and control requests feed it through
+//! one channel, and it ticks every heartbeat interval (renew leases, send heartbeats).
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use cluster_common::{AddressEntry, AddressKey, AddressKind};
+
+use crate::{
+    catalog,
+    config::{Config, XdpModeConfig},
+    dataplane::{self, Dataplane, DataplaneError, ModePreference},
+    engine::{Action, Engine, EngineConfig, Event, GroupId, Nanos},
+    heartbeat::{self, Inbound, Transport, wire::Kind},
+    resources::{Resources, StepOutcome},
+};
+
+/// How the daemon was started.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    pub node: Option<String>,
+    /// Root of the pins (default `/sys/fs/bpf`); the daemon pins under `<root>/<cluster>/<node>`.
+    pub pin_root: PathBuf,
+    /// Directory of the control socket (default `/run/fwcluster`).
+    pub run_dir: PathBuf,
+}
+
+/// Everything that wakes the daemon's loop.
+#[derive(Debug)]
+pub enum Input {
+    Heartbeat(Inbound),
+    Step(StepOutcome),
+    /// An IP watch entry changed its verdict.
+    Ipw {
+        group: GroupId,
+        entry: usize,
+        ok: bool,
+    },
+    Tiebreaker {
+        reachable: bool,
+    },
+    /// SIGTERM or SIGINT.
+    Terminate,
+}
+
+struct Daemon {
+    config: Config,
+    engine: Engine,
+    dataplane: Dataplane,
+    transport: Transport,
+    resources: Resources,
+    started: Instant,
+    lease: Duration,
+    inputs: Sender<Input>,
+}
+
+fn xdp_preference(mode: XdpModeConfig) -> ModePreference {
+    match mode {
+        XdpModeConfig::Auto => ModePreference::Auto,
+        XdpModeConfig::Native => ModePreference::Native,
+        XdpModeConfig::Generic => ModePreference::Generic,
+    }
+}
+
+/// Runs the daemon until it has left the cluster (SIGTERM) or fails.
+pub fn run(options: Options) -> Result<()> {
+    let config = Config::load(&options.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (me, node) = config
+        .resolve_node(options.node.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let key = heartbeat::load_key(&config.cluster.key_file).map_err(anyhow::Error::msg)?;
+    let engine_config = EngineConfig::from_config(&config, me);
+    let lease = engine_config.lease();
+
+    // Block the termination signals in every thread; one thread waits for them.
+    let signals = nix::sys::signal::SigSet::from_iter([
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ]);
+    signals.thread_block().context("blocking SIGTERM/SIGINT")?;
+    let (inputs, receiver) = mpsc::channel::<Input>();
+    {
+        let inputs = inputs.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                while signals.wait().is_ok() {
+                    if inputs.send(Input::Terminate).is_err() {
+                        return;
+                    }
+                }
+            })?;
+    }
+
+    let pin_dir = options.pin_root.join(&config.cluster.name).join(&node);
+    let mut dataplane = Dataplane::open(&pin_dir, me as u32, false)
+        .with_context(|| format!("data path in {}", pin_dir.display()))?;
+    attach_interfaces(&config, me, &mut dataplane)?;
+    configure_addresses(&config, &mut dataplane)?;
+
+    let started = Instant::now();
+    let mut engine = Engine::new(engine_config, 0);
+    adopt_pinned(&config, &dataplane, &mut engine)?;
+
+    let incarnation = heartbeat::new_incarnation();
+    let (hb_tx, hb_rx) = mpsc::channel::<Inbound>();
+    let transport = Transport::start(&config, me, key, incarnation, hb_tx)
+        .context("starting the heartbeat transport")?;
+    {
+        let inputs = inputs.clone();
+        std::thread::Builder::new()
+            .name("hb-forward".into())
+            .spawn(move || {
+                for inbound in hb_rx {
+                    if inputs.send(Input::Heartbeat(inbound)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+    }
+    let resources = Resources::start(&config, me, inputs.clone())?;
+    tracing::info!(
+        id = catalog::DAEMON_STARTED.id,
+        node,
+        cluster = config.cluster.name,
+        incarnation,
+        "fwclusterd started"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut daemon = Daemon {
+        config,
+        engine,
+        dataplane,
+        transport,
+        resources,
+        started,
+        lease,
+        inputs,
+    };
+    daemon.main_loop(&receiver)
+}
+
+/// Attaches the program to every interface that carries a cluster address of this node.
+fn attach_interfaces(config: &Config, me: usize, dataplane: &mut Dataplane) -> Result<()> {
+    let mut interfaces = BTreeSet::new();
+    for group in &config.group {
+        for fip in &group.fip {
+            if let Some(i) = &fip.interface {
+                interfaces.insert(i.clone());
+            }
+        }
+        for parp in &group.parp {
+            interfaces.insert(parp.interface.clone());
+        }
+    }
+    for share in &config.flowshare {
+        interfaces.insert(share.interface.clone());
+    }
+    let local = crate::resources::interface_addresses()?;
+    let problems = crate::config::check_against_interfaces(config, me, &local);
+    if !problems.is_empty() {
+        bail!(
+            "the configuration does not fit this node's interfaces:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    // FIPs without an interface name are on the interface of their subnet.
+    for group in &config.group {
+        for fip in group.fip.iter().filter(|f| f.interface.is_none()) {
+            if let Some((name, _)) = local
+                .iter()
+                .find(|(_, nets)| nets.iter().any(|n| n.contains(&fip.address.addr())))
+            {
+                interfaces.insert(name.clone());
+            }
+        }
+    }
+    let preference = xdp_preference(config.cluster.xdp_mode);
+    for interface in interfaces {
+        let attachment = dataplane
+            .attach(&interface, preference)
+            .with_context(|| format!("attaching XDP to {interface}"))?;
+        tracing::info!(
+            id = catalog::XDP_ATTACHED.id,
+            interface,
+            mode = attachment.mode.as_str(),
+            adopted = attachment.adopted,
+            "XDP attached"
+        );
+    }
+    Ok(())
+}
+
+/// The interface a FIP lives on.
+pub fn fip_interface(config: &Config, group: usize, fip: usize) -> Result<String> {
+    let f = &config.group[group].fip[fip];
+    if let Some(i) = &f.interface {
+        return Ok(i.clone());
+    }
+    let local = crate::resources::interface_addresses()?;
+    local
+        .into_iter()
+        .find(|(_, nets)| nets.iter().any(|n| n.contains(&f.address.addr())))
+        .map(|(name, _)| name)
+        .with_context(|| format!("no interface holds the subnet of {}", f.address))
+}
+
+/// Writes every FIP, PARP and shared address into the data path (ownership comes later,
+/// by lease).
+fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()> {
+    let mut entries = Vec::new();
+    let mut hit_slot = 0u32;
+    for (g, group) in config.group.iter().enumerate() {
+        for f in 0..group.fip.len() {
+            let interface = fip_interface(config, g, f)?;
+            entries.push((
+                AddressKey {
+                    ifindex: dataplane::ifindex(&interface)?,
+                    addr: u32::from_ne_bytes(group.fip[f].address.addr().octets()),
+                },
+                AddressEntry {
+                    lease: g as u32,
+                    hit_slot,
+                    mac: crate::resources::interface_mac(&interface)?,
+                    kind: AddressKind::Fip as u8,
+                    _pad: 0,
+                },
+            ));
+            hit_slot += 1;
+        }
+        for parp in &group.parp {
+            let mac = match parp.mac {
+                Some(mac) => mac.0,
+                None => crate::resources::interface_mac(&parp.interface)?,
+            };
+            entries.push((
+                AddressKey {
+                    ifindex: dataplane::ifindex(&parp.interface)?,
+                    addr: u32::from_ne_bytes(parp.address.octets()),
+                },
+                AddressEntry {
+                    lease: g as u32,
+                    hit_slot,
+                    mac,
+                    kind: AddressKind::Parp as u8,
+                    _pad: 0,
+                },
+            ));
+            hit_slot += 1;
+        }
+    }
+    dataplane.set_addresses(entries.iter().map(|(k, v)| (k, v)))?;
+    Ok(())
+}
+
+/// Adopts groups whose pinned lease is still valid, and continues the pinned epochs.
+fn adopt_pinned(config: &Config, dataplane: &Dataplane, engine: &mut Engine) -> Result<()> {
+    let now = dataplane::monotonic_ns();
+    for g in 0..config.group.len() {
+        if let Some(lease) = dataplane.lease(g as u32)? {
+            engine.seed_epoch(g, lease.epoch);
+            if lease.owned != 0 && lease.expires_ns > now {
+                engine.adopt(g, lease.epoch, lease.expires_ns - now);
+                tracing::warn!(
+                    id = catalog::ADOPTED.id,
+                    group = config.group[g].name,
+                    epoch = lease.epoch,
+                    "adopted a group held by the previous process"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Daemon {
+    fn now(&self) -> Nanos {
+        self.started.elapsed().as_nanos() as Nanos
+    }
+
+    fn main_loop(&mut self, receiver: &Receiver<Input>) -> Result<()> {
+        let interval = self.config.cluster.heartbeat_interval;
+        let mut next_tick = Instant::now();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let input = match receiver.recv_timeout(wait) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => bail!("all input channels closed"),
+            };
+            let now = self.now();
+            let event = match input {
+                None => {
+                    next_tick += interval;
+                    // After a stall, do not fire a burst of ticks.
+                    if next_tick < Instant::now() {
+                        next_tick = Instant::now() + interval;
+                    }
+                    let actions = self.engine.handle(now, Event::Tick);
+                    if self.execute(actions)? {
+                        return Ok(());
+                    }
+                    self.send(Kind::Heartbeat);
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    continue;
+                }
+                Some(Input::Heartbeat(Inbound::Packet {
+                    from,
+                    link,
+                    kind,
+                    report,
+                })) => match kind {
+                    Kind::Heartbeat => Event::Heartbeat { from, link, report },
+                    Kind::Leaving => Event::Leaving { from },
+                },
+                Some(Input::Heartbeat(Inbound::Mismatch { from, link })) => {
+                    Event::Mismatch { from, link }
+                }
+                Some(Input::Heartbeat(Inbound::Rejected {
+                    link,
+                    source,
+                    reason,
+                })) => {
+                    tracing::warn!(
+                        id = catalog::PACKET_REJECTED.id,
+                        link,
+                        %source,
+                        reason = %reason,
+                        "heartbeat packet refused"
+                    );
+                    continue;
+                }
+                Some(Input::Step(outcome)) => outcome.into_event(),
+                Some(Input::Ipw { group, entry, ok }) => Event::Ipw { group, entry, ok },
+                Some(Input::Tiebreaker { reachable }) => Event::Tiebreaker { reachable },
+                Some(Input::Terminate) => {
+                    tracing::warn!(id = catalog::DAEMON_STOPPING.id, "stopping");
+                    Event::Shutdown
+                }
+            };
+            let actions = self.engine.handle(now, event);
+            if self.execute(actions)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn send(&self, kind: Kind) {
+        let now = self.now();
+        let engine = &self.engine;
+        self.transport
+            .send(kind, |peer| engine.report_for(peer, now));
+    }
+
+    /// Carries out the engine's actions; returns true when the daemon must exit.
+    fn execute(&mut self, actions: Vec<Action>) -> Result<bool> {
+        let mut send_now = false;
+        for action in actions {
+            match action {
+                Action::GrantLease { group, epoch } => {
+                    let result = self.dataplane.acquire(group as u32, epoch, self.lease);
+                    lease_op(result);
+                }
+                Action::RenewLease { group, epoch } => {
+                    let result = self.dataplane.renew(group as u32, epoch, self.lease);
+                    lease_op(result);
+                }
+                Action::RevokeLease { group, epoch } => {
+                    let result = self.dataplane.release(group as u32, epoch);
+                    lease_op(result);
+                }
+                Action::Activate {
+                    group,
+                    step,
+                    reason,
+                } => {
+                    self.resources.activate(group, step, reason);
+                }
+                Action::Deactivate {
+                    group,
+                    step,
+                    reason,
+                } => {
+                    self.resources.deactivate(group, step, reason);
+                }
+                Action::Reannounce { group } => self.resources.reannounce(group),
+                Action::SendNow => send_now = true,
+                Action::ProbeTiebreaker => {
+                    let targets = self.config.cluster.tiebreakers.clone();
+                    let inputs = self.inputs.clone();
+                    std::thread::spawn(move || {
+                        let reachable =
+                            crate::resources::any_reachable(&targets, Duration::from_millis(500));
+                        let _ = inputs.send(Input::Tiebreaker { reachable });
+                    });
+                }
+                Action::Exit => {
+                    self.send(Kind::Leaving);
+                    tracing::warn!(id = catalog::DAEMON_STOPPED.id, "left the cluster");
+                    return Ok(true);
+                }
+                Action::Notify(notice) => catalog::log_notice(self.engine.config(), &notice),
+            }
+        }
+        if send_now {
+            self.send(Kind::Heartbeat);
+        }
+        Ok(false)
+    }
+}
+
+fn lease_op(result: Result<(), DataplaneError>) {
+    if let Err(e) = result {
+        tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "lease operation refused");
+    }
+}

@@ -1,0 +1,82 @@
+//! Gratuitous ARP from a raw packet socket (in the daemon's network namespace).
+
+use std::{
+    mem::size_of,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// The MAC address of an interface.
+pub fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
+    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+        if ifaddr.interface_name == ifname
+            && let Some(link) = ifaddr.address.as_ref().and_then(|a| a.as_link_addr())
+            && let Some(mac) = link.addr()
+        {
+            return Ok(mac);
+        }
+    }
+    bail!("interface {ifname} has no MAC address")
+}
+
+fn frame(op: u16, source_mac: [u8; 6], sender_mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&source_mac);
+    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&address.octets());
+    // Request form: target MAC unknown (zero); reply form: broadcast.
+    f.extend_from_slice(if op == 1 { &[0; 6] } else { &[0xff; 6] });
+    f.extend_from_slice(&address.octets());
+    f.resize(60, 0);
+    f
+}
+
+/// Announces `address` on `interface` as being at `mac` (default: the interface's MAC), in both
+/// the request and the reply form, so that hosts which only honour one of them update too.
+pub fn announce(interface: &str, address: Ipv4Addr, mac: Option<[u8; 6]>) -> Result<()> {
+    let own = interface_mac(interface)?;
+    let sender = mac.unwrap_or(own);
+    let ifindex = nix::net::if_::if_nametoindex(interface)
+        .with_context(|| format!("interface {interface}"))?;
+    // SAFETY: plain socket(2); owned at once.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
+    }
+    // SAFETY: new valid descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: zero is valid for sockaddr_ll.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = ETH_P_ARP.to_be();
+    to.sll_ifindex = ifindex as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    for op in [1u16, 2] {
+        let bytes = frame(op, sender, sender, address);
+        // SAFETY: valid buffer and address.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sending gratuitous ARP on {interface}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,433 @@
+//! The resources of a group (SPEC §3): FIP, PARP, EXEC steps, and the IPW monitors.
+//!
+//! Steps run on their own threads and report to the daemon's loop; the engine guarantees one
+//! outstanding step per group, in order (FIP → PARP → EXEC, reverse on deactivation). Data-path
+//! ownership is not a step: the engine flips the lease before the first step and revokes it
+//! before the first deactivation step.
+
+mod arp;
+mod exec;
+mod icmp;
+mod netlink;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    sync::{Arc, Mutex, mpsc::Sender},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use ipnet::Ipv4Net;
+
+pub use arp::interface_mac;
+pub use icmp::{any_reachable, ping_once};
+
+use crate::{
+    config::Config,
+    daemon::Input,
+    engine::{ActReason, DeactReason, Event, GroupId},
+};
+
+/// The result of a step, for the daemon's loop.
+#[derive(Debug)]
+pub struct StepOutcome {
+    pub group: GroupId,
+    pub step: usize,
+    pub ok: bool,
+    /// A monitored process of an online group died (not the answer to a step).
+    pub died: bool,
+}
+
+impl StepOutcome {
+    pub fn into_event(self) -> Event {
+        if self.died {
+            Event::StepFailed {
+                group: self.group,
+                step: self.step,
+            }
+        } else {
+            Event::StepDone {
+                group: self.group,
+                step: self.step,
+                ok: self.ok,
+            }
+        }
+    }
+}
+
+/// A FIP step.
+#[derive(Clone, Debug)]
+struct Fip {
+    address: Ipv4Net,
+    interface: String,
+    label: String,
+    arp_count: u32,
+    ping_count: u32,
+    refresh: Duration,
+}
+
+/// A PARP step.
+#[derive(Clone, Debug)]
+struct Parp {
+    address: Ipv4Addr,
+    interface: String,
+    mac: Option<[u8; 6]>,
+    arp_count: u32,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Fip(Fip),
+    Parp(Parp),
+    Exec(exec::Exec),
+}
+
+/// Announcements to repeat while active (FIP refresh).
+#[derive(Default)]
+struct Announcer {
+    /// (group, step) → (next announcement, period)
+    active: BTreeMap<(GroupId, usize), (Instant, Duration)>,
+}
+
+/// Runs resource steps and monitors for one node.
+pub struct Resources {
+    steps: Vec<Vec<Step>>,
+    inputs: Sender<Input>,
+    env: exec::Env,
+    execs: Arc<Mutex<exec::Running>>,
+    announcer: Arc<Mutex<Announcer>>,
+}
+
+impl Resources {
+    /// Prepares the steps of every group and starts the IPW monitors (type ASR: they run on
+    /// every node, so the standby's health is known too).
+    pub fn start(config: &Config, me: usize, inputs: Sender<Input>) -> Result<Self> {
+        let mut steps = Vec::new();
+        for (g, group) in config.group.iter().enumerate() {
+            let mut list = Vec::new();
+            let mut labels: BTreeMap<String, usize> = BTreeMap::new();
+            for f in 0..group.fip.len() {
+                let fip = &group.fip[f];
+                let interface = crate::daemon::fip_interface(config, g, f)?;
+                let n = labels.entry(interface.clone()).or_insert(0);
+                *n += 1;
+                let label = format!("{interface}:{n}");
+                list.push(Step::Fip(Fip {
+                    address: fip.address,
+                    interface,
+                    label,
+                    arp_count: fip.arp_count,
+                    ping_count: fip.ping_count,
+                    refresh: fip.arp_refresh,
+                }));
+            }
+            for parp in &group.parp {
+                list.push(Step::Parp(Parp {
+                    address: parp.address,
+                    interface: parp.interface.clone(),
+                    mac: parp.mac.map(|m| m.0),
+                    arp_count: parp.arp_count,
+                }));
+            }
+            for (k, e) in group.exec.iter().enumerate() {
+                list.push(Step::Exec(exec::Exec {
+                    name: format!("{}-exec{k}", group.name),
+                    start: e.start.clone(),
+                    stop: e.stop.clone(),
+                    monitor: e.monitor,
+                    timeout: e.timeout,
+                }));
+            }
+            steps.push(list);
+            for (entry, ipw) in group.ipw.iter().enumerate() {
+                let inputs = inputs.clone();
+                let monitor = icmp::Monitor {
+                    targets: ipw.targets.clone(),
+                    interval: ipw.interval,
+                    timeout: ipw.timeout,
+                    retry: ipw.retry,
+                };
+                let name = format!("{}-ipw{entry}", group.name);
+                std::thread::Builder::new()
+                    .name(format!("ipw-{g}-{entry}"))
+                    .spawn(move || {
+                        monitor.run(&name, |ok| {
+                            inputs
+                                .send(Input::Ipw {
+                                    group: g,
+                                    entry,
+                                    ok,
+                                })
+                                .is_ok()
+                        })
+                    })?;
+            }
+        }
+        let announcer = Arc::new(Mutex::new(Announcer::default()));
+        let resources = Self {
+            steps,
+            inputs,
+            env: exec::Env {
+                cluster: config.cluster.name.clone(),
+                node: config.server[me].name.clone(),
+                groups: config.group.iter().map(|g| g.name.clone()).collect(),
+            },
+            execs: Arc::new(Mutex::new(exec::Running::default())),
+            announcer: announcer.clone(),
+        };
+        let refresher = RefreshLoop {
+            steps: resources.steps.clone(),
+            announcer,
+        };
+        std::thread::Builder::new()
+            .name("arp-refresh".into())
+            .spawn(move || refresher.run())?;
+        Ok(resources)
+    }
+
+    fn report(&self, group: GroupId, step: usize, ok: bool) {
+        let _ = self.inputs.send(Input::Step(StepOutcome {
+            group,
+            step,
+            ok,
+            died: false,
+        }));
+    }
+
+    /// Activates one step (asynchronously; the outcome comes through the channel).
+    pub fn activate(&self, group: GroupId, step: usize, reason: ActReason) {
+        let Some(spec) = self.steps.get(group).and_then(|s| s.get(step)).cloned() else {
+            self.report(group, step, false);
+            return;
+        };
+        let inputs = self.inputs.clone();
+        let env = self.env.clone();
+        let execs = self.execs.clone();
+        let announcer = self.announcer.clone();
+        std::thread::spawn(move || {
+            let result = match &spec {
+                Step::Fip(fip) => activate_fip(fip),
+                Step::Parp(parp) => {
+                    announce_repeatedly(&parp.interface, parp.address, parp.mac, parp.arp_count)
+                }
+                Step::Exec(exec) => {
+                    exec::start(exec, &env, group, reason, &execs, step, inputs.clone())
+                }
+            };
+            let ok = match result {
+                Ok(()) => {
+                    tracing::info!(
+                        id = crate::catalog::STEP_DONE.id,
+                        group,
+                        step,
+                        what = describe(&spec),
+                        "activated"
+                    );
+                    if let Step::Fip(fip) = &spec
+                        && !fip.refresh.is_zero()
+                    {
+                        announcer
+                            .lock()
+                            .expect("announcer")
+                            .active
+                            .insert((group, step), (Instant::now() + fip.refresh, fip.refresh));
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(
+                        id = crate::catalog::STEP_FAILED.id,
+                        group,
+                        step,
+                        what = describe(&spec),
+                        error = format!("{e:#}"),
+                        "activation failed"
+                    );
+                    false
+                }
+            };
+            let _ = inputs.send(Input::Step(StepOutcome {
+                group,
+                step,
+                ok,
+                died: false,
+            }));
+        });
+    }
+
+    /// Deactivates one step (asynchronously).
+    pub fn deactivate(&self, group: GroupId, step: usize, reason: DeactReason) {
+        let Some(spec) = self.steps.get(group).and_then(|s| s.get(step)).cloned() else {
+            self.report(group, step, false);
+            return;
+        };
+        self.announcer
+            .lock()
+            .expect("announcer")
+            .active
+            .remove(&(group, step));
+        let inputs = self.inputs.clone();
+        let env = self.env.clone();
+        let execs = self.execs.clone();
+        std::thread::spawn(move || {
+            let result = match &spec {
+                Step::Fip(fip) => netlink::remove_address(&fip.interface, fip.address),
+                // The lease was revoked first: nothing answers for it any more.
+                Step::Parp(_) => Ok(()),
+                Step::Exec(exec) => exec::stop(exec, &env, group, reason, &execs, step),
+            };
+            let ok = match result {
+                Ok(()) => {
+                    tracing::info!(
+                        id = crate::catalog::STEP_DONE.id,
+                        group,
+                        step,
+                        what = describe(&spec),
+                        "deactivated"
+                    );
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(
+                        id = crate::catalog::STEP_FAILED.id,
+                        group,
+                        step,
+                        what = describe(&spec),
+                        error = format!("{e:#}"),
+                        "deactivation failed"
+                    );
+                    false
+                }
+            };
+            let _ = inputs.send(Input::Step(StepOutcome {
+                group,
+                step,
+                ok,
+                died: false,
+            }));
+        });
+    }
+
+    /// Announces every address of a group again (after a partition healed).
+    pub fn reannounce(&self, group: GroupId) {
+        let Some(steps) = self.steps.get(group).cloned() else {
+            return;
+        };
+        std::thread::spawn(move || {
+            for step in &steps {
+                let result = match step {
+                    Step::Fip(fip) => arp::announce(&fip.interface, fip.address.addr(), None),
+                    Step::Parp(parp) => arp::announce(&parp.interface, parp.address, parp.mac),
+                    Step::Exec(_) => Ok(()),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(error = format!("{e:#}"), "re-announcement failed");
+                }
+            }
+        });
+    }
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::Fip(f) => format!("fip {} on {}", f.address, f.label),
+        Step::Parp(p) => format!("parp {} on {}", p.address, p.interface),
+        Step::Exec(e) => format!("exec {}", e.name),
+    }
+}
+
+fn activate_fip(fip: &Fip) -> Result<()> {
+    // Refuse an address that someone else answers for (ping_count probes).
+    for _ in 0..fip.ping_count {
+        if ping_once(fip.address.addr(), Duration::from_millis(300)) {
+            anyhow::bail!(
+                "{} answers pings: another host holds it",
+                fip.address.addr()
+            );
+        }
+    }
+    netlink::add_address(&fip.interface, fip.address, &fip.label)?;
+    announce_repeatedly(&fip.interface, fip.address.addr(), None, fip.arp_count)
+}
+
+/// Sends the first gratuitous ARP now and the others, one second apart, in the background.
+fn announce_repeatedly(
+    interface: &str,
+    address: Ipv4Addr,
+    mac: Option<[u8; 6]>,
+    count: u32,
+) -> Result<()> {
+    arp::announce(interface, address, mac)?;
+    if count > 1 {
+        let interface = interface.to_owned();
+        std::thread::spawn(move || {
+            for _ in 1..count {
+                std::thread::sleep(Duration::from_secs(1));
+                if let Err(e) = arp::announce(&interface, address, mac) {
+                    tracing::warn!(error = format!("{e:#}"), "gratuitous ARP failed");
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+struct RefreshLoop {
+    steps: Vec<Vec<Step>>,
+    announcer: Arc<Mutex<Announcer>>,
+}
+
+impl RefreshLoop {
+    fn run(self) {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let due: Vec<(GroupId, usize)> = {
+                let mut a = self.announcer.lock().expect("announcer");
+                let now = Instant::now();
+                let due: Vec<_> = a
+                    .active
+                    .iter()
+                    .filter(|(_, (next, _))| *next <= now)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in &due {
+                    if let Some((next, period)) = a.active.get_mut(key) {
+                        *next = now + *period;
+                    }
+                }
+                due
+            };
+            for (group, step) in due {
+                if let Some(Step::Fip(fip)) = self.steps.get(group).and_then(|s| s.get(step))
+                    && let Err(e) = arp::announce(&fip.interface, fip.address.addr(), None)
+                {
+                    tracing::warn!(error = format!("{e:#}"), "ARP refresh failed");
+                }
+            }
+        }
+    }
+}
+
+/// The IPv4 addresses of every interface of this host (its network namespace).
+pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
+    let mut out: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+        names.insert(ifaddr.interface_name.clone());
+        let (Some(address), Some(mask)) = (
+            ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()),
+            ifaddr.netmask.as_ref().and_then(|a| a.as_sockaddr_in()),
+        ) else {
+            continue;
+        };
+        let prefix = u32::from(mask.ip()).count_ones() as u8;
+        if let Ok(net) = Ipv4Net::new(address.ip(), prefix) {
+            out.entry(ifaddr.interface_name).or_default().push(net);
+        }
+    }
+    for name in names {
+        out.entry(name).or_default();
+    }
+    Ok(out)
+}

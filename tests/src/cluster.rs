@@ -1,0 +1,229 @@
+//! Real `fwclusterd` processes in a lab: configuration and key files, start, stop, kill, and
+//! reading their logs.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write as _,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::Lab;
+
+/// The `fwclusterd` binary of this build (built on demand).
+pub fn fwclusterd() -> Result<PathBuf> {
+    binary("fwclusterd")
+}
+
+/// A binary of the cluster-ctl package, built with the profile of the running test.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().context("exe dir")?.to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    let release = dir.ends_with("release");
+    let mut build = std::process::Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet", "-p", "cluster-ctl", "--bin", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().context("building cluster-ctl binaries")?;
+    if !status.success() {
+        bail!("cargo build -p cluster-ctl --bin {name} failed");
+    }
+    Ok(path)
+}
+
+/// A cluster of daemons in a lab.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    daemons: BTreeMap<String, Child>,
+    logs: BTreeMap<String, PathBuf>,
+    binary: PathBuf,
+}
+
+/// Writes a random cluster key readable only by its owner.
+pub fn write_key(path: &Path) -> Result<()> {
+    let mut key = [0u8; 32];
+    getrandom(&mut key)?;
+    let mut file = fs::File::create(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    writeln!(file, "{}", hex_encode(&key))?;
+    Ok(())
+}
+
+fn getrandom(buffer: &mut [u8]) -> Result<()> {
+    let mut file = fs::File::open("/dev/urandom")?;
+    std::io::Read::read_exact(&mut file, buffer)?;
+    Ok(())
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Cluster {
+    /// Prepares a cluster whose configuration is `config_body` (everything after `[cluster]`'s
+    /// name and key, which this fills in: the cluster is named after the lab so its pins are
+    /// the lab's).
+    pub fn new(lab: &Lab, config_body: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("fwcluster-test")
+            .tempdir()?;
+        let key = dir.path().join("cluster.key");
+        write_key(&key)?;
+        let config = dir.path().join("cluster.toml");
+        let text = format!(
+            "[cluster]\nname = \"{}\"\nkey_file = \"{}\"\n{}",
+            lab.prefix(),
+            key.display(),
+            config_body
+        );
+        fs::write(&config, text)?;
+        Ok(Self {
+            dir,
+            config,
+            daemons: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            binary: fwclusterd()?,
+        })
+    }
+
+    /// Starts the daemon of `host` inside its namespace; its log goes to a file.
+    pub fn start(&mut self, lab: &Lab, host: &str) -> Result<()> {
+        let log_path = self.dir.path().join(format!("{host}.log"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let run_dir = self.dir.path().join(format!("run-{host}"));
+        fs::create_dir_all(&run_dir)?;
+        let child = lab
+            .command(host, self.binary.to_str().context("path")?)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--node", host])
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting fwclusterd on {host}"))?;
+        self.daemons.insert(host.to_owned(), child);
+        self.logs.insert(host.to_owned(), log_path);
+        Ok(())
+    }
+
+    pub fn pid(&self, host: &str) -> Option<u32> {
+        self.daemons.get(host).map(Child::id)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, host: &str) -> Result<()> {
+        if let Some(mut child) = self.daemons.remove(host) {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and wait for the daemon to exit (at most `timeout`).
+    pub fn stop(&mut self, host: &str, timeout: Duration) -> Result<()> {
+        let Some(mut child) = self.daemons.remove(host) else {
+            return Ok(());
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("fwclusterd on {host} exited with {status}");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("fwclusterd on {host} did not stop within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the daemon process still runs.
+    pub fn running(&mut self, host: &str) -> bool {
+        self.daemons
+            .get_mut(host)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The log of a host.
+    pub fn log(&self, host: &str) -> String {
+        self.logs
+            .get(host)
+            .and_then(|p| fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Log lines of a host with message id `id`.
+    pub fn lines_with(&self, host: &str, id: &str) -> Vec<String> {
+        let needle = format!("id=\"{id}\"");
+        self.log(host)
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until `host` logged a line with `id` containing `text`; returns the line.
+    pub fn wait_for(&self, host: &str, id: &str, text: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .lines_with(host, id)
+                .into_iter()
+                .find(|l| l.contains(text))
+            {
+                return Ok(line);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{host} did not log {id} {text:?} within {timeout:?}; log:\n{}",
+                    self.log(host)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.daemons) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The wall-clock time at the start of a log line (RFC 3339, as tracing's fmt writes it).
+pub fn line_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.split_whitespace().next()?;
+    let parsed = humantime::parse_rfc3339_weak(stamp.trim_end_matches('Z')).ok()?;
+    Some(parsed)
+}
