@@ -15,10 +15,13 @@ use cluster_common::{AddressEntry, AddressKey, AddressKind};
 use crate::{
     catalog,
     config::{Config, XdpModeConfig},
+    control::{GroupOp, Request, Response},
     dataplane::{self, Dataplane, DataplaneError, ModePreference},
+    engine::Command,
     engine::{Action, Engine, EngineConfig, Event, GroupId, Nanos},
     heartbeat::{self, Inbound, Transport, wire::Kind},
     resources::{Resources, StepOutcome},
+    status::{Extras, StatusView, XdpView},
 };
 
 /// How the daemon was started.
@@ -48,6 +51,8 @@ pub enum Input {
     },
     /// SIGTERM or SIGINT.
     Terminate,
+    /// A request on the control socket.
+    Control(crate::control::Pending),
 }
 
 struct Daemon {
@@ -126,6 +131,13 @@ pub fn run(options: Options) -> Result<()> {
             })?;
     }
     let resources = Resources::start(&config, me, inputs.clone())?;
+    {
+        let inputs = inputs.clone();
+        crate::control::serve(
+            &crate::control::socket_path(&options.run_dir, &node),
+            move |pending| inputs.send(Input::Control(pending)).is_ok(),
+        )?;
+    }
     tracing::info!(
         id = catalog::DAEMON_STARTED.id,
         node,
@@ -289,11 +301,17 @@ impl Daemon {
         let interval = self.config.cluster.heartbeat_interval;
         let mut next_tick = Instant::now();
         loop {
+            // The tick comes first when it is due, however busy the inputs are: a flood of
+            // packets must not delay lease renewal and heartbeats.
             let wait = next_tick.saturating_duration_since(Instant::now());
-            let input = match receiver.recv_timeout(wait) {
-                Ok(input) => Some(input),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => bail!("all input channels closed"),
+            let input = if wait.is_zero() {
+                None
+            } else {
+                match receiver.recv_timeout(wait) {
+                    Ok(input) => Some(input),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => bail!("all input channels closed"),
+                }
             };
             let now = self.now();
             let event = match input {
@@ -340,6 +358,11 @@ impl Daemon {
                 Some(Input::Step(outcome)) => outcome.into_event(),
                 Some(Input::Ipw { group, entry, ok }) => Event::Ipw { group, entry, ok },
                 Some(Input::Tiebreaker { reachable }) => Event::Tiebreaker { reachable },
+                Some(Input::Control(pending)) => {
+                    let response = self.control(now, pending.request)?;
+                    let _ = pending.reply.send(response);
+                    continue;
+                }
                 Some(Input::Terminate) => {
                     tracing::warn!(id = catalog::DAEMON_STOPPING.id, "stopping");
                     Event::Shutdown
@@ -350,6 +373,94 @@ impl Daemon {
                 return Ok(());
             }
         }
+    }
+
+    fn control(&mut self, now: Nanos, request: Request) -> Result<Response> {
+        Ok(match request {
+            Request::Status => Response::Status {
+                view: Box::new(self.status_view(now)?),
+            },
+            Request::Group { op, group, to } => {
+                let Some(g) = self.config.group.iter().position(|c| c.name == group) else {
+                    return Ok(Response::Refused {
+                        message: format!("no group named {group}"),
+                    });
+                };
+                let to = match to {
+                    None => None,
+                    Some(name) => match self.config.server_index(&name) {
+                        Some(n) => Some(n),
+                        None => {
+                            return Ok(Response::Refused {
+                                message: format!("no server named {name}"),
+                            });
+                        }
+                    },
+                };
+                let command = match op {
+                    GroupOp::Start => Command::Start { group: g },
+                    GroupOp::Stop => Command::Stop { group: g },
+                    GroupOp::Move => Command::Move { group: g, to },
+                };
+                match self.engine.command(now, command) {
+                    Ok(actions) => {
+                        tracing::warn!(id = catalog::COMMAND.id, ?op, group, "command accepted");
+                        self.execute(actions)?;
+                        Response::Accepted {
+                            message: format!("{op:?} of {group} accepted").to_lowercase(),
+                        }
+                    }
+                    Err(refusal) => {
+                        tracing::warn!(id = catalog::COMMAND.id, ?op, group, refusal = %refusal, "command refused");
+                        Response::Refused {
+                            message: refusal.to_string(),
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn status_view(&self, now: Nanos) -> Result<StatusView> {
+        let counters = self.dataplane.counters()?;
+        let xdp_counters = [
+            ("packets", counters.packets),
+            ("arp_requests", counters.arp_requests),
+            ("arp_replies", counters.arp_replies),
+            ("arp_not_owned", counters.arp_not_owned),
+            ("arp_lease_expired", counters.arp_lease_expired),
+            ("malformed", counters.malformed),
+            ("flow_passed", counters.flow_passed),
+            ("flow_dropped", counters.flow_dropped),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let extras = Extras {
+            xdp: self
+                .dataplane
+                .attachments()?
+                .into_iter()
+                .map(|a| XdpView {
+                    interface: a.ifname,
+                    mode: a.mode.as_str().to_uppercase(),
+                })
+                .collect(),
+            xdp_counters,
+            rejected_packets: self
+                .transport
+                .rejected
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            exec_pids: self.resources.exec_pids(),
+        };
+        Ok(StatusView::build(
+            &self.config,
+            &self.engine.status(now),
+            extras,
+        ))
     }
 
     fn send(&self, kind: Kind) {

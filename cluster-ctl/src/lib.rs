@@ -1,8 +1,11 @@
 //! fwcluster's controller: the library behind `fwclusterd`, `clpstat`, `clpgrp` and `clpcfg`.
 pub mod catalog;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;
 pub mod heartbeat;
 pub mod resources;
+pub mod status;

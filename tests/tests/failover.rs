@@ -68,24 +68,60 @@ fn hot_standby_node_failure_moves_every_address_to_the_standby() -> anyhow::Resu
     let mut cluster = Cluster::new(&lab, HOT_STANDBY)?;
     cluster.start(&lab, FWS1)?;
     cluster.start(&lab, FWS2)?;
-    cluster.wait_for(FWS1, "FWC201", "group0 is active on fws1", Duration::from_secs(5))?;
+    cluster.wait_for(
+        FWS1,
+        "FWC201",
+        "group0 is active on fws1",
+        Duration::from_secs(5),
+    )?;
     let fws1 = lab.mac(FWS1, INET_IF)?;
     let fws2 = lab.mac(FWS2, INET_IF)?;
-    assert_eq!(answerers(&lab, GROUP0_INET_FIP), vec![fws1], "{}", cluster.log(FWS1));
+    assert_eq!(
+        answerers(&lab, GROUP0_INET_FIP),
+        vec![fws1],
+        "{}",
+        cluster.log(FWS1)
+    );
     assert_eq!(answerers(&lab, GROUP0_PARP), vec![fws1]);
     // The FIP is on fws1's interface with its label, not on fws2's.
-    let addresses = String::from_utf8(lab.run(FWS1, "ip", &["-o", "addr", "show", "dev", "eth0"])?.stdout)?;
-    assert!(addresses.contains("192.0.2.10/24") && addresses.contains("eth0:1"), "{addresses}");
-    let addresses = String::from_utf8(lab.run(FWS2, "ip", &["-o", "addr", "show", "dev", "eth0"])?.stdout)?;
+    let addresses = String::from_utf8(
+        lab.run(FWS1, "ip", &["-o", "addr", "show", "dev", "eth0"])?
+            .stdout,
+    )?;
+    assert!(
+        addresses.contains("192.0.2.10/24") && addresses.contains("eth0:1"),
+        "{addresses}"
+    );
+    let addresses = String::from_utf8(
+        lab.run(FWS2, "ip", &["-o", "addr", "show", "dev", "eth0"])?
+            .stdout,
+    )?;
     assert!(!addresses.contains("192.0.2.10/"), "{addresses}");
     // The internet client reaches the DMZ through the floating gateway.
     assert!(lab.ping(INET_CLIENT, "203.0.113.101".parse()?, 2)? >= 1);
 
     lab.cut_host(FWS1)?;
-    cluster.wait_for(FWS2, "FWC201", "group0 is active on fws2", Duration::from_secs(2))?;
-    assert!(wait_answer(&lab, GROUP0_INET_FIP, fws2, Duration::from_secs(1)), "{}", cluster.log(FWS2));
+    cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(2),
+    )?;
+    assert!(
+        wait_answer(&lab, GROUP0_INET_FIP, fws2, Duration::from_secs(1)),
+        "{}",
+        cluster.log(FWS2)
+    );
     assert_eq!(answerers(&lab, GROUP0_PARP), vec![fws2]);
-    let line = cluster.wait_for(FWS2, "FWC201", "group0 is active on fws2", Duration::from_secs(1))?;
-    assert!(line.contains("ACT_FAILOVER") && line.contains("fws1 went down"), "{line}");
+    let line = cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(1),
+    )?;
+    assert!(
+        line.contains("ACT_FAILOVER") && line.contains("fws1 went down"),
+        "{line}"
+    );
     Ok(())
 }

@@ -510,6 +510,10 @@ struct LocalGroup {
     lease_until: Nanos,
     /// Last node known to hold the group (for the failover cause).
     last_holder: Option<NodeId>,
+    /// Environment of the last start or stop here.
+    environment: &'static str,
+    /// Another node held the group too (while online here): re-announce when it gives up.
+    contested: bool,
 }
 
 /// The state machine of one node.
@@ -554,6 +558,8 @@ pub struct GroupStatus {
     pub nodes: Vec<Option<GroupReport>>,
     /// Retries used per step on this node.
     pub retries: Vec<u32>,
+    /// The environment of the last start or stop here (ACT_NORMAL, …, DEACT_ILLEGAL).
+    pub environment: &'static str,
 }
 
 impl Engine {
@@ -584,6 +590,8 @@ impl Engine {
                 max_epoch: 0,
                 lease_until: 0,
                 last_holder: None,
+                environment: ActReason::Normal.as_env(),
+                contested: false,
             })
             .collect();
         let peers = (0..cfg.nodes.len()).map(|_| Peer::new(cfg.links)).collect();
@@ -739,6 +747,7 @@ impl Engine {
                         })
                         .collect(),
                     retries: self.groups[g].retries.clone(),
+                    environment: self.groups[g].environment,
                 })
                 .collect(),
         }
@@ -835,6 +844,12 @@ impl Engine {
             peer.unready_since = None;
             out.push(Action::Notify(Notice::PeerOnline { peer: from }));
             out.push(Action::SendNow);
+            // The peer may have followed another holder while apart: announce what runs here.
+            for (g, group) in self.groups.iter().enumerate() {
+                if group.state == GroupState::Online {
+                    out.push(Action::Reannounce { group: g });
+                }
+            }
         }
     }
 
@@ -1266,6 +1281,7 @@ impl Engine {
         }
         local.state = GroupState::Deactivating;
         local.deact_reason = reason;
+        local.environment = reason.as_env();
         local.deact_cause = cause;
         local.then = then;
         local.claim = None;
@@ -1504,9 +1520,14 @@ impl Engine {
             );
             return;
         }
+        // Another holder (a partition healed): it will give up; announce again once it did,
+        // so clients that followed it come back.
         if !holders.is_empty() {
-            out.push(Action::Reannounce { group: g });
+            self.groups[g].contested = true;
             return;
+        }
+        if std::mem::take(&mut self.groups[g].contested) {
+            out.push(Action::Reannounce { group: g });
         }
         if !self.groups[g].wanted {
             self.deactivate(

@@ -46,6 +46,16 @@ pub struct Running {
     generation: u64,
 }
 
+impl Running {
+    /// (group, step) → pid of every running monitored process.
+    pub fn pids(&self) -> Vec<((GroupId, usize), u32)> {
+        self.children
+            .iter()
+            .map(|(k, (pid, _))| (*k, *pid as u32))
+            .collect()
+    }
+}
+
 /// How long a monitored process must stay up to count as started.
 const START_GRACE: Duration = Duration::from_millis(200);
 

@@ -309,6 +309,22 @@ impl Resources {
         });
     }
 
+    /// PIDs of the running monitored processes, by resource name.
+    pub fn exec_pids(&self) -> BTreeMap<String, u32> {
+        self.execs
+            .lock()
+            .expect("running lock")
+            .pids()
+            .into_iter()
+            .filter_map(
+                |((group, step), pid)| match self.steps.get(group)?.get(step)? {
+                    Step::Exec(e) => Some((e.name.clone(), pid)),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
     /// Announces every address of a group again (after a partition healed).
     pub fn reannounce(&self, group: GroupId) {
         let Some(steps) = self.steps.get(group).cloned() else {

@@ -1,113 +1,242 @@
-//! `cargo xtask demo`: fwcluster on the seed network.
+//! `cargo xtask demo`: fwcluster on the seed network, end to end.
 //!
-//! Brings the seed network up in namespaces, attaches the XDP data path on both firewalls'
-//! internet interfaces with group0's floating address configured on both, gives group0 to fws1,
-//! and shows from the internet client that only fws1 answers ARP for it (fws2's program keeps
-//! its kernel silent). Then it moves group0 to fws2 and shows the answer move, and tears down.
+//! Both firewalls start `fwclusterd` (hot standby, 10 ms heartbeats, 30 ms timeout); `clpstat`
+//! shows the cluster; the internet client probes the gateway every millisecond while the
+//! primary loses all its links; the standby takes over and the client-visible outage is
+//! printed; the primary returns (manual failback: the group stays), `clpgrp -m` moves it back,
+//! and everything is torn down.
 
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
-use cluster_common::{AddressEntry, AddressKey, AddressKind};
-use cluster_ctl::dataplane::Dataplane;
 use fwcluster_lab::{
     Lab,
     arp::format_mac,
-    seed::{self, FWS1, FWS2, GROUP0_INET_FIP, INET_CLIENT, INET_IF},
-    xdp,
+    cluster::{self, Cluster},
+    seed::{self, FWS1, FWS2, GROUP0_INET_FIP, INET_CLIENT, INET_IF, INTRA_CLIENT1_ADDRESS},
+    traffic::{Probe, ProbeResult},
 };
 
-const GROUP0: u32 = 0;
-const LEASE: Duration = Duration::from_secs(30);
+const CONFIG: &str = r#"heartbeat_interval = "10ms"
+heartbeat_timeout = "30ms"
+wait_timeout = "200ms"
+
+[[server]]
+name = "fws1"
+interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
+
+[[server]]
+name = "fws2"
+interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
+
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+failback = "manual"
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+
+  [[group.fip]]
+  address = "198.51.100.10/24"
+  interface = "eth1"
+
+  [[group.fip]]
+  address = "203.0.113.10/24"
+  interface = "eth2"
+
+  [[group.parp]]
+  address = "192.0.2.20"
+  interface = "eth0"
+
+  [[group.ipw]]
+  targets = ["192.0.2.254"]
+  interval = "200ms"
+  timeout = "300ms"
+"#;
+
+fn tool(lab: &Lab, cluster: &Cluster, host: &str, name: &str, args: &[&str]) -> Result<String> {
+    let binary = cluster::binary(name)?;
+    let output = lab
+        .command(host, binary.to_str().context("path")?)
+        .args(args)
+        .args(["--node", host, "--run-dir"])
+        .arg(cluster.dir.path().join(format!("run-{host}")))
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        let tail = |h: &str| {
+            let log = cluster.log(h);
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("FWC107")).collect();
+            lines[lines.len().saturating_sub(120)..].join("\n")
+        };
+        anyhow::bail!(
+            "{name} {args:?} on {host} failed: {text}\n--- fws1 log ---\n{}\n--- fws2 log ---\n{}",
+            tail(FWS1),
+            tail(FWS2)
+        );
+    }
+    Ok(text)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn report(what: &str, gateway: &ProbeResult, through: &ProbeResult) {
+    println!(
+        "  {what}: gateway {GROUP0_INET_FIP}: {} of {} probes lost, outage {:.0} ms; \
+         through it to {INTRA_CLIENT1_ADDRESS}: {} lost, outage {:.0} ms",
+        gateway.lost(),
+        gateway.sent(),
+        gateway.outage().as_secs_f64() * 1e3,
+        through.lost(),
+        through.outage().as_secs_f64() * 1e3
+    );
+}
+
+fn probes(lab: &Lab) -> Result<(Probe, Probe)> {
+    let period = Duration::from_millis(1);
+    Ok((
+        Probe::start(lab.ns(INET_CLIENT), GROUP0_INET_FIP, period)?,
+        Probe::start(lab.ns(INET_CLIENT), INTRA_CLIENT1_ADDRESS, period)?,
+    ))
+}
 
 fn main() -> Result<()> {
-    println!("== fwcluster demo: the seed network ==");
+    println!("== fwcluster demo: hot standby on the seed network ==");
+    // The tools the demo runs are built before the clock starts.
+    for name in ["fwclusterd", "clpstat", "clpgrp"] {
+        cluster::binary(name)?;
+    }
     let lab = seed::build().context("building the seed network")?;
     println!(
-        "namespaces up: {} (prefix {})",
+        "network up: {} namespaces (prefix {})",
         lab.namespaces().len(),
         lab.prefix()
     );
-    let mut nodes = Vec::new();
-    for (node_id, host) in [FWS1, FWS2].into_iter().enumerate() {
-        let (mut dataplane, attachments) = xdp::open_node(&lab, host, node_id as u32, &[INET_IF])?;
-        for a in &attachments {
-            println!(
-                "{host}: XDP attached on {} in {} mode, pins in {}",
-                a.ifname,
-                a.mode.as_str(),
-                dataplane.pin_dir().display()
-            );
-        }
-        let key = AddressKey {
-            ifindex: xdp::ifindex(&lab, host, INET_IF)?,
-            addr: u32::from_ne_bytes(GROUP0_INET_FIP.octets()),
-        };
-        let entry = AddressEntry {
-            lease: GROUP0,
-            hit_slot: 0,
-            mac: lab.mac(host, INET_IF)?,
-            kind: AddressKind::Fip as u8,
-            _pad: 0,
-        };
-        dataplane.set_addresses([(&key, &entry)])?;
-        lab.run(
-            host,
-            "ip",
-            &["addr", "add", "192.0.2.10/24", "dev", INET_IF],
-        )?;
-        nodes.push(dataplane);
-    }
+    let mut cluster = Cluster::new(&lab, CONFIG)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC201",
+        "group0 is active on fws1",
+        Duration::from_secs(10),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    println!("\n$ clpstat -s    (on fws1)");
+    print!(
+        "{}",
+        indent(&tool(&lab, &cluster, FWS1, "clpstat", &["-s"])?)
+    );
+    println!("$ clpstat -n    (on fws2)");
+    print!(
+        "{}",
+        indent(&tool(&lab, &cluster, FWS2, "clpstat", &["-n"])?)
+    );
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let fws2 = lab.mac(FWS2, INET_IF)?;
     println!(
-        "group0 FIP {GROUP0_INET_FIP} configured on both firewalls' {INET_IF} (the kernel of each would answer)"
+        "fws1 eth0 is {}, fws2 eth0 is {}",
+        format_mac(&fws1),
+        format_mac(&fws2)
     );
 
-    nodes[0].acquire(GROUP0, 1, LEASE)?;
-    nodes[1].release(GROUP0, 1)?;
-    println!("\ngroup0 owned by fws1 (epoch 1)");
-    expect_only(&lab, FWS1, &nodes)?;
-
-    nodes[0].release(GROUP0, 2)?;
-    nodes[1].acquire(GROUP0, 2, LEASE)?;
-    println!("\ngroup0 moved to fws2 (epoch 2): one lease update per node");
-    expect_only(&lab, FWS2, &nodes)?;
-
-    for dataplane in nodes {
-        dataplane.uninstall()?;
-    }
-    drop(lab);
-    println!("\nteardown: XDP detached, pins and namespaces removed");
-    Ok(())
-}
-
-fn expect_only(lab: &Lab, owner: &str, nodes: &[Dataplane]) -> Result<()> {
+    println!("\n-- the primary fws1 loses every link --");
+    let (gateway, through) = probes(&lab)?;
+    std::thread::sleep(Duration::from_millis(300));
+    lab.cut_host(FWS1)?;
+    cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(5),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (gateway, through) = (gateway.finish()?, through.finish()?);
+    report("failover", &gateway, &through);
     let answers = lab.arp_request(
         INET_CLIENT,
         "eth0",
         GROUP0_INET_FIP,
-        Duration::from_millis(300),
+        Duration::from_millis(200),
     )?;
-    println!("inet-client: who-has {GROUP0_INET_FIP}?");
-    for a in &answers {
-        println!(
-            "  reply: {GROUP0_INET_FIP} is-at {} after {:.0} µs",
-            format_mac(&a.mac),
-            a.elapsed.as_secs_f64() * 1e6
-        );
-    }
-    for (host, node) in [FWS1, FWS2].iter().zip(nodes) {
-        let c = node.counters()?;
-        println!(
-            "  {host}: {} requests, {} replies, {} dropped as not owned",
-            c.arp_requests, c.arp_replies, c.arp_not_owned
-        );
-    }
-    let owner_mac = lab.mac(owner, INET_IF)?;
-    ensure!(
-        answers.len() == 1 && answers[0].mac == owner_mac,
-        "expected exactly one answer from {owner} ({}), got {answers:?}",
-        format_mac(&owner_mac)
+    println!(
+        "  who-has {GROUP0_INET_FIP}: {:?}",
+        answers
+            .iter()
+            .map(|a| format_mac(&a.mac))
+            .collect::<Vec<_>>()
     );
-    println!("  => answered by {owner} only");
+    ensure!(
+        answers.len() == 1 && answers[0].mac == fws2,
+        "fws2 must answer alone"
+    );
+    println!("\n$ clpstat -s    (on fws2)");
+    print!(
+        "{}",
+        indent(&tool(&lab, &cluster, FWS2, "clpstat", &["-s"])?)
+    );
+
+    println!("-- fws1 returns: the interconnects heal, failback is manual --");
+    lab.restore_host(FWS1)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC202",
+        "group0 is not active on fws1",
+        Duration::from_secs(5),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = lab.arp_request(
+        INET_CLIENT,
+        "eth0",
+        GROUP0_INET_FIP,
+        Duration::from_millis(200),
+    )?;
+    ensure!(
+        answers.len() == 1 && answers[0].mac == fws2,
+        "group0 stays on fws2"
+    );
+    println!("  group0 stays on fws2 (roles inverted)");
+
+    println!("\n$ clpgrp -m -g group0    (on fws2, where it runs)");
+    let (gateway, through) = probes(&lab)?;
+    std::thread::sleep(Duration::from_millis(200));
+    print!(
+        "{}",
+        indent(&tool(
+            &lab,
+            &cluster,
+            FWS2,
+            "clpgrp",
+            &["-m", "-g", "group0"]
+        )?)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (gateway, through) = (gateway.finish()?, through.finish()?);
+    report("planned move", &gateway, &through);
+    println!("\n$ clpstat -s    (on fws1)");
+    print!(
+        "{}",
+        indent(&tool(&lab, &cluster, FWS1, "clpstat", &["-s"])?)
+    );
+
+    for host in [FWS1, FWS2] {
+        cluster.stop(host, Duration::from_secs(10))?;
+    }
+    drop(cluster);
+    drop(lab);
+    let leftovers = Command::new("ip").args(["netns", "list"]).output()?;
+    ensure!(
+        !String::from_utf8_lossy(&leftovers.stdout).contains("fwl"),
+        "namespaces left behind"
+    );
+    println!("\nteardown: daemons stopped, XDP detached, pins and namespaces removed");
     Ok(())
 }

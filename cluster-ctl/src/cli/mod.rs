@@ -1,0 +1,50 @@
+//! The operator commands, one module each; the binaries only call `main`.
+
+pub mod clpgrp;
+pub mod clpstat;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::control::{self, Request, Response};
+
+/// How a command finds the daemon (R-CLI-3).
+#[derive(Args, Clone, Debug)]
+pub struct Target {
+    /// This node's name (default: $FWCLUSTER_NODE, else the short host name).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Control socket (default: <run-dir>/<node>.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Directory of the control sockets.
+    #[arg(long, default_value = "/run/fwcluster")]
+    pub run_dir: PathBuf,
+}
+
+impl Target {
+    pub fn socket(&self) -> Result<PathBuf> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        let node = crate::config::node_name(self.node.as_deref()).map_err(anyhow::Error::msg)?;
+        Ok(control::socket_path(&self.run_dir, &node))
+    }
+
+    pub fn request(&self, request: &Request) -> Result<Response> {
+        control::request(&self.socket()?, request)
+    }
+}
+
+/// Runs a command's body; prints errors as one line `name: message` and exits non-zero.
+pub fn run(name: &str, body: impl FnOnce() -> Result<()>) -> std::process::ExitCode {
+    match body() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! What `clpstat` shows: a serializable view of the cluster from one node, and the three screens
+//! of the seed (`-s` status, `-n` interconnect map, `-i` configuration).
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{Config, Failback, Recover, StartMode},
+    engine::{GroupState, Status},
+};
+
+/// One resource line of `clpstat -s`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceView {
+    pub name: String,
+    /// `ipw`, `fip`, `parp`, `exec`.
+    pub kind: String,
+    /// Runs on every server (`<A>`, IPW) or on the active one (`<U>`).
+    pub all_servers: bool,
+    /// Address lines, or `S:`/`W:` and `E:` paths.
+    pub details: Vec<String>,
+    /// Per server: ONLINE, OFFLINE, ERROR or UNKNOWN.
+    pub states: Vec<String>,
+    pub recover: String,
+    /// Retries used here / allowed.
+    pub retry: (u32, u32),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: String,
+    /// Per server: ONLINE, OFFLINE, STARTING, STOPPING, ERROR or UNKNOWN.
+    pub states: Vec<String>,
+    /// Per server: its position in the policy ("1st", "2nd", …, or "-").
+    pub policy: Vec<String>,
+    /// Per server: ALLOW, DENY or UNKNOWN.
+    pub starting: Vec<String>,
+    pub resources: Vec<ResourceView>,
+    /// Epoch of the ownership on each server.
+    pub epochs: Vec<Option<u64>>,
+    pub environment: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerView {
+    pub name: String,
+    /// ONLINE or OFFLINE.
+    pub status: String,
+    pub interconnect: Vec<String>,
+    /// Per link: heartbeats of this server arrive here (always true for the local server).
+    pub links: Vec<bool>,
+    /// Per link as this server reports it (it hears the local server), if known.
+    pub heard_by_it: Option<Vec<bool>>,
+    pub config_mismatch: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpView {
+    pub interface: String,
+    pub mode: String,
+}
+
+/// Everything `clpstat` can show, as one node sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub cluster: String,
+    pub version: String,
+    /// Index of the server that answered.
+    pub local: usize,
+    pub servers: Vec<ServerView>,
+    pub groups: Vec<GroupView>,
+    pub xdp: Vec<XdpView>,
+    pub xdp_counters: BTreeMap<String, u64>,
+    pub rejected_packets: BTreeMap<String, u64>,
+    /// PIDs of running monitored EXEC processes, by resource name.
+    pub exec_pids: BTreeMap<String, u32>,
+    pub config: Config,
+}
+
+fn ordinal(n: usize) -> String {
+    match n + 1 {
+        1 => "1st".into(),
+        2 => "2nd".into(),
+        3 => "3rd".into(),
+        k => format!("{k}th"),
+    }
+}
+
+fn dotted_mask(prefix: u8) -> String {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    std::net::Ipv4Addr::from(mask).to_string()
+}
+
+/// Address `a.b.c.d/255.255.255.0`, as the seed prints it.
+pub fn address_with_mask(net: &ipnet::Ipv4Net) -> String {
+    format!("{}/{}", net.addr(), dotted_mask(net.prefix_len()))
+}
+
+impl StatusView {
+    /// Builds the view from the engine's snapshot and the configuration.
+    pub fn build(config: &Config, status: &Status, extras: Extras) -> Self {
+        let servers = config
+            .server
+            .iter()
+            .enumerate()
+            .map(|(n, s)| ServerView {
+                name: s.name.clone(),
+                status: if status.online[n] {
+                    "ONLINE"
+                } else {
+                    "OFFLINE"
+                }
+                .into(),
+                interconnect: s.interconnect.iter().map(address_with_mask).collect(),
+                links: status.links[n].clone(),
+                heard_by_it: status.peer_links[n].map(|bits| {
+                    (0..s.interconnect.len())
+                        .map(|l| bits & (1 << l) != 0)
+                        .collect()
+                }),
+                config_mismatch: status.mismatch.get(n).copied().unwrap_or(false),
+            })
+            .collect();
+        let groups = config
+            .group
+            .iter()
+            .enumerate()
+            .map(|(g, group)| {
+                let nodes = &status.groups[g].nodes;
+                let policy = (0..config.server.len())
+                    .map(|n| {
+                        group
+                            .policy
+                            .iter()
+                            .position(|p| *p == config.server[n].name)
+                            .map_or("-".into(), ordinal)
+                    })
+                    .collect();
+                let states = nodes
+                    .iter()
+                    .map(|r| r.map_or("UNKNOWN".into(), |r| r.state.as_str().to_owned()))
+                    .collect();
+                let starting = nodes
+                    .iter()
+                    .map(|r| {
+                        r.map_or("UNKNOWN".into(), |r| {
+                            if r.deny { "DENY" } else { "ALLOW" }.into()
+                        })
+                    })
+                    .collect();
+                let step_state = |step: usize| -> Vec<String> {
+                    nodes
+                        .iter()
+                        .map(|r| match r {
+                            None => "UNKNOWN".into(),
+                            Some(r) if r.errors & (1 << step.min(30)) != 0 => "ERROR".into(),
+                            Some(r)
+                                if matches!(
+                                    r.state,
+                                    GroupState::Online
+                                        | GroupState::Deactivating
+                                        | GroupState::Activating
+                                ) =>
+                            {
+                                "ONLINE".into()
+                            }
+                            Some(_) => "OFFLINE".into(),
+                        })
+                        .collect()
+                };
+                let retries = &status.groups[g].retries;
+                let mut resources = Vec::new();
+                for (k, ipw) in group.ipw.iter().enumerate() {
+                    resources.push(ResourceView {
+                        name: format!("{}-ipw{k}", group.name),
+                        kind: "ipw".into(),
+                        all_servers: true,
+                        details: vec![
+                            ipw.targets
+                                .iter()
+                                .map(|t| t.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" | "),
+                        ],
+                        states: nodes
+                            .iter()
+                            .map(|r| match r {
+                                None => "UNKNOWN".into(),
+                                Some(r) if r.healthy => "ONLINE".into(),
+                                Some(_) => "ERROR".into(),
+                            })
+                            .collect(),
+                        recover: ipw.recover.as_str().into(),
+                        retry: (ipw.retry, ipw.retry),
+                    });
+                }
+                let mut step = 0;
+                for (k, fip) in group.fip.iter().enumerate() {
+                    resources.push(ResourceView {
+                        name: format!("{}-fip{k}", group.name),
+                        kind: "fip".into(),
+                        all_servers: false,
+                        details: vec![address_with_mask(&fip.address)],
+                        states: step_state(step),
+                        recover: fip.recover.as_str().into(),
+                        retry: (retries.get(step).copied().unwrap_or(0), fip.retry),
+                    });
+                    step += 1;
+                }
+                for (k, parp) in group.parp.iter().enumerate() {
+                    resources.push(ResourceView {
+                        name: format!("{}-parp{k}", group.name),
+                        kind: "parp".into(),
+                        all_servers: false,
+                        details: vec![parp.address.to_string()],
+                        states: step_state(step),
+                        recover: parp.recover.as_str().into(),
+                        retry: (retries.get(step).copied().unwrap_or(0), parp.retry),
+                    });
+                    step += 1;
+                }
+                for (k, exec) in group.exec.iter().enumerate() {
+                    resources.push(ResourceView {
+                        name: format!("{}-exec{k}", group.name),
+                        kind: "exec".into(),
+                        all_servers: false,
+                        details: vec![
+                            format!("{}: {}", if exec.monitor { "W" } else { "S" }, exec.start),
+                            format!("E: {}", exec.stop),
+                        ],
+                        states: step_state(step),
+                        recover: exec.recover.as_str().into(),
+                        retry: (retries.get(step).copied().unwrap_or(0), exec.retry),
+                    });
+                    step += 1;
+                }
+                GroupView {
+                    name: group.name.clone(),
+                    states,
+                    policy,
+                    starting,
+                    resources,
+                    epochs: nodes.iter().map(|r| r.map(|r| r.epoch)).collect(),
+                    environment: status.groups[g].environment.into(),
+                }
+            })
+            .collect();
+        Self {
+            cluster: config.cluster.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            local: status.me,
+            servers,
+            groups,
+            xdp: extras.xdp,
+            xdp_counters: extras.xdp_counters,
+            rejected_packets: extras.rejected_packets,
+            exec_pids: extras.exec_pids,
+            config: config.clone(),
+        }
+    }
+}
+
+/// Facts from outside the engine.
+#[derive(Default)]
+pub struct Extras {
+    pub xdp: Vec<XdpView>,
+    pub xdp_counters: BTreeMap<String, u64>,
+    pub rejected_packets: BTreeMap<String, u64>,
+    pub exec_pids: BTreeMap<String, u32>,
+}
+
+const LABEL: usize = 22;
+const COLUMN: usize = 9;
+
+fn row(out: &mut String, label: &str, cells: &[String]) {
+    let _ = write!(out, "{label:<LABEL$}");
+    for cell in cells {
+        let _ = write!(out, "{cell:<COLUMN$}");
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+}
+
+fn rule(out: &mut String, servers: usize) {
+    out.push_str(&"-".repeat(LABEL + COLUMN * servers));
+    out.push('\n');
+}
+
+/// `clpstat -s`.
+pub fn render_status(view: &StatusView) -> String {
+    let mut out = String::from("===== CLUSTER STATUS =====\n");
+    for (n, server) in view.servers.iter().enumerate() {
+        let marker = if n == view.local { '*' } else { ' ' };
+        let line = format!("{marker} server{n} : {}", server.name);
+        if n == 0 {
+            let _ = writeln!(out, "{line:<32}{}", view.version);
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let headers: Vec<String> = (0..view.servers.len())
+        .map(|n| format!("server{n}"))
+        .collect();
+    row(&mut out, "", &headers);
+    rule(&mut out, view.servers.len());
+    let statuses: Vec<String> = view.servers.iter().map(|s| s.status.clone()).collect();
+    row(&mut out, "SERVER STATUS", &statuses);
+    for (g, group) in view.groups.iter().enumerate() {
+        row(&mut out, &format!("GROUP{g} STATUS"), &group.states);
+        row(&mut out, "POLICY", &group.policy);
+        row(&mut out, "STARTING", &group.starting);
+        for resource in &group.resources {
+            let tag = if resource.all_servers { "<A>" } else { "<U>" };
+            row(
+                &mut out,
+                &format!("{tag} {}", resource.name),
+                &resource.states,
+            );
+            for detail in &resource.details {
+                let _ = writeln!(out, "    {detail}");
+            }
+        }
+    }
+    rule(&mut out, view.servers.len());
+    for xdp in &view.xdp {
+        let _ = writeln!(out, "XDP {} : {}", xdp.interface, xdp.mode);
+    }
+    out
+}
+
+/// `clpstat -n`: every server's interconnects as seen from each server. For the local server
+/// that is what it hears; for a peer, what the peer reports hearing from the local server
+/// (other pairs are not known here: `-`).
+pub fn render_interconnects(view: &StatusView) -> String {
+    let mut out = String::from("===== INTERCONNECT INFORMATION =====\n");
+    for (n, server) in view.servers.iter().enumerate() {
+        let _ = writeln!(out, "server{n} : {}", server.name);
+    }
+    let count = view.servers.len();
+    let headers: Vec<String> = (0..count).map(|k| format!("server{k}")).collect();
+    for (n, server) in view.servers.iter().enumerate() {
+        out.push('\n');
+        let _ = writeln!(out, "[on server{n} : {}]", server.status);
+        row(&mut out, "address", &headers);
+        rule(&mut out, count);
+        for (link, address) in server.interconnect.iter().enumerate() {
+            let cells: Vec<String> = (0..count)
+                .map(|k| {
+                    let ok = if k == n {
+                        Some(true)
+                    } else if n == view.local {
+                        view.servers[k].links.get(link).copied()
+                    } else if k == view.local {
+                        server
+                            .heard_by_it
+                            .as_ref()
+                            .and_then(|h| h.get(link).copied())
+                    } else {
+                        None
+                    };
+                    match ok {
+                        Some(true) => "OK".into(),
+                        Some(false) => "NG".into(),
+                        None => "-".into(),
+                    }
+                })
+                .collect();
+            let address = address.split('/').next().unwrap_or(address);
+            row(&mut out, address, &cells);
+        }
+    }
+    out
+}
+
+fn recover_text(r: Recover) -> &'static str {
+    r.as_str()
+}
+
+/// `clpstat -i`.
+pub fn render_config(view: &StatusView) -> String {
+    let c = &view.config;
+    let mut out = String::from("===== CLUSTER INFORMATION =====\n");
+    let local = &view.servers[view.local].name;
+    let _ = writeln!(out, "SERVER : {local}");
+    out.push_str("-----\nCLUSTER :\n");
+    let secs = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let fields: Vec<(&str, String)> = vec![
+        ("STARTUP", "AUTO".into()),
+        ("WAIT timeout", secs(c.cluster.wait_timeout)),
+        ("HB port", c.cluster.heartbeat_port.to_string()),
+        ("HB interval", secs(c.cluster.heartbeat_interval)),
+        ("HB timeout", secs(c.cluster.heartbeat_timeout)),
+        ("API port", c.cluster.api_port.to_string()),
+        ("API timeout", secs(c.cluster.api_timeout)),
+        ("RECOVER", format!("{:?}", c.cluster.recover).to_uppercase()),
+        ("RETRY count", c.cluster.retry.to_string()),
+        (
+            "TIEBREAKER",
+            if c.cluster.tiebreakers.is_empty() {
+                "NONE".into()
+            } else {
+                c.cluster
+                    .tiebreakers
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        ),
+        (
+            "XDP mode",
+            format!("{:?}", c.cluster.xdp_mode).to_uppercase(),
+        ),
+    ];
+    for (k, v) in fields {
+        let _ = writeln!(out, "  {k:<14}: {v}");
+    }
+    for (n, server) in c.server.iter().enumerate() {
+        let _ = writeln!(out, "SERVER{n} : {}", server.name);
+        for (i, net) in server.interconnect.iter().enumerate() {
+            let _ = writeln!(out, "  INTERCONNECT{i} : {}", address_with_mask(net));
+        }
+    }
+    for (g, group) in c.group.iter().enumerate() {
+        let gv = &view.groups[g];
+        let _ = writeln!(out, "GROUP{g} : {}", group.name);
+        let start = match group.start {
+            StartMode::Auto => "AUTO",
+            StartMode::Manual => "MANUAL",
+        };
+        let failback = match group.failback {
+            Failback::Auto => "AUTO",
+            Failback::Manual => "MANUAL",
+        };
+        let policy: Vec<String> = group
+            .policy
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{i}:{n}"))
+            .collect();
+        let _ = writeln!(out, "  START          : {start}");
+        let _ = writeln!(out, "  FAILBACK       : {failback}");
+        let _ = writeln!(out, "  ENVIRONMENT    : {}", gv.environment);
+        let _ = writeln!(out, "  FAILOVER policy : {}", policy.join(" "));
+        for (k, ipw) in group.ipw.iter().enumerate() {
+            let _ = writeln!(out, "IPW{k} : {}-ipw{k}", group.name);
+            let _ = writeln!(out, "  TYPE           : ASR");
+            let targets: Vec<String> = ipw.targets.iter().map(|t| t.to_string()).collect();
+            let _ = writeln!(out, "  POLLING address : {}", targets.join(" | "));
+            let _ = writeln!(out, "  INTERVAL       : {}", secs(ipw.interval));
+            let _ = writeln!(out, "  TIMEOUT        : {}", secs(ipw.timeout));
+            let _ = writeln!(out, "  RECOVER        : {}", recover_text(ipw.recover));
+            let _ = writeln!(out, "  RETRY count    : {}/{}", ipw.retry, ipw.retry);
+        }
+        let resource = |name: &str| gv.resources.iter().find(|r| r.name == name);
+        let mut labels: BTreeMap<String, usize> = BTreeMap::new();
+        for (k, fip) in group.fip.iter().enumerate() {
+            let name = format!("{}-fip{k}", group.name);
+            let retry = resource(&name).map_or((0, fip.retry), |r| r.retry);
+            let interface = fip
+                .interface
+                .clone()
+                .unwrap_or_else(|| "(by subnet)".into());
+            let n = labels.entry(interface.clone()).or_insert(0);
+            *n += 1;
+            let _ = writeln!(out, "FIP{k} : {name}");
+            let _ = writeln!(out, "  TYPE           : USR");
+            let _ = writeln!(
+                out,
+                "  ADDRESS        : {}",
+                address_with_mask(&fip.address)
+            );
+            let _ = writeln!(out, "  INTERFACE      : {interface}:{n}");
+            let _ = writeln!(out, "  PING count     : {}", fip.ping_count);
+            let _ = writeln!(out, "  ARP count      : {}", fip.arp_count);
+            let _ = writeln!(out, "  RECOVER        : {}", recover_text(fip.recover));
+            let _ = writeln!(out, "  RETRY count    : {}/{}", retry.0, retry.1);
+        }
+        for (k, parp) in group.parp.iter().enumerate() {
+            let name = format!("{}-parp{k}", group.name);
+            let retry = resource(&name).map_or((0, parp.retry), |r| r.retry);
+            let _ = writeln!(out, "PARP{k} : {name}");
+            let _ = writeln!(out, "  TYPE           : USR");
+            let _ = writeln!(out, "  IP ADDRESS     : {}", parp.address);
+            let _ = writeln!(
+                out,
+                "  MAC ADDRESS    : {}",
+                parp.mac
+                    .map_or("(interface)".into(), |m| m.to_string().to_uppercase())
+            );
+            let _ = writeln!(out, "  INTERFACE      : {}", parp.interface);
+            let _ = writeln!(out, "  ARP count      : {}", parp.arp_count);
+            let _ = writeln!(out, "  RECOVER        : {}", recover_text(parp.recover));
+            let _ = writeln!(out, "  RETRY count    : {}/{}", retry.0, retry.1);
+        }
+        for (k, exec) in group.exec.iter().enumerate() {
+            let name = format!("{}-exec{k}", group.name);
+            let retry = resource(&name).map_or((0, exec.retry), |r| r.retry);
+            let pid = view
+                .exec_pids
+                .get(&name)
+                .map_or("-".into(), |p| p.to_string());
+            let _ = writeln!(out, "EXEC{k} : {name}");
+            let _ = writeln!(out, "  TYPE           : USR");
+            let _ = writeln!(out, "  ACT path       : {}", exec.start);
+            let _ = writeln!(out, "  DEACT path     : {}", exec.stop);
+            let _ = writeln!(
+                out,
+                "  POLLING        : {}",
+                if exec.monitor { "YES" } else { "NO" }
+            );
+            let _ = writeln!(out, "  PID            : {pid}");
+            let _ = writeln!(out, "  RECOVER        : {}", recover_text(exec.recover));
+            let _ = writeln!(out, "  RETRY count    : {}/{}", retry.0, retry.1);
+        }
+    }
+    out.push_str("=====\n");
+    out
+}
