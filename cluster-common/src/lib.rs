@@ -104,11 +104,15 @@ pub struct AddressEntry {
     pub lease: u32,
     /// Index into the per-address hit counters.
     pub hit_slot: u32,
-    /// MAC address put into ARP replies.
+    /// MAC address put into ARP replies (the sender hardware address).
     pub mac: [u8; 6],
     /// [`AddressKind`] as `u8`.
     pub kind: u8,
     pub _pad: u8,
+    /// Ethernet source of the replies: `mac` for FIP and PARP; the interface's own MAC for a
+    /// shared address, whose multicast MAC may not be a frame's source (bridges drop those).
+    pub eth_source: [u8; 6],
+    pub _pad2: [u8; 2],
 }
 
 /// Ownership of a group (or of a flow-share instance) on this node.
@@ -272,7 +276,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<AddressKey>(), 8);
-        assert_eq!(size_of::<AddressEntry>(), 16);
+        assert_eq!(size_of::<AddressEntry>(), 24);
         assert_eq!(size_of::<Lease>(), 24);
         assert_eq!(size_of::<FlowShare>(), 36);
         assert_eq!(size_of::<BucketOwner>(), 4);

@@ -19,6 +19,7 @@ use crate::{
     dataplane::{self, Dataplane, DataplaneError, ModePreference},
     engine::Command,
     engine::{Action, Engine, EngineConfig, Event, GroupId, Nanos},
+    flowshare::FlowShares,
     heartbeat::{self, Inbound, Transport, wire::Kind},
     resources::{Resources, StepOutcome},
     status::{Extras, StatusView, XdpView},
@@ -57,6 +58,7 @@ pub enum Input {
 
 struct Daemon {
     config: Config,
+    flowshares: FlowShares,
     engine: Engine,
     dataplane: Dataplane,
     transport: Transport,
@@ -109,6 +111,8 @@ pub fn run(options: Options) -> Result<()> {
         .with_context(|| format!("data path in {}", pin_dir.display()))?;
     attach_interfaces(&config, me, &mut dataplane)?;
     configure_addresses(&config, &mut dataplane)?;
+    let flowshares =
+        FlowShares::start(&config, &mut dataplane, lease).context("configuring flow share")?;
 
     let started = Instant::now();
     let mut engine = Engine::new(engine_config, 0);
@@ -148,6 +152,7 @@ pub fn run(options: Options) -> Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut daemon = Daemon {
         config,
+        flowshares,
         engine,
         dataplane,
         transport,
@@ -237,12 +242,17 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
                     ifindex: dataplane::ifindex(&interface)?,
                     addr: u32::from_ne_bytes(group.fip[f].address.addr().octets()),
                 },
-                AddressEntry {
-                    lease: g as u32,
-                    hit_slot,
-                    mac: crate::resources::interface_mac(&interface)?,
-                    kind: AddressKind::Fip as u8,
-                    _pad: 0,
+                {
+                    let mac = crate::resources::interface_mac(&interface)?;
+                    AddressEntry {
+                        lease: g as u32,
+                        hit_slot,
+                        mac,
+                        kind: AddressKind::Fip as u8,
+                        _pad: 0,
+                        eth_source: mac,
+                        _pad2: [0; 2],
+                    }
                 },
             ));
             hit_slot += 1;
@@ -263,6 +273,8 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
                     mac,
                     kind: AddressKind::Parp as u8,
                     _pad: 0,
+                    eth_source: mac,
+                    _pad2: [0; 2],
                 },
             ));
             hit_slot += 1;
@@ -324,6 +336,14 @@ impl Daemon {
                     let actions = self.engine.handle(now, Event::Tick);
                     if self.execute(actions)? {
                         return Ok(());
+                    }
+                    let status = self.engine.status(now);
+                    let live: Vec<u32> = (0..status.online.len())
+                        .filter(|n| status.online[*n])
+                        .map(|n| n as u32)
+                        .collect();
+                    if let Err(e) = self.flowshares.tick(&mut self.dataplane, &live) {
+                        tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
                     }
                     self.send(Kind::Heartbeat);
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -455,6 +475,9 @@ impl Daemon {
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
             exec_pids: self.resources.exec_pids(),
+            flow_buckets: self
+                .flowshares
+                .owned_by(&self.config, self.engine.config().me as u32),
         };
         Ok(StatusView::build(
             &self.config,
@@ -513,6 +536,7 @@ impl Daemon {
                     });
                 }
                 Action::Exit => {
+                    self.flowshares.stop(&mut self.dataplane);
                     self.send(Kind::Leaving);
                     tracing::warn!(id = catalog::DAEMON_STOPPED.id, "left the cluster");
                     return Ok(true);

@@ -6,6 +6,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;
+pub mod flowshare;
 pub mod heartbeat;
 pub mod resources;
 pub mod status;

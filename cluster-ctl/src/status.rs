@@ -75,6 +75,8 @@ pub struct StatusView {
     pub rejected_packets: BTreeMap<String, u64>,
     /// PIDs of running monitored EXEC processes, by resource name.
     pub exec_pids: BTreeMap<String, u32>,
+    /// Flow-share buckets owned by the local server, by instance.
+    pub flow_buckets: BTreeMap<String, usize>,
     pub config: Config,
 }
 
@@ -260,6 +262,7 @@ impl StatusView {
             xdp_counters: extras.xdp_counters,
             rejected_packets: extras.rejected_packets,
             exec_pids: extras.exec_pids,
+            flow_buckets: extras.flow_buckets,
             config: config.clone(),
         }
     }
@@ -272,6 +275,7 @@ pub struct Extras {
     pub xdp_counters: BTreeMap<String, u64>,
     pub rejected_packets: BTreeMap<String, u64>,
     pub exec_pids: BTreeMap<String, u32>,
+    pub flow_buckets: BTreeMap<String, usize>,
 }
 
 const LABEL: usize = 22;
@@ -329,6 +333,11 @@ pub fn render_status(view: &StatusView) -> String {
     rule(&mut out, view.servers.len());
     for xdp in &view.xdp {
         let _ = writeln!(out, "XDP {} : {}", xdp.interface, xdp.mode);
+    }
+    for (name, buckets) in &view.flow_buckets {
+        let share = view.config.flowshare.iter().find(|f| &f.name == name);
+        let total = share.map_or(0, |f| f.buckets);
+        let _ = writeln!(out, "FLOWSHARE {name} : {buckets}/{total} buckets here");
     }
     out
 }

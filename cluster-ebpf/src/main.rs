@@ -243,7 +243,7 @@ unsafe fn write_reply(eth: *mut EthHdr, arp: *mut ArpHdr, entry: &AddressEntry) 
         let answered_ip = (*arp).tpa;
         let mac = mac_words(entry.mac);
         (*eth).dst = (*eth).src;
-        (*eth).src = mac;
+        (*eth).src = mac_words(entry.eth_source);
         (*arp).oper = ARP_OP_REPLY.to_be();
         (*arp).sha = mac;
         (*arp).spa = answered_ip;

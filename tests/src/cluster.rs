@@ -165,6 +165,73 @@ impl Cluster {
         }
     }
 
+    /// The control socket of a host's daemon (a file: reachable from any namespace).
+    pub fn socket(&self, host: &str) -> PathBuf {
+        cluster_ctl::control::socket_path(&self.dir.path().join(format!("run-{host}")), host)
+    }
+
+    /// The status view of a host's daemon.
+    pub fn status(&self, host: &str) -> Result<cluster_ctl::status::StatusView> {
+        match cluster_ctl::control::request(
+            &self.socket(host),
+            &cluster_ctl::control::Request::Status,
+        )? {
+            cluster_ctl::control::Response::Status { view } => Ok(*view),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Runs an operator tool (`clpstat`, `clpgrp`) inside a host's namespace against its
+    /// daemon; returns its exit success and output (stdout then stderr).
+    pub fn tool(&self, lab: &Lab, host: &str, name: &str, args: &[&str]) -> Result<(bool, String)> {
+        let binary = binary(name)?;
+        let output = lab
+            .command(host, binary.to_str().context("path")?)
+            .args(args)
+            .args(["--node", host, "--run-dir"])
+            .arg(self.dir.path().join(format!("run-{host}")))
+            .output()?;
+        Ok((
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        ))
+    }
+
+    /// Where group `group` is ONLINE according to `host`'s daemon.
+    pub fn holder(&self, host: &str, group: &str) -> Result<Option<String>> {
+        let view = self.status(host)?;
+        let g = view
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .context("no such group")?;
+        Ok(g.states
+            .iter()
+            .position(|s| s == "ONLINE")
+            .map(|n| view.servers[n].name.clone()))
+    }
+
+    /// Waits until `host` reports `group` ONLINE on `on`.
+    pub fn wait_holder(&self, host: &str, group: &str, on: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.holder(host, group).ok().flatten().as_deref() == Some(on) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{group} not ONLINE on {on} (as {host} sees it) within {timeout:?}; log:\n{}",
+                    self.log(host)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Whether the daemon process still runs.
     pub fn running(&mut self, host: &str) -> bool {
         self.daemons

@@ -125,3 +125,481 @@ fn hot_standby_node_failure_moves_every_address_to_the_standby() -> anyhow::Resu
     );
     Ok(())
 }
+
+const SERVERS: &str = r#"heartbeat_interval = "10ms"
+heartbeat_timeout = "30ms"
+wait_timeout = "200ms"
+{extra}
+
+[[server]]
+name = "fws1"
+interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
+
+[[server]]
+name = "fws2"
+interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
+"#;
+
+fn group(name: &str, policy: &str, failback: &str, fip: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[group]]
+name = "{name}"
+policy = [{policy}]
+failback = "{failback}"
+
+  [[group.fip]]
+  address = "{fip}"
+  interface = "eth0"
+{extra}
+"#
+    )
+}
+
+const IPW: &str = r#"
+  [[group.ipw]]
+  targets = ["192.0.2.254"]
+  interval = "50ms"
+  timeout = "100ms"
+  retry = 1
+"#;
+
+fn config(cluster_extra: &str, groups: &[String]) -> String {
+    format!(
+        "{}{}",
+        SERVERS.replace("{extra}", cluster_extra),
+        groups.concat()
+    )
+}
+
+fn hot_standby(failback: &str, extra: &str) -> String {
+    config(
+        "",
+        &[group(
+            "group0",
+            "\"fws1\", \"fws2\"",
+            failback,
+            "192.0.2.10/24",
+            extra,
+        )],
+    )
+}
+
+fn started(config: &str) -> anyhow::Result<(Lab, Cluster)> {
+    let lab = seed::build()?;
+    let mut cluster = Cluster::new(&lab, config)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_for(FWS2, "FWC101", "fws1 is ONLINE", Duration::from_secs(5))?;
+    Ok((lab, cluster))
+}
+
+/// Makes `host` lose (or regain) its IP watch target, the upstream router.
+fn ipw_target(lab: &Lab, host: &str, reachable: bool) -> anyhow::Result<()> {
+    if reachable {
+        lab.run(host, "nft", &["delete", "table", "inet", "ipwcut"])?;
+        Ok(())
+    } else {
+        lab.nft(
+            host,
+            "table inet ipwcut {\n chain in { type filter hook input priority 0; ip saddr 192.0.2.254 drop\n }\n}\n",
+        )
+    }
+}
+
+#[test]
+fn auto_failback_returns_the_group_and_manual_failback_waits_for_clpgrp() -> anyhow::Result<()> {
+    for failback in ["auto", "manual"] {
+        let (lab, mut cluster) = started(&hot_standby(failback, ""))?;
+        cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+        cluster.kill(FWS1)?;
+        cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(2))?;
+        cluster.start(&lab, FWS1)?;
+        cluster.wait_for(FWS1, "FWC101", "fws2 is ONLINE", Duration::from_secs(5))?;
+        if failback == "auto" {
+            cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(3))?;
+            assert!(wait_answer(
+                &lab,
+                GROUP0_INET_FIP,
+                lab.mac(FWS1, INET_IF)?,
+                Duration::from_secs(1)
+            ));
+        } else {
+            std::thread::sleep(Duration::from_millis(600));
+            assert_eq!(
+                cluster.holder(FWS1, "group0")?.as_deref(),
+                Some(FWS2),
+                "roles inverted"
+            );
+            let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
+            assert!(!ok, "a move from where the group does not run is refused");
+            assert!(
+                out.contains("group0 is not running on fws1 but on fws2"),
+                "{out}"
+            );
+            let (ok, out) = cluster.tool(&lab, FWS2, "clpgrp", &["-m", "-g", "group0"])?;
+            assert!(ok, "{out}");
+            assert!(out.contains("group0 moved from fws2 to fws1"), "{out}");
+            cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(1))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn ipw_loss_fails_over_and_denies_start_until_the_target_returns() -> anyhow::Result<()> {
+    let (lab, cluster) = started(&hot_standby("manual", IPW))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    ipw_target(&lab, FWS1, false)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(3))?;
+    let view = cluster.status(FWS1)?;
+    assert_eq!(
+        view.groups[0].starting,
+        ["DENY", "ALLOW"],
+        "{:?}",
+        view.groups[0]
+    );
+    cluster.wait_for(
+        FWS1,
+        "FWC205",
+        "STARTING=DENY for group0 on fws1",
+        Duration::from_secs(1),
+    )?;
+    ipw_target(&lab, FWS1, true)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC206",
+        "STARTING=ALLOW for group0 on fws1",
+        Duration::from_secs(3),
+    )?;
+    assert_eq!(cluster.status(FWS2)?.groups[0].starting, ["ALLOW", "ALLOW"]);
+    // Manual failback: it stays on fws2.
+    assert_eq!(cluster.holder(FWS1, "group0")?.as_deref(), Some(FWS2));
+    Ok(())
+}
+
+#[test]
+fn a_standby_with_its_own_ipw_error_does_not_receive_the_group() -> anyhow::Result<()> {
+    let (lab, cluster) = started(&hot_standby("manual", IPW))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    ipw_target(&lab, FWS2, false)?;
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        cluster.status(FWS1)?.groups[0].resources[0].states,
+        ["ONLINE", "ERROR"]
+    );
+    ipw_target(&lab, FWS1, false)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC204",
+        "no other server can take group0",
+        Duration::from_secs(3),
+    )?;
+    assert_eq!(cluster.holder(FWS2, "group0")?.as_deref(), Some(FWS1));
+    // By hand it still moves (R-FO-3).
+    let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
+    assert!(ok, "{out}");
+    cluster.wait_holder(FWS1, "group0", FWS2, Duration::from_secs(2))?;
+    Ok(())
+}
+
+#[test]
+fn a_killed_monitored_process_fails_the_group_over() -> anyhow::Result<()> {
+    let exec = r#"
+  [[group.exec]]
+  name = "fwalive"
+  start = "exec sleep 1000"
+  stop = "true"
+  monitor = true
+  retry = 0
+  recover = "failover"
+"#;
+    let (_lab, cluster) = started(&hot_standby("manual", exec))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    let view = cluster.status(FWS1)?;
+    let pid = *view
+        .exec_pids
+        .get("group0-exec0")
+        .expect("the monitored process runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    cluster.wait_holder(FWS1, "group0", FWS2, Duration::from_secs(3))?;
+    assert_eq!(cluster.status(FWS1)?.groups[0].starting[0], "DENY");
+    cluster.wait_for(
+        FWS1,
+        "FWC302",
+        "monitored process died",
+        Duration::from_secs(1),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn losing_all_interconnects_runs_the_group_on_both_unless_a_tiebreaker_decides()
+-> anyhow::Result<()> {
+    // Without tie-breakers both run it (the seed's behaviour).
+    let (lab, cluster) = started(&hot_standby("manual", ""))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    lab.cut(FWS1, "eth3")?;
+    lab.cut(FWS1, "eth2")?;
+    cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(2),
+    )?;
+    assert_eq!(cluster.holder(FWS1, "group0")?.as_deref(), Some(FWS1));
+    drop(cluster);
+    drop(lab);
+
+    // With the upstream router as tie-breaker, only the side that reaches it runs.
+    let config = config(
+        "tiebreakers = [\"192.0.2.254\"]",
+        &[group(
+            "group0",
+            "\"fws1\", \"fws2\"",
+            "manual",
+            "192.0.2.10/24",
+            "",
+        )],
+    );
+    let (lab, cluster) = started(&config)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    ipw_target(&lab, FWS2, false)?;
+    lab.cut(FWS2, "eth3")?;
+    lab.cut(FWS2, "eth2")?;
+    cluster.wait_for(FWS2, "FWC102", "fws1 is OFFLINE", Duration::from_secs(2))?;
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        cluster.lines_with(FWS2, "FWC201").is_empty(),
+        "{}",
+        cluster.log(FWS2)
+    );
+    assert_eq!(cluster.holder(FWS1, "group0")?.as_deref(), Some(FWS1));
+    Ok(())
+}
+
+#[test]
+fn losing_one_of_two_interconnects_is_no_failover() -> anyhow::Result<()> {
+    let (lab, cluster) = started(&hot_standby("manual", ""))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    lab.cut(FWS1, "eth3")?;
+    cluster.wait_for(
+        FWS2,
+        "FWC104",
+        "interconnect 0 to fws1 lost",
+        Duration::from_secs(2),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        cluster.lines_with(FWS2, "FWC201").is_empty(),
+        "{}",
+        cluster.log(FWS2)
+    );
+    assert_eq!(cluster.holder(FWS2, "group0")?.as_deref(), Some(FWS1));
+    let (ok, screen) = cluster.tool(&lab, FWS2, "clpstat", &["-n"])?;
+    assert!(ok);
+    assert!(
+        screen.contains("169.254.12.2          NG       OK"),
+        "{screen}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_controller_killed_and_restarted_within_the_lease_adopts_without_a_flap() -> anyhow::Result<()>
+{
+    // 1 s heartbeats, 5 s timeout: the lease lasts 4 s, time enough to restart.
+    let config = hot_standby("manual", "").replace(
+        "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"200ms\"",
+        "heartbeat_interval = \"1s\"\nheartbeat_timeout = \"5s\"\nwait_timeout = \"6s\"",
+    );
+    let lab = seed::build()?;
+    let mut cluster = Cluster::new(&lab, &config)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let ns = lab.ns(INET_CLIENT).to_owned();
+    let prober = std::thread::spawn(move || {
+        let mut unanswered = 0;
+        let mut sent = 0;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(2500) {
+            let answers = fwcluster_lab::in_netns(&ns, || {
+                fwcluster_lab::arp::request("eth0", GROUP0_INET_FIP, Duration::from_millis(50))
+            })
+            .unwrap()
+            .unwrap();
+            sent += 1;
+            if answers.iter().map(|a| a.mac).collect::<Vec<_>>() != vec![fws1] {
+                unanswered += 1;
+            }
+        }
+        (sent, unanswered)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill(FWS1)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.wait_for(FWS1, "FWC006", "adopted", Duration::from_secs(3))?;
+    let (sent, unanswered) = prober.join().unwrap();
+    assert!(sent > 10);
+    assert_eq!(
+        unanswered, 0,
+        "{unanswered} of {sent} ARP requests unanswered or answered by another MAC"
+    );
+    assert!(
+        cluster.lines_with(FWS2, "FWC201").is_empty(),
+        "fws2 never took over"
+    );
+    assert!(
+        cluster.lines_with(FWS1, "FWC202").is_empty(),
+        "fws1 never deactivated"
+    );
+    Ok(())
+}
+
+#[test]
+fn load_share_runs_each_group_on_its_primary_and_the_survivor_takes_both() -> anyhow::Result<()> {
+    let config = config(
+        "",
+        &[
+            group(
+                "group0",
+                "\"fws1\", \"fws2\"",
+                "manual",
+                "192.0.2.10/24",
+                "",
+            ),
+            group(
+                "group1",
+                "\"fws2\", \"fws1\"",
+                "manual",
+                "192.0.2.11/24",
+                "",
+            ),
+        ],
+    );
+    let (lab, mut cluster) = started(&config)?;
+    cluster.wait_holder(FWS1, "group0", FWS1, Duration::from_secs(5))?;
+    cluster.wait_holder(FWS1, "group1", FWS2, Duration::from_secs(5))?;
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let fws2 = lab.mac(FWS2, INET_IF)?;
+    assert_eq!(answerers(&lab, GROUP0_INET_FIP), vec![fws1]);
+    assert_eq!(answerers(&lab, "192.0.2.11".parse()?), vec![fws2]);
+    cluster.kill(FWS2)?;
+    cluster.wait_holder(FWS1, "group1", FWS1, Duration::from_secs(2))?;
+    assert!(wait_answer(
+        &lab,
+        "192.0.2.11".parse()?,
+        fws1,
+        Duration::from_secs(1)
+    ));
+    assert_eq!(answerers(&lab, GROUP0_INET_FIP), vec![fws1]);
+    Ok(())
+}
+
+#[test]
+fn flow_share_splits_buckets_and_the_survivor_takes_them_all_without_an_arp_change()
+-> anyhow::Result<()> {
+    let config = config(
+        "",
+        &[r#"
+[[flowshare]]
+name = "ls0"
+address = "192.0.2.30/24"
+interface = "eth0"
+mac = "01:00:5e:00:02:1e"
+hash = "5tuple"
+buckets = 1024
+"#
+        .to_owned()],
+    );
+    let (lab, mut cluster) = started(&config)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let shared = [0x01, 0x00, 0x5e, 0x00, 0x02, 0x1e];
+    let answers: Vec<[u8; 6]> = lab
+        .arp_request(
+            INET_CLIENT,
+            "eth0",
+            "192.0.2.30".parse()?,
+            Duration::from_millis(200),
+        )?
+        .into_iter()
+        .map(|a| a.mac)
+        .collect();
+    assert_eq!(
+        answers,
+        vec![shared, shared],
+        "both nodes answer with the shared MAC"
+    );
+    let owned = |cluster: &Cluster, host: &str| -> anyhow::Result<usize> {
+        Ok(*cluster
+            .status(host)?
+            .flow_buckets
+            .get("ls0")
+            .expect("instance"))
+    };
+    assert_eq!((owned(&cluster, FWS1)?, owned(&cluster, FWS2)?), (512, 512));
+    // UDP flows from many source ports: each passed by exactly one node.
+    // UDP from `count` source ports (one flow each), from the client's namespace.
+    let send = |first: u16, count: u16| -> anyhow::Result<()> {
+        fwcluster_lab::in_netns(lab.ns(INET_CLIENT), move || -> anyhow::Result<()> {
+            for port in first..first + count {
+                let socket = std::net::UdpSocket::bind(("192.0.2.100", port))?;
+                socket.send_to(b"flow", "192.0.2.30:9")?;
+            }
+            Ok(())
+        })??;
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
+    };
+    let passed = |cluster: &Cluster, host: &str| -> anyhow::Result<(u64, u64)> {
+        let c = cluster.status(host)?.xdp_counters;
+        Ok((c["flow_passed"], c["flow_dropped"]))
+    };
+    // The client resolves the shared address once (the kernel queues only a few packets while
+    // resolving); its neighbour entry must not change afterwards.
+    send(19999, 1)?;
+    let (p1, d1) = passed(&cluster, FWS1)?;
+    let (p2, d2) = passed(&cluster, FWS2)?;
+    send(20000, 60)?;
+    let (p1, d1) = (
+        passed(&cluster, FWS1)?.0 - p1,
+        passed(&cluster, FWS1)?.1 - d1,
+    );
+    let (p2, d2) = (
+        passed(&cluster, FWS2)?.0 - p2,
+        passed(&cluster, FWS2)?.1 - d2,
+    );
+    assert!(
+        p1 > 0 && p2 > 0,
+        "both nodes pass flows: passed {p1} {p2}, dropped {d1} {d2}, counters {:?}, neighbour {}",
+        cluster.status(FWS1)?.xdp_counters,
+        String::from_utf8_lossy(&lab.run(INET_CLIENT, "ip", &["neigh"])?.stdout)
+    );
+    assert_eq!(p1 + p2, 60, "each frame passed by exactly one node");
+    assert_eq!(d1 + d2, 60, "and dropped by the other");
+    let neighbour = |lab: &Lab| -> anyhow::Result<String> {
+        Ok(String::from_utf8(
+            lab.run(INET_CLIENT, "ip", &["neigh", "show", "192.0.2.30"])?
+                .stdout,
+        )?)
+    };
+    let before = neighbour(&lab)?;
+    cluster.kill(FWS2)?;
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(owned(&cluster, FWS1)?, 1024);
+    let (p1_before, _) = passed(&cluster, FWS1)?;
+    send(30000, 40)?;
+    let (p1_after, _) = passed(&cluster, FWS1)?;
+    assert_eq!(p1_after - p1_before, 40, "the survivor passes every flow");
+    assert!(before.contains("01:00:5e:00:02:1e"), "{before}");
+    assert_eq!(
+        neighbour(&lab)?.split_whitespace().nth(4),
+        before.split_whitespace().nth(4)
+    );
+    Ok(())
+}

@@ -57,6 +57,13 @@ fn entry(slot: u32, hit_slot: u32, mac: [u8; 6], kind: AddressKind) -> AddressEn
         mac,
         kind: kind as u8,
         _pad: 0,
+        // A shared (multicast) MAC may not be a frame's source.
+        eth_source: if kind == AddressKind::Shared {
+            NODE_MAC
+        } else {
+            mac
+        },
+        _pad2: [0; 2],
     }
 }
 
@@ -554,6 +561,7 @@ fn the_shared_address_is_answered_with_the_shared_mac() {
     assert_eq!(action, XDP_TX);
     let reply = ArpFrame::decode(&out).unwrap();
     assert_eq!((reply.sha, reply.spa), (SHARED_MAC, SHARED_IP));
+    assert_eq!(reply.eth_src, NODE_MAC, "a unicast Ethernet source");
 }
 
 /// Collects everything written by a tracing subscriber.

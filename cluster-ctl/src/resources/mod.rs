@@ -22,6 +22,7 @@ use ipnet::Ipv4Net;
 
 pub use arp::interface_mac;
 pub use icmp::{any_reachable, ping_once};
+pub use netlink::{add_address, remove_address};
 
 use crate::{
     config::Config,

@@ -91,6 +91,8 @@ fn fip_entry(slot: u32, mac: [u8; 6]) -> AddressEntry {
         mac,
         kind: AddressKind::Fip as u8,
         _pad: 0,
+        eth_source: mac,
+        _pad2: [0; 2],
     }
 }
 
@@ -508,6 +510,8 @@ fn takeover_batch() -> Result<()> {
                     mac: [2, 0, 0, 0, 0, 1],
                     kind: AddressKind::Parp as u8,
                     _pad: 0,
+                    eth_source: [2, 0, 0, 0, 0, 1],
+                    _pad2: [0; 2],
                 },
             )
         })

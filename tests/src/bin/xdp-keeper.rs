@@ -38,12 +38,15 @@ fn main() -> Result<()> {
         ifindex: dataplane::ifindex(&args.ifname)?,
         addr: u32::from_ne_bytes(args.address.octets()),
     };
+    let mac = interface_mac(&args.ifname)?;
     let entry = AddressEntry {
         lease: args.slot,
         hit_slot: args.slot,
-        mac: interface_mac(&args.ifname)?,
+        mac,
         kind: AddressKind::Fip as u8,
         _pad: 0,
+        eth_source: mac,
+        _pad2: [0; 2],
     };
     dp.set_addresses([(&key, &entry)])?;
     let epoch = match dp.lease(args.slot)? {

@@ -1,0 +1,202 @@
+//! Flow load share (R-MODE-3): a shared address answered by every live node with one multicast
+//! MAC; the XDP program passes the buckets this node owns. Membership changes move buckets by a
+//! map update alone (no gratuitous ARP, no MAC change).
+//!
+//! Every node deals the buckets over the same sorted list of live nodes, so all nodes agree
+//! as soon as they agree on membership. The flow-share lease (one slot per instance, after the
+//! groups) is renewed every tick like a group's, so a dead controller's node stops passing
+//! traffic before the survivors take its buckets.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use cluster_common::{AddressEntry, AddressKey, AddressKind, FlowShare, HashMode, NO_OWNER};
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    config::{Config, HashModeConfig},
+    dataplane::{self, Dataplane},
+    resources,
+};
+
+struct Instance {
+    slot: u32,
+    table: u32,
+    buckets: u32,
+    interface: String,
+    address: ipnet::Ipv4Net,
+    mac: [u8; 6],
+    epoch: u64,
+    owners: Vec<u32>,
+}
+
+/// The flow-share instances of this node.
+pub struct FlowShares {
+    instances: Vec<Instance>,
+    lease: Duration,
+}
+
+/// The hash seed: the same on every node, different per cluster and instance.
+fn seed(cluster: &str, name: &str) -> u32 {
+    let digest = Sha256::digest(format!("{cluster}/{name}").as_bytes());
+    u32::from_be_bytes(digest[..4].try_into().expect("4 bytes"))
+}
+
+/// Buckets dealt round-robin over the sorted live nodes.
+pub fn deal(buckets: u32, live: &[u32]) -> Vec<u32> {
+    (0..buckets as usize)
+        .map(|b| {
+            if live.is_empty() {
+                NO_OWNER
+            } else {
+                live[b % live.len()]
+            }
+        })
+        .collect()
+}
+
+const SIOCADDMULTI: libc::c_ulong = 0x8931;
+const SIOCDELMULTI: libc::c_ulong = 0x8932;
+
+/// Joins (or leaves) a link-layer multicast group, so the NIC delivers the shared MAC.
+fn multicast(interface: &str, mac: [u8; 6], join: bool) -> Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: zero is valid for ifreq.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(interface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: writing the hwaddr member of the union.
+    unsafe {
+        request.ifr_ifru.ifru_hwaddr.sa_family = libc::AF_UNSPEC as u16;
+        for (dst, src) in request.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *dst = src as libc::c_char;
+        }
+    }
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let op = if join { SIOCADDMULTI } else { SIOCDELMULTI };
+    // SAFETY: valid ifreq for SIOC{ADD,DEL}MULTI.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), op, &mut request) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("multicast membership of {interface}"));
+    }
+    Ok(())
+}
+
+impl FlowShares {
+    /// Configures every instance in the data path, adds the shared addresses to their
+    /// interfaces and takes the flow-share leases.
+    pub fn start(config: &Config, dataplane: &mut Dataplane, lease: Duration) -> Result<Self> {
+        let mut instances = Vec::new();
+        for (k, share) in config.flowshare.iter().enumerate() {
+            let slot = (config.group.len() + k) as u32;
+            let ifindex = dataplane::ifindex(&share.interface)?;
+            let local_mac = resources::interface_mac(&share.interface)?;
+            let hash_mode = match share.hash {
+                HashModeConfig::Src => HashMode::Src,
+                HashModeConfig::SrcDst => HashMode::SrcDst,
+                HashModeConfig::FiveTuple => HashMode::FiveTuple,
+            };
+            dataplane.set_flowshare(&FlowShare {
+                ifindex,
+                lease: slot,
+                table: k as u32,
+                buckets: share.buckets,
+                seed: seed(&config.cluster.name, &share.name),
+                mac: share.mac.0,
+                local_mac,
+                hash_mode: hash_mode as u8,
+                _pad: [0; 3],
+            })?;
+            dataplane.set_addresses([(
+                &AddressKey {
+                    ifindex,
+                    addr: u32::from_ne_bytes(share.address.addr().octets()),
+                },
+                &AddressEntry {
+                    lease: slot,
+                    hit_slot: crate::config::MAX_TOTAL_ADDRESSES as u32 + k as u32,
+                    mac: share.mac.0,
+                    kind: AddressKind::Shared as u8,
+                    _pad: 0,
+                    eth_source: local_mac,
+                    _pad2: [0; 2],
+                },
+            )])?;
+            resources::add_address(
+                &share.interface,
+                share.address,
+                &format!("{}:fs{k}", share.interface),
+            )?;
+            // ARP requests this node sends must not carry the shared address as their source:
+            // clients would bind the shared address to this node's own MAC (arp_announce 2 picks
+            // the interface's primary address instead).
+            let sysctl = format!("/proc/sys/net/ipv4/conf/{}/arp_announce", share.interface);
+            std::fs::write(&sysctl, "2").with_context(|| format!("writing {sysctl}"))?;
+            multicast(&share.interface, share.mac.0, true)?;
+            let epoch = dataplane.lease(slot)?.map_or(0, |l| l.epoch) + 1;
+            dataplane.acquire(slot, epoch, lease)?;
+            instances.push(Instance {
+                slot,
+                table: k as u32,
+                buckets: share.buckets,
+                interface: share.interface.clone(),
+                address: share.address,
+                mac: share.mac.0,
+                epoch,
+                owners: Vec::new(),
+            });
+        }
+        Ok(Self { instances, lease })
+    }
+
+    /// Every tick: renew the leases and deal the buckets over `live` (sorted node ids).
+    pub fn tick(&mut self, dataplane: &mut Dataplane, live: &[u32]) -> Result<()> {
+        for instance in &mut self.instances {
+            dataplane.renew(instance.slot, instance.epoch, self.lease)?;
+            let owners = deal(instance.buckets, live);
+            if owners != instance.owners {
+                dataplane.set_buckets(instance.table, &owners)?;
+                tracing::info!(
+                    table = instance.table,
+                    live = ?live,
+                    "flow-share buckets dealt"
+                );
+                instance.owners = owners;
+            }
+        }
+        Ok(())
+    }
+
+    /// Buckets owned by `node`, per instance name.
+    pub fn owned_by(
+        &self,
+        config: &Config,
+        node: u32,
+    ) -> std::collections::BTreeMap<String, usize> {
+        self.instances
+            .iter()
+            .map(|i| {
+                (
+                    config.flowshare[i.table as usize].name.clone(),
+                    i.owners.iter().filter(|o| **o == node).count(),
+                )
+            })
+            .collect()
+    }
+
+    /// Gives everything up (clean stop): nothing passes here any more.
+    pub fn stop(&mut self, dataplane: &mut Dataplane) {
+        for instance in &self.instances {
+            let _ = dataplane.release(instance.slot, instance.epoch);
+            let _ = resources::remove_address(&instance.interface, instance.address);
+            let _ = multicast(&instance.interface, instance.mac, false);
+        }
+    }
+}
