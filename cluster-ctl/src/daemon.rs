@@ -314,8 +314,15 @@ impl Daemon {
         let mut next_tick = Instant::now();
         loop {
             // The tick comes first when it is due, however busy the inputs are: a flood of
-            // packets must not delay lease renewal and heartbeats.
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // packets must not delay lease renewal and heartbeats. Between ticks the loop also
+            // wakes exactly when a peer would time out, so detection does not wait for a tick.
+            let deadline = self
+                .engine
+                .next_deadline()
+                .map(|ns| self.started + Duration::from_nanos(ns))
+                .filter(|d| *d < next_tick);
+            let wake = deadline.unwrap_or(next_tick);
+            let wait = wake.saturating_duration_since(Instant::now());
             let input = if wait.is_zero() {
                 None
             } else {
@@ -327,6 +334,7 @@ impl Daemon {
             };
             let now = self.now();
             let event = match input {
+                None if Instant::now() < next_tick => Event::Timer,
                 None => {
                     next_tick += interval;
                     // After a stall, do not fire a burst of ticks.

@@ -240,6 +240,8 @@ impl std::fmt::Display for Violation {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Scheduled {
     Tick(NodeId),
+    /// A peer deadline of the node's engine (the daemon wakes up then, between ticks).
+    Timer(NodeId),
     Deliver {
         to: NodeId,
         from: NodeId,
@@ -293,6 +295,8 @@ struct SimNode {
     tiebreaker: bool,
     /// Since when the process has been running unfrozen.
     running_since: Option<Nanos>,
+    /// The deadline a timer is scheduled for.
+    timer_at: Option<Nanos>,
 }
 
 /// The simulation.
@@ -349,6 +353,7 @@ impl Sim {
                     .collect(),
                 tiebreaker: true,
                 running_since: None,
+                timer_at: None,
             })
             .collect();
         let mut links = BTreeMap::new();
@@ -509,7 +514,15 @@ impl Sim {
             return;
         };
         let actions = engine.handle(self.now, event);
+        let deadline = engine.next_deadline();
         self.carry_out(node, actions);
+        if let Some(at) = deadline
+            && self.nodes[node].timer_at != Some(at)
+            && at > self.now
+        {
+            self.nodes[node].timer_at = Some(at);
+            self.at(at, Scheduled::Timer(node));
+        }
     }
 
     fn carry_out(&mut self, node: NodeId, actions: Vec<Action>) {
@@ -771,6 +784,7 @@ impl Sim {
     fn dispatch(&mut self, event: Scheduled) {
         if let Some(node) = match &event {
             Scheduled::Tick(n)
+            | Scheduled::Timer(n)
             | Scheduled::Deliver { to: n, .. }
             | Scheduled::Leaving { to: n, .. } => Some(*n),
             Scheduled::StepDone { node, .. } | Scheduled::Tiebreaker { node, .. } => Some(*node),
@@ -778,7 +792,7 @@ impl Sim {
         } && self.nodes[node].frozen
         {
             // A frozen process handles nothing; the kernel keeps what arrives for later.
-            if !matches!(event, Scheduled::Tick(_)) {
+            if !matches!(event, Scheduled::Tick(_) | Scheduled::Timer(_)) {
                 self.nodes[node].backlog.push(event);
             }
             return;
@@ -792,6 +806,12 @@ impl Sim {
                 self.at(self.now + self.interval() + jitter, Scheduled::Tick(node));
                 self.feed(node, Event::Tick);
                 self.broadcast(node);
+            }
+            Scheduled::Timer(node) => {
+                if self.nodes[node].timer_at == Some(self.now) {
+                    self.nodes[node].timer_at = None;
+                }
+                self.feed(node, Event::Timer);
             }
             Scheduled::Deliver {
                 to,
@@ -986,7 +1006,8 @@ impl Sim {
 
     /// Invariants checked after every event.
     fn check_always(&mut self) -> Result<(), Violation> {
-        let bound = self.timeout() + 2 * self.interval() + 10 * MS;
+        // Timeout + one interval (R-HB-1), plus the resource steps (3 × up to 2 ms) and a round trip.
+        let bound = self.timeout() + self.interval() + 8 * MS;
         let groups = self.shape.groups.len();
         for group in 0..groups {
             if let Some(&since) = self.outage.get(&group) {

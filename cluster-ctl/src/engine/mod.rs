@@ -299,6 +299,8 @@ impl EngineConfig {
 pub enum Event {
     /// Time passed (the daemon ticks every interval, just before sending heartbeats).
     Tick,
+    /// A peer deadline ([`Engine::next_deadline`]) passed: check liveness now, between ticks.
+    Timer,
     /// An authenticated heartbeat from a peer on one interconnect.
     Heartbeat {
         from: NodeId,
@@ -443,6 +445,8 @@ pub enum Notice {
 struct Peer {
     /// Last heartbeat per link.
     heard: Vec<Option<Nanos>>,
+    /// Per link: reported up (heard within the timeout at the last check).
+    up: Vec<bool>,
     report: Option<Report>,
     online: bool,
     mismatch: bool,
@@ -455,6 +459,7 @@ impl Peer {
     fn new(links: usize) -> Self {
         Self {
             heard: vec![None; links],
+            up: vec![false; links],
             report: None,
             online: false,
             mismatch: false,
@@ -762,6 +767,7 @@ impl Engine {
         self.now = self.now.max(now);
         match event {
             Event::Tick => self.tick(now, &mut out),
+            Event::Timer => self.expire_peers(now, &mut out),
             Event::Heartbeat { from, link, report } => {
                 self.heard(now, from, link, &mut out);
                 if from != self.me() && report.groups.len() == self.groups.len() {
@@ -788,6 +794,7 @@ impl Engine {
                     let peer = &mut self.peers[from];
                     peer.left = true;
                     peer.heard.iter_mut().for_each(|h| *h = None);
+                    peer.up.iter_mut().for_each(|u| *u = false);
                     if peer.online {
                         peer.online = false;
                         peer.report = None;
@@ -830,12 +837,14 @@ impl Engine {
         if from == self.me() || from >= self.peers.len() {
             return;
         }
-        let timeout = self.timeout();
         let peer = &mut self.peers[from];
         peer.left = false;
         if link < peer.heard.len() {
-            if !peer.link_ok(link, now, timeout) && peer.heard[link].is_some() {
-                out.push(Action::Notify(Notice::LinkUp { peer: from, link }));
+            if !peer.up[link] {
+                peer.up[link] = true;
+                if peer.heard[link].is_some() {
+                    out.push(Action::Notify(Notice::LinkUp { peer: from, link }));
+                }
             }
             peer.heard[link] = Some(now);
         }
@@ -869,29 +878,7 @@ impl Engine {
             }
         }
         self.last_tick = now;
-        for (n, peer) in self.peers.iter_mut().enumerate() {
-            if n == self.cfg.me {
-                continue;
-            }
-            if peer.online {
-                for link in 0..peer.heard.len() {
-                    if let Some(t) = peer.heard[link]
-                        && now.saturating_sub(t) >= timeout
-                        && now.saturating_sub(t) < timeout + ns(self.cfg.interval)
-                    {
-                        out.push(Action::Notify(Notice::LinkDown { peer: n, link }));
-                    }
-                }
-                if peer
-                    .last_heard()
-                    .is_none_or(|t| now.saturating_sub(t) >= timeout)
-                {
-                    peer.online = false;
-                    peer.report = None;
-                    out.push(Action::Notify(Notice::PeerOffline { peer: n }));
-                }
-            }
-        }
+        self.expire_peers(now, out);
         if !self.ready {
             let all_seen = self
                 .peers
@@ -929,6 +916,47 @@ impl Engine {
         } else {
             self.tiebreaker_ok = None;
         }
+    }
+
+    /// Declares links and peers whose heartbeats stopped for the timeout.
+    fn expire_peers(&mut self, now: Nanos, out: &mut Vec<Action>) {
+        let timeout = self.timeout();
+        for (n, peer) in self.peers.iter_mut().enumerate() {
+            if n == self.cfg.me || !peer.online {
+                continue;
+            }
+            for link in 0..peer.heard.len() {
+                if peer.up[link] && !peer.link_ok(link, now, timeout) {
+                    peer.up[link] = false;
+                    out.push(Action::Notify(Notice::LinkDown { peer: n, link }));
+                }
+            }
+            if peer
+                .last_heard()
+                .is_none_or(|t| now.saturating_sub(t) >= timeout)
+            {
+                peer.online = false;
+                peer.report = None;
+                out.push(Action::Notify(Notice::PeerOffline { peer: n }));
+            }
+        }
+    }
+
+    /// When the next peer would time out, so the caller can wake up exactly then.
+    pub fn next_deadline(&self) -> Option<Nanos> {
+        let timeout = self.timeout();
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(n, p)| *n != self.cfg.me && p.online)
+            .flat_map(|(_, p)| {
+                p.heard
+                    .iter()
+                    .zip(&p.up)
+                    .filter(|(_, up)| **up)
+                    .filter_map(|(h, _)| h.map(|t| t + timeout))
+            })
+            .min()
     }
 
     /// No peer can be heard (all dead, or every interconnect lost).

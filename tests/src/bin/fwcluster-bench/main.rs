@@ -44,13 +44,33 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
     },
+    /// Client-visible outage at failover, side by side with keepalived (VRRPv3).
+    Failover {
+        /// Runs per configuration.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Also run the 1 ms / 5 ms soaks (idle and with both cores busy) for this many minutes
+        /// each, counting false failovers.
+        #[arg(long, default_value_t = 0)]
+        soak_minutes: u64,
+        /// Write the raw results (JSON) here, for the report.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::Xdp { seconds } => xdp(Duration::from_secs(seconds)),
+        Bench::Failover {
+            runs,
+            soak_minutes,
+            json,
+        } => failover::run(runs, soak_minutes, json.as_deref()),
     }
 }
+
+mod failover;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);

@@ -1,0 +1,480 @@
+//! `cargo xtask bench failover`: the client-visible outage when the active firewall loses all its
+//! links, fwcluster (group mode and flow-share mode) against keepalived 2.2.7 (VRRPv3) on the
+//! same seed network, the same heartbeat interval and the same miss count, run after run.
+//!
+//! The client probes the gateway address and a host behind it every millisecond on a fixed
+//! schedule (never waiting for replies); the outage is the longest run of unanswered probes.
+
+use std::{
+    fs,
+    path::Path,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use fwcluster_lab::{
+    Lab,
+    cluster::Cluster,
+    seed::{self, FWS1, FWS2, GROUP0_INET_FIP, INET_CLIENT, INTRA_CLIENT1_ADDRESS},
+    traffic::{Probe, ProbeResult},
+};
+use serde::Serialize;
+
+const PERIOD: Duration = Duration::from_millis(1);
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub outage_ms: f64,
+    pub lost: usize,
+    pub sent: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub runs: usize,
+    pub fwcluster_group: Vec<Run>,
+    pub fwcluster_flowshare: Vec<Run>,
+    pub keepalived: Vec<Run>,
+    pub planned_switchover: Vec<Run>,
+    pub moonshot_1ms: Vec<Run>,
+    /// Probe answers of the first fwcluster and keepalived failover (1 ms each), for a plot.
+    pub timeline_fwcluster: Vec<bool>,
+    pub timeline_keepalived: Vec<bool>,
+    pub usage: Vec<Usage>,
+    pub soaks: Vec<Soak>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub interval_ms: f64,
+    pub cpu_percent: f64,
+    pub rss_kib: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Soak {
+    pub load: String,
+    pub minutes: u64,
+    pub false_offline: usize,
+    pub false_failover: usize,
+}
+
+fn servers(interval: &str, timeout: &str, wait: &str) -> String {
+    format!(
+        r#"heartbeat_interval = "{interval}"
+heartbeat_timeout = "{timeout}"
+wait_timeout = "{wait}"
+
+[[server]]
+name = "fws1"
+interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
+
+[[server]]
+name = "fws2"
+interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
+"#
+    )
+}
+
+const GROUP: &str = r#"
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+
+  [[group.fip]]
+  address = "203.0.113.10/24"
+  interface = "eth2"
+"#;
+
+const FLOWSHARE: &str = r#"
+[[flowshare]]
+name = "ls0"
+address = "192.0.2.30/24"
+interface = "eth0"
+mac = "01:00:5e:00:02:1e"
+hash = "src-dst"
+"#;
+
+fn probes(lab: &Lab, targets: &[std::net::Ipv4Addr]) -> Result<Vec<Probe>> {
+    targets
+        .iter()
+        .map(|t| Probe::start(lab.ns(INET_CLIENT), *t, PERIOD))
+        .collect()
+}
+
+/// The worst of the probe streams.
+fn finish(probes: Vec<Probe>) -> Result<(Run, Vec<bool>)> {
+    let results: Vec<ProbeResult> = probes
+        .into_iter()
+        .map(Probe::finish)
+        .collect::<Result<_>>()?;
+    let worst = results
+        .iter()
+        .max_by_key(|r| r.outage())
+        .context("no probe")?;
+    Ok((
+        Run {
+            outage_ms: worst.outage().as_secs_f64() * 1e3,
+            lost: results.iter().map(ProbeResult::lost).sum(),
+            sent: results.iter().map(ProbeResult::sent).sum(),
+        },
+        worst.answered.clone(),
+    ))
+}
+
+fn fwcluster_cluster(lab: &Lab, config: &str) -> Result<Cluster> {
+    let mut cluster = Cluster::new(lab, config)?;
+    cluster.start(lab, FWS1)?;
+    cluster.start(lab, FWS2)?;
+    cluster.wait_for(FWS2, "FWC101", "fws1 is ONLINE", Duration::from_secs(10))?;
+    Ok(cluster)
+}
+
+/// One failover of group mode: fws1 loses every link.
+fn fwcluster_group(interval: &str, timeout: &str, planned: bool) -> Result<(Run, Vec<bool>)> {
+    let lab = seed::build()?;
+    let mut cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "300ms") + GROUP))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    let running = probes(&lab, &[GROUP0_INET_FIP, INTRA_CLIENT1_ADDRESS])?;
+    std::thread::sleep(Duration::from_millis(300));
+    if planned {
+        cluster.stop(FWS1, Duration::from_secs(5))?;
+    } else {
+        lab.cut_host(FWS1)?;
+    }
+    cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(10),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    finish(running)
+}
+
+/// One failover of flow-share mode: the node passing the probe's flow loses every link.
+fn fwcluster_flowshare(interval: &str, timeout: &str) -> Result<(Run, Vec<bool>)> {
+    let lab = seed::build()?;
+    let cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "300ms") + FLOWSHARE))?;
+    let shared = "192.0.2.30".parse()?;
+    let running = probes(&lab, &[shared])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let passed =
+        |host: &str| -> Result<u64> { Ok(cluster.status(host)?.xdp_counters["flow_passed"]) };
+    let victim = if passed(FWS1)? >= passed(FWS2)? {
+        FWS1
+    } else {
+        FWS2
+    };
+    let survivor = if victim == FWS1 { FWS2 } else { FWS1 };
+    lab.cut_host(victim)?;
+    cluster.wait_for(
+        survivor,
+        "FWC102",
+        &format!("{victim} is OFFLINE"),
+        Duration::from_secs(10),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    finish(running)
+}
+
+fn keepalived_config(router: &str, priority: u32, advert: &str) -> String {
+    format!(
+        r#"global_defs {{
+  router_id {router}
+  vrrp_garp_master_delay 0
+  vrrp_garp_master_repeat 1
+}}
+vrrp_sync_group G {{
+  group {{
+    inet
+    intra
+  }}
+}}
+vrrp_instance inet {{
+  state BACKUP
+  interface eth0
+  virtual_router_id 51
+  version 3
+  priority {priority}
+  advert_int {advert}
+  virtual_ipaddress {{
+    192.0.2.10/24
+  }}
+}}
+vrrp_instance intra {{
+  state BACKUP
+  interface eth2
+  virtual_router_id 52
+  version 3
+  priority {priority}
+  advert_int {advert}
+  virtual_ipaddress {{
+    203.0.113.10/24
+  }}
+}}
+"#
+    )
+}
+
+struct Keepalived(Vec<Child>);
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn has_address(lab: &Lab, host: &str, address: &str) -> bool {
+    lab.run(host, "ip", &["-o", "addr", "show", "dev", "eth0"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{address}/")))
+        .unwrap_or(false)
+}
+
+fn wait_address(lab: &Lab, host: &str, address: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !has_address(lab, host, address) {
+        if Instant::now() > deadline {
+            bail!("{address} did not appear on {host}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+fn start_keepalived(lab: &Lab, dir: &Path, advert: &str) -> Result<Keepalived> {
+    let mut children = Vec::new();
+    for (host, priority) in [(FWS1, 150), (FWS2, 100)] {
+        let conf = dir.join(format!("{host}.conf"));
+        fs::write(&conf, keepalived_config(host, priority, advert))?;
+        let child = lab
+            .command(host, "keepalived")
+            .args(["-n", "-l", "-P", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join(format!("{host}.pid")))
+            .arg("-r")
+            .arg(dir.join(format!("{host}-vrrp.pid")))
+            .arg("-c")
+            .arg(dir.join(format!("{host}-check.pid")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting keepalived")?;
+        children.push(child);
+    }
+    Ok(Keepalived(children))
+}
+
+/// One failover of keepalived: fws1 (the master) loses every link.
+fn keepalived(advert: &str) -> Result<(Run, Vec<bool>)> {
+    let lab = seed::build()?;
+    let dir = tempfile::tempdir()?;
+    let _keepalived = start_keepalived(&lab, dir.path(), advert)?;
+    wait_address(&lab, FWS1, "192.0.2.10", Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let running = probes(&lab, &[GROUP0_INET_FIP, INTRA_CLIENT1_ADDRESS])?;
+    std::thread::sleep(Duration::from_millis(300));
+    lab.cut_host(FWS1)?;
+    wait_address(&lab, FWS2, "192.0.2.10", Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(300));
+    finish(running)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn outages(runs: &[Run]) -> Vec<f64> {
+    runs.iter().map(|r| r.outage_ms).collect()
+}
+
+fn repeat(
+    runs: usize,
+    name: &str,
+    mut one: impl FnMut() -> Result<(Run, Vec<bool>)>,
+) -> Result<(Vec<Run>, Vec<bool>)> {
+    let mut results = Vec::new();
+    let mut first = Vec::new();
+    for i in 0..runs {
+        let (run, timeline) = one().with_context(|| format!("{name}, run {i}"))?;
+        eprintln!("  {name} run {i}: outage {:.0} ms", run.outage_ms);
+        if i == 0 {
+            first = timeline;
+        }
+        results.push(run);
+    }
+    Ok((results, first))
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")
+}
+
+/// Idle CPU and RSS of the active node's daemon at one interval.
+fn usage(interval: &str, timeout: &str, interval_ms: f64) -> Result<Usage> {
+    let lab = seed::build()?;
+    let cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "300ms") + GROUP))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = cluster.pid(FWS1).context("pid")?;
+    let before = cpu_ticks(pid)?;
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window);
+    let used = (cpu_ticks(pid)? - before) as f64 / clock_ticks();
+    Ok(Usage {
+        interval_ms,
+        cpu_percent: used / window.as_secs_f64() * 100.0,
+        rss_kib: rss_kib(pid)?,
+    })
+}
+
+/// 1 ms heartbeats, 5 ms timeout, for `minutes`: false OFFLINE and false failovers.
+fn soak(minutes: u64, busy: bool) -> Result<Soak> {
+    let lab = seed::build()?;
+    let cluster = fwcluster_cluster(&lab, &(servers("1ms", "5ms", "100ms") + GROUP))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    let mut burners: Vec<Child> = Vec::new();
+    if busy {
+        for _ in 0..2 {
+            burners.push(
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()?,
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_secs(60 * minutes));
+    for mut b in burners {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    Ok(Soak {
+        load: if busy { "both cores busy" } else { "idle" }.into(),
+        minutes,
+        false_offline: cluster.lines_with(FWS1, "FWC102").len()
+            + cluster.lines_with(FWS2, "FWC102").len(),
+        false_failover: cluster.lines_with(FWS2, "FWC201").len(),
+    })
+}
+
+pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
+    println!("fwcluster failover benchmark: {runs} runs per configuration, probes every 1 ms");
+    println!("(same seed network, 10 ms heartbeats / adverts, 3 missed = 30 ms)");
+    let (group, timeline_fwcluster) = repeat(runs, "fwcluster group 10ms/30ms", || {
+        fwcluster_group("10ms", "30ms", false)
+    })?;
+    let (flowshare, _) = repeat(runs, "fwcluster flow share 10ms/30ms", || {
+        fwcluster_flowshare("10ms", "30ms")
+    })?;
+    let (ka, timeline_keepalived) =
+        repeat(runs, "keepalived advert_int 0.01", || keepalived("0.01"))?;
+    let (planned, _) = repeat(runs, "fwcluster planned switchover", || {
+        fwcluster_group("10ms", "30ms", true)
+    })?;
+    let (moonshot, _) = repeat(runs, "fwcluster group 1ms/5ms", || {
+        fwcluster_group("1ms", "5ms", false)
+    })?;
+    let usage = vec![usage("10ms", "30ms", 10.0)?, usage("1ms", "5ms", 1.0)?];
+    let mut soaks = Vec::new();
+    if soak_minutes > 0 {
+        soaks.push(soak(soak_minutes, false)?);
+        soaks.push(soak(soak_minutes, true)?);
+    }
+
+    let ka_p95 = percentile(&outages(&ka), 0.95);
+    println!("\n| configuration | median outage | p95 outage | p95 vs keepalived | goal |");
+    println!("| --- | ---: | ---: | ---: | --- |");
+    let line = |name: &str, runs: &[Run], goal: &str| {
+        let o = outages(runs);
+        println!(
+            "| {name} | {:.0} ms | {:.0} ms | {:.2}× | {goal} |",
+            percentile(&o, 0.5),
+            percentile(&o, 0.95),
+            percentile(&o, 0.95) / ka_p95
+        );
+    };
+    line("keepalived 2.2.7 VRRPv3, advert_int 0.01 (anchor)", &ka, "");
+    line("fwcluster group mode, 10 ms / 30 ms", &group, "≤ 0.90×");
+    line("fwcluster flow share, 10 ms / 30 ms", &flowshare, "≤ 0.85×");
+    line("fwcluster planned switchover (SIGTERM)", &planned, "≤ 5 ms");
+    line(
+        "fwcluster group mode, 1 ms / 5 ms",
+        &moonshot,
+        "p95 ≤ 10 ms",
+    );
+    println!("\nper run pair (fwcluster group ÷ keepalived):");
+    let pairs: Vec<String> = group
+        .iter()
+        .zip(&ka)
+        .map(|(f, k)| format!("{:.2}", f.outage_ms / k.outage_ms.max(1.0)))
+        .collect();
+    println!("  {}", pairs.join(" "));
+    println!("\n| daemon at rest | CPU | RSS |");
+    println!("| --- | ---: | ---: |");
+    for u in &usage {
+        println!(
+            "| {} ms heartbeats | {:.2} % of a core | {} KiB |",
+            u.interval_ms, u.cpu_percent, u.rss_kib
+        );
+    }
+    for s in &soaks {
+        println!(
+            "soak 1 ms / 5 ms, {} min, {}: {} false OFFLINE, {} false failovers",
+            s.minutes, s.load, s.false_offline, s.false_failover
+        );
+    }
+    if let Some(path) = json {
+        let results = Results {
+            runs,
+            fwcluster_group: group,
+            fwcluster_flowshare: flowshare,
+            keepalived: ka,
+            planned_switchover: planned,
+            moonshot_1ms: moonshot,
+            timeline_fwcluster,
+            timeline_keepalived,
+            usage,
+            soaks,
+        };
+        fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    Ok(())
+}
