@@ -345,14 +345,10 @@ impl Daemon {
                     if self.execute(actions)? {
                         return Ok(());
                     }
-                    let status = self.engine.status(now);
-                    let live: Vec<u32> = (0..status.online.len())
-                        .filter(|n| status.online[*n])
-                        .map(|n| n as u32)
-                        .collect();
-                    if let Err(e) = self.flowshares.tick(&mut self.dataplane, &live) {
+                    if let Err(e) = self.flowshares.renew(&mut self.dataplane) {
                         tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
                     }
+                    self.rebalance();
                     self.send(Kind::Heartbeat);
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                     continue;
@@ -400,6 +396,18 @@ impl Daemon {
             if self.execute(actions)? {
                 return Ok(());
             }
+            // Membership may have changed: flow-share buckets move at once, not at the tick.
+            self.rebalance();
+        }
+    }
+
+    fn rebalance(&mut self) {
+        let live: Vec<u32> = (0..self.config.server.len())
+            .filter(|n| self.engine.is_online(*n))
+            .map(|n| n as u32)
+            .collect();
+        if let Err(e) = self.flowshares.rebalance(&mut self.dataplane, &live) {
+            tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
         }
     }
 
@@ -508,7 +516,12 @@ impl Daemon {
             match action {
                 Action::GrantLease { group, epoch } => {
                     let result = self.dataplane.acquire(group as u32, epoch, self.lease);
+                    let granted = result.is_ok();
                     lease_op(result);
+                    // The first gratuitous ARP right after the map flip (R-XDP-6).
+                    if granted {
+                        self.resources.announce_now(group);
+                    }
                 }
                 Action::RenewLease { group, epoch } => {
                     let result = self.dataplane.renew(group as u32, epoch, self.lease);

@@ -156,10 +156,17 @@ impl FlowShares {
         Ok(Self { instances, lease })
     }
 
-    /// Every tick: renew the leases and deal the buckets over `live` (sorted node ids).
-    pub fn tick(&mut self, dataplane: &mut Dataplane, live: &[u32]) -> Result<()> {
-        for instance in &mut self.instances {
+    /// Every tick: renew the leases.
+    pub fn renew(&mut self, dataplane: &mut Dataplane) -> Result<()> {
+        for instance in &self.instances {
             dataplane.renew(instance.slot, instance.epoch, self.lease)?;
+        }
+        Ok(())
+    }
+
+    /// Deals the buckets over `live` (sorted node ids) when membership changed.
+    pub fn rebalance(&mut self, dataplane: &mut Dataplane, live: &[u32]) -> Result<()> {
+        for instance in &mut self.instances {
             let owners = deal(instance.buckets, live);
             if owners != instance.owners {
                 dataplane.set_buckets(instance.table, &owners)?;

@@ -116,7 +116,10 @@ impl Cluster {
             .args(["--node", host])
             .arg("--run-dir")
             .arg(&run_dir)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("FWCLUSTER_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -224,8 +227,8 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{group} not ONLINE on {on} (as {host} sees it) within {timeout:?}; log:\n{}",
-                    self.log(host)
+                    "{group} not ONLINE on {on} (as {host} sees it) within {timeout:?}; logs:\n{}",
+                    self.all_logs()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -245,6 +248,15 @@ impl Cluster {
             .get(host)
             .and_then(|p| fs::read_to_string(p).ok())
             .unwrap_or_default()
+    }
+
+    /// Every daemon's log, headed by its host.
+    pub fn all_logs(&self) -> String {
+        self.logs
+            .keys()
+            .map(|h| format!("--- {h} ---\n{}", self.log(h)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Log lines of a host with message id `id`.

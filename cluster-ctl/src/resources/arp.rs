@@ -39,11 +39,19 @@ fn frame(op: u16, source_mac: [u8; 6], sender_mac: [u8; 6], address: Ipv4Addr) -
     f
 }
 
-/// Announces `address` on `interface` as being at `mac` (default: the interface's MAC), in both
-/// the request and the reply form, so that hosts which only honour one of them update too.
-pub fn announce(interface: &str, address: Ipv4Addr, mac: Option<[u8; 6]>) -> Result<()> {
-    let own = interface_mac(interface)?;
-    let sender = mac.unwrap_or(own);
+/// An open packet socket per interface, with the interface's MAC: closing a packet socket waits
+/// for an RCU grace period (`synchronize_net`, ~10 ms), far too slow for the takeover path.
+struct Sender {
+    fd: OwnedFd,
+    ifindex: u32,
+    mac: [u8; 6],
+}
+
+static SENDERS: std::sync::Mutex<std::collections::BTreeMap<String, Sender>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn open_sender(interface: &str) -> Result<Sender> {
+    let mac = interface_mac(interface)?;
     let ifindex = nix::net::if_::if_nametoindex(interface)
         .with_context(|| format!("interface {interface}"))?;
     // SAFETY: plain socket(2); owned at once.
@@ -53,19 +61,31 @@ pub fn announce(interface: &str, address: Ipv4Addr, mac: Option<[u8; 6]>) -> Res
     }
     // SAFETY: new valid descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(Sender { fd, ifindex, mac })
+}
+
+/// Announces `address` on `interface` as being at `mac` (default: the interface's MAC), in both
+/// the request and the reply form, so that hosts which only honour one of them update too.
+pub fn announce(interface: &str, address: Ipv4Addr, mac: Option<[u8; 6]>) -> Result<()> {
+    let mut senders = SENDERS.lock().expect("senders lock");
+    if !senders.contains_key(interface) {
+        senders.insert(interface.to_owned(), open_sender(interface)?);
+    }
+    let sender = &senders[interface];
+    let announced = mac.unwrap_or(sender.mac);
     // SAFETY: zero is valid for sockaddr_ll.
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;
     to.sll_protocol = ETH_P_ARP.to_be();
-    to.sll_ifindex = ifindex as i32;
+    to.sll_ifindex = sender.ifindex as i32;
     to.sll_halen = 6;
     to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
     for op in [1u16, 2] {
-        let bytes = frame(op, sender, sender, address);
+        let bytes = frame(op, announced, announced, address);
         // SAFETY: valid buffer and address.
         let sent = unsafe {
             libc::sendto(
-                fd.as_raw_fd(),
+                sender.fd.as_raw_fd(),
                 bytes.as_ptr().cast(),
                 bytes.len(),
                 0,
@@ -74,8 +94,10 @@ pub fn announce(interface: &str, address: Ipv4Addr, mac: Option<[u8; 6]>) -> Res
             )
         };
         if sent < 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("sending gratuitous ARP on {interface}"));
+            let error = std::io::Error::last_os_error();
+            // The interface may have been replaced: reopen next time.
+            senders.remove(interface);
+            return Err(error).with_context(|| format!("sending gratuitous ARP on {interface}"));
         }
     }
     Ok(())

@@ -331,18 +331,29 @@ impl Resources {
         let Some(steps) = self.steps.get(group).cloned() else {
             return;
         };
-        std::thread::spawn(move || {
-            for step in &steps {
-                let result = match step {
-                    Step::Fip(fip) => arp::announce(&fip.interface, fip.address.addr(), None),
-                    Step::Parp(parp) => arp::announce(&parp.interface, parp.address, parp.mac),
-                    Step::Exec(_) => Ok(()),
-                };
-                if let Err(e) = result {
-                    tracing::warn!(error = format!("{e:#}"), "re-announcement failed");
-                }
-            }
-        });
+        std::thread::spawn(move || announce_all(&steps));
+    }
+
+    /// Announces every address of a group at once, on the caller's thread: right after the
+    /// data path took the group over, so that clients and routers turn to this node while the
+    /// addresses are still being configured (the XDP program already answers for them).
+    pub fn announce_now(&self, group: GroupId) {
+        if let Some(steps) = self.steps.get(group) {
+            announce_all(steps);
+        }
+    }
+}
+
+fn announce_all(steps: &[Step]) {
+    for step in steps {
+        let result = match step {
+            Step::Fip(fip) => arp::announce(&fip.interface, fip.address.addr(), None),
+            Step::Parp(parp) => arp::announce(&parp.interface, parp.address, parp.mac),
+            Step::Exec(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = format!("{e:#}"), "announcement failed");
+        }
     }
 }
 
