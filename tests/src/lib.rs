@@ -359,19 +359,42 @@ impl Lab {
             .collect()
     }
 
-    /// Cuts every link of a host.
+    /// Cuts every link of a host at once (one `ip -batch`: a host dies all at once).
     pub fn cut_host(&self, host: &str) -> Result<()> {
-        for interface in self.interfaces_of(host) {
-            self.cut(host, &interface)?;
-        }
-        Ok(())
+        self.set_host_links(host, "down")
     }
 
-    /// Restores every link of a host.
+    /// Restores every link of a host at once.
     pub fn restore_host(&self, host: &str) -> Result<()> {
+        self.set_host_links(host, "up")
+    }
+
+    fn set_host_links(&self, host: &str, state: &str) -> Result<()> {
+        let mut batch = String::new();
         for interface in self.interfaces_of(host) {
-            self.restore(host, &interface)?;
+            batch.push_str(&format!(
+                "link set {} {state}\n",
+                self.port(host, &interface)?
+            ));
         }
+        let mut child = Command::new("ip")
+            .args(["-n", &self.switch, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("spawning ip -batch")?;
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(batch.as_bytes())?;
+        let output = child.wait_with_output()?;
+        ensure!(
+            output.status.success(),
+            "ip -batch failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         Ok(())
     }
 
