@@ -10,3 +10,4 @@ pub mod flowshare;
 pub mod heartbeat;
 pub mod resources;
 pub mod status;
+pub mod supervisor;

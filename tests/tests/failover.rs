@@ -603,3 +603,74 @@ buckets = 1024
     );
     Ok(())
 }
+
+fn worker_of(supervisor: u32) -> u32 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children"))
+            .expect("children of the supervisor");
+    children
+        .split_whitespace()
+        .next()
+        .expect("a worker")
+        .parse()
+        .expect("pid")
+}
+
+#[test]
+fn a_dead_worker_is_restarted_and_adopts_its_groups_then_retries_run_out() -> anyhow::Result<()> {
+    // 1 s / 5 s: the lease (4 s) outlasts the restart; two restarts allowed.
+    let config = hot_standby("manual", "").replace(
+        "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"200ms\"",
+        "heartbeat_interval = \"1s\"\nheartbeat_timeout = \"5s\"\nwait_timeout = \"6s\"\nretry = 2",
+    );
+    let lab = seed::build()?;
+    let mut cluster = Cluster::new(&lab, &config)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    let supervisor = cluster.pid(FWS1).expect("running");
+    for restart in 1..=2 {
+        let worker = worker_of(supervisor);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(worker as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while cluster.lines_with(FWS1, "FWC006").len() < restart {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                cluster.log(FWS1)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_ne!(worker_of(supervisor), worker, "a new worker");
+        assert_eq!(cluster.holder(FWS2, "group0")?.as_deref(), Some(FWS1));
+    }
+    assert_eq!(cluster.lines_with(FWS1, "FWC007").len(), 2);
+    // The third death exceeds retry = 2: the supervisor stops (STOP).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker_of(supervisor) as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while cluster.running(FWS1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the supervisor must stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        cluster
+            .lines_with(FWS1, "FWC007")
+            .last()
+            .unwrap()
+            .contains("Stop")
+    );
+    assert!(
+        cluster.lines_with(FWS2, "FWC201").is_empty(),
+        "no takeover while it recovered"
+    );
+    Ok(())
+}

@@ -24,6 +24,9 @@ struct Args {
     /// Directory of the control socket.
     #[arg(long, default_value = "/run/fwcluster")]
     run_dir: PathBuf,
+    /// Run the daemon itself (the supervisor starts it this way; not for operators).
+    #[arg(long, hide = true)]
+    worker: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +39,18 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    if !args.worker {
+        // The supervisor: the same arguments plus --worker, restarted per cluster.recover.
+        let mut worker: Vec<String> = std::env::args().skip(1).collect();
+        worker.push("--worker".into());
+        return match cluster_ctl::supervisor::run(&args.config, &worker) {
+            Ok(code) => std::process::ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("fwclusterd: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let options = Options {
         config: args.config,
         node: args.node,

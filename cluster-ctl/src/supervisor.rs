@@ -1,0 +1,164 @@
+//! Cluster-level recovery (R-RECOVER-1): `fwclusterd` runs its worker as a child process and,
+//! when the worker dies of anything but a clean leave, applies `cluster.recover`: RESTART (up
+//! to `cluster.retry` times; the new worker adopts the pinned data path, so a restart within the
+//! lease is invisible to clients), STOP, or the opt-in HALT and REBOOT.
+
+use std::{
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    path::Path,
+    process::{Command, ExitStatus},
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context as _, Result};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::{
+    catalog,
+    config::{ClusterRecover, Config},
+};
+
+/// What the supervisor does after a worker exit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The worker left cleanly: exit with success.
+    Done,
+    Restart,
+    Stop,
+    Halt,
+    Reboot,
+}
+
+/// The recovery decision for a worker exit (pure, for tests).
+pub fn decide(status: ExitStatus, recover: ClusterRecover, restarts: u32, retry: u32) -> Decision {
+    if status.success() {
+        return Decision::Done;
+    }
+    match recover {
+        ClusterRecover::Restart if restarts < retry => Decision::Restart,
+        ClusterRecover::Restart | ClusterRecover::Stop => Decision::Stop,
+        ClusterRecover::Halt => Decision::Halt,
+        ClusterRecover::Reboot => Decision::Reboot,
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => "unknown status".into(),
+    }
+}
+
+/// Runs `worker_args` (this binary with `--worker`) under supervision; returns the exit code.
+pub fn run(config_path: &Path, worker_args: &[String]) -> Result<i32> {
+    let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let exe = std::env::current_exe().context("locating fwclusterd")?;
+    // Termination signals are forwarded to the worker, which leaves the cluster cleanly.
+    let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT]);
+    signals.thread_block().context("blocking signals")?;
+    let child_pid = Arc::new(Mutex::new(None::<i32>));
+    {
+        let child_pid = child_pid.clone();
+        std::thread::spawn(move || {
+            while let Ok(signal) = signals.wait() {
+                if let Some(pid) = *child_pid.lock().expect("pid lock") {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+                }
+            }
+        });
+    }
+    let mut restarts = 0;
+    loop {
+        let mut command = Command::new(&exe);
+        command.args(worker_args);
+        // SAFETY: prctl and sigprocmask are async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                // The worker dies with the supervisor (its pins keep the data path).
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The worker handles termination signals itself.
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().context("starting the fwclusterd worker")?;
+        *child_pid.lock().expect("pid lock") = Some(child.id() as i32);
+        let status = child.wait()?;
+        *child_pid.lock().expect("pid lock") = None;
+        let decision = decide(
+            status,
+            config.cluster.recover,
+            restarts,
+            config.cluster.retry,
+        );
+        if decision != Decision::Done {
+            tracing::error!(
+                id = catalog::DAEMON_FAILED.id,
+                status = describe(status),
+                recover = ?config.cluster.recover,
+                restarts,
+                retry = config.cluster.retry,
+                action = ?decision,
+                "the fwclusterd worker died"
+            );
+        }
+        match decision {
+            Decision::Done => return Ok(0),
+            Decision::Restart => restarts += 1,
+            Decision::Stop => return Ok(1),
+            Decision::Halt | Decision::Reboot => {
+                let verb = if decision == Decision::Halt {
+                    "poweroff"
+                } else {
+                    "reboot"
+                };
+                let result = Command::new("systemctl").arg(verb).status();
+                tracing::error!(
+                    id = catalog::DAEMON_FAILED.id,
+                    verb,
+                    ?result,
+                    "cluster recovery"
+                );
+                return Ok(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn recovery_follows_the_configured_action_and_retry_count() {
+        let killed = ExitStatus::from_raw(9);
+        assert_eq!(
+            decide(exited(0), ClusterRecover::Restart, 0, 5),
+            Decision::Done
+        );
+        assert_eq!(
+            decide(killed, ClusterRecover::Restart, 4, 5),
+            Decision::Restart
+        );
+        assert_eq!(
+            decide(killed, ClusterRecover::Restart, 5, 5),
+            Decision::Stop
+        );
+        assert_eq!(
+            decide(exited(1), ClusterRecover::Stop, 0, 5),
+            Decision::Stop
+        );
+        assert_eq!(decide(killed, ClusterRecover::Halt, 0, 5), Decision::Halt);
+        assert_eq!(
+            decide(killed, ClusterRecover::Reboot, 0, 5),
+            Decision::Reboot
+        );
+    }
+}
