@@ -197,3 +197,20 @@ pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_documented_catalog_lists_every_message() {
+        let doc = include_str!("../../docs/log-catalog.md");
+        let mut ids = std::collections::BTreeSet::new();
+        for message in super::ALL {
+            assert!(ids.insert(message.id), "{} used twice", message.id);
+            assert!(
+                doc.contains(&format!("| {} | {} |", message.id, message.summary)),
+                "docs/log-catalog.md lacks {}",
+                message.id
+            );
+        }
+    }
+}

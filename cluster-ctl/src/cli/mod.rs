@@ -1,5 +1,6 @@
 //! The operator commands, one module each; the binaries only call `main`.
 
+pub mod clpcfg;
 pub mod clpgrp;
 pub mod clpstat;
 

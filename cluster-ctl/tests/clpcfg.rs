@@ -1,0 +1,209 @@
+//! `clpcfg`: the wizard, check, keygen and the nftables snippet, through the real binary.
+
+use std::{
+    io::Write as _,
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use cluster_ctl::{cli::clpcfg::Wizard, config::Config, heartbeat::load_key};
+
+const LOAD_SHARE_ANSWERS: &str = "\
+fws_cluster
+1s
+5s
+10s
+28001
+28002
+/etc/fwcluster/cluster.key
+fws1
+a
+169.254.12.1/24
+a
+203.0.113.1/24
+
+fws2
+a
+169.254.12.2/24
+l
+a
+203.0.113.2/24
+
+y
+fws1
+n
+a
+192.0.2.10/24 eth0
+a
+203.0.113.99/24 eth2
+m
+2
+203.0.113.10/24 eth2
+
+a
+192.0.2.254
+
+a
+192.0.2.20 eth0
+
+fws2
+n
+a
+192.0.2.11/24 eth0
+a
+198.51.100.77/24 eth1
+a
+203.0.113.11/24 eth2
+d
+2
+
+a
+192.0.2.254
+
+a
+192.0.2.21 eth0
+
+
+";
+
+fn example(name: &str) -> Config {
+    Config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_wizard_builds_the_load_share_example_from_the_seed_answers() {
+    let mut screen = Vec::new();
+    let config = Wizard::new(LOAD_SHARE_ANSWERS.as_bytes(), &mut screen)
+        .run()
+        .unwrap();
+    assert_eq!(config, example("load-share.toml"));
+    let screen = String::from_utf8(screen).unwrap();
+    assert!(screen.contains("Input HB interval [1s] : "), "{screen}");
+    assert!(screen.contains("[a/m/d/l/Enter] : "), "{screen}");
+    assert!(
+        screen.contains("  1: 169.254.12.2/24"),
+        "the l command lists: {screen}"
+    );
+}
+
+#[test]
+fn the_wizard_asks_again_after_a_bad_answer_and_refuses_truncated_input() {
+    let answers = LOAD_SHARE_ANSWERS.replacen("1s\n", "one second\n1s\n", 1);
+    let mut screen = Vec::new();
+    let config = Wizard::new(answers.as_bytes(), &mut screen).run().unwrap();
+    assert_eq!(config, example("load-share.toml"));
+    assert!(
+        String::from_utf8(screen)
+            .unwrap()
+            .contains("\"one second\"")
+    );
+    let error = Wizard::new("fws_cluster\n".as_bytes(), Vec::new())
+        .run()
+        .unwrap_err();
+    assert!(error.to_string().contains("input ended"), "{error}");
+}
+
+fn clpcfg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_clpcfg"))
+}
+
+#[test]
+fn init_through_a_pipe_writes_a_file_that_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    let mut child = clpcfg()
+        .args(["init", "-o"])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(LOAD_SHARE_ANSWERS.as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let check = clpcfg().arg("check").arg(&file).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(Config::load(&file).unwrap(), example("load-share.toml"));
+}
+
+#[test]
+fn check_fails_with_one_line_per_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[cluster]\nname = \"c\"\nheartbeat_interval = \"5s\"\nheartbeat_timeout = \"1s\"\n\n[[server]]\nname = \"a.example\"\ninterconnect = [\"169.254.1.1/24\"]\n",
+    )
+    .unwrap();
+    let check = clpcfg().arg("check").arg(&file).output().unwrap();
+    assert!(!check.status.success());
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("bad.toml:4: cluster.heartbeat_timeout"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.toml:7: server[0].name"), "{stderr}");
+}
+
+#[test]
+fn keygen_writes_a_private_key_that_the_daemon_accepts_and_guards_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    assert!(clpcfg().arg("keygen").arg(&key).status().unwrap().success());
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    load_key(&key).unwrap();
+    // No silent overwrite.
+    assert!(!clpcfg().arg("keygen").arg(&key).status().unwrap().success());
+    // A key readable by others is refused.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = load_key(&key).unwrap_err();
+    assert!(error.contains("chmod 600"), "{error}");
+}
+
+#[test]
+fn the_nft_snippet_is_valid_nftables_and_names_only_the_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = clpcfg()
+        .arg("nft")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hot-standby.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let snippet = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        snippet.contains("169.254.12.1, 203.0.113.1, 169.254.12.2, 203.0.113.2"),
+        "{snippet}"
+    );
+    assert!(snippet.contains("udp dport 28002 accept") && snippet.contains("tcp dport 28001 drop"));
+    // `nft -c` checks the ruleset without loading it.
+    let file = dir.path().join("rules.nft");
+    std::fs::write(&file, &snippet).unwrap();
+    let check = Command::new("nft")
+        .arg("-c")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
