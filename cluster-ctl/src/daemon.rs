@@ -18,7 +18,7 @@ use crate::{
     control::{GroupOp, Request, Response},
     dataplane::{self, Dataplane, DataplaneError, ModePreference},
     engine::Command,
-    engine::{Action, Engine, EngineConfig, Event, GroupId, Nanos},
+    engine::{ActReason, Action, DeactReason, Engine, EngineConfig, Event, GroupId, Nanos, Notice},
     flowshare::FlowShares,
     heartbeat::{self, Inbound, Transport, wire::Kind},
     resources::{Resources, StepOutcome},
@@ -58,6 +58,7 @@ pub enum Input {
 
 struct Daemon {
     config: Config,
+    outbox: Option<crate::mail::Outbox>,
     flowshares: FlowShares,
     engine: Engine,
     dataplane: Dataplane,
@@ -150,7 +151,16 @@ pub fn run(options: Options) -> Result<()> {
         "fwclusterd started"
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let outbox = match &config.mail {
+        Some(mail) => {
+            let outbox = crate::mail::Outbox::open(mail, &node)?;
+            crate::mail::start_sender(mail.clone(), outbox.clone())?;
+            Some(outbox)
+        }
+        None => None,
+    };
     let mut daemon = Daemon {
+        outbox,
         config,
         flowshares,
         engine,
@@ -502,6 +512,54 @@ impl Daemon {
         ))
     }
 
+    /// Queues the seed's alert mails: group down here, and takeover here after a failure.
+    fn mail(&self, notice: &Notice) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        let cfg = self.engine.config();
+        let host = &cfg.nodes[cfg.me];
+        let address = self.config.server[cfg.me]
+            .interconnect
+            .first()
+            .map(|n| n.addr().to_string())
+            .unwrap_or_default();
+        let group = |g: usize| cfg.groups[g].name.clone();
+        let alert = match *notice {
+            Notice::GroupOffline {
+                group: g,
+                reason: DeactReason::Illegal,
+                cause,
+            }
+            | Notice::GroupError { group: g, cause } => Some(crate::mail::group_down(
+                &group(g),
+                host,
+                &address,
+                &catalog::cause_text(cfg, cause),
+            )),
+            Notice::GroupOnline {
+                group: g,
+                reason: ActReason::Failover,
+                cause,
+            } => Some(crate::mail::takeover(
+                &group(g),
+                host,
+                &address,
+                &catalog::cause_text(cfg, cause),
+            )),
+            _ => None,
+        };
+        if let Some(alert) = alert
+            && let Err(e) = outbox.queue(&alert)
+        {
+            tracing::error!(
+                id = catalog::MAIL_RETRY.id,
+                error = format!("{e:#}"),
+                "cannot queue an alert"
+            );
+        }
+    }
+
     fn send(&self, kind: Kind) {
         let now = self.now();
         let engine = &self.engine;
@@ -562,7 +620,10 @@ impl Daemon {
                     tracing::warn!(id = catalog::DAEMON_STOPPED.id, "left the cluster");
                     return Ok(true);
                 }
-                Action::Notify(notice) => catalog::log_notice(self.engine.config(), &notice),
+                Action::Notify(notice) => {
+                    catalog::log_notice(self.engine.config(), &notice);
+                    self.mail(&notice);
+                }
             }
         }
         if send_now {

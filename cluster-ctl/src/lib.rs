@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod flowshare;
 pub mod heartbeat;
+pub mod mail;
 pub mod resources;
 pub mod status;
 pub mod supervisor;

@@ -84,11 +84,12 @@ impl Cluster {
         let key = dir.path().join("cluster.key");
         write_key(&key)?;
         let config = dir.path().join("cluster.toml");
+        // `{dir}` in the body stands for this cluster's private directory (outboxes etc.).
         let text = format!(
             "[cluster]\nname = \"{}\"\nkey_file = \"{}\"\n{}",
             lab.prefix(),
             key.display(),
-            config_body
+            config_body.replace("{dir}", &dir.path().display().to_string())
         );
         fs::write(&config, text)?;
         Ok(Self {

@@ -17,6 +17,11 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "keepalived",
     "tcpdump",
+    // A real SMTP server for the mail tests.
+    "python3-aiosmtpd",
+    // lettre's TLS (STARTTLS) links OpenSSL.
+    "libssl-dev",
+    "pkg-config",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13";

@@ -1,0 +1,260 @@
+//! Alert mail (R-MAIL-1): on group down and on takeover, with the seed's subjects and bodies.
+//!
+//! Every message is first written to an on-disk outbox (one file per message, written to a
+//! temporary name and renamed, so a crash never leaves half a message), then a sender thread
+//! delivers the files in order and deletes each one only after the SMTP server accepted it,
+//! retrying with backoff. Messages survive daemon restarts, and their Date header and body carry
+//! the time of the event, not of the delivery (the seed warns operators to check it).
+
+use std::{
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use lettre::{
+    Message, SmtpTransport, Transport as _,
+    message::{Mailbox, header::ContentType},
+    transport::smtp::authentication::Credentials,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{catalog, config::MailConfig};
+
+/// One queued alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Event time, seconds and nanoseconds since the Unix epoch.
+    pub time: (u64, u32),
+    pub subject: String,
+    pub body: String,
+}
+
+impl Alert {
+    fn system_time(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::new(self.time.0, self.time.1)
+    }
+
+    fn now(subject: String, body: String) -> Self {
+        let since = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            time: (since.as_secs(), since.subsec_nanos()),
+            subject,
+            body,
+        }
+    }
+}
+
+fn stamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// "WARNING: [group0] is downed" (seed wording), for a group that went down on `host`.
+pub fn group_down(group: &str, host: &str, address: &str, cause: &str) -> Alert {
+    let mut alert = Alert::now(format!("WARNING: [{group}] is downed"), String::new());
+    alert.body = format!(
+        "!!WARNING!!\n\
+         [{group}] is not active on Firewall({host}[{address}]).\n\
+         Urgently check it.\n\
+         If you received a previous message \"NOTICE: [{group}] changes\n\
+         to the active firewall\" from {host}[{address}],\n\
+         both groups are downed.\n\
+         Urgently check both groups!!\n\
+         \n\
+         Cause: {cause}\n\
+         Time of the event: {}\n",
+        stamp(alert.system_time())
+    );
+    alert
+}
+
+/// "NOTICE: [group0] changes to the active firewall" (seed wording), for a takeover by `host`.
+pub fn takeover(group: &str, host: &str, address: &str, cause: &str) -> Alert {
+    let mut alert = Alert::now(
+        format!("NOTICE: [{group}] changes to the active firewall"),
+        String::new(),
+    );
+    alert.body = format!(
+        "!!NOTICE!!\n\
+         [{group}] changes to the active\n\
+         firewall({host}[{address}]).\n\
+         Urgently check another failed firewall.\n\
+         \n\
+         Cause: {cause}\n\
+         Time of the event: {}\n",
+        stamp(alert.system_time())
+    );
+    alert
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// The outbox of one node: `<outbox>/<node>/`.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+impl Outbox {
+    pub fn open(config: &MailConfig, node: &str) -> Result<Self> {
+        let dir = config.outbox.join(node);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Self { dir })
+    }
+
+    /// Writes an alert to the outbox (durable before this returns).
+    pub fn queue(&self, alert: &Alert) -> Result<PathBuf> {
+        let name = format!(
+            "{:020}-{:09}-{:06}.json",
+            alert.time.0,
+            alert.time.1,
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.dir.join(&name);
+        let temporary = self.dir.join(format!(".{name}.tmp"));
+        {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temporary)
+                .with_context(|| format!("creating {}", temporary.display()))?;
+            serde_json::to_writer(&mut file, alert)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, &path)?;
+        tracing::info!(id = catalog::MAIL_QUEUED.id, subject = alert.subject, file = %path.display(), "alert queued");
+        Ok(path)
+    }
+
+    /// Queued messages, oldest first.
+    pub fn pending(&self) -> Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+}
+
+fn transport(config: &MailConfig) -> Result<SmtpTransport> {
+    let url = url_parts(&config.smtp)?;
+    let mut builder = match url.0.as_str() {
+        // Implicit TLS.
+        "smtps" => SmtpTransport::relay(&url.1)?.port(url.2.unwrap_or(465)),
+        // STARTTLS when the server offers it, plain otherwise.
+        "smtp" => SmtpTransport::builder_dangerous(&url.1)
+            .port(url.2.unwrap_or(25))
+            .tls(lettre::transport::smtp::client::Tls::Opportunistic(
+                lettre::transport::smtp::client::TlsParameters::new(url.1.clone())?,
+            )),
+        other => anyhow::bail!("mail.smtp: unknown scheme {other:?} (smtp:// or smtps://)"),
+    };
+    if let (Some(user), Some(file)) = (&config.username, &config.password_file) {
+        let password =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        builder = builder.credentials(Credentials::new(user.clone(), password.trim().to_owned()));
+    }
+    Ok(builder.timeout(Some(Duration::from_secs(10))).build())
+}
+
+/// `scheme://host[:port]`.
+fn url_parts(url: &str) -> Result<(String, String, Option<u16>)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .with_context(|| format!("mail.smtp: {url:?} is not scheme://host[:port]"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            Some(
+                p.parse()
+                    .with_context(|| format!("mail.smtp port in {url:?}"))?,
+            ),
+        ),
+        None => (rest, None),
+    };
+    Ok((scheme.to_owned(), host.to_owned(), port))
+}
+
+fn message(config: &MailConfig, alert: &Alert) -> Result<Message> {
+    let mut builder = Message::builder()
+        .from(config.from.parse::<Mailbox>().context("mail.from")?)
+        .subject(alert.subject.clone())
+        .date(alert.system_time())
+        .header(ContentType::TEXT_PLAIN);
+    for to in &config.to {
+        builder = builder.to(to
+            .parse::<Mailbox>()
+            .with_context(|| format!("mail.to {to:?}"))?);
+    }
+    Ok(builder.body(alert.body.clone())?)
+}
+
+/// Delivers the outbox forever (one thread), oldest first, retrying with backoff.
+pub fn start_sender(config: MailConfig, outbox: Outbox) -> Result<()> {
+    std::thread::Builder::new()
+        .name("mail".into())
+        .spawn(move || {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                match deliver_all(&config, &outbox) {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(500);
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            id = catalog::MAIL_RETRY.id,
+                            error = format!("{e:#}"),
+                            retry_in = %humantime::format_duration(backoff),
+                            "alert mail not delivered; it stays queued"
+                        );
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn deliver_all(config: &MailConfig, outbox: &Outbox) -> Result<()> {
+    let pending = outbox.pending()?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let transport = transport(config)?;
+    for path in pending {
+        deliver(config, &transport, &path)?;
+    }
+    Ok(())
+}
+
+fn deliver(config: &MailConfig, transport: &SmtpTransport, path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let alert: Alert = match serde_json::from_str(&text) {
+        Ok(a) => a,
+        Err(e) => {
+            // A damaged file would block the queue for ever: set it aside, loudly.
+            let aside = path.with_extension("damaged");
+            std::fs::rename(path, &aside)?;
+            tracing::error!(id = catalog::MAIL_RETRY.id, file = %aside.display(), error = %e, "damaged outbox file set aside");
+            return Ok(());
+        }
+    };
+    transport
+        .send(&message(config, &alert)?)
+        .with_context(|| format!("sending {:?} via {}", alert.subject, config.smtp))?;
+    // Deleted only once accepted: a crash in between sends it again rather than losing it.
+    std::fs::remove_file(path)?;
+    tracing::info!(id = catalog::MAIL_SENT.id, subject = alert.subject, to = ?config.to, "alert mail sent");
+    Ok(())
+}
