@@ -47,6 +47,26 @@ catalog! {
     COMMAND = "FWC501", "an operator command was executed or refused";
 }
 
+/// Stable label of a cause (metrics).
+pub fn cause_label(cause: Cause) -> &'static str {
+    match cause {
+        Cause::PeerDown(_) => "peer_down",
+        Cause::Resource { ipw: true, .. } => "ipw",
+        Cause::Resource { ipw: false, .. } => "resource",
+        Cause::Startup => "startup",
+        Cause::Handoff { failover: true, .. } => "handoff_after_failure",
+        Cause::Handoff {
+            failover: false, ..
+        } => "handoff",
+        Cause::Command => "command",
+        Cause::Failback => "failback",
+        Cause::Shutdown => "shutdown",
+        Cause::SplitBrain => "split_brain",
+        Cause::LeaseLost => "lease_lost",
+        Cause::Isolated => "isolated",
+    }
+}
+
 /// Human text of a cause.
 pub fn cause_text(cfg: &EngineConfig, cause: Cause) -> String {
     let node = |n: usize| cfg.nodes.get(n).cloned().unwrap_or_else(|| format!("#{n}"));

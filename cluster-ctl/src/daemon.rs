@@ -58,6 +58,7 @@ pub enum Input {
 
 struct Daemon {
     config: Config,
+    takeovers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     outbox: Option<crate::mail::Outbox>,
     flowshares: FlowShares,
     engine: Engine,
@@ -159,7 +160,20 @@ pub fn run(options: Options) -> Result<()> {
         }
         None => None,
     };
+    if let Some(metrics) = &config.metrics {
+        let inputs = inputs.clone();
+        let (pending, requests) = mpsc::channel::<crate::control::Pending>();
+        std::thread::spawn(move || {
+            for request in requests {
+                if inputs.send(Input::Control(request)).is_err() {
+                    return;
+                }
+            }
+        });
+        crate::metrics::serve(metrics.listen, pending)?;
+    }
     let mut daemon = Daemon {
+        takeovers: Default::default(),
         outbox,
         config,
         flowshares,
@@ -504,6 +518,7 @@ impl Daemon {
             flow_buckets: self
                 .flowshares
                 .owned_by(&self.config, self.engine.config().me as u32),
+            takeovers: self.takeovers.clone(),
         };
         Ok(StatusView::build(
             &self.config,
@@ -623,6 +638,19 @@ impl Daemon {
                 Action::Notify(notice) => {
                     catalog::log_notice(self.engine.config(), &notice);
                     self.mail(&notice);
+                    if let Notice::GroupOnline {
+                        group,
+                        reason: ActReason::Failover,
+                        cause,
+                    } = notice
+                    {
+                        *self
+                            .takeovers
+                            .entry(self.config.group[group].name.clone())
+                            .or_default()
+                            .entry(catalog::cause_label(cause).to_owned())
+                            .or_default() += 1;
+                    }
                 }
             }
         }

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod flowshare;
 pub mod heartbeat;
 pub mod mail;
+pub mod metrics;
 pub mod resources;
 pub mod status;
 pub mod supervisor;

@@ -77,6 +77,8 @@ pub struct StatusView {
     pub exec_pids: BTreeMap<String, u32>,
     /// Flow-share buckets owned by the local server, by instance.
     pub flow_buckets: BTreeMap<String, usize>,
+    /// Groups this node took over after a failure: group → cause → count.
+    pub takeovers: BTreeMap<String, BTreeMap<String, u64>>,
     pub config: Config,
 }
 
@@ -263,6 +265,7 @@ impl StatusView {
             rejected_packets: extras.rejected_packets,
             exec_pids: extras.exec_pids,
             flow_buckets: extras.flow_buckets,
+            takeovers: extras.takeovers,
             config: config.clone(),
         }
     }
@@ -276,6 +279,7 @@ pub struct Extras {
     pub rejected_packets: BTreeMap<String, u64>,
     pub exec_pids: BTreeMap<String, u32>,
     pub flow_buckets: BTreeMap<String, usize>,
+    pub takeovers: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 const LABEL: usize = 22;

@@ -354,7 +354,13 @@ fn usage(interval: &str, timeout: &str, interval_ms: f64) -> Result<Usage> {
     let cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "300ms") + GROUP))?;
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs(1));
-    let pid = cluster.pid(FWS1).context("pid")?;
+    // The daemon process under its supervisor.
+    let supervisor = cluster.pid(FWS1).context("pid")?;
+    let pid: u32 = fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children"))?
+        .split_whitespace()
+        .next()
+        .context("worker")?
+        .parse()?;
     let before = cpu_ticks(pid)?;
     let window = Duration::from_secs(10);
     std::thread::sleep(window);
@@ -396,6 +402,25 @@ fn soak(minutes: u64, busy: bool) -> Result<Soak> {
 }
 
 pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
+    if runs == 0 {
+        // Only the resource usage and the soaks.
+        for u in [usage("10ms", "30ms", 10.0)?, usage("1ms", "5ms", 1.0)?] {
+            println!(
+                "{} ms heartbeats: {:.2} % of a core, RSS {} KiB",
+                u.interval_ms, u.cpu_percent, u.rss_kib
+            );
+        }
+        for busy in [false, true] {
+            if soak_minutes > 0 {
+                let s = soak(soak_minutes, busy)?;
+                println!(
+                    "soak 1 ms / 5 ms, {} min, {}: {} false OFFLINE, {} false failovers",
+                    s.minutes, s.load, s.false_offline, s.false_failover
+                );
+            }
+        }
+        return Ok(());
+    }
     println!("fwcluster failover benchmark: {runs} runs per configuration, probes every 1 ms");
     println!("(same seed network, 10 ms heartbeats / adverts, 3 missed = 30 ms)");
     let (group, timeline_fwcluster) = repeat(runs, "fwcluster group 10ms/30ms", || {

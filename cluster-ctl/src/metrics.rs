@@ -1,0 +1,161 @@
+//! The Prometheus endpoint (off by default; `[metrics] listen = "addr:port"`): group state and
+//! holder, takeovers by cause, interconnect state, refused packets by reason and the XDP
+//! counters, rendered with prometheus-client from the same view `clpstat` shows.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpListener},
+    sync::mpsc::{self, Sender},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{
+    control::{Pending, Request, Response},
+    status::StatusView,
+};
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The metrics of one status view, in the Prometheus text format.
+pub fn render(view: &StatusView) -> String {
+    let mut registry = Registry::with_prefix("fwcluster");
+    let group_state = Family::<Labels, Gauge>::default();
+    let server_online = Family::<Labels, Gauge>::default();
+    let link_up = Family::<Labels, Gauge>::default();
+    let takeovers = Family::<Labels, Counter>::default();
+    let rejected = Family::<Labels, Counter>::default();
+    let xdp = Family::<Labels, Counter>::default();
+    let buckets = Family::<Labels, Gauge>::default();
+    registry.register(
+        "group_online",
+        "1 when the group is ONLINE on the server (as this node sees it)",
+        group_state.clone(),
+    );
+    registry.register(
+        "server_online",
+        "1 when the server is ONLINE",
+        server_online.clone(),
+    );
+    registry.register(
+        "interconnect_up",
+        "1 when heartbeats of the peer arrive on the interconnect",
+        link_up.clone(),
+    );
+    registry.register(
+        "takeovers",
+        "groups this node took over after a failure, by cause",
+        takeovers.clone(),
+    );
+    registry.register(
+        "heartbeat_rejected",
+        "heartbeat packets refused, by reason",
+        rejected.clone(),
+    );
+    registry.register(
+        "xdp_packets",
+        "XDP data-path counters, by kind",
+        xdp.clone(),
+    );
+    registry.register(
+        "flowshare_buckets",
+        "flow-share buckets owned by this node",
+        buckets.clone(),
+    );
+    for group in &view.groups {
+        for (n, server) in view.servers.iter().enumerate() {
+            group_state
+                .get_or_create(&labels(&[("group", &group.name), ("server", &server.name)]))
+                .set(i64::from(group.states[n] == "ONLINE"));
+        }
+    }
+    for (n, server) in view.servers.iter().enumerate() {
+        server_online
+            .get_or_create(&labels(&[("server", &server.name)]))
+            .set(i64::from(server.status == "ONLINE"));
+        if n == view.local {
+            continue;
+        }
+        for (link, up) in server.links.iter().enumerate() {
+            link_up
+                .get_or_create(&labels(&[
+                    ("peer", &server.name),
+                    ("link", &link.to_string()),
+                ]))
+                .set(i64::from(*up));
+        }
+    }
+    for (group, causes) in &view.takeovers {
+        for (cause, count) in causes {
+            takeovers
+                .get_or_create(&labels(&[("group", group), ("cause", cause)]))
+                .inc_by(*count);
+        }
+    }
+    for (reason, count) in &view.rejected_packets {
+        rejected
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc_by(*count);
+    }
+    for (kind, count) in &view.xdp_counters {
+        xdp.get_or_create(&labels(&[("kind", kind)])).inc_by(*count);
+    }
+    for (name, owned) in &view.flow_buckets {
+        buckets
+            .get_or_create(&labels(&[("flowshare", name)]))
+            .set(*owned as i64);
+    }
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String");
+    out
+}
+
+/// Serves `GET /metrics` on `listen`; each scrape asks the daemon's loop for a status view.
+pub fn serve(listen: SocketAddr, pending: Sender<Pending>) -> Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("metrics on {listen}"))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut request = String::new();
+                let mut reader = BufReader::new(&stream);
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                let mut writer = &stream;
+                if !request.starts_with("GET /metrics") {
+                    let _ = writer.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    continue;
+                }
+                let (reply, answer) = mpsc::channel();
+                if pending.send(Pending { request: Request::Status, reply }).is_err() {
+                    return;
+                }
+                let body = match answer.recv_timeout(Duration::from_secs(5)) {
+                    Ok(Response::Status { view }) => render(&view),
+                    _ => continue,
+                };
+                let _ = write!(
+                    writer,
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })?;
+    Ok(())
+}
