@@ -1,0 +1,382 @@
+//! The operator surface on a live two-node lab: the three `clpstat` screens against the seed's
+//! layout, `--json` against the live state, `clpgrp` refusals and exit codes, socket
+//! permissions, and the metrics endpoint.
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::fs::PermissionsExt as _,
+    process::Command,
+    time::Duration,
+};
+
+use fwcluster_lab::{
+    Lab,
+    cluster::{self, Cluster},
+    seed::{self, FWS1, FWS2},
+};
+
+const CONFIG: &str = r#"heartbeat_interval = "10ms"
+heartbeat_timeout = "30ms"
+wait_timeout = "200ms"
+
+[metrics]
+listen = "127.0.0.1:9428"
+
+[[server]]
+name = "fws1"
+interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
+
+[[server]]
+name = "fws2"
+interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
+
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+
+  [[group.parp]]
+  address = "192.0.2.20"
+  interface = "eth0"
+
+  [[group.ipw]]
+  targets = ["192.0.2.254"]
+  interval = "100ms"
+
+  [[group.exec]]
+  name = "ckcstat"
+  start = "true"
+  stop = "true"
+
+  [[group.exec]]
+  name = "ckfwalive"
+  start = "exec sleep 1000"
+  stop = "true"
+  monitor = true
+  retry = 2
+  recover = "failover"
+"#;
+
+fn started() -> anyhow::Result<(Lab, Cluster)> {
+    let lab = seed::build()?;
+    let mut cluster = Cluster::new(&lab, CONFIG)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok((lab, cluster))
+}
+
+/// Compares a screen with the expected one line by line, field by field (runs of spaces and the
+/// length of a rule line are layout, not content).
+fn assert_screen(actual: &str, expected: &str) {
+    let fields = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|f| {
+                        if f.chars().all(|c| c == '-') {
+                            "-----"
+                        } else {
+                            f
+                        }
+                    })
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect()
+    };
+    let (a, e) = (fields(actual), fields(expected));
+    for (i, (line_a, line_e)) in a.iter().zip(&e).enumerate() {
+        assert_eq!(line_a, line_e, "line {} differs:\n{actual}", i + 1);
+    }
+    assert_eq!(a.len(), e.len(), "line count differs:\n{actual}");
+}
+
+#[test]
+fn the_three_clpstat_screens_follow_the_seed_and_json_matches_the_live_state() -> anyhow::Result<()>
+{
+    let (lab, cluster) = started()?;
+    let version = env!("CARGO_PKG_VERSION");
+    let (ok, screen) = cluster.tool(&lab, FWS1, "clpstat", &["-s"])?;
+    assert!(ok, "{screen}");
+    assert_screen(
+        &screen,
+        &format!(
+            "===== CLUSTER STATUS =====
+* server0 : fws1 {version}
+  server1 : fws2
+server0 server1
+-----
+SERVER STATUS ONLINE ONLINE
+GROUP0 STATUS ONLINE OFFLINE
+POLICY 1st 2nd
+STARTING ALLOW ALLOW
+<A> group0-ipw0 ONLINE ONLINE
+    192.0.2.254
+<U> group0-fip0 ONLINE OFFLINE
+    192.0.2.10/255.255.255.0
+<U> group0-parp0 ONLINE OFFLINE
+    192.0.2.20
+<U> group0-exec0 ONLINE OFFLINE
+    S: true
+    E: true
+<U> group0-exec1 ONLINE OFFLINE
+    W: exec sleep 1000
+    E: true
+-----
+XDP eth0 : GENERIC
+"
+        ),
+    );
+    // The screen from fws2 marks fws2 as local.
+    let (_, screen) = cluster.tool(&lab, FWS2, "clpstat", &[])?;
+    assert!(
+        screen
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("  server0 : fws1"),
+        "{screen}"
+    );
+    assert!(
+        screen
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("* server1 : fws2"),
+        "{screen}"
+    );
+
+    let (_, screen) = cluster.tool(&lab, FWS1, "clpstat", &["-n"])?;
+    assert_screen(
+        &screen,
+        "===== INTERCONNECT INFORMATION =====
+server0 : fws1
+server1 : fws2
+
+[on server0 : ONLINE]
+address server0 server1
+-----
+169.254.12.1 OK OK
+203.0.113.1 OK OK
+
+[on server1 : ONLINE]
+address server0 server1
+-----
+169.254.12.2 OK OK
+203.0.113.2 OK OK
+",
+    );
+
+    let (_, screen) = cluster.tool(&lab, FWS1, "clpstat", &["-i"])?;
+    let pid = cluster.status(FWS1)?.exec_pids["group0-exec1"];
+    for expected in [
+        "===== CLUSTER INFORMATION =====",
+        "SERVER : fws1",
+        "WAIT timeout : 200ms",
+        "HB port : 28002",
+        "HB interval : 10ms",
+        "HB timeout : 30ms",
+        "API port : 28001",
+        "RECOVER : RESTART",
+        "RETRY count : 5",
+        "SERVER0 : fws1",
+        "INTERCONNECT0 : 169.254.12.1/255.255.255.0",
+        "INTERCONNECT1 : 203.0.113.2/255.255.255.0",
+        "GROUP0 : group0",
+        "START : AUTO",
+        "FAILBACK : MANUAL",
+        "ENVIRONMENT : ACT_NORMAL",
+        "FAILOVER policy : 0:fws1 1:fws2",
+        "IPW0 : group0-ipw0",
+        "TYPE : ASR",
+        "POLLING address : 192.0.2.254",
+        "RECOVER : FAILOVER",
+        "RETRY count : 2/2",
+        "FIP0 : group0-fip0",
+        "ADDRESS : 192.0.2.10/255.255.255.0",
+        "INTERFACE : eth0:1",
+        "PING count : 0",
+        "ARP count : 1",
+        "RETRY count : 0/5",
+        "PARP0 : group0-parp0",
+        "IP ADDRESS : 192.0.2.20",
+        "EXEC0 : group0-exec0",
+        "POLLING : NO",
+        "RECOVER : STOP",
+        "EXEC1 : group0-exec1",
+        "ACT path : exec sleep 1000",
+        "POLLING : YES",
+        &format!("PID : {pid}"),
+    ] {
+        let normalized: Vec<String> = screen
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        assert!(
+            normalized.iter().any(|l| l == expected),
+            "{expected:?} missing:\n{screen}"
+        );
+    }
+
+    // --json parses back and agrees with what the client sees.
+    let (_, json) = cluster.tool(&lab, FWS2, "clpstat", &["--json"])?;
+    let view: cluster_ctl::status::StatusView = serde_json::from_str(&json)?;
+    assert_eq!(view.local, 1);
+    assert_eq!(view.groups[0].states, ["ONLINE", "OFFLINE"]);
+    assert_eq!(view.servers[0].status, "ONLINE");
+    let answers = lab.arp_request(
+        seed::INET_CLIENT,
+        "eth0",
+        seed::GROUP0_INET_FIP,
+        Duration::from_millis(200),
+    )?;
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        answers[0].mac,
+        lab.mac(FWS1, "eth0")?,
+        "the holder in --json answers"
+    );
+    Ok(())
+}
+
+#[test]
+fn clpgrp_refuses_with_the_seed_rules_and_says_what_happened() -> anyhow::Result<()> {
+    let (lab, cluster) = started()?;
+    let run = |host: &str, args: &[&str]| cluster.tool(&lab, host, "clpgrp", args).unwrap();
+    let (ok, out) = run(FWS2, &["-s", "-g", "group0"]);
+    assert!(!ok);
+    assert_eq!(out.trim(), "clpgrp: group0 is already started on fws1");
+    let (ok, out) = run(FWS2, &["-t", "-g", "group0"]);
+    assert!(!ok);
+    assert_eq!(
+        out.trim(),
+        "clpgrp: group0 is not running on fws2 but on fws1; run the command there or use -h fws1"
+    );
+    let (ok, out) = run(FWS2, &["-m", "-g", "group0"]);
+    assert!(!ok);
+    assert!(
+        out.contains("group0 is not running on fws2 but on fws1"),
+        "{out}"
+    );
+    let (ok, out) = run(FWS1, &["-g", "nosuch", "-t"]);
+    assert!(!ok);
+    assert_eq!(out.trim(), "clpgrp: no group named nosuch");
+    // Stop, then start elsewhere, each waiting for the result.
+    let (ok, out) = run(FWS1, &["-t", "-g", "group0"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "clpgrp: group0 stopped on fws1");
+    let (ok, out) = run(FWS1, &["-t"]);
+    assert!(!ok);
+    assert_eq!(out.trim(), "clpgrp: group0 is not started on fws1");
+    let (ok, out) = run(FWS2, &["-s"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "clpgrp: group0 started on fws2");
+    // The group stays stopped where an operator stopped it: it runs only on fws2.
+    assert_eq!(cluster.holder(FWS1, "group0")?.as_deref(), Some(FWS2));
+    Ok(())
+}
+
+#[test]
+fn only_root_may_use_the_control_socket() -> anyhow::Result<()> {
+    let (_lab, cluster) = started()?;
+    let socket = cluster.socket(FWS1);
+    let clpstat = cluster::binary("clpstat")?;
+    let as_nobody = |socket: &std::path::Path| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&clpstat)
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .unwrap()
+    };
+    // The socket is 0600 in a 0700 directory: nobody cannot even connect.
+    let out = as_nobody(&socket);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    assert!(stderr.contains("cannot reach fwclusterd"), "{stderr}");
+    // Even with the file modes opened up, the daemon checks the peer's credentials.
+    std::fs::set_permissions(
+        socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+    let out = as_nobody(&socket);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("permission denied: only root"), "{stderr}");
+    // A daemon that is not running: one line, non-zero exit.
+    let out = Command::new(&clpstat)
+        .args(["--socket", "/nonexistent/fws9.sock"])
+        .output()?;
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    Ok(())
+}
+
+#[test]
+fn hostile_control_requests_get_an_error_and_do_not_stall_the_daemon() -> anyhow::Result<()> {
+    let (_lab, cluster) = started()?;
+    let socket = cluster.socket(FWS1);
+    // Garbage.
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket)?;
+    stream.write_all(b"{not json}\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    assert!(answer.contains("malformed request"), "{answer}");
+    // Too large.
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket)?;
+    let _ = stream.write_all(&vec![b'x'; 70 * 1024]);
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.contains("larger than"), "{answer}");
+    // A client that connects and says nothing does not block others.
+    let _silent = std::os::unix::net::UnixStream::connect(&socket)?;
+    assert_eq!(cluster.holder(FWS1, "group0")?.as_deref(), Some(FWS1));
+    Ok(())
+}
+
+#[test]
+fn the_metrics_endpoint_exports_state_takeovers_and_counters() -> anyhow::Result<()> {
+    let (lab, mut cluster) = started()?;
+    let scrape = |host: &str| -> String {
+        let output = lab
+            .command(host, "bash")
+            .args(["-c", "exec 3<>/dev/tcp/127.0.0.1/9428; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let text = scrape(FWS1);
+    assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
+    assert!(
+        text.contains("fwcluster_group_online{group=\"group0\",server=\"fws1\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fwcluster_server_online{server=\"fws2\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fwcluster_interconnect_up{peer=\"fws2\",link=\"1\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fwcluster_xdp_packets_total{kind=\"arp_requests\"}"),
+        "{text}"
+    );
+    cluster.kill(FWS1)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(3))?;
+    let text = scrape(FWS2);
+    assert!(
+        text.contains("fwcluster_takeovers_total{group=\"group0\",cause=\"peer_down\"} 1"),
+        "{text}"
+    );
+    Ok(())
+}
