@@ -44,6 +44,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
     },
+    /// The same request for the daemon of another server (`-h host`), sent over the peer API.
+    Remote {
+        host: String,
+        inner: Box<Request>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,9 +72,16 @@ pub fn socket_path(run_dir: &Path, node: &str) -> PathBuf {
     run_dir.join(format!("{node}.sock"))
 }
 
-/// Binds the socket (replacing a stale one) and serves it on a thread; requests go to
-/// `pending`.
-pub fn serve(path: &Path, pending: impl Fn(Pending) -> bool + Send + Sync + 'static) -> Result<()> {
+/// Answers a request for another server (the peer API client).
+pub type Remote = dyn Fn(&str, &Request) -> Result<Response> + Send + Sync;
+
+/// Binds the socket (replacing a stale one) and serves it on a thread; local requests go to
+/// `pending`, requests for other servers to `remote`.
+pub fn serve(
+    path: &Path,
+    pending: impl Fn(Pending) -> bool + Send + Sync + 'static,
+    remote: Box<Remote>,
+) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -83,13 +95,15 @@ pub fn serve(path: &Path, pending: impl Fn(Pending) -> bool + Send + Sync + 'sta
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let pending = std::sync::Arc::new(pending);
+    let remote: std::sync::Arc<Remote> = std::sync::Arc::from(remote);
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
                 let pending = pending.clone();
+                let remote = remote.clone();
                 std::thread::spawn(move || {
-                    if let Err(e) = handle(stream, &*pending) {
+                    if let Err(e) = handle(stream, &*pending, &*remote) {
                         tracing::debug!(error = format!("{e:#}"), "control request failed");
                     }
                 });
@@ -107,7 +121,7 @@ fn allowed(stream: &UnixStream) -> bool {
     }
 }
 
-fn handle(stream: UnixStream, pending: &dyn Fn(Pending) -> bool) -> Result<()> {
+fn handle(stream: UnixStream, pending: &dyn Fn(Pending) -> bool, remote: &Remote) -> Result<()> {
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
@@ -146,6 +160,12 @@ fn handle(stream: UnixStream, pending: &dyn Fn(Pending) -> bool) -> Result<()> {
             );
         }
     };
+    if let Request::Remote { host, inner } = &request {
+        let response = remote(host, inner).unwrap_or_else(|e| Response::Error {
+            message: format!("{host}: {e:#}"),
+        });
+        return respond(&mut writer, &response);
+    }
     let (reply, answer) = mpsc::channel();
     if !pending(Pending { request, reply }) {
         bail!("daemon loop gone");
@@ -169,10 +189,15 @@ pub fn request(path: &Path, request: &Request) -> Result<Response> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    // The daemon may answer (a refusal) before reading: read the answer even if writing failed.
+    let written = stream.write_all(&line);
     let mut answer = String::new();
     BufReader::new(stream)
         .read_line(&mut answer)
         .context("reading the answer of fwclusterd")?;
+    if answer.is_empty() {
+        written.context("sending the request to fwclusterd")?;
+        bail!("fwclusterd closed the connection without an answer");
+    }
     serde_json::from_str(&answer).context("malformed answer from fwclusterd")
 }

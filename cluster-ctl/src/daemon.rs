@@ -122,7 +122,7 @@ pub fn run(options: Options) -> Result<()> {
 
     let incarnation = heartbeat::new_incarnation();
     let (hb_tx, hb_rx) = mpsc::channel::<Inbound>();
-    let transport = Transport::start(&config, me, key, incarnation, hb_tx)
+    let transport = Transport::start(&config, me, key.clone(), incarnation, hb_tx)
         .context("starting the heartbeat transport")?;
     {
         let inputs = inputs.clone();
@@ -137,11 +137,51 @@ pub fn run(options: Options) -> Result<()> {
             })?;
     }
     let resources = Resources::start(&config, me, inputs.clone())?;
+    // The peer API on the interconnect addresses, and the control socket, which forwards
+    // requests for other servers over it.
     {
-        let inputs = inputs.clone();
+        let (pending_tx, pending_rx) = mpsc::channel::<crate::control::Pending>();
+        let forward = inputs.clone();
+        std::thread::spawn(move || {
+            for pending in pending_rx {
+                if forward.send(Input::Control(pending)).is_err() {
+                    return;
+                }
+            }
+        });
+        let api = |n: usize| -> Vec<std::net::SocketAddr> {
+            config.server[n]
+                .interconnect
+                .iter()
+                .map(|net| std::net::SocketAddr::from((net.addr(), config.cluster.api_port)))
+                .collect()
+        };
+        crate::peer::serve(&api(me), key.clone(), pending_tx.clone())?;
+        let servers: Vec<(String, Vec<std::net::SocketAddr>)> = (0..config.server.len())
+            .map(|n| (config.server[n].name.clone(), api(n)))
+            .collect();
+        let me_name = node.clone();
+        let local = pending_tx.clone();
+        let remote = move |host: &str, request: &crate::control::Request| {
+            let Some((_, addresses)) = servers.iter().find(|(name, _)| name == host) else {
+                anyhow::bail!("no server named {host}");
+            };
+            if host == me_name {
+                let (reply, answer) = mpsc::channel();
+                local
+                    .send(crate::control::Pending {
+                        request: request.clone(),
+                        reply,
+                    })
+                    .context("daemon loop gone")?;
+                return Ok(answer.recv_timeout(crate::control::ANSWER_TIMEOUT)?);
+            }
+            crate::peer::request(addresses, &key, &me_name, request)
+        };
         crate::control::serve(
             &crate::control::socket_path(&options.run_dir, &node),
-            move |pending| inputs.send(Input::Control(pending)).is_ok(),
+            move |pending| pending_tx.send(pending).is_ok(),
+            Box::new(remote),
         )?;
     }
     tracing::info!(
@@ -439,6 +479,10 @@ impl Daemon {
         Ok(match request {
             Request::Status => Response::Status {
                 view: Box::new(self.status_view(now)?),
+            },
+            // Answered by the control thread (peer API); never reaches the loop.
+            Request::Remote { host, .. } => Response::Error {
+                message: format!("{host}: not forwarded"),
             },
             Request::Group { op, group, to } => {
                 let Some(g) = self.config.group.iter().position(|c| c.name == group) else {

@@ -10,6 +10,7 @@ pub mod flowshare;
 pub mod heartbeat;
 pub mod mail;
 pub mod metrics;
+pub mod peer;
 pub mod resources;
 pub mod status;
 pub mod supervisor;

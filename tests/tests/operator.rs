@@ -380,3 +380,100 @@ fn the_metrics_endpoint_exports_state_takeovers_and_counters() -> anyhow::Result
     );
     Ok(())
 }
+
+#[test]
+fn dash_h_reaches_the_other_server_through_the_peer_api() -> anyhow::Result<()> {
+    let (lab, cluster) = started()?;
+    let (ok, screen) = cluster.tool(&lab, FWS1, "clpstat", &["-s", "-h", "fws2"])?;
+    assert!(ok, "{screen}");
+    assert!(
+        screen
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("* server1 : fws2"),
+        "{screen}"
+    );
+    // A move must be issued where the group runs: from fws2, name fws1 with -h.
+    let (ok, out) = cluster.tool(&lab, FWS2, "clpgrp", &["-m", "-h", "fws1", "-g", "group0"])?;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "clpgrp: group0 moved from fws1 to fws2");
+    let (ok, out) = cluster.tool(&lab, FWS2, "clpstat", &["-h", "fws9"])?;
+    assert!(!ok);
+    assert!(out.contains("no server named fws9"), "{out}");
+    Ok(())
+}
+
+/// Speaks the peer API by hand from fws2 to fws1's daemon.
+fn api_exchange(lab: &Lab, signed_for: impl FnOnce(&str) -> String + Send + 'static) -> String {
+    fwcluster_lab::in_netns(lab.ns(FWS2), move || {
+        use std::io::BufRead as _;
+        let stream = std::net::TcpStream::connect("169.254.12.1:28001").unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let challenge: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let mut writer = stream;
+        writer
+            .write_all(
+                format!("{}\n", signed_for(challenge["challenge"].as_str().unwrap())).as_bytes(),
+            )
+            .unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        answer
+    })
+    .unwrap()
+}
+
+fn sign(key: &cluster_ctl::heartbeat::wire::Key, challenge: &str, request: &str) -> String {
+    let mut data = Vec::new();
+    for part in [challenge.as_bytes(), b"fws2", request.as_bytes()] {
+        data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        data.extend_from_slice(part);
+    }
+    format!(
+        "{{\"node\":\"fws2\",\"request\":{request},\"tag\":\"{}\"}}",
+        hex::encode(key.tag(&data))
+    )
+}
+
+#[test]
+fn the_peer_api_refuses_a_wrong_key_and_a_replayed_request() -> anyhow::Result<()> {
+    let (lab, cluster) = started()?;
+    let key = cluster_ctl::heartbeat::load_key(&cluster.dir.path().join("cluster.key")).unwrap();
+    let request = r#"{"request":"status"}"#;
+    // The right key answers.
+    let good_key = key.clone();
+    let answer = api_exchange(&lab, move |c| sign(&good_key, c, request));
+    assert!(answer.contains("\"response\":\"status\""), "{answer}");
+    // Another key does not.
+    let wrong =
+        cluster_ctl::heartbeat::wire::Key::new(b"some other key of 16+ bytes".to_vec()).unwrap();
+    let answer = api_exchange(&lab, move |c| sign(&wrong, c, request));
+    assert!(answer.contains("authentication failed"), "{answer}");
+    // A request recorded for one challenge is refused on the next connection.
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let record = recorded.clone();
+    let signing_key = key.clone();
+    let first = api_exchange(&lab, move |c| {
+        let line = sign(
+            &signing_key,
+            c,
+            r#"{"request":"group","op":"stop","group":"group0"}"#,
+        );
+        *record.lock().unwrap() = line.clone();
+        line
+    });
+    assert!(first.contains("accepted"), "{first}");
+    cluster.wait_for(
+        FWS1,
+        "FWC202",
+        "group0 is not active on fws1",
+        Duration::from_secs(3),
+    )?;
+    let replay = recorded.lock().unwrap().clone();
+    let answer = api_exchange(&lab, move |_| replay);
+    assert!(answer.contains("authentication failed"), "{answer}");
+    Ok(())
+}

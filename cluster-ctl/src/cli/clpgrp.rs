@@ -13,6 +13,7 @@ use crate::control::{GroupOp, Request, Response};
 #[command(
     name = "clpgrp",
     version,
+    disable_help_flag = true,
     about = "Start, stop or move fwcluster groups",
     group(clap::ArgGroup::new("op").required(true).args(["start", "stop", "move"]))
 )]
@@ -37,6 +38,9 @@ pub struct Args {
     pub wait: Duration,
     #[command(flatten)]
     pub target: Target,
+    /// Print help (-h names a host, as in the seed).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 pub fn main(args: Args) -> Result<()> {

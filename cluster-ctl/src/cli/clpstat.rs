@@ -13,6 +13,7 @@ use crate::{
 #[command(
     name = "clpstat",
     version,
+    disable_help_flag = true,
     about = "Show the state of the fwcluster cluster"
 )]
 pub struct Args {
@@ -30,6 +31,9 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub target: Target,
+    /// Print help (-h names a host, as in the seed).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 /// Fetches the status view from the daemon.

@@ -14,6 +14,9 @@ use crate::control::{self, Request, Response};
 /// How a command finds the daemon (R-CLI-3).
 #[derive(Args, Clone, Debug)]
 pub struct Target {
+    /// The server to ask (default: this one); reached over the peer API.
+    #[arg(short = 'h', long = "host")]
+    pub host: Option<String>,
     /// This node's name (default: $FWCLUSTER_NODE, else the short host name).
     #[arg(long)]
     pub node: Option<String>,
@@ -35,7 +38,14 @@ impl Target {
     }
 
     pub fn request(&self, request: &Request) -> Result<Response> {
-        control::request(&self.socket()?, request)
+        let request = match &self.host {
+            Some(host) => Request::Remote {
+                host: host.clone(),
+                inner: Box::new(request.clone()),
+            },
+            None => request.clone(),
+        };
+        control::request(&self.socket()?, &request)
     }
 }
 
