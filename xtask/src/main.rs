@@ -30,6 +30,16 @@ enum Task {
     },
     /// Run the demo on the built-in seed network.
     Demo,
+    /// Write man pages and shell completions to target/docs.
+    Docs,
+    /// Fuzz the heartbeat decoder, the API request decoder and the config loader (cargo fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets.
+        targets: Vec<String>,
+    },
     /// Run seeded fault schedules against the cluster engine in the simulator.
     Sim {
         /// Arguments for the simulator (`--seeds N`, `--start S`, `--faults F`).
@@ -52,6 +62,23 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::ensure()?;
             test::run(&args)
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup::ensure()?;
+            fuzz(seconds, &targets)
+        }
+        Task::Docs => {
+            setup::ensure()?;
+            cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "cluster-ctl",
+                "--bin",
+                "fwcluster-docs",
+                "--",
+                "target/docs",
+            ])
         }
         Task::Sim { args } => {
             let mut cargo_args = vec![
@@ -97,6 +124,36 @@ fn main() -> Result<()> {
             ])
         }
     }
+}
+
+const FUZZ_TARGETS: [&str; 3] = ["heartbeat_decoder", "api_request", "config_loader"];
+
+/// Runs each fuzz target for `seconds` (installing cargo-fuzz when missing); a crash fails.
+fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
+    let installed = Command::new(env!("CARGO"))
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        println!("fuzz: cargo install cargo-fuzz");
+        cargo(&["install", "cargo-fuzz", "--version", "^0.13"])?;
+    }
+    for target in FUZZ_TARGETS {
+        if !only.is_empty() && !only.iter().any(|t| t == target) {
+            continue;
+        }
+        println!("fuzz: {target} for {seconds} s");
+        let status = Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(workspace_root().join("fuzz"))
+            .status()
+            .context("running cargo fuzz")?;
+        if !status.success() {
+            bail!("fuzz target {target} failed: see fuzz/artifacts/{target}/");
+        }
+    }
+    Ok(())
 }
 
 pub fn is_root() -> bool {

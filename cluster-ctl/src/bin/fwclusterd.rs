@@ -1,33 +1,11 @@
 //! `fwclusterd --config FILE [--node NAME]`: the cluster daemon of one firewall (R-CLI-4).
 //! Runs in the foreground and logs to stderr (journald-friendly); `RUST_LOG` filters.
 
-use std::path::PathBuf;
-
-use clap::Parser;
-use cluster_ctl::daemon::{self, Options};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "fwcluster daemon: heartbeats, failover and the XDP data path"
-)]
-struct Args {
-    /// Cluster configuration file (identical on every node).
-    #[arg(long, short)]
-    config: PathBuf,
-    /// This node's name (default: $FWCLUSTER_NODE, else the short host name).
-    #[arg(long)]
-    node: Option<String>,
-    /// Where bpffs pins go (`<pin-root>/<cluster>/<node>`).
-    #[arg(long, default_value = "/sys/fs/bpf")]
-    pin_root: PathBuf,
-    /// Directory of the control socket.
-    #[arg(long, default_value = "/run/fwcluster")]
-    run_dir: PathBuf,
-    /// Run the daemon itself (the supervisor starts it this way; not for operators).
-    #[arg(long, hide = true)]
-    worker: bool,
-}
+use clap::Parser as _;
+use cluster_ctl::{
+    cli::fwclusterd::Args,
+    daemon::{self, Options},
+};
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();

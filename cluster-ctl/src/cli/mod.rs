@@ -3,6 +3,8 @@
 pub mod clpcfg;
 pub mod clpgrp;
 pub mod clpstat;
+pub mod docs;
+pub mod fwclusterd;
 
 use std::path::PathBuf;
 
