@@ -10,7 +10,7 @@ use fwcluster_lab::{
 
 const HOT_STANDBY: &str = r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
-wait_timeout = "200ms"
+wait_timeout = "3s"
 
 [[server]]
 name = "fws1"
@@ -128,7 +128,7 @@ fn hot_standby_node_failure_moves_every_address_to_the_standby() -> anyhow::Resu
 
 const SERVERS: &str = r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
-wait_timeout = "200ms"
+wait_timeout = "3s"
 {extra}
 
 [[server]]
@@ -413,7 +413,7 @@ fn a_controller_killed_and_restarted_within_the_lease_adopts_without_a_flap() ->
 {
     // 1 s heartbeats, 5 s timeout: the lease lasts 4 s, time enough to restart.
     let config = hot_standby("manual", "").replace(
-        "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"200ms\"",
+        "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"3s\"",
         "heartbeat_interval = \"1s\"\nheartbeat_timeout = \"5s\"\nwait_timeout = \"6s\"",
     );
     let lab = seed::build()?;
@@ -620,7 +620,7 @@ fn worker_of(supervisor: u32) -> u32 {
 fn a_dead_worker_is_restarted_and_adopts_its_groups_then_retries_run_out() -> anyhow::Result<()> {
     // 1 s / 5 s: the lease (4 s) outlasts the restart; two restarts allowed.
     let config = hot_standby("manual", "").replace(
-        "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"200ms\"",
+        "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"3s\"",
         "heartbeat_interval = \"1s\"\nheartbeat_timeout = \"5s\"\nwait_timeout = \"6s\"\nretry = 2",
     );
     let lab = seed::build()?;

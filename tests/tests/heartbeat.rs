@@ -9,7 +9,7 @@ use fwcluster_lab::{
 
 const CONFIG: &str = r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
-wait_timeout = "100ms"
+wait_timeout = "3s"
 
 [[server]]
 name = "fws1"

@@ -14,7 +14,7 @@ use fwcluster_lab::{
 
 const CONFIG: &str = r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
-wait_timeout = "200ms"
+wait_timeout = "3s"
 
 [mail]
 smtp = "smtp://192.0.2.254:2525"

@@ -17,7 +17,7 @@ use fwcluster_lab::{
 
 const CONFIG: &str = r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
-wait_timeout = "200ms"
+wait_timeout = "3s"
 
 [metrics]
 listen = "127.0.0.1:9428"

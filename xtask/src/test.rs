@@ -47,7 +47,8 @@ impl Counts {
 pub fn run(args: &[String]) -> Result<()> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let root = crate::is_root();
-    let mut cargo_args: Vec<String> = vec!["test".into()];
+    // Every test binary runs even when one fails, so the counts are complete.
+    let mut cargo_args: Vec<String> = vec!["test".into(), "--no-fail-fast".into()];
     if !root {
         if ci {
             bail!(

@@ -138,7 +138,7 @@ fn fwcluster_cluster(lab: &Lab, config: &str) -> Result<Cluster> {
 /// One failover of group mode: fws1 loses every link.
 fn fwcluster_group(interval: &str, timeout: &str, planned: bool) -> Result<(Run, Vec<bool>)> {
     let lab = seed::build()?;
-    let mut cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "300ms") + GROUP))?;
+    let mut cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "3s") + GROUP))?;
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
     let running = probes(&lab, &[GROUP0_INET_FIP, INTRA_CLIENT1_ADDRESS])?;
     std::thread::sleep(Duration::from_millis(300));
@@ -160,7 +160,7 @@ fn fwcluster_group(interval: &str, timeout: &str, planned: bool) -> Result<(Run,
 /// One failover of flow-share mode: the node passing the probe's flow loses every link.
 fn fwcluster_flowshare(interval: &str, timeout: &str) -> Result<(Run, Vec<bool>)> {
     let lab = seed::build()?;
-    let cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "300ms") + FLOWSHARE))?;
+    let cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "3s") + FLOWSHARE))?;
     let shared = "192.0.2.30".parse()?;
     let running = probes(&lab, &[shared])?;
     std::thread::sleep(Duration::from_millis(300));
@@ -351,7 +351,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
 /// Idle CPU and RSS of the active node's daemon at one interval.
 fn usage(interval: &str, timeout: &str, interval_ms: f64) -> Result<Usage> {
     let lab = seed::build()?;
-    let cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "300ms") + GROUP))?;
+    let cluster = fwcluster_cluster(&lab, &(servers(interval, timeout, "3s") + GROUP))?;
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs(1));
     // The daemon process under its supervisor.
@@ -375,7 +375,7 @@ fn usage(interval: &str, timeout: &str, interval_ms: f64) -> Result<Usage> {
 /// 1 ms heartbeats, 5 ms timeout, for `minutes`: false OFFLINE and false failovers.
 fn soak(minutes: u64, busy: bool) -> Result<Soak> {
     let lab = seed::build()?;
-    let cluster = fwcluster_cluster(&lab, &(servers("1ms", "5ms", "100ms") + GROUP))?;
+    let cluster = fwcluster_cluster(&lab, &(servers("1ms", "5ms", "3s") + GROUP))?;
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
     let mut burners: Vec<Child> = Vec::new();
     if busy {
