@@ -563,6 +563,18 @@ impl Daemon {
                 .flowshares
                 .owned_by(&self.config, self.engine.config().me as u32),
             takeovers: self.takeovers.clone(),
+            heartbeats: self
+                .transport
+                .links
+                .snapshot()
+                .into_iter()
+                .map(|((peer, link), stats)| crate::status::HeartbeatView {
+                    peer: self.config.server[peer].name.clone(),
+                    link,
+                    received: stats.received,
+                    max_gap_us: stats.max_gap.as_micros() as u64,
+                })
+                .collect(),
         };
         Ok(StatusView::build(
             &self.config,

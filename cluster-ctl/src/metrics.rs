@@ -40,6 +40,8 @@ pub fn render(view: &StatusView) -> String {
     let rejected = Family::<Labels, Counter>::default();
     let xdp = Family::<Labels, Counter>::default();
     let buckets = Family::<Labels, Gauge>::default();
+    let heartbeats = Family::<Labels, Counter>::default();
+    let gaps = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     registry.register(
         "group_online",
         "1 when the group is ONLINE on the server (as this node sees it)",
@@ -69,6 +71,16 @@ pub fn render(view: &StatusView) -> String {
         "xdp_packets",
         "XDP data-path counters, by kind",
         xdp.clone(),
+    );
+    registry.register(
+        "heartbeats_received",
+        "heartbeats received per peer and interconnect (loss: fewer than elapsed / interval)",
+        heartbeats.clone(),
+    );
+    registry.register(
+        "heartbeat_max_gap_seconds",
+        "longest gap between two heartbeats per peer and interconnect (delay and loss)",
+        gaps.clone(),
     );
     registry.register(
         "flowshare_buckets",
@@ -112,6 +124,11 @@ pub fn render(view: &StatusView) -> String {
     }
     for (kind, count) in &view.xdp_counters {
         xdp.get_or_create(&labels(&[("kind", kind)])).inc_by(*count);
+    }
+    for h in &view.heartbeats {
+        let l = labels(&[("peer", &h.peer), ("link", &h.link.to_string())]);
+        heartbeats.get_or_create(&l).inc_by(h.received);
+        gaps.get_or_create(&l).set(h.max_gap_us as f64 / 1e6);
     }
     for (name, owned) in &view.flow_buckets {
         buckets

@@ -79,7 +79,19 @@ pub struct StatusView {
     pub flow_buckets: BTreeMap<String, usize>,
     /// Groups this node took over after a failure: group → cause → count.
     pub takeovers: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Heartbeats received from each peer on each interconnect.
+    pub heartbeats: Vec<HeartbeatView>,
     pub config: Config,
+}
+
+/// Heartbeats from one peer on one interconnect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatView {
+    pub peer: String,
+    pub link: usize,
+    pub received: u64,
+    /// Longest gap between two heartbeats, in microseconds (the interval when nothing is lost).
+    pub max_gap_us: u64,
 }
 
 fn ordinal(n: usize) -> String {
@@ -266,6 +278,7 @@ impl StatusView {
             exec_pids: extras.exec_pids,
             flow_buckets: extras.flow_buckets,
             takeovers: extras.takeovers,
+            heartbeats: extras.heartbeats,
             config: config.clone(),
         }
     }
@@ -280,6 +293,7 @@ pub struct Extras {
     pub exec_pids: BTreeMap<String, u32>,
     pub flow_buckets: BTreeMap<String, usize>,
     pub takeovers: BTreeMap<String, BTreeMap<String, u64>>,
+    pub heartbeats: Vec<HeartbeatView>,
 }
 
 const LABEL: usize = 22;

@@ -60,6 +60,36 @@ impl RejectCounters {
     }
 }
 
+/// Per peer and interconnect: heartbeats received and the longest gap between two of them
+/// (loss and delay show up as gaps longer than the interval).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub received: u64,
+    pub max_gap: Duration,
+    last: Option<Instant>,
+}
+
+/// Link statistics of every (peer, link).
+#[derive(Debug, Default)]
+pub struct LinkCounters(Mutex<BTreeMap<(usize, usize), LinkStats>>);
+
+impl LinkCounters {
+    fn record(&self, peer: usize, link: usize) {
+        let mut map = self.0.lock().expect("link counters lock");
+        let stats = map.entry((peer, link)).or_default();
+        let now = Instant::now();
+        if let Some(last) = stats.last {
+            stats.max_gap = stats.max_gap.max(now - last);
+        }
+        stats.last = Some(now);
+        stats.received += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<(usize, usize), LinkStats> {
+        self.0.lock().expect("link counters lock").clone()
+    }
+}
+
 /// Per-sender freshness state shared by the receiving threads.
 struct Freshness {
     windows: Vec<ReplayWindow>,
@@ -77,6 +107,7 @@ pub struct Transport {
     /// peer → per link: its interconnect address.
     peers: Vec<Vec<SocketAddrV4>>,
     pub rejected: Arc<RejectCounters>,
+    pub links: Arc<LinkCounters>,
 }
 
 impl Transport {
@@ -106,6 +137,7 @@ impl Transport {
             last_accepted: vec![None; config.server.len()],
         }));
         let rejected = Arc::new(RejectCounters::default());
+        let links = Arc::new(LinkCounters::default());
         let silence = config.cluster.heartbeat_timeout * 2;
         let mut sockets = Vec::new();
         for (link, local) in peers[me].iter().enumerate() {
@@ -121,6 +153,7 @@ impl Transport {
                 peers: peers.clone(),
                 freshness: freshness.clone(),
                 rejected: rejected.clone(),
+                links: links.clone(),
                 inbound: inbound.clone(),
                 silence,
             };
@@ -137,6 +170,7 @@ impl Transport {
             sockets,
             peers,
             rejected,
+            links,
         })
     }
 
@@ -178,6 +212,7 @@ struct Receiver {
     peers: Vec<Vec<SocketAddrV4>>,
     freshness: Arc<Mutex<Freshness>>,
     rejected: Arc<RejectCounters>,
+    links: Arc<LinkCounters>,
     inbound: Sender<Inbound>,
     silence: Duration,
 }
@@ -198,8 +233,11 @@ impl Receiver {
                 continue;
             };
             let event = self.check(&buffer[..len], source);
-            if let Inbound::Rejected { reason, .. } = &event {
-                self.rejected.count(*reason);
+            match &event {
+                Inbound::Rejected { reason, .. } => self.rejected.count(*reason),
+                Inbound::Packet { from, link, .. } | Inbound::Mismatch { from, link } => {
+                    self.links.record(*from, *link)
+                }
             }
             if self.inbound.send(event).is_err() {
                 return;
