@@ -69,6 +69,10 @@ pub struct ClusterConfig {
     /// XDP attach mode.
     #[serde(default)]
     pub xdp_mode: XdpModeConfig,
+    /// SCHED_FIFO priority of the daemon (0: normal scheduling). Real-time scheduling keeps
+    /// heartbeats and lease renewals on time when the firewall's CPUs are busy.
+    #[serde(default = "defaults::realtime_priority")]
+    pub realtime_priority: u8,
 }
 
 mod defaults {
@@ -118,6 +122,9 @@ mod defaults {
     }
     pub fn buckets() -> u32 {
         1024
+    }
+    pub fn realtime_priority() -> u8 {
+        10
     }
 }
 
@@ -673,6 +680,9 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
                 humantime::format_duration(cluster.heartbeat_timeout)
             ),
         );
+    }
+    if cluster.realtime_priority > 99 {
+        problems.add(&c.key("realtime_priority"), "must be 0 (off) to 99");
     }
     if cluster.api_port == 0 {
         problems.add(&c.key("api_port"), "must not be 0");

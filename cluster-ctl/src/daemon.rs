@@ -88,6 +88,7 @@ pub fn run(options: Options) -> Result<()> {
     let engine_config = EngineConfig::from_config(&config, me);
     let lease = engine_config.lease();
 
+    realtime(config.cluster.realtime_priority);
     // Block the termination signals in every thread; one thread waits for them.
     let signals = nix::sys::signal::SigSet::from_iter([
         nix::sys::signal::Signal::SIGTERM,
@@ -226,6 +227,33 @@ pub fn run(options: Options) -> Result<()> {
         inputs,
     };
     daemon.main_loop(&receiver)
+}
+
+/// Real-time scheduling (inherited by every thread started later) and locked memory, so that
+/// heartbeats and lease renewals keep their schedule on a busy firewall. Without the privilege
+/// the daemon runs on, saying so.
+fn realtime(priority: u8) {
+    if priority == 0 {
+        return;
+    }
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: plain system calls on this process.
+    let (scheduled, locked) = unsafe {
+        (
+            libc::sched_setscheduler(0, libc::SCHED_FIFO, &param),
+            libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE),
+        )
+    };
+    if scheduled != 0 || locked != 0 {
+        tracing::warn!(
+            id = catalog::DAEMON_STARTED.id,
+            priority,
+            error = %std::io::Error::last_os_error(),
+            "real-time scheduling or memory locking unavailable; running without"
+        );
+    }
 }
 
 /// Attaches the program to every interface that carries a cluster address of this node.

@@ -177,7 +177,7 @@ address server0 server1
     for expected in [
         "===== CLUSTER INFORMATION =====",
         "SERVER : fws1",
-        "WAIT timeout : 200ms",
+        "WAIT timeout : 3s",
         "HB port : 28002",
         "HB interval : 10ms",
         "HB timeout : 30ms",

@@ -75,6 +75,15 @@ fn command(line: &str, exec: &Exec, env: &Env, group: GroupId, event: &str) -> C
         .stdin(Stdio::null())
         // Its own process group, so a timeout or a stop reaches everything it started.
         .process_group(0);
+    // SAFETY: sched_setscheduler is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // Scripts run with normal scheduling, not the daemon's real-time priority.
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+            Ok(())
+        });
+    }
     command
 }
 
