@@ -487,8 +487,18 @@ fn load_share_runs_each_group_on_its_primary_and_the_survivor_takes_both() -> an
     cluster.wait_holder(FWS1, "group1", FWS2, Duration::from_secs(5))?;
     let fws1 = lab.mac(FWS1, INET_IF)?;
     let fws2 = lab.mac(FWS2, INET_IF)?;
-    assert_eq!(answerers(&lab, GROUP0_INET_FIP), vec![fws1]);
-    assert_eq!(answerers(&lab, "192.0.2.11".parse()?), vec![fws2]);
+    assert!(wait_answer(
+        &lab,
+        GROUP0_INET_FIP,
+        fws1,
+        Duration::from_secs(1)
+    ));
+    assert!(wait_answer(
+        &lab,
+        "192.0.2.11".parse()?,
+        fws2,
+        Duration::from_secs(1)
+    ));
     cluster.kill(FWS2)?;
     cluster.wait_holder(FWS1, "group1", FWS1, Duration::from_secs(2))?;
     assert!(wait_answer(
