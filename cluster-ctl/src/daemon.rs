@@ -59,7 +59,8 @@ pub enum Input {
 struct Daemon {
     config: Config,
     takeovers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
-    outbox: Option<crate::mail::Outbox>,
+    /// The mail thread, which queues alerts on disk and delivers them.
+    mail: Option<Sender<crate::mail::Alert>>,
     flowshares: FlowShares,
     engine: Engine,
     dataplane: Dataplane,
@@ -193,11 +194,10 @@ pub fn run(options: Options) -> Result<()> {
         "fwclusterd started"
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let outbox = match &config.mail {
+    let mail = match &config.mail {
         Some(mail) => {
             let outbox = crate::mail::Outbox::open(mail, &node)?;
-            crate::mail::start_sender(mail.clone(), outbox.clone())?;
-            Some(outbox)
+            Some(crate::mail::start_sender(mail.clone(), outbox)?)
         }
         None => None,
     };
@@ -215,7 +215,7 @@ pub fn run(options: Options) -> Result<()> {
     }
     let mut daemon = Daemon {
         takeovers: Default::default(),
-        outbox,
+        mail,
         config,
         flowshares,
         engine,
@@ -613,7 +613,7 @@ impl Daemon {
 
     /// Queues the seed's alert mails: group down here, and takeover here after a failure.
     fn mail(&self, notice: &Notice) {
-        let Some(outbox) = &self.outbox else {
+        let Some(mail) = &self.mail else {
             return;
         };
         let cfg = self.engine.config();
@@ -649,13 +649,9 @@ impl Daemon {
             _ => None,
         };
         if let Some(alert) = alert
-            && let Err(e) = outbox.queue(&alert)
+            && mail.send(alert).is_err()
         {
-            tracing::error!(
-                id = catalog::MAIL_RETRY.id,
-                error = format!("{e:#}"),
-                "cannot queue an alert"
-            );
+            tracing::error!(id = catalog::MAIL_RETRY.id, "the mail thread is gone");
         }
     }
 

@@ -198,18 +198,40 @@ fn message(config: &MailConfig, alert: &Alert) -> Result<Message> {
     Ok(builder.body(alert.body.clone())?)
 }
 
-/// Delivers the outbox forever (one thread), oldest first, retrying with backoff.
-pub fn start_sender(config: MailConfig, outbox: Outbox) -> Result<()> {
+/// Starts the mail thread: it writes each alert it is given to the outbox (durably, off the
+/// daemon's loop: an fsync can take long on a busy disk) and delivers the outbox, oldest first,
+/// retrying with backoff.
+pub fn start_sender(config: MailConfig, outbox: Outbox) -> Result<std::sync::mpsc::Sender<Alert>> {
+    let (alerts, incoming) = std::sync::mpsc::channel::<Alert>();
     std::thread::Builder::new()
         .name("mail".into())
         .spawn(move || {
             let mut backoff = Duration::from_millis(500);
+            let mut retry_at = std::time::Instant::now();
             loop {
-                match deliver_all(&config, &outbox) {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(500);
-                        std::thread::sleep(Duration::from_millis(200));
+                match incoming.recv_timeout(Duration::from_millis(200)) {
+                    Ok(alert) => {
+                        if let Err(e) = outbox.queue(&alert) {
+                            tracing::error!(
+                                id = catalog::MAIL_RETRY.id,
+                                error = format!("{e:#}"),
+                                "cannot queue an alert"
+                            );
+                        }
+                        // Deliver what just arrived at once, unless the server is known down.
+                        if std::time::Instant::now() < retry_at {
+                            continue;
+                        }
                     }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if std::time::Instant::now() < retry_at {
+                            continue;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                match deliver_all(&config, &outbox) {
+                    Ok(()) => backoff = Duration::from_millis(500),
                     Err(e) => {
                         tracing::warn!(
                             id = catalog::MAIL_RETRY.id,
@@ -217,13 +239,13 @@ pub fn start_sender(config: MailConfig, outbox: Outbox) -> Result<()> {
                             retry_in = %humantime::format_duration(backoff),
                             "alert mail not delivered; it stays queued"
                         );
-                        std::thread::sleep(backoff);
+                        retry_at = std::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(60));
                     }
                 }
             }
         })?;
-    Ok(())
+    Ok(alerts)
 }
 
 fn deliver_all(config: &MailConfig, outbox: &Outbox) -> Result<()> {
