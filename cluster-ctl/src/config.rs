@@ -69,8 +69,9 @@ pub struct ClusterConfig {
     /// XDP attach mode.
     #[serde(default)]
     pub xdp_mode: XdpModeConfig,
-    /// SCHED_FIFO priority of the daemon (0: normal scheduling). Real-time scheduling keeps
-    /// heartbeats and lease renewals on time when the firewall's CPUs are busy.
+    /// SCHED_FIFO priority of the daemon (0, the default: normal scheduling). Real-time
+    /// scheduling keeps millisecond heartbeats and lease renewals on time when the firewall's
+    /// CPUs are busy; opt in after testing on the target machine.
     #[serde(default = "defaults::realtime_priority")]
     pub realtime_priority: u8,
 }
@@ -124,7 +125,7 @@ mod defaults {
         1024
     }
     pub fn realtime_priority() -> u8 {
-        10
+        0
     }
 }
 

@@ -9,12 +9,15 @@ use cluster_ctl::{
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // Log lines are written by a thread of their own: a write to a slow file or a full pipe
+    // must never delay heartbeats and lease renewal.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(false)
         .init();
     if !args.worker {

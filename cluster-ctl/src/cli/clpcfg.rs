@@ -483,7 +483,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                 retry: 5,
                 tiebreakers: Vec::new(),
                 xdp_mode: XdpModeConfig::Auto,
-                realtime_priority: 10,
+                realtime_priority: 0,
             },
             mail,
             metrics: None,

@@ -61,10 +61,13 @@ pub struct Soak {
 }
 
 fn servers(interval: &str, timeout: &str, wait: &str) -> String {
+    // Millisecond heartbeats run with real-time scheduling, as an operator would set them up.
+    let priority = if interval == "1ms" { 10 } else { 0 };
     format!(
         r#"heartbeat_interval = "{interval}"
 heartbeat_timeout = "{timeout}"
 wait_timeout = "{wait}"
+realtime_priority = {priority}
 
 [[server]]
 name = "fws1"
