@@ -172,8 +172,20 @@ address server0 server1
 ",
     );
 
+    // The monitored process of group0-exec1 (started by the activation).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let pid = loop {
+        if let Some(pid) = cluster.status(FWS1)?.exec_pids.get("group0-exec1") {
+            break *pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            cluster.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let (_, screen) = cluster.tool(&lab, FWS1, "clpstat", &["-i"])?;
-    let pid = cluster.status(FWS1)?.exec_pids["group0-exec1"];
     for expected in [
         "===== CLUSTER INFORMATION =====",
         "SERVER : fws1",

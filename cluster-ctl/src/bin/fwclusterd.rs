@@ -8,6 +8,16 @@ use cluster_ctl::{
 };
 
 fn main() -> std::process::ExitCode {
+    // SIGTERM and SIGINT are blocked before any thread starts (every thread inherits the
+    // mask), so only the thread that waits for them receives them.
+    let signals = nix::sys::signal::SigSet::from_iter([
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ]);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("fwclusterd: blocking signals: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let args = Args::parse();
     // Log lines are written by a thread of their own: a write to a slow file or a full pipe
     // must never delay heartbeats and lease renewal.
