@@ -57,6 +57,16 @@ impl StepOutcome {
     }
 }
 
+/// Sends the daemon's loop the answer to an activation or deactivation it asked for.
+fn answer_step(inputs: &Sender<Input>, group: GroupId, step: usize, ok: bool) {
+    let _ = inputs.send(Input::Step(StepOutcome {
+        group,
+        step,
+        ok,
+        died: false,
+    }));
+}
+
 /// A FIP step.
 #[derive(Clone, Debug)]
 struct Fip {
@@ -188,12 +198,7 @@ impl Resources {
     }
 
     fn report(&self, group: GroupId, step: usize, ok: bool) {
-        let _ = self.inputs.send(Input::Step(StepOutcome {
-            group,
-            step,
-            ok,
-            died: false,
-        }));
+        answer_step(&self.inputs, group, step, ok);
     }
 
     /// Activates one step (asynchronously; the outcome comes through the channel).
@@ -248,12 +253,7 @@ impl Resources {
                     false
                 }
             };
-            let _ = inputs.send(Input::Step(StepOutcome {
-                group,
-                step,
-                ok,
-                died: false,
-            }));
+            answer_step(&inputs, group, step, ok);
         });
     }
 
@@ -301,12 +301,7 @@ impl Resources {
                     false
                 }
             };
-            let _ = inputs.send(Input::Step(StepOutcome {
-                group,
-                step,
-                ok,
-                died: false,
-            }));
+            answer_step(&inputs, group, step, ok);
         });
     }
 
