@@ -298,7 +298,7 @@ fn a_standby_with_its_own_ipw_error_does_not_receive_the_group() -> anyhow::Resu
     assert_eq!(cluster.holder(FWS2, "group0")?.as_deref(), Some(FWS1));
     // By hand it still moves (R-FO-3).
     let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
-    assert!(ok, "{out}");
+    assert!(ok, "{out}\n{}", cluster.log(FWS1));
     cluster.wait_holder(FWS1, "group0", FWS2, Duration::from_secs(2))?;
     Ok(())
 }

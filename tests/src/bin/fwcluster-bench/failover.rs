@@ -382,9 +382,11 @@ fn soak(minutes: u64, busy: bool) -> Result<Soak> {
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
     let mut burners: Vec<Child> = Vec::new();
     if busy {
+        // Inside the lab, so the lab's cleanup kills them even when the benchmark is killed
+        // (a burner left over from an interrupted run once kept both cores busy for hours).
         for _ in 0..2 {
             burners.push(
-                std::process::Command::new("sh")
+                lab.command(INET_CLIENT, "sh")
                     .args(["-c", "while :; do :; done"])
                     .spawn()?,
             );
