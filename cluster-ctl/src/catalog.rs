@@ -26,6 +26,8 @@ catalog! {
     LEASE_REFUSED = "FWC005", "the data path refused a lease operation (stale epoch, expired lease)";
     ADOPTED = "FWC006", "a group held by the previous process was adopted from the pinned lease";
     DAEMON_FAILED = "FWC007", "an internal failure of the daemon; cluster recovery action follows";
+    CONFIG_RELOADED = "FWC008", "SIGHUP: the configuration file was read again ([mail] changes applied, or unchanged)";
+    RELOAD_REFUSED = "FWC009", "SIGHUP: the configuration was not reloaded (invalid file, or changes beyond [mail] that need a restart)";
     PEER_ONLINE = "FWC101", "a peer server is ONLINE (heartbeats arrive)";
     PEER_OFFLINE = "FWC102", "a peer server is OFFLINE (no heartbeat on any interconnect for the timeout, or it left)";
     LINK_UP = "FWC103", "an interconnect to a peer works again";

@@ -576,9 +576,40 @@ impl Config {
         toml::to_string_pretty(self).expect("the config serializes")
     }
 
-    /// SHA-256 of the normalized configuration: equal on nodes with equal configurations.
+    /// SHA-256 of the normalized configuration without its `[mail]` section: equal on nodes
+    /// whose clusters behave alike. Mail settings are left out because a reload (SIGHUP)
+    /// applies them to a running daemon, one node after the other; a node with the new mail
+    /// settings must not look like a different cluster to one that has not reloaded yet.
     pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.normalized().as_bytes()).into()
+        let behaviour = Self {
+            mail: None,
+            ..self.clone()
+        };
+        Sha256::digest(behaviour.normalized().as_bytes()).into()
+    }
+
+    /// The top-level sections in which `other` differs from this configuration.
+    pub fn changed_sections(&self, other: &Self) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.cluster != other.cluster {
+            changed.push("cluster");
+        }
+        if self.mail != other.mail {
+            changed.push("mail");
+        }
+        if self.metrics != other.metrics {
+            changed.push("metrics");
+        }
+        if self.server != other.server {
+            changed.push("server");
+        }
+        if self.group != other.group {
+            changed.push("group");
+        }
+        if self.flowshare != other.flowshare {
+            changed.push("flowshare");
+        }
+        changed
     }
 
     /// Index of a server by name.

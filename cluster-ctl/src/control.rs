@@ -21,6 +21,36 @@ use crate::status::StatusView;
 
 /// The largest request accepted.
 pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// Connections served at once by one listener (control socket, peer API); more are closed at
+/// once, so a flood of connections cannot exhaust the daemon's threads and memory.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Counts the connections being served.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionSlots(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+/// One connection being served; frees its slot when dropped.
+#[derive(Debug)]
+pub struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl ConnectionSlots {
+    /// A slot, unless [`MAX_CONNECTIONS`] are taken.
+    pub fn take(&self) -> Option<Slot> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.0.fetch_add(1, SeqCst) >= MAX_CONNECTIONS {
+            self.0.fetch_sub(1, SeqCst);
+            return None;
+        }
+        Some(Slot(self.0.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 /// How long a client may take to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the daemon's loop may take to answer.
@@ -83,8 +113,7 @@ pub fn serve(
     remote: Box<Remote>,
 ) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        crate::private::private_dir(dir, "run directory").map_err(anyhow::Error::msg)?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -99,10 +128,18 @@ pub fn serve(
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
+            let slots = ConnectionSlots::default();
             for stream in listener.incoming().flatten() {
+                let Some(slot) = slots.take() else {
+                    tracing::warn!(
+                        "control socket: {MAX_CONNECTIONS} connections busy, one closed"
+                    );
+                    continue;
+                };
                 let pending = pending.clone();
                 let remote = remote.clone();
                 std::thread::spawn(move || {
+                    let _slot = slot;
                     if let Err(e) = handle(stream, &*pending, &*remote) {
                         tracing::debug!(error = format!("{e:#}"), "control request failed");
                     }
@@ -200,4 +237,20 @@ pub fn request(path: &Path, request: &Request) -> Result<Response> {
         bail!("fwclusterd closed the connection without an answer");
     }
     serde_json::from_str(&answer).context("malformed answer from fwclusterd")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_run_out_and_come_back() {
+        let slots = ConnectionSlots::default();
+        let taken: Vec<Slot> = (0..MAX_CONNECTIONS)
+            .map(|_| slots.take().unwrap())
+            .collect();
+        assert!(slots.take().is_none(), "one more than the limit");
+        drop(taken);
+        assert!(slots.take().is_some());
+    }
 }

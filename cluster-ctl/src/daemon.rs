@@ -52,6 +52,8 @@ pub enum Input {
     },
     /// SIGTERM or SIGINT.
     Terminate,
+    /// SIGHUP: read the configuration file again.
+    Reload,
     /// A request on the control socket.
     Control(crate::control::Pending),
 }
@@ -59,8 +61,11 @@ pub enum Input {
 struct Daemon {
     config: Config,
     takeovers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    /// The configuration file, read again on SIGHUP.
+    config_path: std::path::PathBuf,
+    node: String,
     /// The mail thread, which queues alerts on disk and delivers them.
-    mail: Option<Sender<crate::mail::Alert>>,
+    mail: Option<crate::mail::MailSender>,
     flowshares: FlowShares,
     engine: Engine,
     dataplane: Dataplane,
@@ -90,20 +95,27 @@ pub fn run(options: Options) -> Result<()> {
     let lease = engine_config.lease();
 
     realtime(config.cluster.realtime_priority);
-    // Block the termination signals in every thread; one thread waits for them.
+    // Block the signals in every thread; one thread waits for them.
     let signals = nix::sys::signal::SigSet::from_iter([
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
     ]);
-    signals.thread_block().context("blocking SIGTERM/SIGINT")?;
+    signals
+        .thread_block()
+        .context("blocking SIGTERM/SIGINT/SIGHUP")?;
     let (inputs, receiver) = mpsc::channel::<Input>();
     {
         let inputs = inputs.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                while signals.wait().is_ok() {
-                    if inputs.send(Input::Terminate).is_err() {
+                while let Ok(signal) = signals.wait() {
+                    let input = match signal {
+                        nix::sys::signal::Signal::SIGHUP => Input::Reload,
+                        _ => Input::Terminate,
+                    };
+                    if inputs.send(input).is_err() {
                         return;
                     }
                 }
@@ -195,10 +207,7 @@ pub fn run(options: Options) -> Result<()> {
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mail = match &config.mail {
-        Some(mail) => {
-            let outbox = crate::mail::Outbox::open(mail, &node)?;
-            Some(crate::mail::start_sender(mail.clone(), outbox)?)
-        }
+        Some(mail) => Some(crate::mail::start_sender(mail.clone(), &node)?),
         None => None,
     };
     if let Some(metrics) = &config.metrics {
@@ -215,6 +224,8 @@ pub fn run(options: Options) -> Result<()> {
     }
     let mut daemon = Daemon {
         takeovers: Default::default(),
+        config_path: options.config.clone(),
+        node,
         mail,
         config,
         flowshares,
@@ -483,6 +494,10 @@ impl Daemon {
                     tracing::warn!(id = catalog::DAEMON_STOPPING.id, "stopping");
                     Event::Shutdown
                 }
+                Some(Input::Reload) => {
+                    self.reload();
+                    continue;
+                }
             };
             let actions = self.engine.handle(now, event);
             if self.execute(actions)? {
@@ -490,6 +505,72 @@ impl Daemon {
             }
             // Membership may have changed: flow-share buckets move at once, not at the tick.
             self.rebalance();
+        }
+    }
+
+    /// SIGHUP: reads the configuration file again. Mail settings apply at once; any other
+    /// change would alter what the cluster does (and the digest the nodes compare), so it is
+    /// refused as a whole and takes effect when the daemon restarts. A file that does not
+    /// validate changes nothing.
+    fn reload(&mut self) {
+        let file = self.config_path.display().to_string();
+        let new = match Config::load(&self.config_path) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(
+                    id = catalog::RELOAD_REFUSED.id,
+                    file,
+                    error = %e,
+                    "configuration not reloaded: the file is not valid; the running configuration stays"
+                );
+                return;
+            }
+        };
+        let changed = self.config.changed_sections(&new);
+        if changed.iter().any(|section| *section != "mail") {
+            tracing::error!(
+                id = catalog::RELOAD_REFUSED.id,
+                file,
+                sections = changed.join(", "),
+                "configuration not reloaded: only [mail] changes apply to a running daemon; \
+                 restart it (one node after the other) to apply the others"
+            );
+            return;
+        }
+        if changed.is_empty() {
+            tracing::info!(
+                id = catalog::CONFIG_RELOADED.id,
+                file,
+                "configuration unchanged"
+            );
+            return;
+        }
+        let applied = match (&self.mail, &new.mail) {
+            (Some(sender), Some(settings)) => sender.reconfigure(settings.clone()),
+            (None, Some(settings)) => crate::mail::start_sender(settings.clone(), &self.node)
+                .map(|sender| self.mail = Some(sender)),
+            // Dropping the sender ends the thread; queued mail stays in the outbox.
+            (_, None) => {
+                self.mail = None;
+                Ok(())
+            }
+        };
+        match applied {
+            Ok(()) => {
+                self.config.mail = new.mail;
+                tracing::info!(
+                    id = catalog::CONFIG_RELOADED.id,
+                    file,
+                    sections = "mail",
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => tracing::error!(
+                id = catalog::RELOAD_REFUSED.id,
+                file,
+                error = format!("{e:#}"),
+                "mail settings not applied; the running ones stay"
+            ),
         }
     }
 
@@ -649,9 +730,9 @@ impl Daemon {
             _ => None,
         };
         if let Some(alert) = alert
-            && mail.send(alert).is_err()
+            && let Err(e) = mail.send(alert)
         {
-            tracing::error!(id = catalog::MAIL_RETRY.id, "the mail thread is gone");
+            tracing::error!(id = catalog::MAIL_RETRY.id, error = %e, "alert not queued");
         }
     }
 

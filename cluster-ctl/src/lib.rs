@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod mail;
 pub mod metrics;
 pub mod peer;
+pub mod private;
 pub mod resources;
 pub mod status;
 pub mod supervisor;

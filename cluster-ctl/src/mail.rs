@@ -7,7 +7,7 @@
 //! the time of the event, not of the delivery (the seed warns operators to check it).
 
 use std::{
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime},
@@ -101,9 +101,9 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(config: &MailConfig, node: &str) -> Result<Self> {
+        crate::private::private_dir(&config.outbox, "mail outbox").map_err(anyhow::Error::msg)?;
         let dir = config.outbox.join(node);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        crate::private::private_dir(&dir, "mail outbox").map_err(anyhow::Error::msg)?;
         Ok(Self { dir })
     }
 
@@ -158,6 +158,8 @@ fn transport(config: &MailConfig) -> Result<SmtpTransport> {
         other => anyhow::bail!("mail.smtp: unknown scheme {other:?} (smtp:// or smtps://)"),
     };
     if let (Some(user), Some(file)) = (&config.username, &config.password_file) {
+        crate::private::check_secret_file(file, "SMTP password file")
+            .map_err(anyhow::Error::msg)?;
         let password =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         builder = builder.credentials(Credentials::new(user.clone(), password.trim().to_owned()));
@@ -198,11 +200,43 @@ fn message(config: &MailConfig, alert: &Alert) -> Result<Message> {
     Ok(builder.body(alert.body.clone())?)
 }
 
-/// Starts the mail thread: it writes each alert it is given to the outbox (durably, off the
-/// daemon's loop: an fsync can take long on a busy disk) and delivers the outbox, oldest first,
-/// retrying with backoff.
-pub fn start_sender(config: MailConfig, outbox: Outbox) -> Result<std::sync::mpsc::Sender<Alert>> {
-    let (alerts, incoming) = std::sync::mpsc::channel::<Alert>();
+/// What the daemon hands the mail thread.
+enum MailInput {
+    Alert(Alert),
+    /// New settings from a configuration reload.
+    Settings(MailConfig),
+}
+
+/// The daemon's end of the mail thread. Dropping it ends the thread; what is queued stays in
+/// the outbox for the next start.
+pub struct MailSender {
+    inputs: std::sync::mpsc::Sender<MailInput>,
+}
+
+impl MailSender {
+    /// Hands an alert to the mail thread; fails only when the thread is gone.
+    pub fn send(&self, alert: Alert) -> Result<()> {
+        self.inputs
+            .send(MailInput::Alert(alert))
+            .map_err(|_| anyhow::anyhow!("the mail thread is gone"))
+    }
+
+    /// Applies new settings (server, sender, recipients, outbox) from the next delivery on.
+    pub fn reconfigure(&self, config: MailConfig) -> Result<()> {
+        self.inputs
+            .send(MailInput::Settings(config))
+            .map_err(|_| anyhow::anyhow!("the mail thread is gone"))
+    }
+}
+
+/// Starts the mail thread of `node`: it writes each alert it is given to the outbox (durably,
+/// off the daemon's loop: an fsync can take long on a busy disk) and delivers the outbox, oldest
+/// first, retrying with backoff.
+pub fn start_sender(config: MailConfig, node: &str) -> Result<MailSender> {
+    let mut outbox = Outbox::open(&config, node)?;
+    let node = node.to_owned();
+    let mut config = config;
+    let (inputs, incoming) = std::sync::mpsc::channel::<MailInput>();
     std::thread::Builder::new()
         .name("mail".into())
         .spawn(move || {
@@ -210,7 +244,7 @@ pub fn start_sender(config: MailConfig, outbox: Outbox) -> Result<std::sync::mps
             let mut retry_at = std::time::Instant::now();
             loop {
                 match incoming.recv_timeout(Duration::from_millis(200)) {
-                    Ok(alert) => {
+                    Ok(MailInput::Alert(alert)) => {
                         if let Err(e) = outbox.queue(&alert) {
                             tracing::error!(
                                 id = catalog::MAIL_RETRY.id,
@@ -222,6 +256,25 @@ pub fn start_sender(config: MailConfig, outbox: Outbox) -> Result<std::sync::mps
                         if std::time::Instant::now() < retry_at {
                             continue;
                         }
+                    }
+                    Ok(MailInput::Settings(new)) => {
+                        if new.outbox != config.outbox {
+                            match Outbox::open(&new, &node) {
+                                Ok(opened) => outbox = opened,
+                                Err(e) => {
+                                    tracing::error!(
+                                        id = catalog::RELOAD_REFUSED.id,
+                                        error = format!("{e:#}"),
+                                        "new mail outbox unusable; mail keeps its old settings"
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                        config = new;
+                        // The new server is tried at once.
+                        backoff = Duration::from_millis(500);
+                        retry_at = std::time::Instant::now();
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         if std::time::Instant::now() < retry_at {
@@ -245,7 +298,7 @@ pub fn start_sender(config: MailConfig, outbox: Outbox) -> Result<std::sync::mps
                 }
             }
         })?;
-    Ok(alerts)
+    Ok(MailSender { inputs })
 }
 
 fn deliver_all(config: &MailConfig, outbox: &Outbox) -> Result<()> {

@@ -86,7 +86,9 @@ fn write_json(mut stream: &TcpStream, value: &impl Serialize) -> Result<()> {
 
 /// Serves the API on `addresses`; authenticated requests go to `pending` (the daemon's loop).
 pub fn serve(addresses: &[SocketAddr], key: Key, pending: Sender<Pending>) -> Result<()> {
+    let slots = crate::control::ConnectionSlots::default();
     for address in addresses {
+        let slots = slots.clone();
         let listener =
             TcpListener::bind(address).with_context(|| format!("peer API on {address}"))?;
         let key = key.clone();
@@ -95,9 +97,19 @@ pub fn serve(addresses: &[SocketAddr], key: Key, pending: Sender<Pending>) -> Re
             .name("peer-api".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
+                    let Some(slot) = slots.take() else {
+                        tracing::warn!(
+                            id = crate::catalog::PACKET_REJECTED.id,
+                            peer = ?stream.peer_addr().ok(),
+                            "peer API: {} connections busy, one closed",
+                            crate::control::MAX_CONNECTIONS
+                        );
+                        continue;
+                    };
                     let key = key.clone();
                     let pending = pending.clone();
                     std::thread::spawn(move || {
+                        let _slot = slot;
                         if let Err(e) = handle(&stream, &key, &pending) {
                             tracing::warn!(
                                 id = crate::catalog::PACKET_REJECTED.id,

@@ -54,8 +54,9 @@ fn describe(status: ExitStatus) -> String {
 pub fn run(config_path: &Path, worker_args: &[String]) -> Result<i32> {
     let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let exe = std::env::current_exe().context("locating fwclusterd")?;
-    // Termination signals are forwarded to the worker, which leaves the cluster cleanly.
-    let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT]);
+    // Termination signals are forwarded to the worker, which leaves the cluster cleanly; SIGHUP
+    // too, which makes it read the configuration again.
+    let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
     signals.thread_block().context("blocking signals")?;
     let child_pid = Arc::new(Mutex::new(None::<i32>));
     {
@@ -77,7 +78,7 @@ pub fn run(config_path: &Path, worker_args: &[String]) -> Result<i32> {
             command.pre_exec(|| {
                 // The worker dies with the supervisor (its pins keep the data path).
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // The worker handles termination signals itself.
+                // The worker handles the signals itself.
                 let mut empty: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut empty);
                 libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

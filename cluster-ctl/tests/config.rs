@@ -59,6 +59,13 @@ fn the_digest_is_equal_for_equal_configurations_and_differs_otherwise() {
     let changed = source.replace("heartbeat_timeout = \"5s\"", "heartbeat_timeout = \"6s\"");
     let c = Config::parse(Path::new("c.toml"), &changed).unwrap();
     assert_ne!(a.digest(), c.digest());
+    assert_eq!(a.changed_sections(&c), ["cluster"]);
+    // Mail settings are reloaded live, one node after the other: they do not change the
+    // digest the nodes compare.
+    let mail = source.replace("smtp://127.0.0.1:25", "smtp://192.0.2.99:25");
+    let d = Config::parse(Path::new("d.toml"), &mail).unwrap();
+    assert_eq!(a.digest(), d.digest());
+    assert_eq!(a.changed_sections(&d), ["mail"]);
 }
 
 const BASE: &str = r#"

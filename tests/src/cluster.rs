@@ -135,6 +135,22 @@ impl Cluster {
         self.daemons.get(host).map(Child::id)
     }
 
+    /// The worker process the daemon (a supervisor) runs.
+    pub fn worker_pid(&self, host: &str) -> Option<u32> {
+        let pid = self.pid(host)?;
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Sends `signal` to the daemon of `host`.
+    pub fn signal(&self, host: &str, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self
+            .pid(host)
+            .with_context(|| format!("no daemon on {host}"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self, host: &str) -> Result<()> {
         if let Some(mut child) = self.daemons.remove(host) {
@@ -256,6 +272,22 @@ impl Cluster {
         self.logs
             .keys()
             .map(|h| format!("--- {h} ---\n{}", self.log(h)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The last `lines` lines of every daemon's log, headed by its host.
+    pub fn all_logs_tail(&self, lines: usize) -> String {
+        self.logs
+            .keys()
+            .map(|h| {
+                let log = self.log(h);
+                let all: Vec<&str> = log.lines().collect();
+                format!(
+                    "--- {h} (last {lines} lines) ---\n{}",
+                    all[all.len().saturating_sub(lines)..].join("\n")
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }

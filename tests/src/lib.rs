@@ -10,11 +10,13 @@
 //! namespaces, and test traffic only flows between the lab's own namespaces.
 
 pub mod arp;
+pub mod chaos;
 pub mod cluster;
 pub mod frames;
 pub mod netns;
 pub mod seed;
 pub mod sim;
+pub mod smtp;
 pub mod traffic;
 pub mod xdp;
 
@@ -505,6 +507,11 @@ pub fn freeze(pid: u32) -> Result<()> {
 /// Continues a stopped process (SIGCONT).
 pub fn thaw(pid: u32) -> Result<()> {
     signal(pid, nix::sys::signal::Signal::SIGCONT)
+}
+
+/// Kills a process (SIGKILL).
+pub fn kill(pid: u32) -> Result<()> {
+    signal(pid, nix::sys::signal::Signal::SIGKILL)
 }
 
 fn signal(pid: u32, signal: nix::sys::signal::Signal) -> Result<()> {

@@ -47,3 +47,33 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
+
+/// The processes inside network namespace `ns`.
+pub fn processes(ns: &str) -> Result<Vec<u32>> {
+    let output = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .context("spawning ip netns pids")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "ip netns pids {ns}: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}
+
+/// A process's command line, for messages (empty once it is gone).
+pub fn command_line(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}

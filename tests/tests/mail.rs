@@ -1,15 +1,12 @@
 //! Alert mail through a real SMTP server (Debian's aiosmtpd) on the upstream router.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use fwcluster_lab::{
     Lab,
     cluster::Cluster,
-    seed::{self, FWS1, FWS2, UPSTREAM},
+    seed::{self, FWS1, FWS2},
+    smtp::{Mail, mails, smtp, wait_mails},
 };
 
 const CONFIG: &str = r#"heartbeat_interval = "10ms"
@@ -45,35 +42,6 @@ policy = ["fws1", "fws2"]
   retry = 1
 "#;
 
-struct Smtp(Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn smtp(lab: &Lab, maildir: &Path) -> anyhow::Result<Smtp> {
-    let child = lab
-        .command(UPSTREAM, "/usr/bin/python3")
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            "192.0.2.254:2525",
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-        ])
-        .arg(maildir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(700));
-    Ok(Smtp(child))
-}
-
 fn ipw_target(lab: &Lab, host: &str, reachable: bool) -> anyhow::Result<()> {
     if reachable {
         lab.run(host, "nft", &["delete", "table", "inet", "ipwcut"])?;
@@ -83,75 +51,6 @@ fn ipw_target(lab: &Lab, host: &str, reachable: bool) -> anyhow::Result<()> {
             host,
             "table inet ipwcut {\n chain in { type filter hook input priority 0; ip saddr 192.0.2.254 icmp type echo-reply drop\n }\n}\n",
         )
-    }
-}
-
-struct Mail {
-    subject: String,
-    date: SystemTime,
-    body: String,
-}
-
-fn mails(maildir: &Path) -> Vec<Mail> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .map(|text| {
-            let header = |name: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let date = httpdate_parse(&header("Date"));
-            let body = text
-                .split_once("\n\n")
-                .map(|(_, b)| b.to_owned())
-                .unwrap_or_default();
-            Mail {
-                subject: header("Subject"),
-                date,
-                body,
-            }
-        })
-        .collect()
-}
-
-/// RFC 2822 dates as lettre writes them (`Tue, 25 Nov 2026 03:50:15 +0000`).
-fn httpdate_parse(date: &str) -> SystemTime {
-    let gmt = date.replace("+0000", "GMT");
-    humantime::parse_rfc3339_weak(&to_rfc3339(&gmt).unwrap_or_default())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-fn to_rfc3339(date: &str) -> Option<String> {
-    let parts: Vec<&str> = date.split_whitespace().collect();
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let name = *parts.get(2)?;
-    let month = months.iter().position(|m| *m == name)? + 1;
-    Some(format!(
-        "{}-{:02}-{:02}T{}",
-        parts.get(3)?,
-        month,
-        parts.get(1)?.parse::<u32>().ok()?,
-        parts.get(4)?
-    ))
-}
-
-fn wait_mails(maildir: &Path, count: usize, timeout: Duration) -> Vec<Mail> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let found = mails(maildir);
-        if found.len() >= count || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -253,5 +152,88 @@ fn failover_mails_arrive_and_queued_mails_survive_a_down_server_and_a_restart() 
             humantime::format_rfc3339(back)
         );
     }
+    Ok(())
+}
+
+fn sighup(cluster: &Cluster, host: &str) -> anyhow::Result<()> {
+    let pid = cluster.pid(host).expect("daemon running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn sighup_applies_new_mail_settings_and_refuses_invalid_or_other_changes() -> anyhow::Result<()> {
+    let lab = seed::build()?;
+    // The mail server listens on 2525; the configuration names a port where nothing listens.
+    let wrong_port = CONFIG.replace("192.0.2.254:2525", "192.0.2.254:2599");
+    let mut cluster = Cluster::new(&lab, &wrong_port)?;
+    let maildir = cluster.dir.path().join("maildir");
+    let _server = smtp(&lab, &maildir)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    ipw_target(&lab, FWS1, false)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
+    cluster.wait_for(FWS2, "FWC403", "not delivered", Duration::from_secs(5))?;
+    let original = std::fs::read_to_string(&cluster.config)?;
+
+    // A file that does not validate: refused, named, nothing changes.
+    std::fs::write(
+        &cluster.config,
+        original.replace(
+            "heartbeat_timeout = \"30ms\"",
+            "heartbeat_timeout = \"5ms\"",
+        ),
+    )?;
+    sighup(&cluster, FWS2)?;
+    let line = cluster.wait_for(FWS2, "FWC009", "not valid", Duration::from_secs(3))?;
+    assert!(line.contains("heartbeat_timeout"), "{line}");
+    // A valid file that changes the cluster's behaviour: refused as a whole, sections named,
+    // even though its mail settings are right.
+    std::fs::write(
+        &cluster.config,
+        original
+            .replace(
+                "heartbeat_timeout = \"30ms\"",
+                "heartbeat_timeout = \"40ms\"",
+            )
+            .replace("192.0.2.254:2599", "192.0.2.254:2525"),
+    )?;
+    sighup(&cluster, FWS2)?;
+    let line = cluster.wait_for(FWS2, "FWC009", "only [mail]", Duration::from_secs(3))?;
+    assert!(line.contains("cluster, mail"), "{line}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        mails(&maildir).is_empty(),
+        "the refused mail settings were applied"
+    );
+
+    // Only the mail server changes: applied, and the queued alert goes out.
+    std::fs::write(
+        &cluster.config,
+        original.replace("192.0.2.254:2599", "192.0.2.254:2525"),
+    )?;
+    sighup(&cluster, FWS2)?;
+    sighup(&cluster, FWS1)?;
+    cluster.wait_for(FWS2, "FWC008", "reloaded", Duration::from_secs(3))?;
+    cluster.wait_for(FWS1, "FWC008", "reloaded", Duration::from_secs(3))?;
+    let received = wait_mails(&maildir, 2, Duration::from_secs(10));
+    let subjects: Vec<&str> = received.iter().map(|m| m.subject.as_str()).collect();
+    assert!(
+        subjects.contains(&"NOTICE: [group0] changes to the active firewall")
+            && subjects.contains(&"WARNING: [group0] is downed"),
+        "{subjects:?}\n{}",
+        cluster.all_logs()
+    );
+    // The reloads disturbed nothing: both daemons run, the group stayed where it was, and the
+    // nodes still agree on the configuration.
+    assert!(cluster.running(FWS1) && cluster.running(FWS2));
+    assert_eq!(cluster.holder(FWS1, "group0")?.as_deref(), Some(FWS2));
+    assert_eq!(cluster.lines_with(FWS2, "FWC201").len(), 1);
+    assert!(cluster.lines_with(FWS1, "FWC106").is_empty());
+    assert!(cluster.lines_with(FWS2, "FWC106").is_empty());
     Ok(())
 }

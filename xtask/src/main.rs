@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | test | demo`.
+//! Project tasks: `cargo xtask setup | test | demo | docs | fuzz | sim | chaos | bench | report`.
 //!
 //! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` builds on a
 //! fresh machine and installs that toolchain.
 
+mod report;
 mod setup;
 mod test;
 
@@ -45,6 +46,25 @@ enum Task {
         /// Arguments for the simulator (`--seeds N`, `--start S`, `--faults F`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Randomized faults on real daemons in the seed network, audited after each fault.
+    Chaos {
+        /// Arguments for the chaos run (`--iterations N`, `--seed S`, `--from I`, `--json F`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the benchmarks and a chaos run, and write the Markdown report with SVG plots to
+    /// docs/report/ from that run's numbers.
+    Report {
+        /// Failover runs per configuration.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Chaos iterations.
+        #[arg(long, default_value_t = 20)]
+        chaos: usize,
+        /// Minutes of each 1 ms soak (idle, both cores busy); 0 leaves them out.
+        #[arg(long, default_value_t = 0)]
+        soak_minutes: u64,
     },
     /// Run a benchmark (`xdp`); prints a table of ratios against the anchor of the same run.
     Bench {
@@ -110,6 +130,31 @@ fn main() -> Result<()> {
             ];
             cargo_args.extend(args.iter().map(String::as_str));
             cargo(&cargo_args)
+        }
+        Task::Chaos { args } => {
+            setup::ensure()?;
+            require_root("the chaos run")?;
+            let mut cargo_args = vec![
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "fwcluster-lab",
+                "--bin",
+                "fwcluster-chaos",
+                "--",
+            ];
+            cargo_args.extend(args.iter().map(String::as_str));
+            cargo(&cargo_args)
+        }
+        Task::Report {
+            runs,
+            chaos,
+            soak_minutes,
+        } => {
+            setup::ensure()?;
+            require_root("the report (benchmarks and chaos)")?;
+            report::run(runs, chaos, soak_minutes)
         }
         Task::Demo => {
             setup::ensure()?;

@@ -107,20 +107,28 @@ pub fn main(args: Args) -> Result<()> {
 pub fn keygen(file: &Path, force: bool) -> Result<()> {
     let mut key = [0u8; 32];
     getrandom_bytes(&mut key)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).mode(0o600);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
+    if file.exists() && !force {
+        anyhow::bail!("{} exists (use --force to replace the key)", file.display());
     }
-    let mut out = options.open(file).with_context(|| {
-        format!(
-            "cannot create {} (use --force to replace a key)",
-            file.display()
-        )
-    })?;
+    // Written to a new file (O_EXCL, mode 0600 from the start) and renamed over the old key:
+    // a replaced key never keeps the old file's mode, and no reader sees half a key.
+    let name = file
+        .file_name()
+        .with_context(|| format!("{} is not a file name", file.display()))?;
+    let temporary = file.with_file_name(format!(
+        ".{}.new-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("cannot create {}", temporary.display()))?;
     writeln!(out, "{}", hex::encode(key))?;
+    out.sync_all()?;
+    std::fs::rename(&temporary, file).with_context(|| format!("replacing {}", file.display()))?;
     println!(
         "{}: new cluster key written (mode 0600); copy it to every node",
         file.display()

@@ -82,6 +82,8 @@ pub fn main(args: Args) -> Result<()> {
 /// Polls the daemon until the group reached the state the command asks for.
 fn wait(args: &Args, op: GroupOp, group: &str, here: &str) -> Result<String> {
     let deadline = Instant::now() + args.wait;
+    // A move whose activation fails on the target comes back here (FAILOVER recovery).
+    let mut left_here = false;
     loop {
         let view = fetch(&args.target)?;
         let Some(g) = view.groups.iter().find(|g| g.name == group) else {
@@ -100,6 +102,13 @@ fn wait(args: &Args, op: GroupOp, group: &str, here: &str) -> Result<String> {
                         "{group} moved from {here} to {}",
                         view.servers[n].name
                     ));
+                }
+                if !online_on(local) {
+                    left_here = true;
+                } else if left_here {
+                    bail!(
+                        "{group} could not be activated on the target and is back on {here}; see the log (FWC302)"
+                    );
                 }
             }
             _ => {}

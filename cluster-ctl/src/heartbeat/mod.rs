@@ -297,16 +297,7 @@ pub fn new_incarnation() -> u64 {
 /// Reads the cluster key: hex text (as `clpcfg keygen` writes it) of at least 128 bits, in a
 /// file that only its owner can read.
 pub fn load_key(path: &std::path::Path) -> Result<Key, String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "the key file {} is accessible by group or others (mode {:04o}); run chmod 600 on it",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
+    crate::private::check_secret_file(path, "key file")?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
     let bytes = hex::decode(text.trim())

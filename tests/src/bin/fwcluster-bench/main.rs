@@ -43,6 +43,9 @@ enum Bench {
         /// Seconds per traffic measurement.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// Write the per-program packet costs (JSON) here, for the report.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
     /// Client-visible outage at failover, side by side with keepalived (VRRPv3).
     Failover {
@@ -61,7 +64,7 @@ enum Bench {
 
 fn main() -> Result<()> {
     match Cli::parse().bench {
-        Bench::Xdp { seconds } => xdp(Duration::from_secs(seconds)),
+        Bench::Xdp { seconds, json } => xdp(Duration::from_secs(seconds), json.as_deref()),
         Bench::Failover {
             runs,
             soak_minutes,
@@ -82,9 +85,19 @@ const SEED: u32 = 0x5eed;
 const BUCKETS: u32 = 1024;
 const LEASE: Duration = Duration::from_secs(3600);
 
-fn xdp(duration: Duration) -> Result<()> {
+/// One program path's cost by BPF_PROG_TEST_RUN.
+#[derive(serde::Serialize)]
+struct PacketCost {
+    path: String,
+    ns: f64,
+}
+
+fn xdp(duration: Duration, json: Option<&std::path::Path>) -> Result<()> {
     println!("fwcluster XDP benchmarks (kernel {})", kernel_release());
-    prog_test_run()?;
+    let costs = prog_test_run()?;
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&costs)?)?;
+    }
     arp_throughput(duration)?;
     flow_share_throughput(duration)?;
     takeover_batch()?;
@@ -138,7 +151,7 @@ fn ns_per_packet(program: &Xdp, frame: &[u8], expected_action: u32) -> Result<f6
     Ok(best)
 }
 
-fn prog_test_run() -> Result<()> {
+fn prog_test_run() -> Result<Vec<PacketCost>> {
     const DROP: u32 = 1;
     const PASS: u32 = 2;
     const TX: u32 = 3;
@@ -255,7 +268,7 @@ fn prog_test_run() -> Result<()> {
     println!("| program path | ns/packet | vs floor | above floor | goal |");
     println!("| --- | ---: | ---: | ---: | --- |");
     println!("| floor: trivial XDP_PASS (anchor) | {floor_ns:.1} | 1.00× | 0.0 ns | |");
-    for (name, ns, goal) in cases {
+    for (name, ns, goal) in &cases {
         println!(
             "| {name} | {ns:.1} | {:.2}× | {:.1} ns | {goal} |",
             ns / floor_ns,
@@ -263,7 +276,15 @@ fn prog_test_run() -> Result<()> {
         );
     }
     println!("(the ARP hit path runs the idempotent bench variant: it also restores the request)");
-    Ok(())
+    Ok(std::iter::once(PacketCost {
+        path: "floor: trivial XDP_PASS".into(),
+        ns: floor_ns,
+    })
+    .chain(cases.into_iter().map(|(path, ns, _)| PacketCost {
+        path: path.into(),
+        ns,
+    }))
+    .collect())
 }
 
 /// Two hosts joined by a direct veth pair: `gen` (192.0.2.100) and `resp` (192.0.2.1).

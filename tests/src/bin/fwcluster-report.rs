@@ -1,0 +1,335 @@
+//! `fwcluster-report --input DIR --output DIR`: writes the Markdown report and its SVG plots from
+//! what `cargo xtask report` measured in this run (`DIR/*.json` and the benchmarks' own tables in
+//! `DIR/*.md`). Nothing here measures; every number comes from the input files.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use plotters::prelude::*;
+use serde_json::Value;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long)]
+    output: PathBuf,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Outage (ms) of every run of one configuration.
+fn outages(failover: &Value, key: &str) -> Vec<f64> {
+    failover[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|run| run["outage_ms"].as_f64())
+        .collect()
+}
+
+fn timeline(failover: &Value, key: &str) -> Vec<bool> {
+    failover[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_bool)
+        .collect()
+}
+
+type Plot = Result<(), Box<dyn std::error::Error>>;
+
+/// Outage per run, one series per configuration.
+fn plot_outages(path: &Path, series: &[(&str, Vec<f64>, RGBColor)]) -> Plot {
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let runs = series.iter().map(|s| s.1.len()).max().unwrap_or(1).max(1);
+    let top = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .fold(1.0f64, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Client-visible outage per failover run (probes every 1 ms)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0usize..runs, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("run")
+        .y_desc("outage (ms)")
+        .draw()?;
+    for (name, values, color) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                values.iter().enumerate().map(|(i, v)| (i, *v)),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Circle::new((i, *v), 3, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// ns/packet of each program path, as horizontal bars.
+fn plot_costs(path: &Path, costs: &[(String, f64)]) -> Plot {
+    let root = SVGBackend::new(path, (900, 60 + 34 * costs.len() as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let top = costs.iter().map(|c| c.1).fold(1.0f64, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "XDP cost per packet (BPF_PROG_TEST_RUN, ns)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(300)
+        .build_cartesian_2d(0f64..top, (0..costs.len()).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(costs.len())
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => costs.get(*i).map(|c| c.0.clone()).unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_desc("ns/packet")
+        .draw()?;
+    chart.draw_series(costs.iter().enumerate().map(|(i, (_, ns))| {
+        let color = if i == 0 {
+            RGBColor(150, 150, 150)
+        } else {
+            BLUE
+        };
+        Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (*ns, SegmentValue::Exact(i + 1)),
+            ],
+            color.mix(0.7).filled(),
+        )
+    }))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Answered (1) / lost (0) probes around the outage of one failover, per system.
+fn plot_timeline(path: &Path, series: &[(&str, Vec<bool>, RGBColor)]) -> Plot {
+    // A window from 50 ms before the first loss to 50 ms after the last one, over all series.
+    let first_loss = series
+        .iter()
+        .filter_map(|s| s.1.iter().position(|a| !a))
+        .min()
+        .unwrap_or(0);
+    let last_loss = series
+        .iter()
+        .filter_map(|s| s.1.iter().rposition(|a| !a))
+        .max()
+        .unwrap_or(0);
+    let start = first_loss.saturating_sub(50);
+    let end = (last_loss + 50).min(series.iter().map(|s| s.1.len()).max().unwrap_or(0));
+    let root = SVGBackend::new(path, (900, 360)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Probes answered during one failover (1 = answered, 1 ms apart)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(40)
+        .build_cartesian_2d(
+            start..end.max(start + 1),
+            -0.2f64..(series.len() as f64 * 1.5),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("probe (ms since the probes started)")
+        .disable_y_mesh()
+        .y_labels(0)
+        .draw()?;
+    for (row, (name, answered, color)) in series.iter().enumerate() {
+        let base = row as f64 * 1.5;
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                (start..end.min(answered.len()))
+                    .map(|i| (i, base + if answered[i] { 1.0 } else { 0.0 })),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn plot(result: Plot, what: &str) -> Result<()> {
+    result.map_err(|e| anyhow::anyhow!("plotting {what}: {e}"))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    fs::create_dir_all(&args.output)?;
+    let meta = read_json(&args.input.join("meta.json"))?;
+    let failover = read_json(&args.input.join("failover.json"))?;
+    let costs = read_json(&args.input.join("xdp.json"))?;
+    let chaos = read_json(&args.input.join("chaos.json"))?;
+
+    let keepalived = outages(&failover, "keepalived");
+    plot(
+        plot_outages(
+            &args.output.join("outage-per-run.svg"),
+            &[
+                ("keepalived 2.2.7, advert_int 0.01", keepalived, RED),
+                (
+                    "fwcluster group mode, 10 ms / 30 ms",
+                    outages(&failover, "fwcluster_group"),
+                    BLUE,
+                ),
+                (
+                    "fwcluster flow share, 10 ms / 30 ms",
+                    outages(&failover, "fwcluster_flowshare"),
+                    GREEN,
+                ),
+                (
+                    "fwcluster group mode, 1 ms / 5 ms",
+                    outages(&failover, "moonshot_1ms"),
+                    MAGENTA,
+                ),
+            ],
+        ),
+        "outages",
+    )?;
+    let costs: Vec<(String, f64)> = costs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some((c["path"].as_str()?.to_owned(), c["ns"].as_f64()?)))
+        .collect();
+    plot(
+        plot_costs(&args.output.join("xdp-cost.svg"), &costs),
+        "packet costs",
+    )?;
+    plot(
+        plot_timeline(
+            &args.output.join("failover-timeline.svg"),
+            &[
+                (
+                    "keepalived",
+                    timeline(&failover, "timeline_keepalived"),
+                    RED,
+                ),
+                (
+                    "fwcluster group mode",
+                    timeline(&failover, "timeline_fwcluster"),
+                    BLUE,
+                ),
+            ],
+        ),
+        "timeline",
+    )?;
+
+    let mut faults = String::new();
+    for (kind, count) in chaos["faults"].as_object().into_iter().flatten() {
+        faults.push_str(&format!("| {kind} | {count} |\n"));
+    }
+    let chaos_result = match chaos["failure"].as_str() {
+        None => format!(
+            "**All {} iterations passed** (seed {}, {:.0} s wall time).",
+            chaos["iterations"],
+            chaos["seed"],
+            chaos["wall_seconds"].as_f64().unwrap_or(0.0)
+        ),
+        Some(failure) => format!(
+            "**FAILED** (seed {}): replay with the command below.\n\n```\n{failure}\n```",
+            chaos["seed"]
+        ),
+    };
+    let report = format!(
+        r#"# fwcluster measured report
+
+Generated by `cargo xtask report` on {date} (kernel {kernel}, {cpus} CPUs). Every number and plot
+below comes from this one run; the tables are the benchmarks' own output.
+
+## Failover: client-visible outage, side by side with keepalived
+
+A client probes the gateway address and a host behind it every millisecond on a fixed schedule;
+the outage is the longest run of unanswered probes when the active firewall loses every link.
+
+![outage per run](outage-per-run.svg)
+
+![one failover](failover-timeline.svg)
+
+{failover_table}
+
+## Data path cost
+
+![cost per packet](xdp-cost.svg)
+
+{xdp_table}
+
+## Chaos: random faults on real daemons
+
+{chaos_result}
+
+| fault | iterations |
+| --- | ---: |
+{faults}
+Takeovers after a failure: {takeovers}; takeover mails received: {mails}. Largest growth of a
+daemon process between audits: {fds} file descriptors, {rss} KiB RSS.
+"#,
+        date = meta["date"].as_str().unwrap_or_default(),
+        kernel = meta["kernel"].as_str().unwrap_or_default(),
+        cpus = meta["cpus"],
+        failover_table = read_text(&args.input.join("failover.md"))?.trim(),
+        xdp_table = read_text(&args.input.join("xdp.md"))?.trim(),
+        takeovers = chaos["takeovers"],
+        mails = chaos["takeover_mails"],
+        fds = chaos["max_fd_growth"],
+        rss = chaos["max_rss_growth_kib"],
+    );
+    let path = args.output.join("README.md");
+    fs::write(&path, report)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
