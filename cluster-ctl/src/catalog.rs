@@ -189,14 +189,21 @@ pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
                 node(peer)
             )
         }
-        Notice::PeerOffline { peer } => {
-            tracing::warn!(
+        Notice::PeerOffline { peer, silent_for } => match silent_for {
+            Some(silence) => tracing::warn!(
                 id = PEER_OFFLINE.id,
                 peer = node(peer),
-                "server {} is OFFLINE",
+                silent_ms = format!("{:.1}", silence as f64 / 1e6),
+                "server {} is OFFLINE: nothing heard on any interconnect",
                 node(peer)
-            )
-        }
+            ),
+            None => tracing::warn!(
+                id = PEER_OFFLINE.id,
+                peer = node(peer),
+                "server {} is OFFLINE: it left the cluster",
+                node(peer)
+            ),
+        },
         Notice::LinkUp { peer, link } => tracing::info!(
             id = LINK_UP.id,
             peer = node(peer),

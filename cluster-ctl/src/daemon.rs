@@ -135,21 +135,12 @@ pub fn run(options: Options) -> Result<()> {
     adopt_pinned(&config, &dataplane, &mut engine)?;
 
     let incarnation = heartbeat::new_incarnation();
-    let (hb_tx, hb_rx) = mpsc::channel::<Inbound>();
-    let transport = Transport::start(&config, me, key.clone(), incarnation, hb_tx)
-        .context("starting the heartbeat transport")?;
-    {
+    let deliver: heartbeat::Deliver = {
         let inputs = inputs.clone();
-        std::thread::Builder::new()
-            .name("hb-forward".into())
-            .spawn(move || {
-                for inbound in hb_rx {
-                    if inputs.send(Input::Heartbeat(inbound)).is_err() {
-                        return;
-                    }
-                }
-            })?;
-    }
+        std::sync::Arc::new(move |inbound| inputs.send(Input::Heartbeat(inbound)).is_ok())
+    };
+    let transport = Transport::start(&config, me, key.clone(), incarnation, deliver)
+        .context("starting the heartbeat transport")?;
     let resources = Resources::start(&config, me, inputs.clone())?;
     // The peer API on the interconnect addresses, and the control socket, which forwards
     // requests for other servers over it.
@@ -426,8 +417,13 @@ impl Daemon {
                 .filter(|d| *d < next_tick);
             let wake = deadline.unwrap_or(next_tick);
             let wait = wake.saturating_duration_since(Instant::now());
-            let input = if wait.is_zero() {
+            let input = if Instant::now() >= next_tick {
                 None
+            } else if wait.is_zero() {
+                // A peer's deadline is due: what already arrived counts first (a heartbeat
+                // queued while this thread woke up late must not be judged as silence). A
+                // flood cannot hold the deadline off for long: the tick still comes first.
+                receiver.try_recv().ok()
             } else {
                 match receiver.recv_timeout(wait) {
                     Ok(input) => Some(input),

@@ -427,6 +427,8 @@ pub enum Notice {
     },
     PeerOffline {
         peer: NodeId,
+        /// How long nothing was heard from it on any interconnect; `None` when it said it left.
+        silent_for: Option<Nanos>,
     },
     LinkDown {
         peer: NodeId,
@@ -798,7 +800,10 @@ impl Engine {
                     if peer.online {
                         peer.online = false;
                         peer.report = None;
-                        out.push(Action::Notify(Notice::PeerOffline { peer: from }));
+                        out.push(Action::Notify(Notice::PeerOffline {
+                            peer: from,
+                            silent_for: None,
+                        }));
                     }
                 }
             }
@@ -931,13 +936,14 @@ impl Engine {
                     out.push(Action::Notify(Notice::LinkDown { peer: n, link }));
                 }
             }
-            if peer
-                .last_heard()
-                .is_none_or(|t| now.saturating_sub(t) >= timeout)
-            {
+            let silent_for = peer.last_heard().map(|t| now.saturating_sub(t));
+            if silent_for.is_none_or(|silence| silence >= timeout) {
                 peer.online = false;
                 peer.report = None;
-                out.push(Action::Notify(Notice::PeerOffline { peer: n }));
+                out.push(Action::Notify(Notice::PeerOffline {
+                    peer: n,
+                    silent_for,
+                }));
             }
         }
     }

@@ -13,7 +13,6 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
-        mpsc::Sender,
     },
     time::{Duration, Instant},
 };
@@ -112,13 +111,14 @@ pub struct Transport {
 
 impl Transport {
     /// Binds one socket per interconnect address of node `me` and starts the receiving threads,
-    /// which send what they get to `inbound`.
+    /// which hand what they get to `deliver` (straight into the daemon's loop: every thread
+    /// between a heartbeat and the loop is one more chance for it to wait).
     pub fn start(
         config: &Config,
         me: usize,
         key: Key,
         incarnation: u64,
-        inbound: Sender<Inbound>,
+        deliver: Deliver,
     ) -> io::Result<Self> {
         let port = config.cluster.heartbeat_port;
         let digest: [u8; 16] = config.digest()[..16].try_into().expect("32 >= 16");
@@ -154,7 +154,7 @@ impl Transport {
                 freshness: freshness.clone(),
                 rejected: rejected.clone(),
                 links: links.clone(),
-                inbound: inbound.clone(),
+                deliver: deliver.clone(),
                 silence,
             };
             std::thread::Builder::new()
@@ -213,9 +213,12 @@ struct Receiver {
     freshness: Arc<Mutex<Freshness>>,
     rejected: Arc<RejectCounters>,
     links: Arc<LinkCounters>,
-    inbound: Sender<Inbound>,
+    deliver: Deliver,
     silence: Duration,
 }
+
+/// Where receivers hand what they got; false when nobody listens any more.
+pub type Deliver = Arc<dyn Fn(Inbound) -> bool + Send + Sync>;
 
 impl Receiver {
     fn run(self, socket: &UdpSocket) {
@@ -239,7 +242,7 @@ impl Receiver {
                     self.links.record(*from, *link)
                 }
             }
-            if self.inbound.send(event).is_err() {
+            if !(self.deliver)(event) {
                 return;
             }
         }

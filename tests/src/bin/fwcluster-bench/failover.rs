@@ -58,6 +58,24 @@ pub struct Soak {
     pub minutes: u64,
     pub false_offline: usize,
     pub false_failover: usize,
+    /// Longest silence per receiving node and interconnect: `(node, link, µs)`.
+    pub max_gaps_us: Vec<(String, usize, u64)>,
+    /// CPU time the hypervisor took from this machine during the soak (steal), ms.
+    pub steal_ms: u64,
+    /// The OFFLINE log lines, with how long the peer was silent.
+    pub offline_lines: Vec<String>,
+}
+
+/// Steal time of the whole machine so far (ms), from /proc/stat.
+fn steal_ms() -> Result<u64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse().ok())
+        .context("no steal time in /proc/stat")?;
+    Ok((ticks as f64 * 1000.0 / clock_ticks()) as u64)
 }
 
 fn servers(interval: &str, timeout: &str, wait: &str) -> String {
@@ -392,18 +410,51 @@ fn soak(minutes: u64, busy: bool) -> Result<Soak> {
             );
         }
     }
+    let steal_before = steal_ms()?;
     std::thread::sleep(Duration::from_secs(60 * minutes));
     for mut b in burners {
         let _ = b.kill();
         let _ = b.wait();
     }
+    let mut max_gaps_us = Vec::new();
+    for node in [FWS1, FWS2] {
+        for hb in cluster.status(node)?.heartbeats {
+            max_gaps_us.push((node.to_owned(), hb.link, hb.max_gap_us));
+        }
+    }
+    let offline_lines: Vec<String> = [FWS1, FWS2]
+        .iter()
+        .flat_map(|n| cluster.lines_with(n, "FWC102"))
+        .collect();
     Ok(Soak {
         load: if busy { "both cores busy" } else { "idle" }.into(),
         minutes,
-        false_offline: cluster.lines_with(FWS1, "FWC102").len()
-            + cluster.lines_with(FWS2, "FWC102").len(),
+        false_offline: offline_lines.len(),
         false_failover: cluster.lines_with(FWS2, "FWC201").len(),
+        max_gaps_us,
+        steal_ms: steal_ms()? - steal_before,
+        offline_lines,
     })
+}
+
+fn print_soak(s: &Soak) {
+    println!(
+        "soak 1 ms / 5 ms, {} min, {}: {} false OFFLINE, {} false failovers",
+        s.minutes, s.load, s.false_offline, s.false_failover
+    );
+    let gaps: Vec<String> = s
+        .max_gaps_us
+        .iter()
+        .map(|(node, link, us)| format!("{node} link {link} {:.1} ms", *us as f64 / 1e3))
+        .collect();
+    println!(
+        "  longest silence heard: {}; hypervisor steal during the soak: {} ms",
+        gaps.join(", "),
+        s.steal_ms
+    );
+    for line in &s.offline_lines {
+        println!("  {line}");
+    }
 }
 
 pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
@@ -417,11 +468,7 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
         }
         for busy in [false, true] {
             if soak_minutes > 0 {
-                let s = soak(soak_minutes, busy)?;
-                println!(
-                    "soak 1 ms / 5 ms, {} min, {}: {} false OFFLINE, {} false failovers",
-                    s.minutes, s.load, s.false_offline, s.false_failover
-                );
+                print_soak(&soak(soak_minutes, busy)?);
             }
         }
         return Ok(());
@@ -486,10 +533,7 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
         );
     }
     for s in &soaks {
-        println!(
-            "soak 1 ms / 5 ms, {} min, {}: {} false OFFLINE, {} false failovers",
-            s.minutes, s.load, s.false_offline, s.false_failover
-        );
+        print_soak(s);
     }
     if let Some(path) = json {
         let results = Results {
