@@ -132,7 +132,7 @@ pub fn run(options: Options) -> Result<()> {
 
     let started = Instant::now();
     let mut engine = Engine::new(engine_config, 0);
-    adopt_pinned(&config, &dataplane, &mut engine)?;
+    let adopted = adopt_pinned(&config, &dataplane, &mut engine)?;
 
     let incarnation = heartbeat::new_incarnation();
     let deliver: heartbeat::Deliver = {
@@ -141,7 +141,13 @@ pub fn run(options: Options) -> Result<()> {
     };
     let transport = Transport::start(&config, me, key.clone(), incarnation, deliver)
         .context("starting the heartbeat transport")?;
-    let resources = Resources::start(&config, me, inputs.clone())?;
+    let resources = Resources::start(
+        &config,
+        me,
+        inputs.clone(),
+        options.run_dir.join(format!("{node}.exec")),
+    )?;
+    resources.adopt(&adopted);
     // The peer API on the interconnect addresses, and the control socket, which forwards
     // requests for other servers over it.
     {
@@ -378,13 +384,16 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
     Ok(())
 }
 
-/// Adopts groups whose pinned lease is still valid, and continues the pinned epochs.
-fn adopt_pinned(config: &Config, dataplane: &Dataplane, engine: &mut Engine) -> Result<()> {
+/// Adopts groups whose pinned lease is still valid, and continues the pinned epochs; returns
+/// which groups were adopted.
+fn adopt_pinned(config: &Config, dataplane: &Dataplane, engine: &mut Engine) -> Result<Vec<bool>> {
     let now = dataplane::monotonic_ns();
-    for g in 0..config.group.len() {
+    let mut adopted = vec![false; config.group.len()];
+    for (g, adopted) in adopted.iter_mut().enumerate() {
         if let Some(lease) = dataplane.lease(g as u32)? {
             engine.seed_epoch(g, lease.epoch);
             if lease.owned != 0 && lease.expires_ns > now {
+                *adopted = true;
                 engine.adopt(g, lease.epoch, lease.expires_ns - now);
                 tracing::warn!(
                     id = catalog::ADOPTED.id,
@@ -395,7 +404,7 @@ fn adopt_pinned(config: &Config, dataplane: &Dataplane, engine: &mut Engine) -> 
             }
         }
     }
-    Ok(())
+    Ok(adopted)
 }
 
 impl Daemon {

@@ -645,7 +645,7 @@ impl<'a> Chaos<'a> {
                     .cluster
                     .status(holder)?
                     .exec_pids
-                    .get("fwalive")
+                    .get("group0-exec0")
                     .context("no monitored process on the holder")?;
                 crate::kill(pid)?;
                 self.until(SETTLE, |c| {
@@ -671,8 +671,8 @@ impl<'a> Chaos<'a> {
                         c.cluster
                             .lines_with(target, "FWC302")
                             .iter()
-                            .any(|l| l.contains("ckcstat")),
-                        "no failed ckcstat on {target}"
+                            .any(|l| l.contains("hung")),
+                        "no hung start script reported on {target}"
                     );
                     Ok(())
                 });
@@ -1032,7 +1032,7 @@ impl<'a> Chaos<'a> {
                         .cluster
                         .status(node)?
                         .exec_pids
-                        .get("fwalive")
+                        .get("group0-exec0")
                         .context("monitored process")?,
                 );
             }

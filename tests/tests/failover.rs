@@ -462,6 +462,89 @@ fn a_controller_killed_and_restarted_within_the_lease_adopts_without_a_flap() ->
 }
 
 #[test]
+fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it()
+-> anyhow::Result<()> {
+    let exec = r#"
+  [[group.exec]]
+  name = "fwalive"
+  start = "exec sleep 1000"
+  stop = "true"
+  monitor = true
+  retry = 0
+  recover = "failover"
+"#;
+    // 200 ms heartbeats, 1 s timeout: a restart fits in the lease.
+    let config = hot_standby("manual", exec).replace(
+        "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"3s\"",
+        "heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1s\"\nwait_timeout = \"3s\"",
+    );
+    let (lab, mut cluster) = started(&config)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    let monitored = |cluster: &Cluster| -> Option<u32> {
+        cluster
+            .status(FWS1)
+            .ok()?
+            .exec_pids
+            .get("group0-exec0")
+            .copied()
+    };
+    let pid = monitored(&cluster).expect("the monitored process runs");
+
+    // Restarted within the lease: the same process is watched by the new daemon...
+    cluster.kill(FWS1)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.wait_for(FWS1, "FWC006", "adopted", Duration::from_secs(3))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while monitored(&cluster) != Some(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(monitored(&cluster), Some(pid), "{}", cluster.log(FWS1));
+    assert!(cluster.lines_with(FWS2, "FWC201").is_empty(), "no flap");
+    // ...so its death is still a resource error that moves the group.
+    fwcluster_lab::kill(pid)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
+    cluster.wait_for(
+        FWS1,
+        "FWC302",
+        "monitored process died",
+        Duration::from_secs(1),
+    )?;
+
+    // Back on fws1, then fws1's daemon dies for longer than the lease: fws2 takes over, and
+    // the process the dead daemon left behind is killed by the next one, not left running.
+    let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-s", "-g", "group0"])?;
+    assert!(ok, "{out}");
+    let (ok, out) = cluster.tool(&lab, FWS2, "clpgrp", &["-m", "-g", "group0"])?;
+    assert!(ok, "{out}");
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while monitored(&cluster).is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orphan = monitored(&cluster).expect("the monitored process runs again");
+    cluster.kill(FWS1)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
+    assert!(
+        std::path::Path::new(&format!("/proc/{orphan}")).exists(),
+        "the process outlived its daemon"
+    );
+    cluster.start(&lab, FWS1)?;
+    cluster.wait_for(FWS2, "FWC101", "fws1 is ONLINE", Duration::from_secs(5))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::path::Path::new(&format!("/proc/{orphan}")).exists()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{orphan}")).exists(),
+        "the left-over monitored process was not killed: {}",
+        cluster.log(FWS1)
+    );
+    Ok(())
+}
+
+#[test]
 fn load_share_runs_each_group_on_its_primary_and_the_survivor_takes_both() -> anyhow::Result<()> {
     let config = config(
         "",

@@ -1,9 +1,18 @@
 //! EXEC resources: start and stop scripts with the seed's environment, timeouts for hung
 //! scripts, and monitored processes whose death is a resource error.
+//!
+//! A monitored process outlives a daemon that is killed or restarted (the group keeps running
+//! on the pinned lease), so each one is recorded (pid and start time) in a private state
+//! directory; the next daemon adopts the processes of the groups it adopts and watches them
+//! through a pidfd, and kills the ones whose group it did not adopt.
 
 use std::{
     collections::BTreeMap,
-    os::unix::process::CommandExt as _,
+    os::{
+        fd::{FromRawFd as _, OwnedFd},
+        unix::process::CommandExt as _,
+    },
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc::Sender},
     time::{Duration, Instant},
@@ -40,13 +49,111 @@ pub struct Env {
 }
 
 /// Monitored processes that run now: (group, step) → (pid, generation).
-#[derive(Default)]
 pub struct Running {
     children: BTreeMap<(GroupId, usize), (i32, u64)>,
     generation: u64,
+    records: Records,
+}
+
+/// The on-disk record of the monitored processes: one file per (group, step) holding the pid
+/// and the process's start time (so a reused pid is never mistaken for it).
+#[derive(Clone, Debug)]
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    /// Opens (creating) the private state directory `dir`.
+    pub fn open(dir: PathBuf) -> Result<Self> {
+        crate::private::private_dir(&dir, "state directory").map_err(anyhow::Error::msg)?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, group: GroupId, step: usize) -> PathBuf {
+        self.dir.join(format!("group{group}-step{step}.pid"))
+    }
+
+    fn write(&self, group: GroupId, step: usize, pid: i32) {
+        let Some(started) = start_time(pid) else {
+            return;
+        };
+        let path = self.path(group, step);
+        let temporary = path.with_extension("tmp");
+        let written = std::fs::write(&temporary, format!("{pid} {started}\n"))
+            .and_then(|()| std::fs::rename(&temporary, &path));
+        if let Err(e) = written {
+            tracing::error!(file = %path.display(), error = %e, "cannot record a monitored process");
+        }
+    }
+
+    fn remove(&self, group: GroupId, step: usize) {
+        let _ = std::fs::remove_file(self.path(group, step));
+    }
+
+    /// The recorded process of (group, step), if it still runs.
+    fn alive(&self, group: GroupId, step: usize) -> Option<i32> {
+        let text = std::fs::read_to_string(self.path(group, step)).ok()?;
+        let (pid, started) = text.trim().split_once(' ')?;
+        let pid: i32 = pid.parse().ok()?;
+        (start_time(pid)? == started.parse::<u64>().ok()?).then_some(pid)
+    }
+
+    /// Every recorded (group, step).
+    fn all(&self) -> Vec<(GroupId, usize)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let (group, step) = name
+                    .strip_suffix(".pid")?
+                    .strip_prefix("group")?
+                    .split_once("-step")?;
+                Some((group.parse().ok()?, step.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// Start time of a process (clock ticks after boot, field 22 of /proc/PID/stat).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl Running {
+    pub fn new(records: Records) -> Self {
+        Self {
+            children: BTreeMap::new(),
+            generation: 0,
+            records,
+        }
+    }
+
+    /// Kills the recorded processes of groups this daemon did not adopt (their lease ran out
+    /// while no daemon ran, so the group runs elsewhere now), and forgets them.
+    pub fn kill_unadopted(&self, adopted: &[bool]) {
+        for (group, step) in self.records.all() {
+            if adopted.get(group).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(pid) = self.records.alive(group, step) {
+                tracing::warn!(
+                    group,
+                    step,
+                    pid,
+                    "killing a monitored process of a group not held any more"
+                );
+                kill_group(pid);
+            }
+            self.records.remove(group, step);
+        }
+    }
+
     /// (group, step) → pid of every running monitored process.
     pub fn pids(&self) -> Vec<((GroupId, usize), u32)> {
         self.children
@@ -145,26 +252,87 @@ pub fn start(
         bail!("{:?} exited at once ({status})", exec.start);
     }
     let pid = child.id() as i32;
+    watch(running, &exec.name, group, step, pid, inputs, move || {
+        format!("{:?}", child.wait())
+    });
+    Ok(())
+}
+
+/// Takes over the monitored process a previous daemon recorded for (group, step); false when
+/// it does not run any more (it died while no daemon watched it).
+pub fn adopt(
+    exec: &Exec,
+    running: &Arc<Mutex<Running>>,
+    group: GroupId,
+    step: usize,
+    inputs: Sender<Input>,
+) -> bool {
+    let Some(pid) = running
+        .lock()
+        .expect("running lock")
+        .records
+        .alive(group, step)
+    else {
+        return false;
+    };
+    // SAFETY: pidfd_open has no memory arguments; a non-negative result is a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the descriptor was just opened and is owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    tracing::warn!(
+        resource = exec.name,
+        pid,
+        "adopted a monitored process of the previous daemon"
+    );
+    watch(running, &exec.name, group, step, pid, inputs, move || {
+        // A pidfd becomes readable when the process exits (it is not our child to wait for).
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&pidfd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        while let Err(nix::errno::Errno::EINTR) =
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)
+        {}
+        "exited (adopted process)".to_owned()
+    });
+    true
+}
+
+/// Registers a monitored process and watches it on a thread: `wait` returns when it exits.
+fn watch(
+    running: &Arc<Mutex<Running>>,
+    name: &str,
+    group: GroupId,
+    step: usize,
+    pid: i32,
+    inputs: Sender<Input>,
+    wait: impl FnOnce() -> String + Send + 'static,
+) {
     let generation = {
         let mut r = running.lock().expect("running lock");
         r.generation += 1;
         let generation = r.generation;
         r.children.insert((group, step), (pid, generation));
+        r.records.write(group, step, pid);
         generation
     };
     let running = running.clone();
-    let name = exec.name.clone();
+    let name = name.to_owned();
     std::thread::spawn(move || {
-        let status = child.wait();
+        let status = wait();
         let mut r = running.lock().expect("running lock");
         // A stop removed the entry first: that death was asked for.
         if r.children.get(&(group, step)).map(|(_, g)| *g) == Some(generation) {
             r.children.remove(&(group, step));
+            r.records.remove(group, step);
             drop(r);
             tracing::error!(
                 id = crate::catalog::STEP_FAILED.id,
                 resource = name,
-                status = ?status,
+                status,
                 "monitored process died"
             );
             let _ = inputs.send(Input::Step(StepOutcome {
@@ -175,7 +343,6 @@ pub fn start(
             }));
         }
     });
-    Ok(())
 }
 
 /// Stops the resource: runs the stop script; a monitored process still running afterwards is
@@ -188,11 +355,11 @@ pub fn stop(
     running: &Arc<Mutex<Running>>,
     step: usize,
 ) -> Result<()> {
-    let child = running
-        .lock()
-        .expect("running lock")
-        .children
-        .remove(&(group, step));
+    let child = {
+        let mut r = running.lock().expect("running lock");
+        r.records.remove(group, step);
+        r.children.remove(&(group, step))
+    };
     let result = run_script(&exec.stop, exec, env, group, reason.as_env());
     if let Some((pid, _)) = child {
         let pid = Pid::from_raw(pid);

@@ -113,7 +113,13 @@ pub struct Resources {
 impl Resources {
     /// Prepares the steps of every group and starts the IPW monitors (type ASR: they run on
     /// every node, so the standby's health is known too).
-    pub fn start(config: &Config, me: usize, inputs: Sender<Input>) -> Result<Self> {
+    /// Monitored processes are recorded in `state_dir`.
+    pub fn start(
+        config: &Config,
+        me: usize,
+        inputs: Sender<Input>,
+        state_dir: std::path::PathBuf,
+    ) -> Result<Self> {
         let mut steps = Vec::new();
         for (g, group) in config.group.iter().enumerate() {
             let mut list = Vec::new();
@@ -184,7 +190,9 @@ impl Resources {
                 node: config.server[me].name.clone(),
                 groups: config.group.iter().map(|g| g.name.clone()).collect(),
             },
-            execs: Arc::new(Mutex::new(exec::Running::default())),
+            execs: Arc::new(Mutex::new(exec::Running::new(exec::Records::open(
+                state_dir,
+            )?))),
             announcer: announcer.clone(),
         };
         let refresher = RefreshLoop {
@@ -303,6 +311,39 @@ impl Resources {
             };
             answer_step(&inputs, group, step, ok);
         });
+    }
+
+    /// After the daemon adopted the groups `adopted` from the pins: takes over the monitored
+    /// processes of those groups (one that died meanwhile is reported as dead, so the group's
+    /// recovery runs), and kills those of the other groups.
+    pub fn adopt(&self, adopted: &[bool]) {
+        self.execs
+            .lock()
+            .expect("running lock")
+            .kill_unadopted(adopted);
+        for (group, steps) in self.steps.iter().enumerate() {
+            if !adopted.get(group).copied().unwrap_or(false) {
+                continue;
+            }
+            for (step, spec) in steps.iter().enumerate() {
+                if let Step::Exec(exec) = spec
+                    && exec.monitor
+                    && !exec::adopt(exec, &self.execs, group, step, self.inputs.clone())
+                {
+                    tracing::error!(
+                        id = crate::catalog::STEP_FAILED.id,
+                        resource = exec.name,
+                        "the monitored process of an adopted group is gone"
+                    );
+                    let _ = self.inputs.send(Input::Step(StepOutcome {
+                        group,
+                        step,
+                        ok: false,
+                        died: true,
+                    }));
+                }
+            }
+        }
     }
 
     /// PIDs of the running monitored processes, by resource name.
