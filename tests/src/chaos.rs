@@ -871,7 +871,14 @@ impl<'a> Chaos<'a> {
             Ok(())
         })?;
         for (group, node) in std::mem::take(&mut self.expected_deny) {
-            self.clpgrp(node, &["-s", "-g", group])?;
+            // The group runs elsewhere, so the start itself is refused; DENY is cleared.
+            let (_, output) = self
+                .cluster
+                .tool(self.lab, node, "clpgrp", &["-s", "-g", group])?;
+            ensure!(
+                output.contains("STARTING=DENY cleared"),
+                "clpgrp -s -g {group} on {node}: {output}"
+            );
         }
         self.until(Duration::from_secs(3), |c| {
             let deny = c.deny()?;

@@ -500,7 +500,12 @@ fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it
     }
     assert_eq!(monitored(&cluster), Some(pid), "{}", cluster.log(FWS1));
     assert!(cluster.lines_with(FWS2, "FWC201").is_empty(), "no flap");
-    // ...so its death is still a resource error that moves the group.
+    // ...so its death is still a resource error that moves the group (once the new daemon
+    // hears fws2 again: until then nobody could take it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while cluster.lines_with(FWS1, "FWC101").len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     fwcluster_lab::kill(pid)?;
     cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
     cluster.wait_for(
@@ -512,8 +517,9 @@ fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it
 
     // Back on fws1, then fws1's daemon dies for longer than the lease: fws2 takes over, and
     // the process the dead daemon left behind is killed by the next one, not left running.
-    let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-s", "-g", "group0"])?;
-    assert!(ok, "{out}");
+    // (It runs on fws2, so the start is refused, but STARTING=DENY is cleared on fws1.)
+    let (_, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-s", "-g", "group0"])?;
+    assert!(out.contains("STARTING=DENY cleared"), "{out}");
     let (ok, out) = cluster.tool(&lab, FWS2, "clpgrp", &["-m", "-g", "group0"])?;
     assert!(ok, "{out}");
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
