@@ -8,11 +8,13 @@ use cluster_ctl::{
 };
 
 fn main() -> std::process::ExitCode {
-    // SIGTERM and SIGINT are blocked before any thread starts (every thread inherits the
-    // mask), so only the thread that waits for them receives them.
+    // SIGTERM, SIGINT and SIGHUP are blocked before any thread starts (every thread inherits
+    // the mask), so only the thread that waits for them receives them; an unblocked thread
+    // would take SIGHUP's default action and end the process.
     let signals = nix::sys::signal::SigSet::from_iter([
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
     ]);
     if let Err(e) = signals.thread_block() {
         eprintln!("fwclusterd: blocking signals: {e}");
