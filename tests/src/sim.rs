@@ -1143,8 +1143,13 @@ impl Sim {
                     holder + 1
                 )));
             }
-            // Auto failback: the best eligible node of the policy holds it.
-            if self.shape.groups[group].failback == Failback::Auto {
+            // Auto failback: the best eligible node of the policy holds it, unless an operator
+            // put it where it is.
+            let placed_by_operator = self.nodes[holder]
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.placed_by_operator(group));
+            if self.shape.groups[group].failback == Failback::Auto && !placed_by_operator {
                 let best = self.shape.groups[group]
                     .policy
                     .iter()

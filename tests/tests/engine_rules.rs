@@ -85,6 +85,26 @@ fn auto_failback_returns_the_group_to_the_primary() {
 }
 
 #[test]
+fn auto_failback_does_not_undo_an_operators_move() {
+    let mut sim = started(Shape::hot_standby(Failback::Auto));
+    sim.command(
+        FWS1,
+        Command::Move {
+            group: GROUP0,
+            to: None,
+        },
+    )
+    .unwrap();
+    settle(&mut sim);
+    // The primary is healthy, but the operator put the group on fws2 (maintenance of fws1).
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    // A failure of fws2 moves it, and from then on failback applies again.
+    sim.inject(Fault::Crash { node: FWS2 });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+}
+
+#[test]
 fn ipw_loss_on_the_active_fails_over_and_denies_start_until_the_target_returns() {
     let mut sim = started(Shape::hot_standby(Failback::Manual));
     sim.inject(Fault::IpwLost {

@@ -321,6 +321,13 @@ fn a_killed_monitored_process_fails_the_group_over() -> anyhow::Result<()> {
         .exec_pids
         .get("group0-exec0")
         .expect("the monitored process runs");
+    // It does not inherit the daemon's blocked signals: SIGTERM stops it.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(str::trim);
+    assert_eq!(blocked, Some("0000000000000000"), "{status}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,

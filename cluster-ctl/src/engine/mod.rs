@@ -637,6 +637,13 @@ impl Engine {
         local.max_epoch = local.max_epoch.max(epoch);
     }
 
+    /// Whether the group runs here because an operator moved or started it here.
+    pub fn placed_by_operator(&self, group: GroupId) -> bool {
+        self.groups
+            .get(group)
+            .is_some_and(|g| g.act_cause == Cause::Command)
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
@@ -1583,7 +1590,10 @@ impl Engine {
             );
             return;
         }
+        // Auto failback returns a group that a failure moved (the seed: "when the primary
+        // comes back after it went down"); one an operator moved here stays where it was put.
         if self.cfg.groups[g].failback == Failback::Auto
+            && !self.placed_by_operator(g)
             && let Some(best) = self.next_eligible(g, true)
             && best != me
             && self.priority(g, best) < self.priority(g, me)

@@ -182,12 +182,18 @@ fn command(line: &str, exec: &Exec, env: &Env, group: GroupId, event: &str) -> C
         .stdin(Stdio::null())
         // Its own process group, so a timeout or a stop reaches everything it started.
         .process_group(0);
-    // SAFETY: sched_setscheduler is async-signal-safe.
+    // SAFETY: sched_setscheduler, sigemptyset and sigprocmask are async-signal-safe.
     unsafe {
         command.pre_exec(|| {
             // Scripts run with normal scheduling, not the daemon's real-time priority.
             let param = libc::sched_param { sched_priority: 0 };
             libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+            // The daemon blocks SIGTERM/SIGINT/SIGHUP in every thread (one thread waits for
+            // them); a script must not inherit that, or a monitored process ignores the
+            // SIGTERM that stops it.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             Ok(())
         });
     }
