@@ -20,7 +20,10 @@ use crate::{
     engine::Command,
     engine::{ActReason, Action, DeactReason, Engine, EngineConfig, Event, GroupId, Nanos, Notice},
     flowshare::FlowShares,
-    heartbeat::{self, Inbound, Transport, wire::Kind},
+    heartbeat::{
+        self, Inbound, Transport,
+        wire::{Kind, Reject},
+    },
     resources::{Resources, StepOutcome},
     status::{Extras, StatusView, XdpView},
 };
@@ -478,13 +481,26 @@ impl Daemon {
                     source,
                     reason,
                 })) => {
-                    tracing::warn!(
-                        id = catalog::PACKET_REJECTED.id,
-                        link,
-                        %source,
-                        reason = %reason,
-                        "heartbeat packet refused"
-                    );
+                    // Every refusal is counted (clpstat, metrics). Stale packets of a known
+                    // peer (a restored link delivers what it queued; a restarted peer's old
+                    // packets) are routine: logged at debug level, not as warnings.
+                    if matches!(reason, Reject::Replay | Reject::OldIncarnation) {
+                        tracing::debug!(
+                            id = catalog::PACKET_REJECTED.id,
+                            link,
+                            %source,
+                            reason = %reason,
+                            "stale heartbeat packet refused"
+                        );
+                    } else {
+                        tracing::warn!(
+                            id = catalog::PACKET_REJECTED.id,
+                            link,
+                            %source,
+                            reason = %reason,
+                            "heartbeat packet refused"
+                        );
+                    }
                     continue;
                 }
                 Some(Input::Step(outcome)) => outcome.into_event(),

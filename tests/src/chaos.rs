@@ -332,6 +332,8 @@ struct Chaos<'a> {
     macs: BTreeMap<&'static str, [u8; 6]>,
     /// DENY the specification expects after healing, until the operator clears it.
     expected_deny: BTreeSet<(&'static str, &'static str)>,
+    /// group0 was moved off its primary by an operator: auto failback leaves it there.
+    operator_placed_group0: bool,
     baselines: BTreeMap<u32, Baseline>,
     max_fd_growth: usize,
     max_rss_growth_kib: u64,
@@ -356,6 +358,7 @@ impl<'a> Chaos<'a> {
             maildir,
             macs,
             expected_deny: BTreeSet::new(),
+            operator_placed_group0: false,
             baselines: BTreeMap::new(),
             max_fd_growth: 0,
             max_rss_growth_kib: 0,
@@ -788,6 +791,13 @@ impl<'a> Chaos<'a> {
                             self.cluster.lines_with(target, "FWC201").len() > activations,
                             "{group} was not activated on {target}"
                         );
+                        ensure!(
+                            self.holder_of(group)? == target,
+                            "{group} did not stay on {target}"
+                        );
+                        if group == "group0" {
+                            self.operator_placed_group0 = target != FWS1;
+                        }
                     }
                     Ok(())
                 })();
@@ -888,17 +898,35 @@ impl<'a> Chaos<'a> {
             );
             Ok(())
         })?;
-        // Automatic failback may still move group0 after DENY cleared: wait for the end.
+        // Automatic failback may still move group0 after DENY cleared: the cluster has settled
+        // when both nodes agree and nothing moved for a while.
+        let quiet = Duration::from_millis(1500);
+        let mut last: Option<(BTreeMap<String, Vec<String>>, Instant)> = None;
         self.until(SETTLE, |c| {
             let holders = c.holders(FWS1)?;
             ensure!(holders == c.holders(FWS2)?, "the nodes disagree");
-            ensure!(
-                holders["group0"] == [FWS1],
-                "group0 not failed back: {:?}",
+            match &last {
+                Some((seen, since)) if *seen == holders => {
+                    ensure!(since.elapsed() >= quiet, "settling");
+                    Ok(())
+                }
+                _ => {
+                    last = Some((holders, Instant::now()));
+                    bail!("groups still moving")
+                }
+            }
+        })?;
+        // Unless an operator placed it elsewhere, auto failback has group0 on its primary.
+        let holders = self.holders(FWS1)?;
+        if holders["group0"] == [FWS1] {
+            self.operator_placed_group0 = false;
+        } else if !self.operator_placed_group0 {
+            bail!(
+                "group0 (auto failback) on {:?}, not on its primary fws1",
                 holders["group0"]
             );
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// (group, node) pairs with STARTING=DENY, as the node itself reports them.

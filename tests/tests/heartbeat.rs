@@ -125,6 +125,11 @@ fn no_false_offline_in_sixty_seconds_at_a_ten_millisecond_interval() -> anyhow::
             "refused packets on {host}:\n{}",
             cluster.log(host)
         );
+        let rejected = cluster.status(host)?.rejected_packets;
+        assert!(
+            rejected.values().all(|n| *n == 0),
+            "refused packets on {host}: {rejected:?}"
+        );
     }
     Ok(())
 }
