@@ -286,8 +286,9 @@ pub fn run(seed: u64, first: usize, iterations: usize) -> Result<Summary> {
                 .iteration(fault)
                 .with_context(|| format!("iteration {iteration}: {fault}"))
                 .map_err(|e| {
+                    let saved = save_logs(&chaos.cluster, seed, iteration);
                     anyhow::anyhow!(
-                        "{e:#}\nreproduce: cargo xtask chaos --seed {seed} --from {iteration} --iterations 1\n{}",
+                        "{e:#}\nreproduce: cargo xtask chaos --seed {seed} --from {iteration} --iterations 1\nfull logs: {saved}\n{}",
                         chaos.cluster.all_logs_tail(60)
                     )
                 })?;
@@ -711,9 +712,14 @@ impl<'a> Chaos<'a> {
                         Ok(unanswered)
                     });
                     let restarted = (|| -> Result<()> {
+                        let starts = self.cluster.lines_with(node, "FWC001").len();
                         self.cluster.kill(node)?;
                         self.cluster.start(lab, node)?;
-                        self.cluster.wait_for(node, "FWC001", "started", SETTLE)?;
+                        let deadline = Instant::now() + SETTLE;
+                        while self.cluster.lines_with(node, "FWC001").len() == starts {
+                            ensure!(Instant::now() < deadline, "{node} did not start again");
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
                         std::thread::sleep(Duration::from_millis(500));
                         Ok(())
                     })();
@@ -791,10 +797,13 @@ impl<'a> Chaos<'a> {
                             self.cluster.lines_with(target, "FWC201").len() > activations,
                             "{group} was not activated on {target}"
                         );
-                        ensure!(
-                            self.holder_of(group)? == target,
-                            "{group} did not stay on {target}"
-                        );
+                        self.until(Duration::from_secs(2), |c| {
+                            ensure!(
+                                c.holder_of(group)? == target,
+                                "{group} did not stay on {target}"
+                            );
+                            Ok(())
+                        })?;
                         if group == "group0" {
                             self.operator_placed_group0 = target != FWS1;
                         }
@@ -1134,6 +1143,19 @@ impl<'a> Chaos<'a> {
             summary.takeover_mails
         );
         Ok(())
+    }
+}
+
+/// Keeps the daemons' logs of a failed iteration (the cluster's directory goes with the run).
+fn save_logs(cluster: &Cluster, seed: u64, iteration: usize) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/chaos-failures")
+        .join(format!("seed{seed}-iteration{iteration}"));
+    let saved = fs::create_dir_all(&dir)
+        .and_then(|()| fs::write(dir.join("daemons.log"), cluster.all_logs()));
+    match saved {
+        Ok(()) => dir.join("daemons.log").display().to_string(),
+        Err(e) => format!("not saved ({e})"),
     }
 }
 

@@ -479,6 +479,11 @@ fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it
   monitor = true
   retry = 0
   recover = "failover"
+
+  # Found by the chaos run: a restarted daemon saw this FIP's label (eth2:1) as an interface
+  # of its own and refused to start.
+  [[group.fip]]
+  address = "203.0.113.10/24"
 "#;
     // 200 ms heartbeats, 1 s timeout: a restart fits in the lease.
     let config = hot_standby("manual", exec).replace(

@@ -478,7 +478,13 @@ pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
     let mut out: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
     let mut names = BTreeSet::new();
     for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
-        names.insert(ifaddr.interface_name.clone());
+        // IPv4 addresses come with their label (`eth2:1` for a FIP held here); the interface
+        // is the part before the colon (the kernel allows no colon in interface names).
+        let name = match ifaddr.interface_name.split_once(':') {
+            Some((interface, _)) => interface.to_owned(),
+            None => ifaddr.interface_name.clone(),
+        };
+        names.insert(name.clone());
         let (Some(address), Some(mask)) = (
             ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()),
             ifaddr.netmask.as_ref().and_then(|a| a.as_sockaddr_in()),
@@ -487,7 +493,7 @@ pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
         };
         let prefix = u32::from(mask.ip()).count_ones() as u8;
         if let Ok(net) = Ipv4Net::new(address.ip(), prefix) {
-            out.entry(ifaddr.interface_name).or_default().push(net);
+            out.entry(name).or_default().push(net);
         }
     }
     for name in names {
