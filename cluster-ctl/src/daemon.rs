@@ -456,7 +456,8 @@ impl Daemon {
                     if self.execute(actions)? {
                         return Ok(());
                     }
-                    if let Err(e) = self.flowshares.renew(&mut self.dataplane) {
+                    let rejoined = self.engine.rejoined(now);
+                    if let Err(e) = self.flowshares.renew(&mut self.dataplane, rejoined) {
                         tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
                     }
                     self.rebalance();

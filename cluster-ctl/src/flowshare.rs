@@ -156,10 +156,28 @@ impl FlowShares {
         Ok(Self { instances, lease })
     }
 
-    /// Every tick: renew the leases.
-    pub fn renew(&mut self, dataplane: &mut Dataplane) -> Result<()> {
-        for instance in &self.instances {
-            dataplane.renew(instance.slot, instance.epoch, self.lease)?;
+    /// Every tick: renew the leases. A lease that ran out while this process did not run
+    /// (frozen, starved) cannot be renewed: the peers dealt the buckets without this node
+    /// meanwhile. It is taken anew under a new epoch once `rejoined` (the peers count this
+    /// node again); until then this node passes no flow-shared traffic.
+    pub fn renew(&mut self, dataplane: &mut Dataplane, rejoined: bool) -> Result<()> {
+        for instance in &mut self.instances {
+            match dataplane.renew(instance.slot, instance.epoch, self.lease) {
+                Ok(()) => {}
+                Err(dataplane::DataplaneError::Expired { .. }) if rejoined => {
+                    let epoch = dataplane.lease(instance.slot)?.map_or(0, |l| l.epoch) + 1;
+                    dataplane.acquire(instance.slot, epoch, self.lease)?;
+                    instance.epoch = epoch;
+                    tracing::warn!(
+                        id = crate::catalog::ADOPTED.id,
+                        table = instance.table,
+                        epoch,
+                        "flow-share lease taken anew after this node stalled"
+                    );
+                }
+                Err(dataplane::DataplaneError::Expired { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }

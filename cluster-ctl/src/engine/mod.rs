@@ -637,6 +637,12 @@ impl Engine {
         local.max_epoch = local.max_epoch.max(epoch);
     }
 
+    /// Whether this node is past its start-up wait and past the caution that follows a stall
+    /// of its own (by then the peers have heard it again).
+    pub fn rejoined(&self, now: Nanos) -> bool {
+        self.ready && now >= self.cautious_until
+    }
+
     /// Whether the group runs here because an operator moved or started it here.
     pub fn placed_by_operator(&self, group: GroupId) -> bool {
         self.groups
