@@ -1151,8 +1151,62 @@ fn save_logs(cluster: &Cluster, seed: u64, iteration: usize) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/chaos-failures")
         .join(format!("seed{seed}-iteration{iteration}"));
+    let views: String = NODES
+        .iter()
+        .map(|n| match cluster.status(n) {
+            Ok(view) => format!(
+                "--- {n} ---\n{}\n",
+                serde_json::to_string_pretty(&view).unwrap_or_default()
+            ),
+            Err(e) => format!("--- {n} ---\n{e:#}\n"),
+        })
+        .collect();
+    // Where each daemon's threads wait, and what runs under it (for a hang).
+    let mut threads = String::new();
+    for node in NODES {
+        let Some(worker) = cluster.worker_pid(node) else {
+            continue;
+        };
+        threads.push_str(&format!("--- {node} worker {worker} ---\n"));
+        for task in fs::read_dir(format!("/proc/{worker}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let read = |f: &str| fs::read_to_string(task.path().join(f)).unwrap_or_default();
+            threads.push_str(&format!(
+                "{} {} {} | {}\n",
+                read("comm").trim(),
+                read("wchan").trim(),
+                read("stat").split_whitespace().nth(2).unwrap_or(""),
+                read("stack")
+                    .lines()
+                    .take(6)
+                    .collect::<Vec<_>>()
+                    .join(" < ")
+            ));
+        }
+        for task in fs::read_dir(format!("/proc/{worker}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for pid in children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                threads.push_str(&format!(
+                    "child {pid}: {}\n",
+                    crate::netns::command_line(pid)
+                ));
+            }
+        }
+    }
     let saved = fs::create_dir_all(&dir)
-        .and_then(|()| fs::write(dir.join("daemons.log"), cluster.all_logs()));
+        .and_then(|()| fs::write(dir.join("threads.txt"), threads))
+        .and_then(|()| fs::write(dir.join("daemons.log"), cluster.all_logs()))
+        .and_then(|()| fs::write(dir.join("status.json"), views));
     match saved {
         Ok(()) => dir.join("daemons.log").display().to_string(),
         Err(e) => format!("not saved ({e})"),

@@ -141,7 +141,7 @@ impl Transport {
         let silence = config.cluster.heartbeat_timeout * 2;
         let mut sockets = Vec::new();
         for (link, local) in peers[me].iter().enumerate() {
-            let socket = Arc::new(UdpSocket::bind(local).map_err(|e| {
+            let socket = Arc::new(bind(*local).map_err(|e| {
                 io::Error::new(e.kind(), format!("binding heartbeat socket {local}: {e}"))
             })?);
             sockets.push(socket.clone());
@@ -200,6 +200,21 @@ impl Transport {
                     tracing::trace!(link, %address, error = %e, "heartbeat send failed");
                 }
             }
+        }
+    }
+}
+
+/// Binds a heartbeat socket. A daemon restarted at once (SIGKILL, then start) can find the
+/// address still held by the previous worker, which the kernel is still tearing down: that is
+/// waited out for a moment instead of failing the start.
+fn bind(local: SocketAddrV4) -> io::Result<UdpSocket> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match UdpSocket::bind(local) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
         }
     }
 }
