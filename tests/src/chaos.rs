@@ -1186,6 +1186,14 @@ fn save_logs(cluster: &Cluster, seed: u64, iteration: usize) -> String {
                     .join(" < ")
             ));
         }
+        // A user-space stack of every thread, where the machine has eu-stack (elfutils).
+        if let Ok(out) = std::process::Command::new("eu-stack")
+            .args(["-p", &worker.to_string()])
+            .output()
+        {
+            threads.push_str(&String::from_utf8_lossy(&out.stdout));
+            threads.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
         for task in fs::read_dir(format!("/proc/{worker}/task"))
             .into_iter()
             .flatten()
@@ -1196,9 +1204,20 @@ fn save_logs(cluster: &Cluster, seed: u64, iteration: usize) -> String {
                 .split_whitespace()
                 .filter_map(|p| p.parse::<u32>().ok())
             {
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let fields: Vec<&str> = status
+                    .lines()
+                    .filter(|l| {
+                        ["State", "PPid", "SigBlk", "SigIgn"]
+                            .iter()
+                            .any(|f| l.starts_with(f))
+                    })
+                    .collect();
                 threads.push_str(&format!(
-                    "child {pid}: {}\n",
-                    crate::netns::command_line(pid)
+                    "child {pid} of task {}: {} | {}\n",
+                    task.file_name().to_string_lossy(),
+                    crate::netns::command_line(pid),
+                    fields.join(" ")
                 ));
             }
         }

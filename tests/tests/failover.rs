@@ -563,6 +563,44 @@ fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it
 }
 
 #[test]
+fn a_frozen_controller_gives_up_an_adopted_group_with_its_monitored_process() -> anyhow::Result<()>
+{
+    let exec = r#"
+  [[group.exec]]
+  name = "fwalive"
+  start = "exec sleep 1000"
+  stop = "true"
+  monitor = true
+  retry = 0
+  recover = "failover"
+"#;
+    let config = hot_standby("auto", exec).replace(
+        "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"3s\"",
+        "heartbeat_interval = \"50ms\"\nheartbeat_timeout = \"300ms\"\nwait_timeout = \"3s\"",
+    );
+    let (lab, mut cluster) = started(&config)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    cluster.kill(FWS1)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.wait_for(FWS1, "FWC006", "adopted", Duration::from_secs(3))?;
+    cluster.wait_for(FWS1, "FWC101", "fws2 is ONLINE", Duration::from_secs(3))?;
+    // Frozen beyond its lease: fws2 takes over; thawed, fws1 must give the group up (and stop
+    // the monitored process it adopted), then get it back by failback.
+    let worker = cluster.worker_pid(FWS1).expect("worker");
+    fwcluster_lab::freeze(worker)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(3))?;
+    fwcluster_lab::thaw(worker)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC202",
+        "group0 is not active on fws1",
+        Duration::from_secs(5),
+    )?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[test]
 fn load_share_runs_each_group_on_its_primary_and_the_survivor_takes_both() -> anyhow::Result<()> {
     let config = config(
         "",

@@ -281,13 +281,9 @@ pub fn adopt(
     else {
         return false;
     };
-    // SAFETY: pidfd_open has no memory arguments; a non-negative result is a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
+    let Some(pidfd) = pidfd(pid) else {
         return false;
-    }
-    // SAFETY: the descriptor was just opened and is owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    };
     tracing::warn!(
         resource = exec.name,
         pid,
@@ -305,6 +301,14 @@ pub fn adopt(
         "exited (adopted process)".to_owned()
     });
     true
+}
+
+/// A descriptor that becomes readable when process `pid` exits.
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open has no memory arguments; a non-negative result is a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: the descriptor was just opened and is owned by nobody else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Registers a monitored process and watches it on a thread: `wait` returns when it exits.
@@ -368,13 +372,19 @@ pub fn stop(
     };
     let result = run_script(&exec.stop, exec, env, group, reason.as_env());
     if let Some((pid, _)) = child {
-        let pid = Pid::from_raw(pid);
-        let _ = killpg(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        // A pidfd becomes readable when the process has exited, whoever its parent is (an
+        // adopted process is not our child) and even while nobody has reaped it yet.
+        let exited = pidfd(pid);
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        if let Some(fd) = &exited {
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(fd),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16));
         }
-        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        tracing::debug!(resource = exec.name, pid, "monitored process stopped");
     }
     result
 }
