@@ -9,6 +9,10 @@ use fwcluster_lab::{
     smtp::{Mail, mails, smtp, wait_mails},
 };
 
+/// Each test starts a Python SMTP server (a CPU-heavy start) next to two daemons whose lease is
+/// 20 ms: the tests of this file take turns rather than starve each other's daemons.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const CONFIG: &str = r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
 wait_timeout = "3s"
@@ -57,6 +61,7 @@ fn ipw_target(lab: &Lab, host: &str, reachable: bool) -> anyhow::Result<()> {
 #[test]
 fn failover_mails_arrive_and_queued_mails_survive_a_down_server_and_a_restart() -> anyhow::Result<()>
 {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = seed::build()?;
     let mut cluster = Cluster::new(&lab, CONFIG)?;
     let maildir = cluster.dir.path().join("maildir");
@@ -166,6 +171,7 @@ fn sighup(cluster: &Cluster, host: &str) -> anyhow::Result<()> {
 
 #[test]
 fn sighup_applies_new_mail_settings_and_refuses_invalid_or_other_changes() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let lab = seed::build()?;
     // The mail server listens on 2525; the configuration names a port where nothing listens.
     let wrong_port = CONFIG.replace("192.0.2.254:2525", "192.0.2.254:2599");

@@ -326,9 +326,11 @@ fn watch(
         r.generation += 1;
         let generation = r.generation;
         r.children.insert((group, step), (pid, generation));
-        r.records.write(group, step, pid);
         generation
     };
+    // The file is written outside the lock: status requests on the daemon's loop read it.
+    let records = running.lock().expect("running lock").records.clone();
+    records.write(group, step, pid);
     let running = running.clone();
     let name = name.to_owned();
     std::thread::spawn(move || {
@@ -365,11 +367,11 @@ pub fn stop(
     running: &Arc<Mutex<Running>>,
     step: usize,
 ) -> Result<()> {
-    let child = {
+    let (child, records) = {
         let mut r = running.lock().expect("running lock");
-        r.records.remove(group, step);
-        r.children.remove(&(group, step))
+        (r.children.remove(&(group, step)), r.records.clone())
     };
+    records.remove(group, step);
     let result = run_script(&exec.stop, exec, env, group, reason.as_env());
     if let Some((pid, _)) = child {
         // A pidfd becomes readable when the process has exited, whoever its parent is (an
