@@ -164,6 +164,17 @@ const IPW: &str = r#"
   retry = 1
 "#;
 
+/// A monitored EXEC resource whose death fails the group over.
+const MONITORED_EXEC: &str = r#"
+  [[group.exec]]
+  name = "fwalive"
+  start = "exec sleep 1000"
+  stop = "true"
+  monitor = true
+  retry = 0
+  recover = "failover"
+"#;
+
 fn config(cluster_extra: &str, groups: &[String]) -> String {
     format!(
         "{}{}",
@@ -305,15 +316,7 @@ fn a_standby_with_its_own_ipw_error_does_not_receive_the_group() -> anyhow::Resu
 
 #[test]
 fn a_killed_monitored_process_fails_the_group_over() -> anyhow::Result<()> {
-    let exec = r#"
-  [[group.exec]]
-  name = "fwalive"
-  start = "exec sleep 1000"
-  stop = "true"
-  monitor = true
-  retry = 0
-  recover = "failover"
-"#;
+    let exec = MONITORED_EXEC;
     let (_lab, cluster) = started(&hot_standby("manual", exec))?;
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
     let view = cluster.status(FWS1)?;
@@ -471,20 +474,9 @@ fn a_controller_killed_and_restarted_within_the_lease_adopts_without_a_flap() ->
 #[test]
 fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it()
 -> anyhow::Result<()> {
-    let exec = r#"
-  [[group.exec]]
-  name = "fwalive"
-  start = "exec sleep 1000"
-  stop = "true"
-  monitor = true
-  retry = 0
-  recover = "failover"
-
-  # Found by the chaos run: a restarted daemon saw this FIP's label (eth2:1) as an interface
-  # of its own and refused to start.
-  [[group.fip]]
-  address = "203.0.113.10/24"
-"#;
+    // Found by the chaos run: a restarted daemon saw the label (eth2:1) of a FIP configured
+    // without interface as an interface of its own and refused to start.
+    let exec = &format!("{MONITORED_EXEC}\n  [[group.fip]]\n  address = \"203.0.113.10/24\"\n");
     // 200 ms heartbeats, 1 s timeout: a restart fits in the lease.
     let config = hot_standby("manual", exec).replace(
         "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"3s\"",
@@ -565,15 +557,7 @@ fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it
 #[test]
 fn a_frozen_controller_gives_up_an_adopted_group_with_its_monitored_process() -> anyhow::Result<()>
 {
-    let exec = r#"
-  [[group.exec]]
-  name = "fwalive"
-  start = "exec sleep 1000"
-  stop = "true"
-  monitor = true
-  retry = 0
-  recover = "failover"
-"#;
+    let exec = MONITORED_EXEC;
     let config = hot_standby("auto", exec).replace(
         "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"3s\"",
         "heartbeat_interval = \"50ms\"\nheartbeat_timeout = \"300ms\"\nwait_timeout = \"3s\"",

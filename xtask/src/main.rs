@@ -100,52 +100,16 @@ fn main() -> Result<()> {
                 "target/docs",
             ])
         }
-        Task::Sim { args } => {
-            let mut cargo_args = vec![
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "fwcluster-lab",
-                "--bin",
-                "fwcluster-sim",
-                "--",
-            ];
-            cargo_args.extend(args.iter().map(String::as_str));
-            cargo(&cargo_args)
-        }
+        Task::Sim { args } => run_lab_binary("fwcluster-sim", &[], &args),
         Task::Bench { which, args } => {
             setup::ensure()?;
             require_root("benchmarks")?;
-            let mut cargo_args = vec![
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "fwcluster-lab",
-                "--bin",
-                "fwcluster-bench",
-                "--",
-                &which,
-            ];
-            cargo_args.extend(args.iter().map(String::as_str));
-            cargo(&cargo_args)
+            run_lab_binary("fwcluster-bench", &[&which], &args)
         }
         Task::Chaos { args } => {
             setup::ensure()?;
             require_root("the chaos run")?;
-            let mut cargo_args = vec![
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "fwcluster-lab",
-                "--bin",
-                "fwcluster-chaos",
-                "--",
-            ];
-            cargo_args.extend(args.iter().map(String::as_str));
-            cargo(&cargo_args)
+            run_lab_binary("fwcluster-chaos", &[], &args)
         }
         Task::Report {
             runs,
@@ -211,6 +175,25 @@ pub fn require_root(what: &str) -> Result<()> {
         bail!("{what} needs root (network namespaces, XDP, bpffs); run it as root");
     }
     Ok(())
+}
+
+/// The cargo arguments that run a binary of the lab crate in release mode (arguments follow).
+pub const LAB_BINARY: [&str; 6] = [
+    "run",
+    "--quiet",
+    "--release",
+    "-p",
+    "fwcluster-lab",
+    "--bin",
+];
+
+/// Runs `binary` of the lab crate (release) with `first` and then `rest` as its arguments.
+fn run_lab_binary(binary: &str, first: &[&str], rest: &[String]) -> Result<()> {
+    let mut cargo_args = LAB_BINARY.to_vec();
+    cargo_args.extend([binary, "--"]);
+    cargo_args.extend(first);
+    cargo_args.extend(rest.iter().map(String::as_str));
+    cargo(&cargo_args)
 }
 
 /// Runs cargo with `args` from the workspace root, failing on a non-zero exit.

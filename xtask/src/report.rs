@@ -11,15 +11,6 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-const BIN: [&str; 6] = [
-    "run",
-    "--quiet",
-    "--release",
-    "-p",
-    "fwcluster-lab",
-    "--bin",
-];
-
 /// Runs cargo with `args`, echoing its standard output and keeping a copy in `copy`; returns
 /// whether it succeeded.
 fn cargo_tee(args: &[&str], copy: &Path) -> Result<bool> {
@@ -63,7 +54,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
     )?;
 
     let xdp_json = dir.join("xdp.json");
-    let mut args = BIN.to_vec();
+    let mut args = crate::LAB_BINARY.to_vec();
     args.extend(["fwcluster-bench", "--", "xdp", "--json", path(&xdp_json)?]);
     if !cargo_tee(&args, &dir.join("xdp.md"))? {
         bail!("the XDP benchmark failed");
@@ -71,7 +62,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
 
     let failover_json = dir.join("failover.json");
     let (runs, soak) = (runs.to_string(), soak_minutes.to_string());
-    let mut args = BIN.to_vec();
+    let mut args = crate::LAB_BINARY.to_vec();
     args.extend([
         "fwcluster-bench",
         "--",
@@ -90,7 +81,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
     // A failed chaos run still goes into the report (with its seed); the task fails after.
     let chaos_json = dir.join("chaos.json");
     let iterations = chaos.to_string();
-    let mut args = BIN.to_vec();
+    let mut args = crate::LAB_BINARY.to_vec();
     args.extend([
         "fwcluster-chaos",
         "--",
@@ -105,7 +96,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
     }
 
     let output = root.join("docs/report");
-    let mut args = BIN.to_vec();
+    let mut args = crate::LAB_BINARY.to_vec();
     args.extend([
         "fwcluster-report",
         "--",
