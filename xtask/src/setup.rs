@@ -19,6 +19,8 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     // A real SMTP server for the mail tests.
     "python3-aiosmtpd",
+    // eu-stack: the chaos run keeps every daemon thread's stack when an iteration fails.
+    "elfutils",
     // lettre's TLS (STARTTLS) links OpenSSL.
     "libssl-dev",
     "pkg-config",
