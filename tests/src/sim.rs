@@ -257,6 +257,7 @@ enum Scheduled {
         incarnation: u32,
         group: GroupId,
         step: usize,
+        activate: bool,
         ok: bool,
     },
     Tiebreaker {
@@ -292,6 +293,9 @@ struct SimNode {
     pinned_epoch: Vec<u64>,
     ipw_ok: Vec<Vec<bool>>,
     broken: Vec<Vec<bool>>,
+    /// Per group and step: whether the resource is in effect on this node (its activation
+    /// answered ok and no deactivation since), as the real resource would be.
+    active: Vec<Vec<bool>>,
     tiebreaker: bool,
     /// Since when the process has been running unfrozen.
     running_since: Option<Nanos>,
@@ -347,6 +351,11 @@ impl Sim {
                     .map(|g| vec![true; g.ipw.len()])
                     .collect(),
                 broken: shape
+                    .groups
+                    .iter()
+                    .map(|g| vec![false; g.steps.len()])
+                    .collect(),
+                active: shape
                     .groups
                     .iter()
                     .map(|g| vec![false; g.steps.len()])
@@ -426,6 +435,12 @@ impl Sim {
             }
         }
         let n = &mut self.nodes[node];
+        // A new process knows its resources through what it adopted: the groups it holds are
+        // in effect; the rest counts as undone (the sim does not model leftovers of a crash).
+        for (group, steps) in n.active.iter_mut().enumerate() {
+            let held = engine.group_state(group) == GroupState::Online;
+            steps.iter_mut().for_each(|a| *a = held);
+        }
         n.engine = Some(engine);
         n.incarnation += 1;
         n.frozen = false;
@@ -579,6 +594,7 @@ impl Sim {
                             incarnation,
                             group,
                             step,
+                            activate,
                             ok,
                         },
                     );
@@ -828,10 +844,27 @@ impl Sim {
                 incarnation,
                 group,
                 step,
+                activate,
                 ok,
             } => {
                 if self.nodes[node].incarnation == incarnation {
+                    self.nodes[node].active[group][step] = activate && ok;
                     self.feed(node, Event::StepDone { group, step, ok });
+                    // Nothing half-active: a group down on a node has none of its resources in
+                    // effect there (an activation answered late must be undone, not kept).
+                    let state = self.nodes[node]
+                        .engine
+                        .as_ref()
+                        .map(|e| e.group_state(group));
+                    if matches!(state, Some(GroupState::Offline | GroupState::Error))
+                        && self.nodes[node].active[group].iter().any(|a| *a)
+                    {
+                        self.pending_violation.get_or_insert(format!(
+                            "group{group} is {state:?} on fws{} with resources still in effect: {:?}",
+                            node + 1,
+                            self.nodes[node].active[group]
+                        ));
+                    }
                 }
             }
             Scheduled::Tiebreaker { node, incarnation } => {

@@ -498,6 +498,10 @@ struct LocalGroup {
     epoch: u64,
     /// Steps activated so far (activation) or still active (deactivation).
     done: usize,
+    /// The activation step whose answer is awaited. A deactivation that starts meanwhile waits
+    /// for it and undoes it too if it took effect: nothing may be left half-active (an address
+    /// added after the group was already reported down).
+    activating: Option<usize>,
     act_reason: ActReason,
     act_cause: Cause,
     deact_reason: DeactReason,
@@ -589,6 +593,7 @@ impl Engine {
                 ipw_ok: vec![true; g.ipw.len()],
                 retries: vec![0; g.steps.len()],
                 step_errors: 0,
+                activating: None,
                 claim: None,
                 ack: None,
                 handoff: None,
@@ -1298,6 +1303,7 @@ impl Engine {
     fn next_activation_step(&mut self, g: GroupId, out: &mut Vec<Action>) {
         let local = &mut self.groups[g];
         if local.done < self.cfg.groups[g].steps.len() {
+            local.activating = Some(local.done);
             out.push(Action::Activate {
                 group: g,
                 step: local.done,
@@ -1337,7 +1343,10 @@ impl Engine {
             epoch: local.epoch,
         });
         local.lease_until = 0;
-        self.next_deactivation_step(g, out);
+        // With an activation step under way, its answer comes first (see `activating`).
+        if local.activating.is_none() {
+            self.next_deactivation_step(g, out);
+        }
     }
 
     fn next_deactivation_step(&mut self, g: GroupId, out: &mut Vec<Action>) {
@@ -1377,12 +1386,20 @@ impl Engine {
         };
         match local.state {
             GroupState::Activating if step == local.done => {
+                self.groups[g].activating = None;
                 if ok {
                     self.groups[g].done += 1;
                     self.next_activation_step(g, out);
                 } else {
                     self.resource_error(now, g, step, false, out);
                 }
+            }
+            GroupState::Deactivating if local.activating == Some(step) => {
+                self.groups[g].activating = None;
+                if ok {
+                    self.groups[g].done += 1;
+                }
+                self.next_deactivation_step(g, out);
             }
             GroupState::Deactivating if local.done > 0 && step == local.done - 1 => {
                 if !ok {
@@ -1439,6 +1456,9 @@ impl Engine {
         }));
         if spec.recover != Recover::Ignore && used < spec.retry {
             local.retries[step] += 1;
+            if local.state == GroupState::Activating {
+                local.activating = Some(step);
+            }
             out.push(Action::Activate {
                 group: g,
                 step,
