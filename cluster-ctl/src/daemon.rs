@@ -18,7 +18,9 @@ use crate::{
     control::{GroupOp, Request, Response},
     dataplane::{self, Dataplane, DataplaneError, ModePreference},
     engine::Command,
-    engine::{ActReason, Action, DeactReason, Engine, EngineConfig, Event, GroupId, Nanos, Notice},
+    engine::{
+        ActReason, Action, Cause, DeactReason, Engine, EngineConfig, Event, GroupId, Nanos, Notice,
+    },
     flowshare::FlowShares,
     heartbeat::{
         self, Inbound, Transport,
@@ -66,6 +68,8 @@ struct Daemon {
     takeovers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     /// The configuration file, read again on SIGHUP.
     config_path: std::path::PathBuf,
+    /// Groups an operator placed here (one name per line), kept across restarts.
+    placements: std::path::PathBuf,
     node: String,
     /// The mail thread, which queues alerts on disk and delivers them.
     mail: Option<crate::mail::MailSender>,
@@ -135,7 +139,8 @@ pub fn run(options: Options) -> Result<()> {
 
     let started = Instant::now();
     let mut engine = Engine::new(engine_config, 0);
-    let adopted = adopt_pinned(&config, &dataplane, &mut engine)?;
+    let placements = options.run_dir.join(format!("{node}.placed"));
+    let adopted = adopt_pinned(&config, &dataplane, &mut engine, &placements)?;
 
     let incarnation = heartbeat::new_incarnation();
     let deliver: heartbeat::Deliver = {
@@ -225,6 +230,7 @@ pub fn run(options: Options) -> Result<()> {
     let mut daemon = Daemon {
         takeovers: Default::default(),
         config_path: options.config.clone(),
+        placements,
         node,
         mail,
         config,
@@ -389,15 +395,22 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
 
 /// Adopts groups whose pinned lease is still valid, and continues the pinned epochs; returns
 /// which groups were adopted.
-fn adopt_pinned(config: &Config, dataplane: &Dataplane, engine: &mut Engine) -> Result<Vec<bool>> {
+fn adopt_pinned(
+    config: &Config,
+    dataplane: &Dataplane,
+    engine: &mut Engine,
+    placements: &std::path::Path,
+) -> Result<Vec<bool>> {
     let now = dataplane::monotonic_ns();
+    let placed = std::fs::read_to_string(placements).unwrap_or_default();
     let mut adopted = vec![false; config.group.len()];
     for (g, adopted) in adopted.iter_mut().enumerate() {
         if let Some(lease) = dataplane.lease(g as u32)? {
             engine.seed_epoch(g, lease.epoch);
             if lease.owned != 0 && lease.expires_ns > now {
                 *adopted = true;
-                engine.adopt(g, lease.epoch, lease.expires_ns - now);
+                let by_operator = placed.lines().any(|l| l == config.group[g].name);
+                engine.adopt(g, lease.epoch, lease.expires_ns - now, by_operator);
                 tracing::warn!(
                     id = catalog::ADOPTED.id,
                     group = config.group[g].name,
@@ -593,6 +606,29 @@ impl Daemon {
                 error = format!("{e:#}"),
                 "mail settings not applied; the running ones stay"
             ),
+        }
+    }
+
+    /// Keeps the list of groups an operator placed here up to date, so a restarted daemon
+    /// that adopts them does not fail them back.
+    fn record_placement(&self, notice: &Notice) {
+        let (group, placed) = match *notice {
+            Notice::GroupOnline { group, cause, .. } => (group, cause == Cause::Command),
+            Notice::GroupOffline { group, .. } | Notice::GroupError { group, .. } => (group, false),
+            _ => return,
+        };
+        let name = &self.config.group[group].name;
+        let text = std::fs::read_to_string(&self.placements).unwrap_or_default();
+        let mut names: Vec<&str> = text.lines().filter(|l| *l != name).collect();
+        if placed {
+            names.push(name);
+        }
+        let mut body = names.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        if let Err(e) = std::fs::write(&self.placements, body) {
+            tracing::error!(file = %self.placements.display(), error = %e, "cannot record operator placement");
         }
     }
 
@@ -821,6 +857,7 @@ impl Daemon {
                 Action::Notify(notice) => {
                     catalog::log_notice(self.engine.config(), &notice);
                     self.mail(&notice);
+                    self.record_placement(&notice);
                     if let Notice::GroupOnline {
                         group,
                         reason: ActReason::Failover,

@@ -430,7 +430,7 @@ impl Sim {
             if let Some((epoch, until)) = self.nodes[node].lease[group]
                 && self.now < until
             {
-                engine.adopt(group, epoch, until);
+                engine.adopt(group, epoch, until, false);
                 self.log(format!("fws{} adopts group{group} epoch {epoch}", node + 1));
             }
         }

@@ -624,9 +624,21 @@ impl Engine {
 
     /// Adopts a group that a previous process of this node held and whose pinned lease is still
     /// valid until `lease_until` (a controller restart within the lease: no flap).
-    pub fn adopt(&mut self, group: GroupId, epoch: u64, lease_until: Nanos) {
+    pub fn adopt(
+        &mut self,
+        group: GroupId,
+        epoch: u64,
+        lease_until: Nanos,
+        placed_by_operator: bool,
+    ) {
         let steps = self.cfg.groups[group].steps.len();
         let local = &mut self.groups[group];
+        // An operator's placement outlives a restart of the controller (no failback then).
+        local.act_cause = if placed_by_operator {
+            Cause::Command
+        } else {
+            Cause::Startup
+        };
         local.state = GroupState::Online;
         local.done = steps;
         local.epoch = epoch;
