@@ -68,7 +68,9 @@ struct Daemon {
     takeovers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     /// The configuration file, read again on SIGHUP.
     config_path: std::path::PathBuf,
-    /// Groups an operator placed here (one name per line), kept across restarts.
+    /// Groups an operator placed here, and the file (one name per line) that keeps them
+    /// across restarts; written only when the set changes.
+    placed: BTreeSet<String>,
     placements: std::path::PathBuf,
     node: String,
     /// The mail thread, which queues alerts on disk and delivers them.
@@ -140,7 +142,12 @@ pub fn run(options: Options) -> Result<()> {
     let started = Instant::now();
     let mut engine = Engine::new(engine_config, 0);
     let placements = options.run_dir.join(format!("{node}.placed"));
-    let adopted = adopt_pinned(&config, &dataplane, &mut engine, &placements)?;
+    let placed: BTreeSet<String> = std::fs::read_to_string(&placements)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let adopted = adopt_pinned(&config, &dataplane, &mut engine, &placed)?;
 
     let incarnation = heartbeat::new_incarnation();
     let deliver: heartbeat::Deliver = {
@@ -230,6 +237,7 @@ pub fn run(options: Options) -> Result<()> {
     let mut daemon = Daemon {
         takeovers: Default::default(),
         config_path: options.config.clone(),
+        placed,
         placements,
         node,
         mail,
@@ -399,17 +407,16 @@ fn adopt_pinned(
     config: &Config,
     dataplane: &Dataplane,
     engine: &mut Engine,
-    placements: &std::path::Path,
+    placed: &BTreeSet<String>,
 ) -> Result<Vec<bool>> {
     let now = dataplane::monotonic_ns();
-    let placed = std::fs::read_to_string(placements).unwrap_or_default();
     let mut adopted = vec![false; config.group.len()];
     for (g, adopted) in adopted.iter_mut().enumerate() {
         if let Some(lease) = dataplane.lease(g as u32)? {
             engine.seed_epoch(g, lease.epoch);
             if lease.owned != 0 && lease.expires_ns > now {
                 *adopted = true;
-                let by_operator = placed.lines().any(|l| l == config.group[g].name);
+                let by_operator = placed.contains(&config.group[g].name);
                 engine.adopt(g, lease.epoch, lease.expires_ns - now, by_operator);
                 tracing::warn!(
                     id = catalog::ADOPTED.id,
@@ -611,22 +618,22 @@ impl Daemon {
 
     /// Keeps the list of groups an operator placed here up to date, so a restarted daemon
     /// that adopts them does not fail them back.
-    fn record_placement(&self, notice: &Notice) {
+    fn record_placement(&mut self, notice: &Notice) {
         let (group, placed) = match *notice {
             Notice::GroupOnline { group, cause, .. } => (group, cause == Cause::Command),
             Notice::GroupOffline { group, .. } | Notice::GroupError { group, .. } => (group, false),
             _ => return,
         };
-        let name = &self.config.group[group].name;
-        let text = std::fs::read_to_string(&self.placements).unwrap_or_default();
-        let mut names: Vec<&str> = text.lines().filter(|l| *l != name).collect();
-        if placed {
-            names.push(name);
+        let name = self.config.group[group].name.clone();
+        let changed = if placed {
+            self.placed.insert(name)
+        } else {
+            self.placed.remove(&name)
+        };
+        if !changed {
+            return;
         }
-        let mut body = names.join("\n");
-        if !body.is_empty() {
-            body.push('\n');
-        }
+        let body: String = self.placed.iter().map(|n| format!("{n}\n")).collect();
         if let Err(e) = std::fs::write(&self.placements, body) {
             tracing::error!(file = %self.placements.display(), error = %e, "cannot record operator placement");
         }
