@@ -13,17 +13,25 @@
 
 mod frame;
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    bindings::{
+        bpf_timer,
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    },
     btf_maps::{Array, HashMap, PerCpuArray},
-    helpers::generated::bpf_ktime_get_ns,
+    helpers::generated::{
+        bpf_ktime_get_ns, bpf_timer_init, bpf_timer_set_callback, bpf_timer_start,
+    },
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use cluster_common::{
     AddressEntry, AddressHits, AddressKey, BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare,
-    HashMode, Lease, MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_LEASES, NodeConfig,
+    HashMode, LEASE_FENCE_GUARD_NS, Lease, MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES,
+    MAX_LEASES, NodeConfig,
     flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
 };
 use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports, ipv4_raw, mac_words};
@@ -33,6 +41,8 @@ static FWC_ADDRESSES: HashMap<AddressKey, AddressEntry, { MAX_ADDRESSES as usize
     HashMap::new();
 #[btf_map]
 static FWC_LEASES: Array<Lease, { MAX_LEASES as usize }> = Array::new();
+#[btf_map]
+static FWC_LEASE_CLK: Array<LeaseClock, { MAX_LEASES as usize }> = Array::new();
 #[btf_map]
 static FWC_FLOWSHARES: Array<FlowShare, { MAX_FLOWSHARE_INTERFACES as usize }> = Array::new();
 #[btf_map]
@@ -44,6 +54,18 @@ static FWC_COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
 #[btf_map]
 static FWC_ADDR_HITS: PerCpuArray<AddressHits, { MAX_ADDRESSES as usize }> = PerCpuArray::new();
 
+/// The kernel side of a lease slot (see `cluster_common::Lease`), written by the program only.
+#[repr(C)]
+pub struct LeaseClock {
+    /// Fires just before `confirmed_ns` (by `LEASE_FENCE_GUARD_NS`) to confirm a renewed lease
+    /// or fence an expired one.
+    timer: bpf_timer,
+    /// The `expires_ns` the timer last confirmed; 0 when not confirmed. While the slot's lease
+    /// reaches at least this far, packets need not read the clock: the timer fires before it.
+    confirmed_ns: u64,
+}
+
+const CLOCK_MONOTONIC: u64 = 1;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IP: u16 = 0x0800;
 const ARP_HTYPE_ETHERNET: u16 = 1;
@@ -153,20 +175,99 @@ enum Ownership {
 }
 
 #[inline(always)]
-fn ownership(slot: u32) -> Ownership {
-    match FWC_LEASES.get(slot) {
-        Some(lease) if lease.owned != 0 => {
-            // The precise clock: the coarse one (cheaper) lags by a tick or, on an idle tickless
-            // CPU, more, which would let a lease outlive its duration.
-            // SAFETY: helper without arguments.
-            if unsafe { bpf_ktime_get_ns() } < lease.expires_ns {
-                Ownership::Owned
-            } else {
-                Ownership::Expired
+fn ownership(slot: u32, counters: Option<*mut Counters>) -> Ownership {
+    let (Some(lease), Some(clock)) = (FWC_LEASES.get_ptr(slot), FWC_LEASE_CLK.get_ptr_mut(slot))
+    else {
+        return Ownership::NotOwned;
+    };
+    // SAFETY: bounds-checked map values. The controller rewrites the lease and the timer
+    // `confirmed_ns` concurrently; each field is one aligned word.
+    unsafe {
+        if (*lease).owned == 0 {
+            return Ownership::NotOwned;
+        }
+        let expires_ns = (*lease).expires_ns;
+        let confirmed_ns = core::ptr::read_volatile(&raw const (*clock).confirmed_ns);
+        // The timer fires before `confirmed_ns` runs out and checks the lease then, so while
+        // the lease reaches that far it is live: no clock read on the fast path.
+        if confirmed_ns != 0 && confirmed_ns <= expires_ns {
+            return Ownership::Owned;
+        }
+        confirm_by_clock(clock, expires_ns, counters)
+    }
+}
+
+/// The slow path of [`ownership`]: a lease granted, renewed past a fence, or shortened since the
+/// timer last looked. Decides by the precise clock and has the timer confirm the lease at once.
+///
+/// # Safety
+/// `clock` must be a bounds-checked `FWC_LEASE_CLK` value.
+#[inline(always)]
+unsafe fn confirm_by_clock(
+    clock: *mut LeaseClock,
+    expires_ns: u64,
+    counters: Option<*mut Counters>,
+) -> Ownership {
+    unsafe {
+        if let Some(c) = counters {
+            (*c).lease_clock_reads += 1;
+        }
+        // The precise clock: the coarse one lags by up to a tick (4 ms at HZ=250), which would
+        // let a lease outlive its duration.
+        if bpf_ktime_get_ns() + LEASE_FENCE_GUARD_NS >= expires_ns {
+            return Ownership::Expired;
+        }
+        let timer = &raw mut (*clock).timer;
+        // Fails with -EBUSY once initialised, which is what it usually is.
+        bpf_timer_init(
+            timer,
+            &raw const FWC_LEASE_CLK as *mut c_void,
+            CLOCK_MONOTONIC,
+        );
+        if bpf_timer_set_callback(timer, lease_timer_fired as *mut c_void) == 0 {
+            bpf_timer_start(timer, 0, 0);
+        }
+    }
+    Ownership::Owned
+}
+
+/// The lease timer of one slot: confirms the lease and fires again just before it runs out, or
+/// fences the slot (nothing confirmed) when it was not renewed or was released. The only writer
+/// of `confirmed_ns`.
+unsafe extern "C" fn lease_timer_fired(
+    _map: *mut c_void,
+    slot: *mut u32,
+    clock: *mut LeaseClock,
+) -> i32 {
+    // SAFETY: the kernel passes the element's key and value.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        let renewed = FWC_LEASES
+            .get_ptr(*slot)
+            .filter(|lease| {
+                (**lease).owned != 0 && now + LEASE_FENCE_GUARD_NS < (**lease).expires_ns
+            })
+            .map(|lease| (*lease).expires_ns);
+        match renewed {
+            Some(expires_ns) => {
+                core::ptr::write_volatile(&raw mut (*clock).confirmed_ns, expires_ns);
+                bpf_timer_start(
+                    &raw mut (*clock).timer,
+                    expires_ns - LEASE_FENCE_GUARD_NS - now,
+                    0,
+                );
+            }
+            None => {
+                if core::ptr::read_volatile(&raw const (*clock).confirmed_ns) != 0
+                    && let Some(c) = FWC_COUNTERS.get_ptr_mut(0)
+                {
+                    (*c).lease_fences += 1;
+                }
+                core::ptr::write_volatile(&raw mut (*clock).confirmed_ns, 0);
             }
         }
-        _ => Ownership::NotOwned,
     }
+    0
 }
 
 #[inline(always)]
@@ -205,7 +306,7 @@ fn respond_arp(
         let Some(entry) = FWC_ADDRESSES.get(key).copied() else {
             return Ok(XDP_PASS);
         };
-        match ownership(entry.lease) {
+        match ownership(entry.lease, counters) {
             Ownership::Owned => {}
             Ownership::NotOwned => {
                 if let Some(c) = counters {
@@ -286,7 +387,7 @@ fn filter_flow(
     if version_ihl >> 4 != 4 || header_len < 20 {
         return Err(Malformed("bad IPv4 header"));
     }
-    let mine = ownership(share.lease) == Ownership::Owned && {
+    let mine = ownership(share.lease, counters) == Ownership::Owned && {
         let hash = match HashMode::from_u8(share.hash_mode) {
             Some(HashMode::Src) => hash_src(share.seed, src),
             Some(HashMode::SrcDst) | None => hash_src_dst(share.seed, src, dst),

@@ -230,6 +230,100 @@ fn an_expired_lease_falls_silent_and_only_the_current_epoch_renews() {
     ));
 }
 
+/// Polls `condition` every millisecond for up to `limit`.
+fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    condition()
+}
+
+#[test]
+fn a_lease_confirmed_by_its_timer_is_answered_without_reading_the_clock_and_fenced_by_it() {
+    let mut h = Harness::new(0);
+    let frame = request(OWNED_FIP).encode();
+    h.dataplane
+        .acquire(OWNED_SLOT, 2, Duration::from_millis(150))
+        .unwrap();
+    // The first packet after the grant reads the clock and starts the slot's timer…
+    let reads = h.counters().lease_clock_reads;
+    assert_eq!(h.run(&frame).0, XDP_TX);
+    assert_eq!(h.counters().lease_clock_reads, reads + 1);
+    // …which confirms the lease; from then on packets only compare it with the lease.
+    assert!(eventually(Duration::from_millis(50), || {
+        h.run(&frame);
+        let before = h.counters().lease_clock_reads;
+        h.run(&frame);
+        h.counters().lease_clock_reads == before
+    }));
+    let reads = h.counters().lease_clock_reads;
+    // Renewals keep it confirmed without a clock read, across several timer periods.
+    for _ in 0..30 {
+        for _ in 0..20 {
+            assert_eq!(h.run(&frame).0, XDP_TX);
+        }
+        h.dataplane
+            .renew(OWNED_SLOT, 2, Duration::from_millis(150))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(h.counters().lease_clock_reads, reads);
+    // Without renewal the timer fences the slot by itself, before its expiry and before any
+    // packet asks…
+    let fences = h.counters().lease_fences;
+    assert!(eventually(Duration::from_millis(400), || {
+        h.counters().lease_fences == fences + 1
+    }));
+    // …and the next request is dropped by the clock's verdict.
+    let expired = h.counters().arp_lease_expired;
+    assert_eq!(h.run(&frame).0, XDP_DROP);
+    assert_eq!(h.counters().arp_lease_expired, expired + 1);
+    assert_eq!(h.counters().lease_clock_reads, reads + 1);
+}
+
+#[test]
+fn a_lease_granted_shorter_than_the_confirmed_one_is_fenced_at_its_own_expiry() {
+    let mut h = Harness::new(0);
+    let frame = request(OWNED_FIP).encode();
+    // Confirmed for an hour…
+    h.dataplane
+        .acquire(OWNED_SLOT, 2, Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(h.run(&frame).0, XDP_TX);
+    assert!(eventually(Duration::from_millis(50), || {
+        let before = h.counters().lease_clock_reads;
+        h.run(&frame);
+        h.counters().lease_clock_reads == before
+    }));
+    // …then granted anew for 30 ms (a restarted controller with a shorter lease): the
+    // confirmation no longer covers the lease, so packets read the clock until the timer has
+    // confirmed the new one, and the slot falls silent at 30 ms, not in an hour.
+    h.dataplane
+        .acquire(OWNED_SLOT, 3, Duration::from_millis(30))
+        .unwrap();
+    let granted = std::time::Instant::now();
+    let reads = h.counters().lease_clock_reads;
+    assert_eq!(h.run(&frame).0, XDP_TX);
+    assert_eq!(h.counters().lease_clock_reads, reads + 1);
+    let fences = h.counters().lease_fences;
+    assert!(eventually(Duration::from_millis(200), || {
+        h.counters().lease_fences == fences + 1
+    }));
+    assert!(granted.elapsed() >= Duration::from_millis(29));
+    assert_eq!(h.run(&frame).0, XDP_DROP);
+    // A release fences at once, with no timer needed.
+    h.dataplane
+        .acquire(OWNED_SLOT, 4, Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(h.run(&frame).0, XDP_TX);
+    h.dataplane.release(OWNED_SLOT, 5).unwrap();
+    assert_eq!(h.run(&frame).0, XDP_DROP);
+}
+
 #[test]
 fn a_vlan_tagged_request_is_answered_with_its_tag() {
     let h = Harness::new(0);
