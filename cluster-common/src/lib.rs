@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(size_of::<FlowShare>(), 36);
         assert_eq!(size_of::<BucketOwner>(), 4);
         assert_eq!(size_of::<NodeConfig>(), 4);
-        assert_eq!(size_of::<Counters>(), 64);
+        assert_eq!(size_of::<Counters>(), 80);
     }
 
     #[test]
