@@ -64,6 +64,10 @@ pub const PROGRAM_NAME: &str = "fwcluster_xdp";
 pub const FLOOR_PROGRAM_NAME: &str = "fwcluster_floor";
 /// Name of the benchmark's idempotent variant of the ARP rewrite path.
 pub const BENCH_ARP_PROGRAM_NAME: &str = "fwcluster_bench_arp";
+/// Name of the benchmark's traffic generator (BPF_PROG_TEST_RUN live frames, `XDP_TX`).
+pub const BENCH_GEN_PROGRAM_NAME: &str = "fwcluster_bench_gen";
+/// Name of the benchmark's receiver (counts and drops every frame).
+pub const BENCH_SINK_PROGRAM_NAME: &str = "fwcluster_bench_sink";
 
 /// Key of an address the cluster answers for: the interface it is answered on and the IPv4
 /// address.

@@ -22,7 +22,8 @@ use aya_ebpf::{
     },
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::generated::{
-        bpf_ktime_get_ns, bpf_timer_init, bpf_timer_set_callback, bpf_timer_start,
+        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_timer_init, bpf_timer_set_callback,
+        bpf_timer_start,
     },
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -102,6 +103,66 @@ fn run(ctx: &XdpContext) -> u32 {
             XDP_PASS
         }
     }
+}
+
+/// The benchmark's traffic generator, run by BPF_PROG_TEST_RUN in live-frames mode on the
+/// generator's interface: sends every frame out (`XDP_TX` becomes a transmit there). Live frames
+/// are recycled with whatever the receiver wrote into them, so the generator first undoes what a
+/// responder does: an ARP reply is turned back into its request, and an IPv4 frame is addressed
+/// to the multicast MAC of its destination again (RFC 1112 mapping; a flow-share filter rewrites
+/// it to the node's own MAC). IPv4 frames then get a random source in the /20 of their source
+/// address (4096 flows), with the header checksum updated to match (RFC 1624, from what the frame
+/// holds). Loaded only by the benchmark.
+#[xdp]
+pub fn fwcluster_bench_gen(ctx: XdpContext) -> u32 {
+    let frame = Frame::new(&ctx);
+    let Some(eth) = frame.header::<EthHdr>(0) else {
+        return XDP_TX;
+    };
+    let l3 = core::mem::size_of::<EthHdr>();
+    // SAFETY: bounds-checked headers; helper without arguments.
+    unsafe {
+        match u16::from_be((*eth).ethertype) {
+            ETH_P_ARP => {
+                if let Some(arp) = frame.header::<ArpHdr>(l3)
+                    && u16::from_be((*arp).oper) == ARP_OP_REPLY
+                {
+                    restore_request(&frame);
+                }
+            }
+            ETH_P_IP => {
+                if let Some(ip) = frame.header::<Ipv4Hdr>(l3) {
+                    let dst = (*ip).dst;
+                    (*eth).dst = [
+                        0x0100_u16.to_be(),
+                        (0x5e00 | (u16::from_be(dst[0]) & 0x7f)).to_be(),
+                        dst[1],
+                    ];
+                    let old = u16::from_be((*ip).src[1]);
+                    let new = (old & 0xf000) | (bpf_get_prandom_u32() & 0x0fff) as u16;
+                    (*ip).src[1] = new.to_be();
+                    let sum =
+                        u32::from(!u16::from_be((*ip).checksum)) + u32::from(!old) + u32::from(new);
+                    let sum = (sum & 0xffff) + (sum >> 16);
+                    let sum = (sum & 0xffff) + (sum >> 16);
+                    (*ip).checksum = (!(sum as u16)).to_be();
+                }
+            }
+            _ => {}
+        }
+    }
+    XDP_TX
+}
+
+/// The benchmark's receiver: counts every frame (`Counters::packets`) and drops it, so that
+/// replies cost the generator's side as little as possible. Loaded only by the benchmark.
+#[xdp]
+pub fn fwcluster_bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(counters) = FWC_COUNTERS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot of this CPU.
+        unsafe { (*counters).packets += 1 };
+    }
+    XDP_DROP
 }
 
 /// A trivial program (`XDP_PASS`), loaded only by the benchmark as the cost floor.
