@@ -299,6 +299,8 @@ struct SimNode {
     tiebreaker: bool,
     /// Since when the process has been running unfrozen.
     running_since: Option<Nanos>,
+    /// Since when its engine has reported its startup wait finished.
+    ready_since: Option<Nanos>,
     /// The deadline a timer is scheduled for.
     timer_at: Option<Nanos>,
 }
@@ -362,6 +364,7 @@ impl Sim {
                     .collect(),
                 tiebreaker: true,
                 running_since: None,
+                ready_since: None,
                 timer_at: None,
             })
             .collect();
@@ -668,7 +671,10 @@ impl Sim {
                 cause: Cause::Resource { ipw: true, .. },
             } => {
                 let deny = self.nodes[node].engine.as_ref().and_then(|e| e.deny(group));
-                if deny != Some(DenyCause::Ipw) {
+                // The DENY clears as soon as every target answers again, which may happen while
+                // the group is still being taken down.
+                let recovered = self.nodes[node].ipw_ok[group].iter().all(|ok| *ok);
+                if deny != Some(DenyCause::Ipw) && !recovered {
                     self.pending_violation.get_or_insert(format!(
                         "fws{} failed group{group} over for an IPW loss but is {deny:?}, not STARTING=DENY (IPW)",
                         node + 1
@@ -1039,6 +1045,11 @@ impl Sim {
 
     /// Invariants checked after every event.
     fn check_always(&mut self) -> Result<(), Violation> {
+        let now = self.now;
+        for node in &mut self.nodes {
+            let ready = node.engine.as_ref().is_some_and(|e| e.report().ready);
+            node.ready_since = ready.then(|| node.ready_since.unwrap_or(now));
+        }
         // Timeout + one interval (R-HB-1), plus the resource steps (3 × up to 2 ms) and a round trip.
         let bound = self.timeout() + self.interval() + 8 * MS;
         let groups = self.shape.groups.len();
@@ -1050,15 +1061,16 @@ impl Sim {
                     .any(|h| self.nodes[*h].running_since.is_some())
                 {
                     self.outage.remove(&group);
-                } else if self.now.saturating_sub(since) > bound
-                    && self.takeover_possible(group, since)
+                } else if let Some(start) = self.takeover_start(group, since)
+                    && self.now.saturating_sub(start) > bound
                 {
                     return Err(self.violation(format!(
-                        "group{group} lost its holder {:.1} ms ago and nobody took over (bound {:.1} ms)",
+                        "group{group} lost its holder {:.1} ms ago and nobody took over (bound {:.1} ms from {:.1} ms ago)",
                         (self.now - since) as f64 / MS as f64,
-                        bound as f64 / MS as f64
+                        bound as f64 / MS as f64,
+                        (self.now - start) as f64 / MS as f64
                     )));
-                } else if !self.takeover_possible(group, since) {
+                } else if self.takeover_start(group, since).is_none() {
                     self.outage.remove(&group);
                 }
             }
@@ -1079,35 +1091,44 @@ impl Sim {
         Ok(())
     }
 
-    /// Whether some node that was running and healthy, and that heard the lost holder over a
-    /// perfect link, could take the group over since `since`.
-    fn takeover_possible(&self, group: GroupId, since: Nanos) -> bool {
-        (0..self.shape.nodes).any(|n| {
-            let node = &self.nodes[n];
-            let Some(engine) = &node.engine else {
-                return false;
-            };
-            node.running_since.is_some_and(|t| t <= since)
-                && !node.frozen
-                && (!self.shape.tiebreakers || node.tiebreaker)
-                && node.ipw_ok[group].iter().all(|ok| *ok)
-                && engine.deny(group).is_none()
-                && engine.group_state(group) != GroupState::Error
-                && self.shape.groups[group]
-                    .steps
-                    .iter()
-                    .enumerate()
-                    .all(|(s, _)| !node.broken[group][s])
-                && self.group_wanted(group)
-                && (0..self.shape.nodes).filter(|o| *o != n).all(|o| {
-                    (0..self.shape.links).any(|l| {
-                        let s = self.link(n, o, l);
-                        s.impaired_at.is_none_or(|t| t < since)
-                            && s.cut == [false, false]
-                            && s.loss == 0
+    /// When some node that was running and healthy, and that heard the lost holder over a
+    /// perfect link, could take the group over: `since`, or later for a node that was still in
+    /// its startup wait then (a starting node waits for its peers by design), `Nanos::MAX` while
+    /// it still is; `None` when no node could.
+    fn takeover_start(&self, group: GroupId, since: Nanos) -> Option<Nanos> {
+        (0..self.shape.nodes)
+            .filter(|&n| {
+                let node = &self.nodes[n];
+                let Some(engine) = &node.engine else {
+                    return false;
+                };
+                node.running_since.is_some_and(|t| t <= since)
+                    && !node.frozen
+                    && (!self.shape.tiebreakers || node.tiebreaker)
+                    && node.ipw_ok[group].iter().all(|ok| *ok)
+                    && engine.deny(group).is_none()
+                    && engine.group_state(group) != GroupState::Error
+                    && self.shape.groups[group]
+                        .steps
+                        .iter()
+                        .enumerate()
+                        .all(|(s, _)| !node.broken[group][s])
+                    && self.group_wanted(group)
+                    && (0..self.shape.nodes).filter(|o| *o != n).all(|o| {
+                        (0..self.shape.links).any(|l| {
+                            let s = self.link(n, o, l);
+                            s.impaired_at.is_none_or(|t| t < since)
+                                && s.cut == [false, false]
+                                && s.loss == 0
+                        })
                     })
-                })
-        })
+            })
+            .map(|n| {
+                self.nodes[n]
+                    .ready_since
+                    .map_or(Nanos::MAX, |t| t.max(since))
+            })
+            .min()
     }
 
     fn group_wanted(&self, group: GroupId) -> bool {
