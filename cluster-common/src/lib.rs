@@ -11,9 +11,19 @@
 
 pub mod flowhash;
 
-/// Maximum number of floating + proxy-ARP + shared addresses the data path holds (R-RES-1 asks
-/// for at least 65,536; the rest is headroom for shared addresses).
+/// Size of the per-address hit counters (R-RES-1 asks for at least 65,536 addresses; the rest is
+/// headroom for shared addresses).
 pub const MAX_ADDRESSES: u32 = 131_072;
+/// Buckets of one half of the address table ([`AddressBucket`], two slots each). The controller
+/// fills at most half of the slots, where cuckoo hashing with two candidate buckets always finds
+/// a place; a lookup reads at most two buckets.
+pub const ADDRESS_BUCKETS: u32 = 65_536;
+/// The address table holds two halves: the program reads the one [`NodeConfig::address_half`]
+/// names while the controller writes the other, then flips (no reader sees a half-written
+/// entry, and a new address set replaces the old one at once).
+pub const ADDRESS_TABLE_BUCKETS: u32 = 2 * ADDRESS_BUCKETS;
+/// Addresses the table takes: half its slots.
+pub const ADDRESS_TABLE_CAPACITY: usize = ADDRESS_BUCKETS as usize;
 /// Maximum number of ownership slots (groups and flow-share instances together).
 pub const MAX_LEASES: u32 = 1024;
 /// Maximum number of flow-share instances per node.
@@ -28,7 +38,8 @@ pub const NO_OWNER: u32 = u32::MAX;
 /// Names of the maps as declared in the eBPF object (and of their pins). The kernel keeps 15
 /// characters of a map name, so they stay short.
 pub mod map_name {
-    /// [`crate::AddressKey`] → [`crate::AddressEntry`].
+    /// `half * ADDRESS_BUCKETS + bucket` → [`crate::AddressBucket`] (memory-mapped by the
+    /// controller; see [`crate::address_buckets`]).
     pub const ADDRESSES: &str = "FWC_ADDRESSES";
     /// lease slot (`u32`) → [`crate::Lease`]; epoch 0 means never granted.
     pub const LEASES: &str = "FWC_LEASES";
@@ -72,7 +83,7 @@ pub const BENCH_SINK_PROGRAM_NAME: &str = "fwcluster_bench_sink";
 /// Key of an address the cluster answers for: the interface it is answered on and the IPv4
 /// address.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AddressKey {
     /// Interface index the address is answered on.
     pub ifindex: u32,
@@ -102,6 +113,42 @@ impl AddressKind {
             _ => None,
         }
     }
+}
+
+/// One slot of the address table; `key.ifindex == 0` marks it empty (no interface has index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressSlot {
+    pub key: AddressKey,
+    pub entry: AddressEntry,
+}
+
+/// A bucket of the address table: one cache line.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressBucket {
+    pub slots: [AddressSlot; 2],
+}
+
+impl AddressKey {
+    /// The key as one word, as the table compares it.
+    #[inline(always)]
+    pub const fn word(&self) -> u64 {
+        ((self.addr as u64) << 32) | self.ifindex as u64
+    }
+}
+
+/// The two candidate buckets (within a half) of an address: distinct, from the top and the
+/// middle bits of one SplitMix64 finalizer over the key.
+#[inline(always)]
+pub const fn address_buckets(key_word: u64) -> (u32, u32) {
+    let mut h = key_word ^ 0x2545_f491_4f6c_dd1d;
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let first = (h >> 48) as u32 & (ADDRESS_BUCKETS - 1);
+    let second = (h >> 16) as u32 & (ADDRESS_BUCKETS - 1);
+    (first, if second == first { first ^ 1 } else { second })
 }
 
 /// Value for an owned (or ownable) cluster address.
@@ -225,6 +272,8 @@ pub struct BucketOwner {
 pub struct NodeConfig {
     /// This node's id (its position in the configuration's server list).
     pub node_id: u32,
+    /// Which half of the address table is in use (0 or 1).
+    pub address_half: u32,
 }
 
 /// Per-CPU counters of the data path.
@@ -285,6 +334,8 @@ mod pod {
     // implicit padding (padding is spelled out as `_pad` fields), so any byte pattern is valid.
     unsafe impl aya::Pod for AddressKey {}
     unsafe impl aya::Pod for AddressEntry {}
+    unsafe impl aya::Pod for AddressSlot {}
+    unsafe impl aya::Pod for AddressBucket {}
     unsafe impl aya::Pod for Lease {}
     unsafe impl aya::Pod for FlowShare {}
     unsafe impl aya::Pod for BucketOwner {}
@@ -305,7 +356,9 @@ mod tests {
         assert_eq!(size_of::<Lease>(), 24);
         assert_eq!(size_of::<FlowShare>(), 36);
         assert_eq!(size_of::<BucketOwner>(), 4);
-        assert_eq!(size_of::<NodeConfig>(), 4);
+        assert_eq!(size_of::<NodeConfig>(), 8);
+        assert_eq!(size_of::<AddressSlot>(), 32);
+        assert_eq!(size_of::<AddressBucket>(), 64);
         assert_eq!(size_of::<Counters>(), 80);
     }
 

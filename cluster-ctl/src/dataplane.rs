@@ -20,7 +20,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -31,6 +31,8 @@ use cluster_common::{
     AddressEntry, AddressHits, AddressKey, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
     MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, NodeConfig, PROGRAM_NAME, map_name,
 };
+
+use crate::address_table::{self, LayoutError, MappedTable};
 
 /// The eBPF object built by `build.rs` from `cluster-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cluster-ebpf"));
@@ -97,6 +99,10 @@ pub enum DataplaneError {
          (slot ifindex % {MAX_FLOWSHARE_INTERFACES}); use another interface or rename"
     )]
     FlowShareSlot { ifindex: u32, other: u32 },
+    #[error("address table: {0}")]
+    AddressTable(#[from] LayoutError),
+    #[error("mapping the address table {path}: {source}")]
+    MapTable { path: PathBuf, source: io::Error },
     #[error("kernel log: {0}")]
     KernelLog(String),
     #[error("removing pins in {path}: {source}")]
@@ -158,7 +164,11 @@ pub struct Dataplane {
     pin_dir: PathBuf,
     origin: Origin,
     program: Xdp,
-    addresses: HashMap<MapData, AddressKey, AddressEntry>,
+    /// `FWC_ADDRESSES`, mapped.
+    address_table: MappedTable,
+    /// What the half in use holds.
+    addresses: BTreeMap<AddressKey, AddressEntry>,
+    node_config: NodeConfig,
     leases: Array<MapData, Lease>,
     flowshares: Array<MapData, FlowShare>,
     buckets: Array<MapData, BucketOwner>,
@@ -234,13 +244,37 @@ impl Dataplane {
                 Origin::Loaded,
             )
         };
-        let mut dataplane = Self {
+        let table_pin = pin_dir.join(map_name::ADDRESSES);
+        let table_map = MapData::from_pin(&table_pin).map_err(map_err(map_name::ADDRESSES))?;
+        let address_table = MappedTable::map(table_map.fd().as_fd()).map_err(|source| {
+            DataplaneError::MapTable {
+                path: table_pin.clone(),
+                source,
+            }
+        })?;
+        let mut node: Array<MapData, NodeConfig> = open_map(pin_dir, map_name::NODE)?
+            .try_into()
+            .map_err(map_err(map_name::NODE))?;
+        // An adopted data path keeps the half of the address table in use.
+        let address_half = node
+            .get(&0, 0)
+            .map_err(map_err(map_name::NODE))?
+            .address_half
+            & 1;
+        let node_config = NodeConfig {
+            node_id,
+            address_half,
+        };
+        node.set(0, node_config, 0)
+            .map_err(map_err(map_name::NODE))?;
+        let addresses = address_table::entries(address_table.half(address_half));
+        Ok(Self {
             pin_dir: pin_dir.to_owned(),
             origin,
             program,
-            addresses: open_map(pin_dir, map_name::ADDRESSES)?
-                .try_into()
-                .map_err(map_err(map_name::ADDRESSES))?,
+            address_table,
+            addresses,
+            node_config,
             leases: open_map(pin_dir, map_name::LEASES)?
                 .try_into()
                 .map_err(map_err(map_name::LEASES))?,
@@ -250,21 +284,14 @@ impl Dataplane {
             buckets: open_map(pin_dir, map_name::BUCKETS)?
                 .try_into()
                 .map_err(map_err(map_name::BUCKETS))?,
-            node: open_map(pin_dir, map_name::NODE)?
-                .try_into()
-                .map_err(map_err(map_name::NODE))?,
+            node,
             counters: open_map(pin_dir, map_name::COUNTERS)?
                 .try_into()
                 .map_err(map_err(map_name::COUNTERS))?,
             hits: open_map(pin_dir, map_name::ADDRESS_HITS)?
                 .try_into()
                 .map_err(map_err(map_name::ADDRESS_HITS))?,
-        };
-        dataplane
-            .node
-            .set(0, NodeConfig { node_id }, 0)
-            .map_err(map_err(map_name::NODE))?;
-        Ok(dataplane)
+        })
     }
 
     fn load(pin_dir: &Path, prog_pin: &Path, kernel_debug_log: bool) -> Result<Xdp> {
@@ -438,33 +465,49 @@ impl Dataplane {
         remove_pins(&dir)
     }
 
-    /// Adds or replaces cluster addresses (all of a group at once at configuration time).
+    /// Adds or replaces cluster addresses.
     pub fn set_addresses<'a>(
         &mut self,
         entries: impl IntoIterator<Item = (&'a AddressKey, &'a AddressEntry)>,
     ) -> Result<()> {
-        for (key, entry) in entries {
-            self.addresses
-                .insert(key, entry, 0)
-                .map_err(map_err(map_name::ADDRESSES))?;
+        let mut addresses = self.addresses.clone();
+        addresses.extend(entries.into_iter().map(|(k, v)| (*k, *v)));
+        self.install_addresses(addresses)
+    }
+
+    /// Replaces the whole address set (a configuration's; what a restarted controller's
+    /// configuration no longer has is gone at once).
+    pub fn replace_addresses(
+        &mut self,
+        entries: impl IntoIterator<Item = (AddressKey, AddressEntry)>,
+    ) -> Result<()> {
+        self.install_addresses(entries.into_iter().collect())
+    }
+
+    /// The addresses in use.
+    pub fn addresses(&self) -> &BTreeMap<AddressKey, AddressEntry> {
+        &self.addresses
+    }
+
+    /// Lays the set out into the half not in use, then flips to it. Nothing changes when the
+    /// set does not fit.
+    fn install_addresses(&mut self, addresses: BTreeMap<AddressKey, AddressEntry>) -> Result<()> {
+        if addresses == self.addresses {
+            return Ok(());
         }
+        let buckets = address_table::layout(&addresses)?;
+        let spare = self.node_config.address_half ^ 1;
+        self.address_table.write_half(spare, &buckets);
+        let flipped = NodeConfig {
+            address_half: spare,
+            ..self.node_config
+        };
+        self.node
+            .set(0, flipped, 0)
+            .map_err(map_err(map_name::NODE))?;
+        self.node_config = flipped;
+        self.addresses = addresses;
         Ok(())
-    }
-
-    pub fn remove_address(&mut self, key: &AddressKey) -> Result<()> {
-        match self.addresses.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(map_name::ADDRESSES)(e)),
-        }
-    }
-
-    /// All configured addresses.
-    pub fn addresses(&self) -> Result<BTreeMap<(u32, u32), AddressEntry>> {
-        self.addresses
-            .iter()
-            .map(|r| r.map(|(k, v)| ((k.ifindex, k.addr), v)))
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map_name::ADDRESSES))
     }
 
     /// The lease of a slot; `None` when the slot was never granted (epoch 0).

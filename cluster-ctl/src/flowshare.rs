@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use cluster_common::{AddressEntry, AddressKey, AddressKind, FlowShare, HashMode, NO_OWNER};
+use cluster_common::{FlowShare, HashMode, NO_OWNER};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
@@ -114,21 +114,6 @@ impl FlowShares {
                 hash_mode: hash_mode as u8,
                 _pad: [0; 3],
             })?;
-            dataplane.set_addresses([(
-                &AddressKey {
-                    ifindex,
-                    addr: u32::from_ne_bytes(share.address.addr().octets()),
-                },
-                &AddressEntry {
-                    lease: slot,
-                    hit_slot: crate::config::MAX_TOTAL_ADDRESSES as u32 + k as u32,
-                    mac: share.mac.0,
-                    kind: AddressKind::Shared as u8,
-                    _pad: 0,
-                    eth_source: local_mac,
-                    _pad2: [0; 2],
-                },
-            )])?;
             resources::add_address(
                 &share.interface,
                 share.address,

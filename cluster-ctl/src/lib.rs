@@ -1,4 +1,5 @@
 //! fwcluster's controller: the library behind `fwclusterd`, `clpstat`, `clpgrp` and `clpcfg`.
+pub mod address_table;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -20,7 +20,7 @@ use aya_ebpf::{
         bpf_timer,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     },
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, PerCpuArray},
     helpers::generated::{
         bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_timer_init, bpf_timer_set_callback,
         bpf_timer_start,
@@ -30,16 +30,20 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use cluster_common::{
-    AddressEntry, AddressHits, AddressKey, BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare,
-    HashMode, LEASE_FENCE_GUARD_NS, Lease, MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES,
-    MAX_LEASES, NodeConfig,
+    ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits, AddressKey,
+    BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare, HashMode, LEASE_FENCE_GUARD_NS, Lease,
+    MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_LEASES, NodeConfig, address_buckets,
     flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
 };
 use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports, ipv4_raw, mac_words};
 
+/// Memory-mapped so that the controller writes a whole half with one copy.
 #[btf_map]
-static FWC_ADDRESSES: HashMap<AddressKey, AddressEntry, { MAX_ADDRESSES as usize }> =
-    HashMap::new();
+static FWC_ADDRESSES: Array<
+    AddressBucket,
+    { ADDRESS_TABLE_BUCKETS as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
 #[btf_map]
 static FWC_LEASES: Array<Lease, { MAX_LEASES as usize }> = Array::new();
 #[btf_map]
@@ -67,6 +71,7 @@ pub struct LeaseClock {
 }
 
 const CLOCK_MONOTONIC: u64 = 1;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IP: u16 = 0x0800;
 const ARP_HTYPE_ETHERNET: u16 = 1;
@@ -364,7 +369,7 @@ fn respond_arp(
             ifindex: ctx.ingress_ifindex() as u32,
             addr: target,
         };
-        let Some(entry) = FWC_ADDRESSES.get(key).copied() else {
+        let Some(entry) = find_address(&key) else {
             return Ok(XDP_PASS);
         };
         match ownership(entry.lease, counters) {
@@ -391,6 +396,25 @@ fn respond_arp(
         }
     }
     Ok(XDP_TX)
+}
+
+/// The address table's entry for `key`: one of the two slots of one of its two candidate buckets
+/// in the half in use.
+#[inline(always)]
+fn find_address(key: &AddressKey) -> Option<AddressEntry> {
+    let half = FWC_NODE.get(0).map_or(0, |n| n.address_half & 1);
+    let word = key.word();
+    let (first, second) = address_buckets(word);
+    for bucket in [first, second] {
+        let bucket = FWC_ADDRESSES.get(half * ADDRESS_BUCKETS + bucket)?;
+        for slot in &bucket.slots {
+            // SAFETY: the key is two aligned words at the start of the slot (8-aligned bucket).
+            if unsafe { core::ptr::read(&raw const slot.key as *const u64) } == word {
+                return Some(slot.entry);
+            }
+        }
+    }
+    None
 }
 
 /// Turns the ARP request in place into the reply from `entry.mac`.

@@ -299,6 +299,15 @@ impl Lab {
         in_netns(self.ns(host), move || arp::interface_mac(&interface))?
     }
 
+    /// Interface index of a host's interface.
+    pub fn ifindex(&self, host: &str, interface: &str) -> Result<u32> {
+        let interface = interface.to_owned();
+        in_netns(self.ns(host), move || {
+            nix::net::if_::if_nametoindex(interface.as_str())
+                .with_context(|| format!("interface {interface}"))
+        })?
+    }
+
     /// Sends one ARP request for `target` from `host`'s `interface` and returns every answer
     /// received within `wait` (so two answering nodes show up as two answers).
     pub fn arp_request(

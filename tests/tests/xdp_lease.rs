@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cluster_common::{ADDRESS_BUCKETS, AddressKey, address_buckets};
 use fwcluster_lab::{
     Lab,
     seed::{self, FWS1, GROUP0_INET_FIP, INET_CLIENT, INET_IF},
@@ -130,6 +131,24 @@ fn a_restarted_controller_adopts_the_pins_with_no_unanswered_request() {
     assert_eq!(unanswered, 0, "{unanswered} of {sent} requests unanswered");
 }
 
+/// `bpftool map lookup` of one array element.
+fn bpftool_lookup(path: &std::path::Path, index: u32) -> serde_json::Value {
+    let key: Vec<String> = index.to_le_bytes().iter().map(u8::to_string).collect();
+    let output = Command::new("bpftool")
+        .args(["-j", "map", "lookup", "pinned"])
+        .arg(path)
+        .arg("key")
+        .args(&key)
+        .output()
+        .expect("bpftool");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("bpftool JSON")
+}
+
 fn bpftool_dump(path: &std::path::Path) -> serde_json::Value {
     let output = Command::new("bpftool")
         .args(["-j", "map", "dump", "pinned"])
@@ -157,15 +176,34 @@ fn bpftool_shows_named_fields_of_the_pinned_maps() {
     assert_eq!(formatted["value"]["owned"], 1, "{leases}");
     assert!(formatted["value"]["expires_ns"].as_u64().unwrap() > 0);
 
-    let addresses = bpftool_dump(&pins.join("FWC_ADDRESSES"));
-    let entry = &addresses[0]["formatted"];
-    assert!(entry["key"]["ifindex"].as_u64().is_some(), "{addresses}");
+    // The address table: find the FIP's bucket in the half in use, as an operator would.
+    let node = bpftool_dump(&pins.join("FWC_NODE"));
+    let half = node[0]["formatted"]["value"]["address_half"]
+        .as_u64()
+        .expect("address_half");
+    let key = AddressKey {
+        ifindex: lab.ifindex(FWS1, INET_IF).unwrap(),
+        addr: u32::from_ne_bytes(GROUP0_INET_FIP.octets()),
+    };
+    let (first, second) = address_buckets(key.word());
+    let slot = [first, second]
+        .into_iter()
+        .flat_map(|bucket| {
+            let index = half as u32 * ADDRESS_BUCKETS + bucket;
+            let found = bpftool_lookup(&pins.join("FWC_ADDRESSES"), index);
+            found["formatted"]["value"]["slots"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|slot| slot["key"]["addr"].as_u64() == Some(u64::from(key.addr)))
+        .expect("the FIP in one of its two buckets");
     assert_eq!(
-        entry["key"]["addr"].as_u64(),
-        Some(u64::from(u32::from_ne_bytes(GROUP0_INET_FIP.octets())))
+        slot["key"]["ifindex"].as_u64(),
+        Some(u64::from(key.ifindex))
     );
-    assert_eq!(entry["value"]["kind"], 1);
-    assert_eq!(entry["value"]["mac"].as_array().map(Vec::len), Some(6));
+    assert_eq!(slot["entry"]["kind"], 1);
+    assert_eq!(slot["entry"]["mac"].as_array().map(Vec::len), Some(6));
 
     assert!(answered(&lab, GROUP0_INET_FIP, Duration::from_millis(100)));
     let counters = bpftool_dump(&pins.join("FWC_COUNTERS"));

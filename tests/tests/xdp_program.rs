@@ -325,6 +325,102 @@ fn a_lease_granted_shorter_than_the_confirmed_one_is_fenced_at_its_own_expiry() 
 }
 
 #[test]
+fn a_new_address_set_replaces_the_old_at_once_and_an_adopting_controller_keeps_it() {
+    let scratch = Scratch::new().unwrap();
+    let pin_dir = scratch.pin_dir("node");
+    let mut dataplane = Dataplane::open(&pin_dir, 0, false).unwrap();
+    let run = |dataplane: &Dataplane, target: Ipv4Addr| {
+        let frame = request(target).encode();
+        let ctx: [u32; 6] = [0, frame.len() as u32, 0, IFINDEX, 0, 0];
+        let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        dataplane
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx_bytes),
+                ..Default::default()
+            })
+            .unwrap()
+            .return_value
+    };
+    dataplane
+        .replace_addresses([
+            (
+                key(OWNED_FIP),
+                entry(OWNED_SLOT, 0, NODE_MAC, AddressKind::Fip),
+            ),
+            (
+                key(RELEASED_FIP),
+                entry(OWNED_SLOT, 1, NODE_MAC, AddressKind::Fip),
+            ),
+        ])
+        .unwrap();
+    dataplane.acquire(OWNED_SLOT, 1, LEASE).unwrap();
+    assert_eq!(run(&dataplane, OWNED_FIP), XDP_TX);
+    assert_eq!(run(&dataplane, RELEASED_FIP), XDP_TX);
+    assert_eq!(run(&dataplane, OWNED_PARP), XDP_PASS);
+
+    // A new configuration: one address gone, one new, one kept.
+    let new_set = [
+        (
+            key(OWNED_FIP),
+            entry(OWNED_SLOT, 0, NODE_MAC, AddressKind::Fip),
+        ),
+        (
+            key(OWNED_PARP),
+            entry(OWNED_SLOT, 2, PARP_MAC, AddressKind::Parp),
+        ),
+    ];
+    dataplane.replace_addresses(new_set).unwrap();
+    assert_eq!(
+        run(&dataplane, RELEASED_FIP),
+        XDP_PASS,
+        "no longer a cluster address"
+    );
+    assert_eq!(run(&dataplane, OWNED_PARP), XDP_TX);
+    assert_eq!(run(&dataplane, OWNED_FIP), XDP_TX);
+
+    // A set that does not fit is refused and changes nothing.
+    let too_many = (0..=cluster_common::ADDRESS_TABLE_CAPACITY as u32).map(|i| {
+        (
+            AddressKey {
+                ifindex: IFINDEX,
+                addr: 0x0a00_0000 + i,
+            },
+            entry(OWNED_SLOT, 3, NODE_MAC, AddressKind::Fip),
+        )
+    });
+    assert!(matches!(
+        dataplane.replace_addresses(too_many),
+        Err(DataplaneError::AddressTable(_))
+    ));
+    assert_eq!(run(&dataplane, OWNED_PARP), XDP_TX);
+    assert_eq!(run(&dataplane, RELEASED_FIP), XDP_PASS);
+
+    // A restarted controller adopts the table as it is.
+    drop(dataplane);
+    let mut adopted = Dataplane::open(&pin_dir, 0, false).unwrap();
+    assert_eq!(adopted.origin(), cluster_ctl::dataplane::Origin::Adopted);
+    assert_eq!(
+        adopted.addresses(),
+        &new_set
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    );
+    assert_eq!(run(&adopted, OWNED_PARP), XDP_TX);
+    assert_eq!(run(&adopted, RELEASED_FIP), XDP_PASS);
+    // …and its first change still goes to the half not in use.
+    adopted
+        .set_addresses([(
+            &key(RELEASED_FIP),
+            &entry(OWNED_SLOT, 1, NODE_MAC, AddressKind::Fip),
+        )])
+        .unwrap();
+    assert_eq!(run(&adopted, RELEASED_FIP), XDP_TX);
+    assert_eq!(run(&adopted, OWNED_PARP), XDP_TX);
+}
+
+#[test]
 fn a_vlan_tagged_request_is_answered_with_its_tag() {
     let h = Harness::new(0);
     let mut frame = request(OWNED_FIP);
