@@ -447,10 +447,7 @@ fn filter_flow(
     counters: Option<*mut Counters>,
 ) -> Result<u32, Malformed> {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(share) = FWC_FLOWSHARES
-        .get(ifindex % MAX_FLOWSHARE_INTERFACES)
-        .copied()
-    else {
+    let Some(share) = FWC_FLOWSHARES.get(ifindex % MAX_FLOWSHARE_INTERFACES) else {
         return Ok(XDP_PASS);
     };
     // SAFETY: `eth` is bounds-checked.
@@ -459,20 +456,23 @@ fn filter_flow(
     }
     let ip: *const Ipv4Hdr = frame.header(l3).ok_or(Malformed("truncated IPv4"))?;
     // SAFETY: `ip` is bounds-checked.
-    let (version_ihl, protocol, flags_fragment, src, dst) = unsafe {
-        (
-            (*ip).version_ihl,
-            (*ip).protocol,
-            u16::from_be((*ip).flags_fragment),
-            ipv4_raw((*ip).src),
-            ipv4_raw((*ip).dst),
-        )
-    };
+    let version_ihl = unsafe { (*ip).version_ihl };
     let header_len = ((version_ihl & 0x0f) as usize) * 4;
     if version_ihl >> 4 != 4 || header_len < 20 {
         return Err(Malformed("bad IPv4 header"));
     }
+    // The lease before the header fields: the lease's slow path calls helpers, and whatever is
+    // live across a call is spilled to the stack (a dozen stores and loads per frame).
     let mine = ownership(share.lease, counters) == Ownership::Owned && {
+        // SAFETY: `ip` is bounds-checked.
+        let (protocol, flags_fragment, src, dst) = unsafe {
+            (
+                (*ip).protocol,
+                u16::from_be((*ip).flags_fragment),
+                ipv4_raw((*ip).src),
+                ipv4_raw((*ip).dst),
+            )
+        };
         let hash = match HashMode::from_u8(share.hash_mode) {
             Some(HashMode::Src) => hash_src(share.seed, src),
             Some(HashMode::SrcDst) | None => hash_src_dst(share.seed, src, dst),
@@ -513,7 +513,12 @@ fn filter_flow(
             }
         }
         if mine {
-            (*eth).dst = mac_words(share.local_mac);
+            // Word by word: a plain copy between map value and frame, which may alias as far
+            // as the compiler knows, becomes a call to a byte-wise memmove.
+            let mac = mac_words(share.local_mac);
+            for (i, word) in mac.into_iter().enumerate() {
+                core::ptr::write_volatile(&raw mut (*eth).dst[i], word);
+            }
         }
     }
     Ok(if mine { XDP_PASS } else { XDP_DROP })
