@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use cluster_common::{
     AddressEntry, AddressKey, AddressKind, BENCH_ARP_PROGRAM_NAME, BENCH_GEN_PROGRAM_NAME,
     BENCH_SINK_PROGRAM_NAME, FLOOR_PROGRAM_NAME, FlowShare, HashMode,
-    flowhash::{bucket_of, hash_src},
+    flowhash::{self, bucket_of, hash_src},
 };
 use cluster_ctl::dataplane::{self, Dataplane, ModePreference};
 use fwcluster_lab::{
@@ -174,58 +174,12 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
     ])?;
     dp.acquire(0, 1, LEASE)?;
     dp.release(1, 1)?;
-    // local_mac = the shared MAC keeps the pass path idempotent under `repeat`.
-    dp.set_flowshare(&FlowShare {
-        ifindex: 1,
-        mac: SHARED_MAC,
-        lease: 2,
-        table: 0,
-        buckets: BUCKETS,
-        seed: SEED,
-        local_mac: SHARED_MAC,
-        hash_mode: HashMode::FiveTuple as u8,
-        _pad: [0; 3],
-    })?;
     dp.set_buckets(0, &(0..BUCKETS).map(|b| b % 2).collect::<Vec<_>>())?;
     dp.acquire(2, 1, LEASE)?;
 
     let floor = dp.load_companion(FLOOR_PROGRAM_NAME)?;
     let bench_arp = dp.load_companion(BENCH_ARP_PROGRAM_NAME)?;
     let request = |target| ArpFrame::request(CLIENT_MAC, CLIENT_IP, target).encode();
-    let flow = |src: Ipv4Addr| {
-        Ipv4Packet {
-            eth_dst: SHARED_MAC,
-            eth_src: CLIENT_MAC,
-            vlan: None,
-            protocol: IPPROTO_UDP,
-            src,
-            src_port: 4000,
-            dst: SHARED_IP,
-            dst_port: 53,
-            flags_fragment: 0,
-        }
-        .encode()
-    };
-    // Find one flow this node owns and one it does not.
-    let mut mine = None;
-    let mut theirs = None;
-    for i in 1..=255u8 {
-        let src = Ipv4Addr::new(198, 51, 100, i);
-        let hash = cluster_common::flowhash::hash_five_tuple(
-            SEED,
-            IPPROTO_UDP,
-            u32::from_ne_bytes(src.octets()),
-            4000u16.to_be(),
-            u32::from_ne_bytes(SHARED_IP.octets()),
-            53u16.to_be(),
-        );
-        if bucket_of(hash, BUCKETS).is_multiple_of(2) {
-            mine.get_or_insert(src);
-        } else {
-            theirs.get_or_insert(src);
-        }
-    }
-    let (mine, theirs) = (mine.context("own flow")?, theirs.context("other flow")?);
     let unicast = Ipv4Packet {
         eth_dst: node_mac,
         eth_src: CLIENT_MAC,
@@ -262,17 +216,41 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
             ns_per_packet(main, &unicast, PASS)?,
             "",
         ),
-        (
-            "flow share, own bucket (pass)",
-            ns_per_packet(main, &flow(mine), PASS)?,
-            "≤ floor + 10 ns",
-        ),
-        (
-            "flow share, other bucket (drop)",
-            ns_per_packet(main, &flow(theirs), DROP)?,
-            "≤ floor + 10 ns",
-        ),
     ];
+    let mut cases: Vec<(String, f64, &str)> = cases
+        .into_iter()
+        .map(|(name, ns, goal)| (name.to_owned(), ns, goal))
+        .collect();
+    for (mode, name) in [
+        (HashMode::Src, "source"),
+        (HashMode::SrcDst, "source+destination"),
+        (HashMode::FiveTuple, "5-tuple"),
+    ] {
+        // local_mac = the shared MAC keeps the pass path idempotent under `repeat`.
+        dp.set_flowshare(&FlowShare {
+            ifindex: 1,
+            mac: SHARED_MAC,
+            lease: 2,
+            table: 0,
+            buckets: BUCKETS,
+            seed: SEED,
+            local_mac: SHARED_MAC,
+            hash_mode: mode as u8,
+            _pad: [0; 3],
+        })?;
+        let (mine, theirs) = own_and_other_flow(mode)?;
+        let main = dp.program();
+        cases.push((
+            format!("flow share ({name}), own bucket (pass)"),
+            ns_per_packet(main, &flow_frame(mine), PASS)?,
+            "≤ floor + 10 ns",
+        ));
+        cases.push((
+            format!("flow share ({name}), other bucket (drop)"),
+            ns_per_packet(main, &flow_frame(theirs), DROP)?,
+            "≤ floor + 10 ns",
+        ));
+    }
     println!("\n1. BPF_PROG_TEST_RUN, ns/packet (best of 5 × 2,000,000 repeats)");
     println!("| program path | ns/packet | vs floor | above floor | goal |");
     println!("| --- | ---: | ---: | ---: | --- |");
@@ -289,11 +267,60 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
         path: "floor: trivial XDP_PASS".into(),
         ns: floor_ns,
     })
-    .chain(cases.into_iter().map(|(path, ns, _)| PacketCost {
-        path: path.into(),
-        ns,
-    }))
+    .chain(
+        cases
+            .into_iter()
+            .map(|(path, ns, _)| PacketCost { path, ns }),
+    )
     .collect())
+}
+
+/// A UDP frame of one flow to the shared address.
+fn flow_frame(src: Ipv4Addr) -> Vec<u8> {
+    Ipv4Packet {
+        eth_dst: SHARED_MAC,
+        eth_src: CLIENT_MAC,
+        vlan: None,
+        protocol: IPPROTO_UDP,
+        src,
+        src_port: 4000,
+        dst: SHARED_IP,
+        dst_port: 53,
+        flags_fragment: 0,
+    }
+    .encode()
+}
+
+/// A source whose flow falls into a bucket of node 0 and one in a bucket of node 1 (buckets
+/// alternate between the two), under `mode`.
+fn own_and_other_flow(mode: HashMode) -> Result<(Ipv4Addr, Ipv4Addr)> {
+    let mut mine = None;
+    let mut theirs = None;
+    for i in 1..=255u8 {
+        let src = Ipv4Addr::new(198, 51, 100, i);
+        let (src_raw, dst_raw) = (
+            u32::from_ne_bytes(src.octets()),
+            u32::from_ne_bytes(SHARED_IP.octets()),
+        );
+        let hash = match mode {
+            HashMode::Src => hash_src(SEED, src_raw),
+            HashMode::SrcDst => flowhash::hash_src_dst(SEED, src_raw, dst_raw),
+            HashMode::FiveTuple => flowhash::hash_five_tuple(
+                SEED,
+                IPPROTO_UDP,
+                src_raw,
+                4000u16.to_be(),
+                dst_raw,
+                53u16.to_be(),
+            ),
+        };
+        if bucket_of(hash, BUCKETS).is_multiple_of(2) {
+            mine.get_or_insert(src);
+        } else {
+            theirs.get_or_insert(src);
+        }
+    }
+    Ok((mine.context("own flow")?, theirs.context("other flow")?))
 }
 
 /// Two hosts joined by a direct veth pair: `gen` (192.0.2.100) and `resp` (192.0.2.1). GRO on the
