@@ -253,6 +253,9 @@ pub struct FlowShare {
     /// [`HashMode`] as `u8`.
     pub hash_mode: u8,
     pub _pad: [u8; 3],
+    /// This node's id, as in [`NodeConfig`] (the controller fills it in): a bucket whose owner
+    /// it is passes. Kept here so that a frame needs no lookup of the node's settings.
+    pub node_id: u32,
 }
 
 /// Size of the flow-share array (interfaces are placed at `ifindex % this`).
@@ -354,7 +357,7 @@ mod tests {
         assert_eq!(size_of::<AddressKey>(), 8);
         assert_eq!(size_of::<AddressEntry>(), 24);
         assert_eq!(size_of::<Lease>(), 24);
-        assert_eq!(size_of::<FlowShare>(), 36);
+        assert_eq!(size_of::<FlowShare>(), 40);
         assert_eq!(size_of::<BucketOwner>(), 4);
         assert_eq!(size_of::<NodeConfig>(), 8);
         assert_eq!(size_of::<AddressSlot>(), 32);

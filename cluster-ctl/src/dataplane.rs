@@ -600,7 +600,7 @@ impl Dataplane {
         )
     }
 
-    /// Configures flow share on one interface (`share.ifindex`).
+    /// Configures flow share on one interface (`share.ifindex`); `share.node_id` is this node's.
     pub fn set_flowshare(&mut self, share: &FlowShare) -> Result<()> {
         if share.table >= MAX_FLOWSHARES || share.buckets == 0 || share.buckets > MAX_BUCKETS {
             return Err(DataplaneError::BucketRange {
@@ -619,6 +619,10 @@ impl Dataplane {
                 other: current.ifindex,
             });
         }
+        let share = FlowShare {
+            node_id: self.node_config.node_id,
+            ..*share
+        };
         self.flowshares
             .set(slot, share, 0)
             .map_err(map_err(map_name::FLOWSHARES))

@@ -113,6 +113,7 @@ impl FlowShares {
                 local_mac,
                 hash_mode: hash_mode as u8,
                 _pad: [0; 3],
+                node_id: 0, // filled in by Dataplane::set_flowshare
             })?;
             resources::add_address(
                 &share.interface,

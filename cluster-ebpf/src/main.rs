@@ -499,9 +499,9 @@ fn filter_flow(
             share.buckets
         };
         let index = share.table.wrapping_mul(MAX_BUCKETS) + bucket_of(hash, buckets);
-        let owner = FWC_BUCKETS.get(index).map(|b| b.node);
-        let node = FWC_NODE.get(0).map(|n| n.node_id);
-        owner.is_some() && owner == node
+        FWC_BUCKETS
+            .get(index)
+            .is_some_and(|b| b.node == share.node_id)
     };
     // SAFETY: per-CPU slot of this CPU; `eth` is bounds-checked.
     unsafe {

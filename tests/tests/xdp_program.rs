@@ -532,6 +532,7 @@ fn share(ifindex: u32, mac: [u8; 6], mode: HashMode) -> FlowShare {
         local_mac: NODE_MAC,
         hash_mode: mode as u8,
         _pad: [0; 3],
+        node_id: 0, // filled in by Dataplane::set_flowshare
     }
 }
 

@@ -237,6 +237,7 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
             local_mac: SHARED_MAC,
             hash_mode: mode as u8,
             _pad: [0; 3],
+            node_id: 0, // filled in by Dataplane::set_flowshare
         })?;
         let (mine, theirs) = own_and_other_flow(mode)?;
         let main = dp.program();
@@ -604,6 +605,7 @@ fn flow_share_rate(
             },
             hash_mode: HashMode::Src as u8,
             _pad: [0; 3],
+            node_id: 0, // filled in by Dataplane::set_flowshare
         })?;
         let owners: Vec<u32> = if filter == "baseline" {
             vec![1; BUCKETS as usize]
