@@ -7,11 +7,11 @@
 //! writes it into the other half through a shared mapping and then flips the half, so the program
 //! never reads a half-written entry and a new set replaces the old one at once.
 
-use std::{collections::BTreeMap, io, os::fd::BorrowedFd, ptr::NonNull};
+use std::collections::BTreeMap;
 
 use cluster_common::{
-    ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, ADDRESS_TABLE_CAPACITY, AddressBucket, AddressEntry,
-    AddressKey, AddressSlot, address_buckets,
+    ADDRESS_BUCKETS, ADDRESS_TABLE_CAPACITY, AddressBucket, AddressEntry, AddressKey, AddressSlot,
+    address_buckets,
 };
 
 /// The address set does not fit.
@@ -106,75 +106,9 @@ pub fn entries(half: &[AddressBucket]) -> BTreeMap<AddressKey, AddressEntry> {
         .collect()
 }
 
-/// The pinned `FWC_ADDRESSES` map, mapped into this process (`BPF_F_MMAPABLE`).
-pub struct MappedTable {
-    base: NonNull<AddressBucket>,
-}
-
-// SAFETY: the mapping is plain shared memory owned by this handle; the kernel side only reads it.
-unsafe impl Send for MappedTable {}
-
-const TABLE_BYTES: usize = ADDRESS_TABLE_BUCKETS as usize * size_of::<AddressBucket>();
-
-impl MappedTable {
-    /// Maps the whole table; the mapping keeps the map alive by itself.
-    pub fn map(fd: BorrowedFd<'_>) -> io::Result<Self> {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: a fresh shared mapping of the map's value area, checked below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                TABLE_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self {
-            base: NonNull::new(base.cast()).ok_or_else(io::Error::last_os_error)?,
-        })
-    }
-
-    /// One half (0 or 1).
-    pub fn half(&self, half: u32) -> &[AddressBucket] {
-        // SAFETY: the mapping spans both halves; only this handle writes to it.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.base.as_ptr().add(Self::offset(half)),
-                ADDRESS_BUCKETS as usize,
-            )
-        }
-    }
-
-    /// Overwrites one half (which the program must not be reading).
-    pub fn write_half(&mut self, half: u32, buckets: &[AddressBucket]) {
-        assert_eq!(buckets.len(), ADDRESS_BUCKETS as usize, "a whole half");
-        // SAFETY: in bounds of the mapping, which only this handle writes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                buckets.as_ptr(),
-                self.base.as_ptr().add(Self::offset(half)),
-                buckets.len(),
-            );
-        }
-        // The flip of the half that follows must not become visible before these stores.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn offset(half: u32) -> usize {
-        (half & 1) as usize * ADDRESS_BUCKETS as usize
-    }
-}
-
-impl Drop for MappedTable {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), TABLE_BYTES) };
-    }
+/// Index of the first bucket of a half (0 or 1) in the table.
+pub fn half_start(half: u32) -> usize {
+    (half & 1) as usize * ADDRESS_BUCKETS as usize
 }
 
 #[cfg(test)]

@@ -28,11 +28,15 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use cluster_common::{
-    AddressEntry, AddressHits, AddressKey, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
+    ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits, AddressKey,
+    BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
     MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, NodeConfig, PROGRAM_NAME, map_name,
 };
 
-use crate::address_table::{self, LayoutError, MappedTable};
+use crate::{
+    address_table::{self, LayoutError},
+    mapped::MappedArray,
+};
 
 /// The eBPF object built by `build.rs` from `cluster-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cluster-ebpf"));
@@ -101,8 +105,8 @@ pub enum DataplaneError {
     FlowShareSlot { ifindex: u32, other: u32 },
     #[error("address table: {0}")]
     AddressTable(#[from] LayoutError),
-    #[error("mapping the address table {path}: {source}")]
-    MapTable { path: PathBuf, source: io::Error },
+    #[error("mapping {path}: {source}")]
+    MapArray { path: PathBuf, source: io::Error },
     #[error("kernel log: {0}")]
     KernelLog(String),
     #[error("removing pins in {path}: {source}")]
@@ -165,13 +169,14 @@ pub struct Dataplane {
     origin: Origin,
     program: Xdp,
     /// `FWC_ADDRESSES`, mapped.
-    address_table: MappedTable,
+    address_table: MappedArray<AddressBucket>,
     /// What the half in use holds.
     addresses: BTreeMap<AddressKey, AddressEntry>,
     node_config: NodeConfig,
     leases: Array<MapData, Lease>,
     flowshares: Array<MapData, FlowShare>,
-    buckets: Array<MapData, BucketOwner>,
+    /// `FWC_BUCKETS`, mapped.
+    buckets: MappedArray<BucketOwner>,
     node: Array<MapData, NodeConfig>,
     counters: PerCpuArray<MapData, Counters>,
     hits: PerCpuArray<MapData, AddressHits>,
@@ -216,6 +221,14 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
 
+/// Maps a pinned mmapable array of `len` elements.
+fn map_array<T: Copy>(pin_dir: &Path, name: &'static str, len: u32) -> Result<MappedArray<T>> {
+    let path = pin_dir.join(name);
+    let map = MapData::from_pin(&path).map_err(map_err(name))?;
+    MappedArray::map(map.fd().as_fd(), len as usize)
+        .map_err(|source| DataplaneError::MapArray { path, source })
+}
+
 fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
     let data = MapData::from_pin(pin_dir.join(name)).map_err(map_err(name))?;
     Map::from_map_data(data).map_err(map_err(name))
@@ -244,14 +257,7 @@ impl Dataplane {
                 Origin::Loaded,
             )
         };
-        let table_pin = pin_dir.join(map_name::ADDRESSES);
-        let table_map = MapData::from_pin(&table_pin).map_err(map_err(map_name::ADDRESSES))?;
-        let address_table = MappedTable::map(table_map.fd().as_fd()).map_err(|source| {
-            DataplaneError::MapTable {
-                path: table_pin.clone(),
-                source,
-            }
-        })?;
+        let address_table = map_array(pin_dir, map_name::ADDRESSES, ADDRESS_TABLE_BUCKETS)?;
         let mut node: Array<MapData, NodeConfig> = open_map(pin_dir, map_name::NODE)?
             .try_into()
             .map_err(map_err(map_name::NODE))?;
@@ -267,7 +273,10 @@ impl Dataplane {
         };
         node.set(0, node_config, 0)
             .map_err(map_err(map_name::NODE))?;
-        let addresses = address_table::entries(address_table.half(address_half));
+        let addresses = address_table::entries(address_table.slice(
+            address_table::half_start(address_half),
+            ADDRESS_BUCKETS as usize,
+        ));
         Ok(Self {
             pin_dir: pin_dir.to_owned(),
             origin,
@@ -281,9 +290,7 @@ impl Dataplane {
             flowshares: open_map(pin_dir, map_name::FLOWSHARES)?
                 .try_into()
                 .map_err(map_err(map_name::FLOWSHARES))?,
-            buckets: open_map(pin_dir, map_name::BUCKETS)?
-                .try_into()
-                .map_err(map_err(map_name::BUCKETS))?,
+            buckets: map_array(pin_dir, map_name::BUCKETS, BUCKET_TABLE_SIZE)?,
             node,
             counters: open_map(pin_dir, map_name::COUNTERS)?
                 .try_into()
@@ -497,7 +504,8 @@ impl Dataplane {
         }
         let buckets = address_table::layout(&addresses)?;
         let spare = self.node_config.address_half ^ 1;
-        self.address_table.write_half(spare, &buckets);
+        self.address_table
+            .copy_from(address_table::half_start(spare), &buckets);
         let flipped = NodeConfig {
             address_half: spare,
             ..self.node_config
@@ -636,28 +644,26 @@ impl Dataplane {
                 buckets: owners.len(),
             });
         }
+        let start = (table * MAX_BUCKETS) as usize;
         for (bucket, node) in owners.iter().enumerate() {
             self.buckets
-                .set(
-                    table * MAX_BUCKETS + bucket as u32,
-                    BucketOwner { node: *node },
-                    0,
-                )
-                .map_err(map_err(map_name::BUCKETS))?;
+                .set(start + bucket, BucketOwner { node: *node });
         }
         Ok(())
     }
 
     /// Owners of the first `count` buckets of a table.
     pub fn buckets(&self, table: u32, count: u32) -> Result<Vec<u32>> {
-        (0..count.min(MAX_BUCKETS))
-            .map(|bucket| {
-                self.buckets
-                    .get(&(table * MAX_BUCKETS + bucket), 0)
-                    .map(|b| b.node)
-                    .map_err(map_err(map_name::BUCKETS))
-            })
-            .collect()
+        if table >= MAX_FLOWSHARES {
+            return Err(DataplaneError::BucketRange {
+                table,
+                buckets: count as usize,
+            });
+        }
+        let start = (table * MAX_BUCKETS) as usize;
+        Ok((0..count.min(MAX_BUCKETS) as usize)
+            .map(|bucket| self.buckets.get(start + bucket).node)
+            .collect())
     }
 
     /// The data path's counters, summed over CPUs.

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod flowshare;
 pub mod heartbeat;
 pub mod mail;
+pub mod mapped;
 pub mod metrics;
 pub mod peer;
 pub mod private;

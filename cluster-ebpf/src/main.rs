@@ -50,8 +50,13 @@ static FWC_LEASES: Array<Lease, { MAX_LEASES as usize }> = Array::new();
 static FWC_LEASE_CLK: Array<LeaseClock, { MAX_LEASES as usize }> = Array::new();
 #[btf_map]
 static FWC_FLOWSHARES: Array<FlowShare, { MAX_FLOWSHARE_INTERFACES as usize }> = Array::new();
+/// Memory-mapped so that the controller reassigns buckets with plain stores.
 #[btf_map]
-static FWC_BUCKETS: Array<BucketOwner, { BUCKET_TABLE_SIZE as usize }> = Array::new();
+static FWC_BUCKETS: Array<
+    BucketOwner,
+    { BUCKET_TABLE_SIZE as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
 #[btf_map]
 static FWC_NODE: Array<NodeConfig, 1> = Array::new();
 #[btf_map]
