@@ -168,8 +168,9 @@ pub struct Dataplane {
     pin_dir: PathBuf,
     origin: Origin,
     program: Xdp,
-    /// `FWC_ADDRESSES`, mapped.
-    address_table: MappedArray<AddressBucket>,
+    /// `FWC_ADDRESSES`, mapped only while it is read or written: 8 MiB of table would
+    /// otherwise count as the daemon's resident memory (all of it under `mlockall`).
+    address_table: MapData,
     /// What the half in use holds.
     addresses: BTreeMap<AddressKey, AddressEntry>,
     node_config: NodeConfig,
@@ -221,6 +222,15 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
 
+fn map_table(pin_dir: &Path, map: &MapData) -> Result<MappedArray<AddressBucket>> {
+    MappedArray::map(map.fd().as_fd(), ADDRESS_TABLE_BUCKETS as usize).map_err(|source| {
+        DataplaneError::MapArray {
+            path: pin_dir.join(map_name::ADDRESSES),
+            source,
+        }
+    })
+}
+
 /// Maps a pinned mmapable array of `len` elements.
 fn map_array<T: Copy>(pin_dir: &Path, name: &'static str, len: u32) -> Result<MappedArray<T>> {
     let path = pin_dir.join(name);
@@ -257,7 +267,8 @@ impl Dataplane {
                 Origin::Loaded,
             )
         };
-        let address_table = map_array(pin_dir, map_name::ADDRESSES, ADDRESS_TABLE_BUCKETS)?;
+        let address_table = MapData::from_pin(pin_dir.join(map_name::ADDRESSES))
+            .map_err(map_err(map_name::ADDRESSES))?;
         let mut node: Array<MapData, NodeConfig> = open_map(pin_dir, map_name::NODE)?
             .try_into()
             .map_err(map_err(map_name::NODE))?;
@@ -273,7 +284,7 @@ impl Dataplane {
         };
         node.set(0, node_config, 0)
             .map_err(map_err(map_name::NODE))?;
-        let addresses = address_table::entries(address_table.slice(
+        let addresses = address_table::entries(map_table(pin_dir, &address_table)?.slice(
             address_table::half_start(address_half),
             ADDRESS_BUCKETS as usize,
         ));
@@ -465,13 +476,6 @@ impl Dataplane {
         Ok(found)
     }
 
-    /// Detaches every interface, closes the handles and removes the pin directory.
-    pub fn uninstall(self) -> Result<()> {
-        let dir = self.pin_dir.clone();
-        drop(self);
-        remove_pins(&dir)
-    }
-
     /// Adds or replaces cluster addresses.
     pub fn set_addresses<'a>(
         &mut self,
@@ -504,7 +508,7 @@ impl Dataplane {
         }
         let buckets = address_table::layout(&addresses)?;
         let spare = self.node_config.address_half ^ 1;
-        self.address_table
+        map_table(&self.pin_dir, &self.address_table)?
             .copy_from(address_table::half_start(spare), &buckets);
         let flipped = NodeConfig {
             address_half: spare,

@@ -489,3 +489,43 @@ fn the_peer_api_refuses_a_wrong_key_and_a_replayed_request() -> anyhow::Result<(
     assert!(answer.contains("authentication failed"), "{answer}");
     Ok(())
 }
+
+/// Whether any interface of `host` has an XDP program attached.
+fn xdp_attached(lab: &Lab, host: &str) -> anyhow::Result<bool> {
+    let output = lab.run(host, "ip", &["-j", "link", "show"])?;
+    let links: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|link| link.get("xdp").is_some()))
+}
+
+#[test]
+fn clpcfg_uninstall_is_refused_while_the_daemon_runs_then_detaches_and_unpins() -> anyhow::Result<()>
+{
+    let (lab, mut cluster) = started()?;
+    let pins = lab.pin_root().join(FWS1);
+    let config = cluster.config.to_str().unwrap().to_owned();
+    let uninstall = ["uninstall", "--config", config.as_str()];
+
+    let (ok, output) = cluster.tool(&lab, FWS1, "clpcfg", &uninstall)?;
+    assert!(!ok && output.contains("stop it first"), "{output}");
+    assert!(pins.join("prog").exists() && xdp_attached(&lab, FWS1)?);
+
+    // A clean stop leaves the data path pinned and attached, for the next start to adopt.
+    cluster.stop(FWS1, Duration::from_secs(10))?;
+    assert!(pins.join("prog").exists() && xdp_attached(&lab, FWS1)?);
+
+    let (ok, output) = cluster.tool(&lab, FWS1, "clpcfg", &uninstall)?;
+    assert!(
+        ok && output.contains("the XDP program is detached"),
+        "{output}"
+    );
+    assert!(!pins.exists(), "pins left in {}", pins.display());
+    assert!(!xdp_attached(&lab, FWS1)?, "a program is still attached");
+
+    let (ok, output) = cluster.tool(&lab, FWS1, "clpcfg", &uninstall)?;
+    assert!(ok && output.contains("nothing installed"), "{output}");
+    Ok(())
+}

@@ -1,4 +1,4 @@
-//! `clpcfg check|show|keygen|init|nft`: the configuration tool (R-CFG-1).
+//! `clpcfg check|show|keygen|init|nft|uninstall`: the configuration tool (R-CFG-1).
 
 use std::{
     io::{BufRead, Write},
@@ -57,6 +57,23 @@ pub enum Cmd {
     /// Print an nftables snippet that accepts the cluster's heartbeat and API traffic between
     /// the nodes only.
     Nft { file: PathBuf },
+    /// Detach the XDP program from every interface and remove this node's pinned program, maps
+    /// and links (a stopped fwclusterd leaves them, so that a restart adopts them). Refused
+    /// while fwclusterd runs on this node.
+    Uninstall {
+        /// The cluster configuration (for the cluster's name).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// This node's name (default: $FWCLUSTER_NODE, else the short host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Where bpffs pins go (`<pin-root>/<cluster>/<node>`), as given to fwclusterd.
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        pin_root: PathBuf,
+        /// Directory of the control socket, as given to fwclusterd.
+        #[arg(long, default_value = "/run/fwcluster")]
+        run_dir: PathBuf,
+    },
 }
 
 fn load(file: &Path) -> Result<Config> {
@@ -100,7 +117,47 @@ pub fn main(args: Args) -> Result<()> {
             print!("{}", nft_snippet(&load(&file)?));
             Ok(())
         }
+        Cmd::Uninstall {
+            config,
+            node,
+            pin_root,
+            run_dir,
+        } => uninstall(&load(&config)?, node.as_deref(), &pin_root, &run_dir),
     }
+}
+
+/// Removes this node's pins; the kernel detaches each link when its pin goes and frees the
+/// maps and the program with the last reference. Works on pins of any earlier build too, as it
+/// does not open them.
+fn uninstall(config: &Config, node: Option<&str>, pin_root: &Path, run_dir: &Path) -> Result<()> {
+    let (_, node) = config.resolve_node(node).map_err(anyhow::Error::msg)?;
+    let socket = crate::control::socket_path(run_dir, &node);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        bail!(
+            "fwclusterd is running on node {node} (it answers on {}); stop it first",
+            socket.display()
+        );
+    }
+    let dir = pin_root.join(&config.cluster.name).join(&node);
+    let pins: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("nothing installed in {}", dir.display());
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    crate::dataplane::remove_pins(&dir)?;
+    println!(
+        "removed {} pins from {} ({}); the XDP program is detached",
+        pins.len(),
+        dir.display(),
+        pins.join(", ")
+    );
+    Ok(())
 }
 
 /// Writes a new key: 32 random bytes as hex, readable by root only.
