@@ -44,23 +44,28 @@ const EMPTY: AddressSlot = AddressSlot {
 /// Moves tried before an insertion gives up; at half load a random walk needs a handful.
 const MAX_KICKS: usize = 2048;
 
-/// Lays `entries` out over [`ADDRESS_BUCKETS`] buckets, each in one of its two candidate buckets
-/// (random-walk cuckoo insertion, deterministic for a given set).
-pub fn layout(
+/// Lays `entries` out over `buckets` (one half, [`ADDRESS_BUCKETS`] long, overwritten), each in
+/// one of its two candidate buckets (random-walk cuckoo insertion, deterministic for a given
+/// set). Works in place, so that the controller fills the spare half of the mapped table without
+/// a 4 MiB buffer of its own; on an error the half holds a partial layout, which is harmless as
+/// long as it is not the half in use.
+pub fn layout_into(
     entries: &BTreeMap<AddressKey, AddressEntry>,
-) -> Result<Vec<AddressBucket>, LayoutError> {
+    buckets: &mut [AddressBucket],
+) -> Result<(), LayoutError> {
+    assert_eq!(buckets.len(), ADDRESS_BUCKETS as usize, "one half");
     if entries.len() > ADDRESS_TABLE_CAPACITY {
         return Err(LayoutError::TooMany {
             count: entries.len(),
         });
     }
-    let mut buckets = vec![AddressBucket { slots: [EMPTY; 2] }; ADDRESS_BUCKETS as usize];
+    if let Some(key) = entries.keys().find(|k| k.ifindex == 0) {
+        return Err(LayoutError::NoInterface { addr: key.addr });
+    }
+    buckets.fill(AddressBucket { slots: [EMPTY; 2] });
     // xorshift64: the victim choice only has to avoid cycles, not be unpredictable.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for (key, entry) in entries {
-        if key.ifindex == 0 {
-            return Err(LayoutError::NoInterface { addr: key.addr });
-        }
         let mut moving = AddressSlot {
             key: *key,
             entry: *entry,
@@ -94,7 +99,7 @@ pub fn layout(
             std::mem::swap(&mut buckets[bucket as usize].slots[slot], &mut moving);
         }
     }
-    Ok(buckets)
+    Ok(())
 }
 
 /// The entries stored in one half.
@@ -114,6 +119,14 @@ pub fn half_start(half: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn layout(
+        entries: &BTreeMap<AddressKey, AddressEntry>,
+    ) -> Result<Vec<AddressBucket>, LayoutError> {
+        let mut buckets = vec![AddressBucket { slots: [EMPTY; 2] }; ADDRESS_BUCKETS as usize];
+        layout_into(entries, &mut buckets)?;
+        Ok(buckets)
+    }
 
     fn entry(i: u32) -> AddressEntry {
         AddressEntry {

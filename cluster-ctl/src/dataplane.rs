@@ -506,10 +506,15 @@ impl Dataplane {
         if addresses == self.addresses {
             return Ok(());
         }
-        let buckets = address_table::layout(&addresses)?;
         let spare = self.node_config.address_half ^ 1;
-        map_table(&self.pin_dir, &self.address_table)?
-            .copy_from(address_table::half_start(spare), &buckets);
+        let mut table = map_table(&self.pin_dir, &self.address_table)?;
+        address_table::layout_into(
+            &addresses,
+            table.slice_mut(address_table::half_start(spare), ADDRESS_BUCKETS as usize),
+        )?;
+        // The flip below must not become visible before the half's stores.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        drop(table);
         let flipped = NodeConfig {
             address_half: spare,
             ..self.node_config

@@ -66,20 +66,15 @@ impl<T: Copy> MappedArray<T> {
         unsafe { std::ptr::write_volatile(self.element(index), value) };
     }
 
-    /// Elements `start..start + values.len()`, written in one copy, followed by a fence so that
-    /// whatever is published afterwards is seen after them.
-    pub fn copy_from(&mut self, start: usize, values: &[T]) {
+    /// Elements `start..start + len` as a mutable slice; the caller fences before publishing
+    /// them.
+    pub fn slice_mut(&mut self, start: usize, len: usize) -> &mut [T] {
         assert_eq!(Self::STRIDE, size_of::<T>(), "elements without gaps");
-        assert!(start + values.len() <= self.len, "in bounds");
-        // SAFETY: in bounds of the mapping, which only this handle writes.
+        assert!(start + len <= self.len, "in bounds");
+        // SAFETY: in bounds; only this handle writes, through this borrow.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                values.as_ptr(),
-                self.base.as_ptr().add(start * Self::STRIDE).cast(),
-                values.len(),
-            );
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(start * Self::STRIDE).cast(), len)
         }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Elements `start..start + len` as a slice.
