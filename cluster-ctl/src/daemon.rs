@@ -397,25 +397,7 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
             hit_slot += 1;
         }
     }
-    for (k, share) in config.flowshare.iter().enumerate() {
-        let ifindex = dataplane::ifindex(&share.interface)?;
-        entries.push((
-            AddressKey {
-                ifindex,
-                addr: u32::from_ne_bytes(share.address.addr().octets()),
-            },
-            AddressEntry {
-                lease: (config.group.len() + k) as u32,
-                hit_slot: crate::config::MAX_TOTAL_ADDRESSES as u32 + k as u32,
-                mac: share.mac.0,
-                kind: AddressKind::Shared as u8,
-                _pad: 0,
-                // The multicast MAC may not be a frame's source (bridges drop those).
-                eth_source: crate::resources::interface_mac(&share.interface)?,
-                _pad2: [0; 2],
-            },
-        ));
-    }
+    entries.extend(crate::flowshare::address_entries(config)?);
     // One replacement: addresses a restarted controller's configuration no longer has go too.
     dataplane.replace_addresses(entries)?;
     Ok(())

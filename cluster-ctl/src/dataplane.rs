@@ -222,21 +222,21 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
 
-fn map_table(pin_dir: &Path, map: &MapData) -> Result<MappedArray<AddressBucket>> {
-    MappedArray::map(map.fd().as_fd(), ADDRESS_TABLE_BUCKETS as usize).map_err(|source| {
-        DataplaneError::MapArray {
-            path: pin_dir.join(map_name::ADDRESSES),
-            source,
-        }
+/// Maps the pinned mmapable array `name` (open as `map`) of `len` elements.
+fn map_array<T: Copy>(
+    pin_dir: &Path,
+    name: &'static str,
+    map: &MapData,
+    len: u32,
+) -> Result<MappedArray<T>> {
+    MappedArray::map(map.fd().as_fd(), len as usize).map_err(|source| DataplaneError::MapArray {
+        path: pin_dir.join(name),
+        source,
     })
 }
 
-/// Maps a pinned mmapable array of `len` elements.
-fn map_array<T: Copy>(pin_dir: &Path, name: &'static str, len: u32) -> Result<MappedArray<T>> {
-    let path = pin_dir.join(name);
-    let map = MapData::from_pin(&path).map_err(map_err(name))?;
-    MappedArray::map(map.fd().as_fd(), len as usize)
-        .map_err(|source| DataplaneError::MapArray { path, source })
+fn map_table(pin_dir: &Path, table: &MapData) -> Result<MappedArray<AddressBucket>> {
+    map_array(pin_dir, map_name::ADDRESSES, table, ADDRESS_TABLE_BUCKETS)
 }
 
 fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
@@ -301,7 +301,14 @@ impl Dataplane {
             flowshares: open_map(pin_dir, map_name::FLOWSHARES)?
                 .try_into()
                 .map_err(map_err(map_name::FLOWSHARES))?,
-            buckets: map_array(pin_dir, map_name::BUCKETS, BUCKET_TABLE_SIZE)?,
+            // The mapping keeps the map alive; its handle is not needed.
+            buckets: map_array(
+                pin_dir,
+                map_name::BUCKETS,
+                &MapData::from_pin(pin_dir.join(map_name::BUCKETS))
+                    .map_err(map_err(map_name::BUCKETS))?,
+                BUCKET_TABLE_SIZE,
+            )?,
             node,
             counters: open_map(pin_dir, map_name::COUNTERS)?
                 .try_into()

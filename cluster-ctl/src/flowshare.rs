@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use cluster_common::{FlowShare, HashMode, NO_OWNER};
+use cluster_common::{AddressEntry, AddressKey, AddressKind, FlowShare, HashMode, NO_OWNER};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
@@ -89,13 +89,46 @@ fn multicast(interface: &str, mac: [u8; 6], join: bool) -> Result<()> {
     Ok(())
 }
 
+/// The lease slot of flow-share instance `k`: after the groups' slots.
+fn lease_slot(config: &Config, k: usize) -> u32 {
+    (config.group.len() + k) as u32
+}
+
+/// The data path's entries for the shared addresses, answered with the shared MAC by every
+/// node whose flow-share lease is live.
+pub fn address_entries(config: &Config) -> Result<Vec<(AddressKey, AddressEntry)>> {
+    config
+        .flowshare
+        .iter()
+        .enumerate()
+        .map(|(k, share)| {
+            Ok((
+                AddressKey {
+                    ifindex: dataplane::ifindex(&share.interface)?,
+                    addr: u32::from_ne_bytes(share.address.addr().octets()),
+                },
+                AddressEntry {
+                    lease: lease_slot(config, k),
+                    hit_slot: crate::config::MAX_TOTAL_ADDRESSES as u32 + k as u32,
+                    mac: share.mac.0,
+                    kind: AddressKind::Shared as u8,
+                    _pad: 0,
+                    // The multicast MAC may not be a frame's source (bridges drop those).
+                    eth_source: resources::interface_mac(&share.interface)?,
+                    _pad2: [0; 2],
+                },
+            ))
+        })
+        .collect()
+}
+
 impl FlowShares {
     /// Configures every instance in the data path, adds the shared addresses to their
     /// interfaces and takes the flow-share leases.
     pub fn start(config: &Config, dataplane: &mut Dataplane, lease: Duration) -> Result<Self> {
         let mut instances = Vec::new();
         for (k, share) in config.flowshare.iter().enumerate() {
-            let slot = (config.group.len() + k) as u32;
+            let slot = lease_slot(config, k);
             let ifindex = dataplane::ifindex(&share.interface)?;
             let local_mac = resources::interface_mac(&share.interface)?;
             let hash_mode = match share.hash {

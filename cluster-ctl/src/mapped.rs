@@ -14,10 +14,16 @@ pub struct MappedArray<T> {
 // SAFETY: plain shared memory owned by this handle.
 unsafe impl<T: Send> Send for MappedArray<T> {}
 
-impl<T: Copy> MappedArray<T> {
+impl<T> MappedArray<T> {
     /// The kernel places array elements 8-byte aligned.
     const STRIDE: usize = size_of::<T>().next_multiple_of(8);
 
+    fn bytes(len: usize) -> usize {
+        len * Self::STRIDE
+    }
+}
+
+impl<T: Copy> MappedArray<T> {
     /// Maps the map behind `fd`, which must be an mmapable array of at least `len` elements of
     /// `T`; the mapping keeps the map alive by itself.
     pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
@@ -41,10 +47,6 @@ impl<T: Copy> MappedArray<T> {
             len,
             _element: PhantomData,
         })
-    }
-
-    fn bytes(len: usize) -> usize {
-        len * Self::STRIDE
     }
 
     fn element(&self, index: usize) -> *mut T {
@@ -90,8 +92,7 @@ impl<T: Copy> MappedArray<T> {
 
 impl<T> Drop for MappedArray<T> {
     fn drop(&mut self) {
-        let bytes = self.len * size_of::<T>().next_multiple_of(8);
         // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), bytes) };
+        unsafe { libc::munmap(self.base.as_ptr().cast(), Self::bytes(self.len)) };
     }
 }

@@ -37,7 +37,7 @@ use cluster_common::{
 };
 use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports, ipv4_raw, mac_words};
 
-/// Memory-mapped so that the controller writes a whole half with one copy.
+/// Memory-mapped so that the controller lays out the spare half in place.
 #[btf_map]
 static FWC_ADDRESSES: Array<
     AddressBucket,
@@ -252,7 +252,7 @@ fn ownership(slot: u32, counters: Option<*mut Counters>) -> Ownership {
         return Ownership::NotOwned;
     };
     // SAFETY: bounds-checked map values. The controller rewrites the lease and the timer
-    // `confirmed_ns` concurrently; each field is one aligned word.
+    // callback `confirmed_ns` concurrently; each field is one aligned word.
     unsafe {
         if (*lease).owned == 0 {
             return Ownership::NotOwned;

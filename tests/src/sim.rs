@@ -1061,17 +1061,21 @@ impl Sim {
                     .any(|h| self.nodes[*h].running_since.is_some())
                 {
                     self.outage.remove(&group);
-                } else if let Some(start) = self.takeover_start(group, since)
-                    && self.now.saturating_sub(start) > bound
-                {
-                    return Err(self.violation(format!(
-                        "group{group} lost its holder {:.1} ms ago and nobody took over (bound {:.1} ms from {:.1} ms ago)",
-                        (self.now - since) as f64 / MS as f64,
-                        bound as f64 / MS as f64,
-                        (self.now - start) as f64 / MS as f64
-                    )));
-                } else if self.takeover_start(group, since).is_none() {
-                    self.outage.remove(&group);
+                } else {
+                    match self.takeover_start(group, since) {
+                        None => {
+                            self.outage.remove(&group);
+                        }
+                        Some(start) if self.now.saturating_sub(start) > bound => {
+                            return Err(self.violation(format!(
+                                "group{group} lost its holder {:.1} ms ago and nobody took over (bound {:.1} ms from {:.1} ms ago)",
+                                (self.now - since) as f64 / MS as f64,
+                                bound as f64 / MS as f64,
+                                (self.now - start) as f64 / MS as f64
+                            )));
+                        }
+                        Some(_) => {}
+                    }
                 }
             }
             // STARTING=DENY for an IPW cause only while an IPW entry fails there.

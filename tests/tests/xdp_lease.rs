@@ -131,14 +131,12 @@ fn a_restarted_controller_adopts_the_pins_with_no_unanswered_request() {
     assert_eq!(unanswered, 0, "{unanswered} of {sent} requests unanswered");
 }
 
-/// `bpftool map lookup` of one array element.
-fn bpftool_lookup(path: &std::path::Path, index: u32) -> serde_json::Value {
-    let key: Vec<String> = index.to_le_bytes().iter().map(u8::to_string).collect();
+/// `bpftool -j map <args…>` on the map pinned at `path`, as JSON.
+fn bpftool_map(verb: &str, path: &std::path::Path, args: &[String]) -> serde_json::Value {
     let output = Command::new("bpftool")
-        .args(["-j", "map", "lookup", "pinned"])
+        .args(["-j", "map", verb, "pinned"])
         .arg(path)
-        .arg("key")
-        .args(&key)
+        .args(args)
         .output()
         .expect("bpftool");
     assert!(
@@ -149,18 +147,15 @@ fn bpftool_lookup(path: &std::path::Path, index: u32) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("bpftool JSON")
 }
 
+/// `bpftool map lookup` of one array element.
+fn bpftool_lookup(path: &std::path::Path, index: u32) -> serde_json::Value {
+    let mut key = vec!["key".to_owned()];
+    key.extend(index.to_le_bytes().iter().map(u8::to_string));
+    bpftool_map("lookup", path, &key)
+}
+
 fn bpftool_dump(path: &std::path::Path) -> serde_json::Value {
-    let output = Command::new("bpftool")
-        .args(["-j", "map", "dump", "pinned"])
-        .arg(path)
-        .output()
-        .expect("bpftool");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("bpftool JSON")
+    bpftool_map("dump", path, &[])
 }
 
 #[test]

@@ -109,26 +109,31 @@ impl Harness {
 
     /// Runs the program on `frame` received on `ifindex` (of the calling thread's namespace).
     fn run_on(&self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let result = self
-            .dataplane
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx_bytes),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        run_program(&self.dataplane, ifindex, frame)
     }
 
     fn counters(&self) -> Counters {
         self.dataplane.counters().unwrap()
     }
+}
+
+/// Runs `dataplane`'s program on `frame` received on `ifindex`; returns the action and the frame
+/// as the program left it.
+fn run_program(dataplane: &Dataplane, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let result = dataplane
+        .program()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx_bytes),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
 }
 
 fn request(target: Ipv4Addr) -> ArpFrame {
@@ -242,6 +247,16 @@ fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
+/// Waits until the lease of `frame`'s address is confirmed by its timer: a packet for it no longer
+/// reads the clock.
+fn lease_confirmed(h: &Harness, frame: &[u8]) -> bool {
+    eventually(Duration::from_millis(50), || {
+        let before = h.counters().lease_clock_reads;
+        h.run(frame);
+        h.counters().lease_clock_reads == before
+    })
+}
+
 #[test]
 fn a_lease_confirmed_by_its_timer_is_answered_without_reading_the_clock_and_fenced_by_it() {
     let mut h = Harness::new(0);
@@ -254,12 +269,7 @@ fn a_lease_confirmed_by_its_timer_is_answered_without_reading_the_clock_and_fenc
     assert_eq!(h.run(&frame).0, XDP_TX);
     assert_eq!(h.counters().lease_clock_reads, reads + 1);
     // …which confirms the lease; from then on packets only compare it with the lease.
-    assert!(eventually(Duration::from_millis(50), || {
-        h.run(&frame);
-        let before = h.counters().lease_clock_reads;
-        h.run(&frame);
-        h.counters().lease_clock_reads == before
-    }));
+    assert!(lease_confirmed(&h, &frame));
     let reads = h.counters().lease_clock_reads;
     // Renewals keep it confirmed without a clock read, across several timer periods.
     for _ in 0..30 {
@@ -294,11 +304,7 @@ fn a_lease_granted_shorter_than_the_confirmed_one_is_fenced_at_its_own_expiry() 
         .acquire(OWNED_SLOT, 2, Duration::from_secs(3600))
         .unwrap();
     assert_eq!(h.run(&frame).0, XDP_TX);
-    assert!(eventually(Duration::from_millis(50), || {
-        let before = h.counters().lease_clock_reads;
-        h.run(&frame);
-        h.counters().lease_clock_reads == before
-    }));
+    assert!(lease_confirmed(&h, &frame));
     // …then granted anew for 30 ms (a restarted controller with a shorter lease): the
     // confirmation no longer covers the lease, so packets read the clock until the timer has
     // confirmed the new one, and the slot falls silent at 30 ms, not in an hour.
@@ -330,18 +336,7 @@ fn a_new_address_set_replaces_the_old_at_once_and_an_adopting_controller_keeps_i
     let pin_dir = scratch.pin_dir("node");
     let mut dataplane = Dataplane::open(&pin_dir, 0, false).unwrap();
     let run = |dataplane: &Dataplane, target: Ipv4Addr| {
-        let frame = request(target).encode();
-        let ctx: [u32; 6] = [0, frame.len() as u32, 0, IFINDEX, 0, 0];
-        let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        dataplane
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ctx_in: Some(&ctx_bytes),
-                ..Default::default()
-            })
-            .unwrap()
-            .return_value
+        run_program(dataplane, IFINDEX, &request(target).encode()).0
     };
     dataplane
         .replace_addresses([

@@ -444,14 +444,23 @@ fn threaded_napi(lab: &Lab, cpu: usize) -> Result<Vec<i32>> {
     Ok(threads)
 }
 
-/// Loads the data path on resp's eth0 in `mode`, for the `bench xdp` veth measurements.
-fn responder_dataplane(lab: &Lab, mode: ModePreference) -> Result<Dataplane> {
+/// The data path on resp's eth0, attached generically for the `xdp-generic` rows and natively
+/// otherwise; with eth0's interface index and MAC.
+fn responder_dataplane(lab: &Lab, row: &str) -> Result<(Dataplane, u32, [u8; 6])> {
+    let mode = if row == "xdp-generic" {
+        ModePreference::Generic
+    } else {
+        ModePreference::Native
+    };
     let pin_dir = lab.pin_root().join("resp");
-    in_netns(lab.ns("resp"), move || -> Result<Dataplane> {
-        let mut dp = Dataplane::open(&pin_dir, 0, false)?;
-        dp.attach("eth0", mode)?;
-        Ok(dp)
-    })?
+    in_netns(
+        lab.ns("resp"),
+        move || -> Result<(Dataplane, u32, [u8; 6])> {
+            let mut dp = Dataplane::open(&pin_dir, 0, false)?;
+            dp.attach("eth0", mode)?;
+            Ok((dp, dataplane::ifindex("eth0")?, interface_mac("eth0")?))
+        },
+    )?
 }
 
 fn arp_throughput(duration: Duration) -> Result<()> {
@@ -467,15 +476,7 @@ fn arp_throughput(duration: Duration) -> Result<()> {
         };
         let mut resp_dp = None;
         if responder != "kernel" {
-            let mode = if responder == "xdp-generic" {
-                ModePreference::Generic
-            } else {
-                ModePreference::Native
-            };
-            let mut dp = responder_dataplane(&lab, mode)?;
-            let (ifindex, mac) = in_netns(lab.ns("resp"), || -> Result<(u32, [u8; 6])> {
-                Ok((dataplane::ifindex("eth0")?, interface_mac("eth0")?))
-            })??;
+            let (mut dp, ifindex, mac) = responder_dataplane(&lab, responder)?;
             dp.set_addresses([(&address_key(ifindex, FIP), &fip_entry(0, mac))])?;
             if responder == "baseline" {
                 dp.release(0, 1)?;
@@ -587,19 +588,10 @@ fn flow_share_throughput(duration: Duration) -> Result<()> {
     println!("| --- | --- | ---: | ---: | ---: | ---: | --- |");
     println!("| baseline: XDP drops all on entry | – | {baseline:.0} | | 0 | | |");
     for delivery in [Delivery::Discarded, Delivery::Stack] {
-        let rates = ["nftables", "xdp-generic", "xdp-native"]
-            .into_iter()
-            .map(|filter| {
-                let rate = flow_share_rate(filter, delivery, &frame, duration, Measure::SameCore)?;
-                Ok((filter, rate))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rates = filter_rates(&frame, duration, delivery, Measure::SameCore)?;
         let nft_rate = rates[0].1;
         let nft_cost = 1e9 / nft_rate - baseline_ns;
-        let (passed, goal) = match delivery {
-            Delivery::Discarded => ("dropped by the stack on entry", "≥ 2×"),
-            Delivery::Stack => ("delivered to local UDP", "(context)"),
-        };
+        let (passed, goal) = delivery.row_labels();
         for (filter, rate) in rates {
             let cost = 1e9 / rate - baseline_ns;
             let (versus, speedup, goal) = if filter == "nftables" {
@@ -628,19 +620,9 @@ fn flow_share_throughput(duration: Duration) -> Result<()> {
     );
     println!("| --- | --- | ---: | ---: | ---: | --- |");
     for delivery in [Delivery::Discarded, Delivery::Stack] {
-        let rates = ["nftables", "xdp-generic", "xdp-native"]
-            .into_iter()
-            .map(|filter| {
-                let rate =
-                    flow_share_rate(filter, delivery, &frame, duration, Measure::ReceiveCore)?;
-                Ok((filter, rate))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rates = filter_rates(&frame, duration, delivery, Measure::ReceiveCore)?;
         let nft_rate = rates[0].1;
-        let (passed, goal) = match delivery {
-            Delivery::Discarded => ("dropped by the stack on entry", "≥ 2×"),
-            Delivery::Stack => ("delivered to local UDP", "(context)"),
-        };
+        let (passed, goal) = delivery.row_labels();
         for (filter, rate) in rates {
             let (versus, goal) = if filter == "nftables" {
                 ("1.00×".to_owned(), "anchor")
@@ -654,6 +636,34 @@ fn flow_share_throughput(duration: Duration) -> Result<()> {
         }
     }
     Ok(())
+}
+
+impl Delivery {
+    /// The table's "passed frames" column and the goal of the XDP rows.
+    fn row_labels(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Discarded => ("dropped by the stack on entry", "≥ 2×"),
+            Self::Stack => ("delivered to local UDP", "(context)"),
+        }
+    }
+}
+
+/// The rates of nftables (the anchor, first) and of both XDP modes.
+fn filter_rates(
+    frame: &[u8],
+    duration: Duration,
+    delivery: Delivery,
+    measure: Measure,
+) -> Result<Vec<(&'static str, f64)>> {
+    ["nftables", "xdp-generic", "xdp-native"]
+        .into_iter()
+        .map(|filter| {
+            Ok((
+                filter,
+                flow_share_rate(filter, delivery, frame, duration, measure)?,
+            ))
+        })
+        .collect()
 }
 
 /// How a flow-share rate is measured.
@@ -697,15 +707,7 @@ fn flow_share_rate(
             ),
         )?;
     } else {
-        let mode = if filter == "xdp-generic" {
-            ModePreference::Generic
-        } else {
-            ModePreference::Native
-        };
-        let mut dp = responder_dataplane(&lab, mode)?;
-        let (ifindex, mac) = in_netns(lab.ns("resp"), || -> Result<(u32, [u8; 6])> {
-            Ok((dataplane::ifindex("eth0")?, interface_mac("eth0")?))
-        })??;
+        let (mut dp, ifindex, mac) = responder_dataplane(&lab, filter)?;
         dp.set_flowshare(&FlowShare {
             ifindex,
             mac: SHARED_MAC,
