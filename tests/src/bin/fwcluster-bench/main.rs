@@ -398,16 +398,13 @@ fn pin_to_cpu(pid: Pid, cpu: usize) -> Result<()> {
     sched_setaffinity(pid, &set).with_context(|| format!("pinning {pid} to CPU {cpu}"))
 }
 
-/// Kernel threads that run NAPI polls (`napi/<interface>-<id>`).
+/// Kernel threads that run NAPI polls (`napi/<interface>-<id>`; a kernel thread's id is its pid).
 fn napi_threads() -> Result<BTreeSet<i32>> {
-    let output = std::process::Command::new("ps")
-        .args(["-eLo", "tid=,comm="])
-        .output()?;
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let (tid, comm) = line.trim().split_once(' ')?;
-            comm.trim().starts_with("napi/").then(|| tid.parse().ok())?
+    Ok(std::fs::read_dir("/proc")?
+        .filter_map(|entry| {
+            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            comm.starts_with("napi/").then_some(pid)
         })
         .collect())
 }
