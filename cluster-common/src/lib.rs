@@ -53,14 +53,14 @@ pub mod map_name {
     pub const COUNTERS: &str = "FWC_COUNTERS";
     /// [`crate::AddressEntry::hit_slot`] → per-CPU [`crate::AddressHits`].
     pub const ADDRESS_HITS: &str = "FWC_ADDR_HITS";
-    /// lease slot (`u32`) → the kernel side's lease clock: the `bpf_timer` that fences the slot
-    /// and the expiry it last confirmed (written by the program only, see [`crate::Lease`]).
-    pub const LEASE_CLOCKS: &str = "FWC_LEASE_CLK";
+    /// lease slot (`u32`) → the `bpf_timer` that confirms or fences the slot (the program's
+    /// own, see [`crate::Lease`]).
+    pub const LEASE_TIMERS: &str = "FWC_LEASE_TIMER";
     /// Every map, in pin order.
     pub const ALL: [&str; 8] = [
         ADDRESSES,
         LEASES,
-        LEASE_CLOCKS,
+        LEASE_TIMERS,
         FLOWSHARES,
         BUCKETS,
         NODE,
@@ -182,6 +182,10 @@ pub struct AddressEntry {
 /// `bpf_timer` per slot confirms the lease and fires again just before the confirmed expiry, and
 /// packets only compare the confirmed expiry with `expires_ns`. A packet that finds the lease
 /// unconfirmed or changed reads the clock itself and has the timer confirm anew.
+///
+/// The map is memory-mapped: the controller writes `epoch`, `expires_ns` and `owned` with one
+/// store each (a renewal is one store), the timer writes `confirmed_ns`, and neither overwrites
+/// the other's fields; a packet reads all of them from one element.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -192,6 +196,10 @@ pub struct Lease {
     /// 1 when this node owns the slot, 0 when the slot is known but released.
     pub owned: u32,
     pub _pad: u32,
+    /// The `expires_ns` the slot's timer last confirmed, 0 when none; written by the program
+    /// only. While the lease reaches at least this far it is live without a clock read: the
+    /// timer fires before it.
+    pub confirmed_ns: u64,
 }
 
 /// How long before `expires_ns` the data path stops answering for a lease. The lease timer runs in
@@ -356,7 +364,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<AddressKey>(), 8);
         assert_eq!(size_of::<AddressEntry>(), 24);
-        assert_eq!(size_of::<Lease>(), 24);
+        assert_eq!(size_of::<Lease>(), 32);
         assert_eq!(size_of::<FlowShare>(), 40);
         assert_eq!(size_of::<BucketOwner>(), 4);
         assert_eq!(size_of::<NodeConfig>(), 8);

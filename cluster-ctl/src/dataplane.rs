@@ -30,7 +30,7 @@ use aya_obj::programs::XdpAttachType;
 use cluster_common::{
     ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits, AddressKey,
     BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
-    MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, NodeConfig, PROGRAM_NAME, map_name,
+    MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, MAX_LEASES, NodeConfig, PROGRAM_NAME, map_name,
 };
 
 use crate::{
@@ -90,6 +90,8 @@ pub enum DataplaneError {
         requested: u64,
         current: u64,
     },
+    #[error("lease slot {slot} is out of range (at most {MAX_LEASES} slots)")]
+    LeaseSlot { slot: u32 },
     #[error("lease slot {slot} is not owned here")]
     NotOwned { slot: u32 },
     #[error("lease slot {slot} has expired; it can only be acquired anew under a new epoch")]
@@ -174,7 +176,8 @@ pub struct Dataplane {
     /// What the half in use holds.
     addresses: BTreeMap<AddressKey, AddressEntry>,
     node_config: NodeConfig,
-    leases: Array<MapData, Lease>,
+    /// `FWC_LEASES`, mapped: fields are written one store at a time, never `confirmed_ns`.
+    leases: MappedArray<Lease>,
     flowshares: Array<MapData, FlowShare>,
     /// `FWC_BUCKETS`, mapped.
     buckets: MappedArray<BucketOwner>,
@@ -295,9 +298,13 @@ impl Dataplane {
             address_table,
             addresses,
             node_config,
-            leases: open_map(pin_dir, map_name::LEASES)?
-                .try_into()
-                .map_err(map_err(map_name::LEASES))?,
+            leases: map_array(
+                pin_dir,
+                map_name::LEASES,
+                &MapData::from_pin(pin_dir.join(map_name::LEASES))
+                    .map_err(map_err(map_name::LEASES))?,
+                MAX_LEASES,
+            )?,
             flowshares: open_map(pin_dir, map_name::FLOWSHARES)?
                 .try_into()
                 .map_err(map_err(map_name::FLOWSHARES))?,
@@ -536,21 +543,15 @@ impl Dataplane {
 
     /// The lease of a slot; `None` when the slot was never granted (epoch 0).
     pub fn lease(&self, slot: u32) -> Result<Option<Lease>> {
-        let lease = self
-            .leases
-            .get(&slot, 0)
-            .map_err(map_err(map_name::LEASES))?;
+        let lease = self.leases.get(self.lease_index(slot)?);
         Ok((lease.epoch != 0).then_some(lease))
     }
 
-    // An array element is rewritten in place, so a reader racing the write could in theory see
-    // a mix of old and new bytes. That cannot make two nodes answer at once: a renewal only
-    // happens while this node legitimately owns the slot, and a release returns only after the
-    // write completed, and the peer activates only after that (deactivate before activate).
-    fn write_lease(&mut self, slot: u32, lease: Lease) -> Result<()> {
-        self.leases
-            .set(slot, lease, 0)
-            .map_err(map_err(map_name::LEASES))
+    fn lease_index(&self, slot: u32) -> Result<usize> {
+        if slot >= MAX_LEASES {
+            return Err(DataplaneError::LeaseSlot { slot });
+        }
+        Ok(slot as usize)
     }
 
     /// Takes ownership of a slot under a new, higher epoch, valid for `lease_for` from now.
@@ -565,15 +566,19 @@ impl Dataplane {
                 current: current.epoch,
             });
         }
-        self.write_lease(
-            slot,
-            Lease {
-                epoch,
-                expires_ns: monotonic_ns() + lease_for.as_nanos() as u64,
-                owned: 1,
-                _pad: 0,
-            },
-        )
+        let lease = self.leases.element(self.lease_index(slot)?);
+        // SAFETY: an element of the mapping; single aligned stores, `owned` last (released
+        // ordering), so a packet that sees the slot owned sees its new expiry too.
+        unsafe {
+            std::ptr::write_volatile(&raw mut (*lease).epoch, epoch);
+            std::ptr::write_volatile(
+                &raw mut (*lease).expires_ns,
+                monotonic_ns() + lease_for.as_nanos() as u64,
+            );
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            std::ptr::write_volatile(&raw mut (*lease).owned, 1);
+        }
+        Ok(())
     }
 
     /// Extends an owned lease; refused unless `epoch` is the slot's current epoch.
@@ -593,13 +598,15 @@ impl Dataplane {
         if current.expires_ns <= monotonic_ns() {
             return Err(DataplaneError::Expired { slot });
         }
-        self.write_lease(
-            slot,
-            Lease {
-                expires_ns: monotonic_ns() + lease_for.as_nanos() as u64,
-                ..current
-            },
-        )
+        let lease = self.leases.element(self.lease_index(slot)?);
+        // SAFETY: an element of the mapping; one aligned store.
+        unsafe {
+            std::ptr::write_volatile(
+                &raw mut (*lease).expires_ns,
+                monotonic_ns() + lease_for.as_nanos() as u64,
+            )
+        };
+        Ok(())
     }
 
     /// Gives a slot up under `epoch` (which must not be below the current one); the program stops
@@ -613,15 +620,16 @@ impl Dataplane {
                 current: current_epoch,
             });
         }
-        self.write_lease(
-            slot,
-            Lease {
-                epoch,
-                expires_ns: 0,
-                owned: 0,
-                _pad: 0,
-            },
-        )
+        let lease = self.leases.element(self.lease_index(slot)?);
+        // SAFETY: an element of the mapping; single aligned stores, `owned` first: the program
+        // stops answering with that store.
+        unsafe {
+            std::ptr::write_volatile(&raw mut (*lease).owned, 0);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            std::ptr::write_volatile(&raw mut (*lease).expires_ns, 0);
+            std::ptr::write_volatile(&raw mut (*lease).epoch, epoch);
+        }
+        Ok(())
     }
 
     /// Configures flow share on one interface (`share.ifindex`); `share.node_id` is this node's.

@@ -49,7 +49,8 @@ impl<T: Copy> MappedArray<T> {
         })
     }
 
-    fn element(&self, index: usize) -> *mut T {
+    /// Element `index`, for stores to single fields (the program may own the others).
+    pub fn element(&self, index: usize) -> *mut T {
         assert!(index < self.len, "element {index} of {}", self.len);
         // SAFETY: in bounds of the mapping.
         unsafe { self.base.as_ptr().add(index * Self::STRIDE).cast() }

@@ -113,7 +113,7 @@ impl Frame {
         }
         let vlan: *const VlanHdr = self
             .header(core::mem::size_of::<EthHdr>())
-            .ok_or(Malformed("truncated VLAN tag"))?;
+            .ok_or(Malformed::TruncatedVlan)?;
         // SAFETY: bounds-checked above.
         let inner = u16::from_be(unsafe { (*vlan).ethertype });
         Ok((

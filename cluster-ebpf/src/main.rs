@@ -44,10 +44,15 @@ static FWC_ADDRESSES: Array<
     { ADDRESS_TABLE_BUCKETS as usize },
     { BPF_F_MMAPABLE as usize },
 > = Array::new();
+/// Memory-mapped so that the controller writes its fields of a lease without touching the
+/// timer's (`confirmed_ns`).
 #[btf_map]
-static FWC_LEASES: Array<Lease, { MAX_LEASES as usize }> = Array::new();
+static FWC_LEASES: Array<Lease, { MAX_LEASES as usize }, { BPF_F_MMAPABLE as usize }> =
+    Array::new();
+/// Apart from the leases: a map with timers can be neither memory-mapped nor updated from user
+/// space without cancelling them.
 #[btf_map]
-static FWC_LEASE_CLK: Array<LeaseClock, { MAX_LEASES as usize }> = Array::new();
+static FWC_LEASE_TIMER: Array<LeaseTimer, { MAX_LEASES as usize }> = Array::new();
 #[btf_map]
 static FWC_FLOWSHARES: Array<FlowShare, { MAX_FLOWSHARE_INTERFACES as usize }> = Array::new();
 /// Memory-mapped so that the controller reassigns buckets with plain stores.
@@ -64,15 +69,11 @@ static FWC_COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
 #[btf_map]
 static FWC_ADDR_HITS: PerCpuArray<AddressHits, { MAX_ADDRESSES as usize }> = PerCpuArray::new();
 
-/// The kernel side of a lease slot (see `cluster_common::Lease`), written by the program only.
+/// The timer of a lease slot (see `cluster_common::Lease`): fires just before the lease's
+/// `confirmed_ns` (by `LEASE_FENCE_GUARD_NS`) to confirm a renewed lease or fence an expired one.
 #[repr(C)]
-pub struct LeaseClock {
-    /// Fires just before `confirmed_ns` (by `LEASE_FENCE_GUARD_NS`) to confirm a renewed lease
-    /// or fence an expired one.
+pub struct LeaseTimer {
     timer: bpf_timer,
-    /// The `expires_ns` the timer last confirmed; 0 when not confirmed. While the slot's lease
-    /// reaches at least this far, packets need not read the clock: the timer fires before it.
-    confirmed_ns: u64,
 }
 
 const CLOCK_MONOTONIC: u64 = 1;
@@ -104,12 +105,12 @@ fn run(ctx: &XdpContext) -> u32 {
     let frame = Frame::new(ctx);
     match process(ctx, &frame, counters) {
         Ok(action) => action,
-        Err(Malformed(reason)) => {
+        Err(malformed) => {
             if let Some(counters) = counters {
                 // SAFETY: as above.
                 unsafe { (*counters).malformed += 1 };
             }
-            debug!(ctx, "malformed frame passed: {}", reason);
+            debug!(ctx, "malformed frame passed: {}", malformed.reason());
             XDP_PASS
         }
     }
@@ -217,8 +218,33 @@ fn restore_request(frame: &Frame) {
     }
 }
 
-/// A frame that cannot be parsed; the reason is logged at debug level.
-struct Malformed(&'static str);
+/// Why a frame cannot be parsed; logged at debug level. A plain code rather than the message
+/// itself: the hot path then sets one register before each bounds check instead of a 64-bit
+/// string address and its length.
+#[derive(Clone, Copy)]
+pub enum Malformed {
+    ShortEthernet,
+    TruncatedVlan,
+    TruncatedArp,
+    ArpNotEthernetIpv4,
+    TruncatedIpv4,
+    BadIpv4Header,
+    TruncatedPorts,
+}
+
+impl Malformed {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::ShortEthernet => "shorter than Ethernet",
+            Self::TruncatedVlan => "truncated VLAN tag",
+            Self::TruncatedArp => "truncated ARP",
+            Self::ArpNotEthernetIpv4 => "ARP not Ethernet/IPv4",
+            Self::TruncatedIpv4 => "truncated IPv4",
+            Self::BadIpv4Header => "bad IPv4 header",
+            Self::TruncatedPorts => "truncated L4 ports",
+        }
+    }
+}
 
 #[inline(always)]
 fn process(
@@ -226,7 +252,7 @@ fn process(
     frame: &Frame,
     counters: Option<*mut Counters>,
 ) -> Result<u32, Malformed> {
-    let eth: *mut EthHdr = frame.header(0).ok_or(Malformed("shorter than Ethernet"))?;
+    let eth: *mut EthHdr = frame.header(0).ok_or(Malformed::ShortEthernet)?;
     let (ethertype, l3) = frame.l3(eth)?;
     match ethertype {
         ETH_P_ARP => respond_arp(ctx, frame, eth, l3, counters),
@@ -247,38 +273,31 @@ enum Ownership {
 
 #[inline(always)]
 fn ownership(slot: u32, counters: Option<*mut Counters>) -> Ownership {
-    let (Some(lease), Some(clock)) = (FWC_LEASES.get_ptr(slot), FWC_LEASE_CLK.get_ptr_mut(slot))
-    else {
+    let Some(lease) = FWC_LEASES.get_ptr(slot) else {
         return Ownership::NotOwned;
     };
-    // SAFETY: bounds-checked map values. The controller rewrites the lease and the timer
+    // SAFETY: bounds-checked map value. The controller rewrites its fields and the timer
     // callback `confirmed_ns` concurrently; each field is one aligned word.
     unsafe {
-        if (*lease).owned == 0 {
+        if core::ptr::read_volatile(&raw const (*lease).owned) == 0 {
             return Ownership::NotOwned;
         }
-        let expires_ns = (*lease).expires_ns;
-        let confirmed_ns = core::ptr::read_volatile(&raw const (*clock).confirmed_ns);
+        let expires_ns = core::ptr::read_volatile(&raw const (*lease).expires_ns);
+        let confirmed_ns = core::ptr::read_volatile(&raw const (*lease).confirmed_ns);
         // The timer fires before `confirmed_ns` runs out and checks the lease then, so while
         // the lease reaches that far it is live: no clock read on the fast path.
         if confirmed_ns != 0 && confirmed_ns <= expires_ns {
             return Ownership::Owned;
         }
-        confirm_by_clock(clock, expires_ns, counters)
+        confirm_by_clock(slot, expires_ns, counters)
     }
 }
 
 /// The slow path of [`ownership`]: a lease granted, renewed past a fence, or shortened since the
 /// timer last looked. Decides by the precise clock and has the timer confirm the lease at once.
-///
-/// # Safety
-/// `clock` must be a bounds-checked `FWC_LEASE_CLK` value.
 #[inline(always)]
-unsafe fn confirm_by_clock(
-    clock: *mut LeaseClock,
-    expires_ns: u64,
-    counters: Option<*mut Counters>,
-) -> Ownership {
+fn confirm_by_clock(slot: u32, expires_ns: u64, counters: Option<*mut Counters>) -> Ownership {
+    // SAFETY: per-CPU counters; helpers called with a bounds-checked timer of `FWC_LEASE_TIMER`.
     unsafe {
         if let Some(c) = counters {
             (*c).lease_clock_reads += 1;
@@ -288,11 +307,15 @@ unsafe fn confirm_by_clock(
         if bpf_ktime_get_ns() + LEASE_FENCE_GUARD_NS >= expires_ns {
             return Ownership::Expired;
         }
-        let timer = &raw mut (*clock).timer;
+        // Without its timer the lease could not be fenced later: treat it as expired.
+        let Some(timer) = FWC_LEASE_TIMER.get_ptr_mut(slot) else {
+            return Ownership::Expired;
+        };
+        let timer = &raw mut (*timer).timer;
         // Fails with -EBUSY once initialised, which is what it usually is.
         bpf_timer_init(
             timer,
-            &raw const FWC_LEASE_CLK as *mut c_void,
+            &raw const FWC_LEASE_TIMER as *mut c_void,
             CLOCK_MONOTONIC,
         );
         if bpf_timer_set_callback(timer, lease_timer_fired as *mut c_void) == 0 {
@@ -308,34 +331,31 @@ unsafe fn confirm_by_clock(
 unsafe extern "C" fn lease_timer_fired(
     _map: *mut c_void,
     slot: *mut u32,
-    clock: *mut LeaseClock,
+    timer: *mut LeaseTimer,
 ) -> i32 {
-    // SAFETY: the kernel passes the element's key and value.
+    // SAFETY: the kernel passes the element's key and value; the lease is bounds-checked.
     unsafe {
+        let Some(lease) = FWC_LEASES.get_ptr_mut(*slot) else {
+            return 0;
+        };
         let now = bpf_ktime_get_ns();
-        let renewed = FWC_LEASES
-            .get_ptr(*slot)
-            .filter(|lease| {
-                (**lease).owned != 0 && now + LEASE_FENCE_GUARD_NS < (**lease).expires_ns
-            })
-            .map(|lease| (*lease).expires_ns);
-        match renewed {
-            Some(expires_ns) => {
-                core::ptr::write_volatile(&raw mut (*clock).confirmed_ns, expires_ns);
-                bpf_timer_start(
-                    &raw mut (*clock).timer,
-                    expires_ns - LEASE_FENCE_GUARD_NS - now,
-                    0,
-                );
+        let owned = core::ptr::read_volatile(&raw const (*lease).owned) != 0;
+        let expires_ns = core::ptr::read_volatile(&raw const (*lease).expires_ns);
+        let confirmed = &raw mut (*lease).confirmed_ns;
+        if owned && now + LEASE_FENCE_GUARD_NS < expires_ns {
+            core::ptr::write_volatile(confirmed, expires_ns);
+            bpf_timer_start(
+                &raw mut (*timer).timer,
+                expires_ns - LEASE_FENCE_GUARD_NS - now,
+                0,
+            );
+        } else {
+            if core::ptr::read_volatile(confirmed) != 0
+                && let Some(c) = FWC_COUNTERS.get_ptr_mut(0)
+            {
+                (*c).lease_fences += 1;
             }
-            None => {
-                if core::ptr::read_volatile(&raw const (*clock).confirmed_ns) != 0
-                    && let Some(c) = FWC_COUNTERS.get_ptr_mut(0)
-                {
-                    (*c).lease_fences += 1;
-                }
-                core::ptr::write_volatile(&raw mut (*clock).confirmed_ns, 0);
-            }
+            core::ptr::write_volatile(confirmed, 0);
         }
     }
     0
@@ -349,7 +369,7 @@ fn respond_arp(
     l3: usize,
     counters: Option<*mut Counters>,
 ) -> Result<u32, Malformed> {
-    let arp: *mut ArpHdr = frame.header(l3).ok_or(Malformed("truncated ARP"))?;
+    let arp: *mut ArpHdr = frame.header(l3).ok_or(Malformed::TruncatedArp)?;
     // SAFETY: `arp` and `eth` are bounds-checked pointers into the frame.
     unsafe {
         if u16::from_be((*arp).htype) != ARP_HTYPE_ETHERNET
@@ -357,7 +377,7 @@ fn respond_arp(
             || (*arp).hlen != 6
             || (*arp).plen != 4
         {
-            return Err(Malformed("ARP not Ethernet/IPv4"));
+            return Err(Malformed::ArpNotEthernetIpv4);
         }
         if u16::from_be((*arp).oper) != ARP_OP_REQUEST {
             return Ok(XDP_PASS);
@@ -459,12 +479,12 @@ fn filter_flow(
     if share.ifindex != ifindex || mac_words(share.mac) != unsafe { (*eth).dst } {
         return Ok(XDP_PASS);
     }
-    let ip: *const Ipv4Hdr = frame.header(l3).ok_or(Malformed("truncated IPv4"))?;
+    let ip: *const Ipv4Hdr = frame.header(l3).ok_or(Malformed::TruncatedIpv4)?;
     // SAFETY: `ip` is bounds-checked.
     let version_ihl = unsafe { (*ip).version_ihl };
     let header_len = ((version_ihl & 0x0f) as usize) * 4;
     if version_ihl >> 4 != 4 || header_len < 20 {
-        return Err(Malformed("bad IPv4 header"));
+        return Err(Malformed::BadIpv4Header);
     }
     // The lease before the header fields: the lease's slow path calls helpers, and whatever is
     // live across a call is spilled to the stack (a dozen stores and loads per frame).
@@ -485,11 +505,14 @@ fn filter_flow(
                 // Fragments (more-fragments flag or an offset) carry ports only in the first
                 // one, so every fragment hashes without ports to land in one bucket.
                 let fragmented = flags_fragment & 0x3fff != 0;
-                let has_ports = matches!(protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
+                // Not short-circuited: three compares are cheaper than three branches.
+                let has_ports = (protocol == IPPROTO_TCP)
+                    | (protocol == IPPROTO_UDP)
+                    | (protocol == IPPROTO_SCTP);
                 let (src_port, dst_port) = if has_ports && !fragmented {
                     let ports: *const L4Ports = frame
                         .header(l3 + header_len)
-                        .ok_or(Malformed("truncated L4 ports"))?;
+                        .ok_or(Malformed::TruncatedPorts)?;
                     // SAFETY: bounds-checked.
                     unsafe { ((*ports).src, (*ports).dst) }
                 } else {
@@ -498,12 +521,9 @@ fn filter_flow(
                 hash_five_tuple(share.seed, protocol, src, src_port, dst, dst_port)
             }
         };
-        let buckets = if share.buckets == 0 || share.buckets > MAX_BUCKETS {
-            MAX_BUCKETS
-        } else {
-            share.buckets
-        };
-        let index = share.table.wrapping_mul(MAX_BUCKETS) + bucket_of(hash, buckets);
+        // The controller keeps `buckets` in 1..=MAX_BUCKETS; were it not, the lookup below is
+        // still bounds-checked and a frame at worst lands in a wrong bucket.
+        let index = share.table.wrapping_mul(MAX_BUCKETS) + bucket_of(hash, share.buckets);
         FWC_BUCKETS
             .get(index)
             .is_some_and(|b| b.node == share.node_id)
