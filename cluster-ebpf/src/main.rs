@@ -397,6 +397,8 @@ fn respond_arp(
         let Some(entry) = find_address(&key) else {
             return Ok(XDP_PASS);
         };
+        // A map value: valid for the whole run of the program.
+        let entry = &*entry;
         match ownership(entry.lease, counters) {
             Ownership::Owned => {}
             Ownership::NotOwned => {
@@ -412,7 +414,7 @@ fn respond_arp(
                 return Ok(XDP_DROP);
             }
         }
-        write_reply(eth, arp, &entry);
+        write_reply(eth, arp, entry);
         if let Some(c) = counters {
             (*c).arp_replies += 1;
         }
@@ -426,7 +428,7 @@ fn respond_arp(
 /// The address table's entry for `key`: one of the two slots of one of its two candidate buckets
 /// in the half in use.
 #[inline(always)]
-fn find_address(key: &AddressKey) -> Option<AddressEntry> {
+fn find_address(key: &AddressKey) -> Option<*const AddressEntry> {
     let half = FWC_NODE.get(0).map_or(0, |n| n.address_half & 1);
     let word = key.word();
     let (first, second) = address_buckets(word);
@@ -435,7 +437,8 @@ fn find_address(key: &AddressKey) -> Option<AddressEntry> {
         for slot in &bucket.slots {
             // SAFETY: the key is two aligned words at the start of the slot (8-aligned bucket).
             if unsafe { core::ptr::read(&raw const slot.key as *const u64) } == word {
-                return Some(slot.entry);
+                // In place: a copy would go through the stack.
+                return Some(&raw const slot.entry);
             }
         }
     }
@@ -448,18 +451,22 @@ fn find_address(key: &AddressKey) -> Option<AddressEntry> {
 /// `eth` and `arp` must be bounds-checked pointers into the same frame.
 #[inline(always)]
 unsafe fn write_reply(eth: *mut EthHdr, arp: *mut ArpHdr, entry: &AddressEntry) {
+    // Every field is read into scalars before the first write: arrays copied between
+    // overlapping places of the frame would go through the stack.
     unsafe {
-        let requester_mac = (*arp).sha;
-        let requester_ip = (*arp).spa;
-        let answered_ip = (*arp).tpa;
-        let mac = mac_words(entry.mac);
-        (*eth).dst = (*eth).src;
-        (*eth).src = mac_words(entry.eth_source);
+        let [r0, r1, r2] = (*arp).sha;
+        let [e0, e1, e2] = (*eth).src;
+        let [requester_ip0, requester_ip1] = (*arp).spa;
+        let [answered_ip0, answered_ip1] = (*arp).tpa;
+        let [m0, m1, m2] = mac_words(entry.mac);
+        let [s0, s1, s2] = mac_words(entry.eth_source);
+        (*eth).dst = [e0, e1, e2];
+        (*eth).src = [s0, s1, s2];
         (*arp).oper = ARP_OP_REPLY.to_be();
-        (*arp).sha = mac;
-        (*arp).spa = answered_ip;
-        (*arp).tha = requester_mac;
-        (*arp).tpa = requester_ip;
+        (*arp).sha = [m0, m1, m2];
+        (*arp).spa = [answered_ip0, answered_ip1];
+        (*arp).tha = [r0, r1, r2];
+        (*arp).tpa = [requester_ip0, requester_ip1];
     }
 }
 
