@@ -30,7 +30,7 @@ use fwcluster_lab::{
     in_netns,
 };
 use nix::{
-    sched::{CpuSet, sched_setaffinity},
+    sched::{CpuSet, sched_getaffinity, sched_setaffinity},
     unistd::Pid,
 };
 
@@ -122,7 +122,13 @@ fn xdp(duration: Duration, json: Option<&std::path::Path>, only: &[XdpPart]) -> 
     println!("fwcluster XDP benchmarks (kernel {})", kernel_release());
     let runs = |part| only.is_empty() || only.contains(&part);
     if runs(XdpPart::Costs) {
-        let costs = prog_test_run()?;
+        // On one CPU throughout: a thread that moves between CPUs meets cold caches on some
+        // runs only. Restored afterwards, as the traffic benchmarks place their own threads.
+        let affinity = sched_getaffinity(Pid::from_raw(0)).context("reading the CPU affinity")?;
+        pin_to_cpu(Pid::from_raw(0), 0)?;
+        let costs = prog_test_run();
+        sched_setaffinity(Pid::from_raw(0), &affinity).context("restoring the CPU affinity")?;
+        let costs = costs?;
         if let Some(path) = json {
             std::fs::write(path, serde_json::to_string_pretty(&costs)?)?;
         }
