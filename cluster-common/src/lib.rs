@@ -285,7 +285,15 @@ pub struct NodeConfig {
     pub node_id: u32,
     /// Which half of the address table is in use (0 or 1).
     pub address_half: u32,
+    /// [`ABI_VERSION`] of the controller that last opened these maps (0: never opened).
+    pub abi_version: u32,
 }
+
+/// Version of the maps' layouts and meanings, shared by the program and the controller. Raised
+/// with every change to either, so that a controller refuses, by name, pins that a build with
+/// other layouts left behind instead of adopting them (a layout change that keeps every size
+/// would otherwise go unnoticed).
+pub const ABI_VERSION: u32 = 2;
 
 /// Per-CPU counters of the data path.
 #[repr(C)]
@@ -367,7 +375,7 @@ mod tests {
         assert_eq!(size_of::<Lease>(), 32);
         assert_eq!(size_of::<FlowShare>(), 40);
         assert_eq!(size_of::<BucketOwner>(), 4);
-        assert_eq!(size_of::<NodeConfig>(), 8);
+        assert_eq!(size_of::<NodeConfig>(), 12);
         assert_eq!(size_of::<AddressSlot>(), 32);
         assert_eq!(size_of::<AddressBucket>(), 64);
         assert_eq!(size_of::<Counters>(), 80);

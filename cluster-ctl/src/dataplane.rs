@@ -20,7 +20,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -28,8 +28,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use cluster_common::{
-    ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits, AddressKey,
-    BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
+    ABI_VERSION, ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits,
+    AddressKey, BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
     MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, MAX_LEASES, NodeConfig, PROGRAM_NAME, map_name,
 };
 
@@ -107,6 +107,20 @@ pub enum DataplaneError {
     FlowShareSlot { ifindex: u32, other: u32 },
     #[error("address table: {0}")]
     AddressTable(#[from] LayoutError),
+    #[error(
+        "{path} was pinned by another fwcluster build ({found}; this build expects {expected}); \
+         stop fwclusterd and remove the node's pins with `clpcfg uninstall` (the node stops \
+         answering for its addresses until fwclusterd starts again)"
+    )]
+    IncompatiblePin {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("the XDP object cannot be parsed: {0}")]
+    Object(aya_obj::ParseError),
+    #[error("the XDP object has no map {name}")]
+    MissingMap { name: &'static str },
     #[error("mapping {path}: {source}")]
     MapArray { path: PathBuf, source: io::Error },
     #[error("kernel log: {0}")]
@@ -242,6 +256,48 @@ fn map_table(pin_dir: &Path, table: &MapData) -> Result<MappedArray<AddressBucke
     map_array(pin_dir, map_name::ADDRESSES, table, ADDRESS_TABLE_BUCKETS)
 }
 
+/// Refuses maps pinned in `pin_dir` by a build with other layouts: a map whose key or value
+/// size, number of entries or flags differ from this build's object. Adopting one would let the
+/// program and the controller read each other's fields wrongly, and loading over it fails in the
+/// verifier with a message that names neither the map nor the remedy.
+fn check_pinned_maps(pin_dir: &Path) -> Result<()> {
+    let object = aya_obj::Object::parse(OBJECT).map_err(DataplaneError::Object)?;
+    for name in map_name::ALL {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).map_err(map_err(name))?;
+        let expected = object
+            .maps
+            .get(name)
+            .ok_or(DataplaneError::MissingMap { name })?;
+        let shape = |key: u32, value: u32, entries: u32, flags: u32| {
+            format!("key {key} B, value {value} B, {entries} entries, flags {flags:#x}")
+        };
+        let found = shape(
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+            info.map_flags(),
+        );
+        let expected = shape(
+            expected.key_size(),
+            expected.value_size(),
+            expected.max_entries(),
+            expected.map_flags(),
+        );
+        if found != expected {
+            return Err(DataplaneError::IncompatiblePin {
+                path,
+                found,
+                expected,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
     let data = MapData::from_pin(pin_dir.join(name)).map_err(map_err(name))?;
     Map::from_map_data(data).map_err(map_err(name))
@@ -257,6 +313,7 @@ impl Dataplane {
             path: pin_dir.to_owned(),
             source,
         })?;
+        check_pinned_maps(pin_dir)?;
         let prog_pin = pin_dir.join("prog");
         let complete = prog_pin.exists() && map_name::ALL.iter().all(|m| pin_dir.join(m).exists());
         let (program, origin) = if complete {
@@ -275,20 +332,24 @@ impl Dataplane {
         let mut node: Array<MapData, NodeConfig> = open_map(pin_dir, map_name::NODE)?
             .try_into()
             .map_err(map_err(map_name::NODE))?;
+        let pinned = node.get(&0, 0).map_err(map_err(map_name::NODE))?;
+        if pinned.abi_version != 0 && pinned.abi_version != ABI_VERSION {
+            return Err(DataplaneError::IncompatiblePin {
+                path: pin_dir.join(map_name::NODE),
+                found: format!("maps of version {}", pinned.abi_version),
+                expected: format!("version {ABI_VERSION}"),
+            });
+        }
         // An adopted data path keeps the half of the address table in use.
-        let address_half = node
-            .get(&0, 0)
-            .map_err(map_err(map_name::NODE))?
-            .address_half
-            & 1;
         let node_config = NodeConfig {
             node_id,
-            address_half,
+            address_half: pinned.address_half & 1,
+            abi_version: ABI_VERSION,
         };
         node.set(0, node_config, 0)
             .map_err(map_err(map_name::NODE))?;
         let addresses = address_table::entries(map_table(pin_dir, &address_table)?.slice(
-            address_table::half_start(address_half),
+            address_table::half_start(node_config.address_half),
             ADDRESS_BUCKETS as usize,
         ));
         Ok(Self {

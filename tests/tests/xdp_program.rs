@@ -806,3 +806,84 @@ fn malformed_frames_are_not_logged_by_default() {
     tracing::subscriber::with_default(subscriber, || log.flush());
     assert!(captured.0.lock().unwrap().is_empty());
 }
+
+/// Pins left by a build with other map layouts are refused by name, with the remedy, and left
+/// as they are: a map of another size (an older `FWC_LEASES`), and maps stamped with another
+/// layout version.
+#[test]
+fn pins_of_another_build_are_refused_by_name_and_left_alone() {
+    let scratch = Scratch::new().unwrap();
+    let pin_dir = scratch.pin_dir("node");
+    drop(Dataplane::open(&pin_dir, 0, false).unwrap());
+
+    // The lease map as the build before this one made it: 24-byte values.
+    let leases = pin_dir.join("FWC_LEASES");
+    std::fs::remove_file(&leases).unwrap();
+    let created = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&leases)
+        .args([
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "24",
+            "entries",
+            "1024",
+            "name",
+            "FWC_LEASES",
+        ])
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let error = Dataplane::open(&pin_dir, 0, false).err().expect("refused");
+    let message = error.to_string();
+    assert!(
+        matches!(error, DataplaneError::IncompatiblePin { ref path, .. } if *path == leases),
+        "{message}"
+    );
+    for part in ["value 24 B", "value 32 B", "clpcfg uninstall"] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    assert!(
+        leases.exists() && pin_dir.join("prog").exists(),
+        "pins kept"
+    );
+
+    // Same sizes, another layout version.
+    std::fs::remove_dir_all(&pin_dir).unwrap();
+    drop(Dataplane::open(&pin_dir, 0, false).unwrap());
+    let mut node: aya::maps::Array<aya::maps::MapData, cluster_common::NodeConfig> =
+        aya::maps::Map::from_map_data(
+            aya::maps::MapData::from_pin(pin_dir.join("FWC_NODE")).unwrap(),
+        )
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let stamped = node.get(&0, 0).unwrap();
+    assert_eq!(stamped.abi_version, cluster_common::ABI_VERSION);
+    node.set(
+        0,
+        cluster_common::NodeConfig {
+            abi_version: cluster_common::ABI_VERSION + 1,
+            ..stamped
+        },
+        0,
+    )
+    .unwrap();
+    let message = Dataplane::open(&pin_dir, 0, false)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        message.contains("FWC_NODE")
+            && message.contains(&format!("version {}", cluster_common::ABI_VERSION + 1)),
+        "{message}"
+    );
+    // The version stamp was not overwritten by the refused open.
+    assert_eq!(
+        node.get(&0, 0).unwrap().abi_version,
+        cluster_common::ABI_VERSION + 1
+    );
+}
