@@ -1,13 +1,14 @@
 //! Cluster-level recovery (R-RECOVER-1): `fwclusterd` runs its worker as a child process and,
 //! when the worker dies of anything but a clean leave, applies `cluster.recover`: RESTART (up
-//! to `cluster.retry` times; the new worker adopts the pinned data path, so a restart within the
-//! lease is invisible to clients), STOP, or the opt-in HALT and REBOOT.
+//! to `cluster.retry` times in a row; the new worker adopts the pinned data path, so a restart
+//! within the lease is invisible to clients), STOP, or the opt-in HALT and REBOOT.
 
 use std::{
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
     path::Path,
     process::{Command, ExitStatus},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -40,6 +41,16 @@ pub fn decide(status: ExitStatus, recover: ClusterRecover, restarts: u32, retry:
         ClusterRecover::Halt => Decision::Halt,
         ClusterRecover::Reboot => Decision::Reboot,
     }
+}
+
+/// A worker that ran this long before it died had recovered: the retry count starts over (as
+/// systemd's start-limit interval does). Without this, `cluster.retry` failures spread over
+/// months would stop the node for good.
+pub const STABLE_RUN: Duration = Duration::from_secs(600);
+
+/// The restarts that count against `cluster.retry` when a worker that ran for `uptime` dies.
+pub fn restarts_in_a_row(previous: u32, uptime: Duration) -> u32 {
+    if uptime >= STABLE_RUN { 0 } else { previous }
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -85,10 +96,12 @@ pub fn run(config_path: &Path, worker_args: &[String]) -> Result<i32> {
                 Ok(())
             });
         }
+        let started = Instant::now();
         let mut child = command.spawn().context("starting the fwclusterd worker")?;
         *child_pid.lock().expect("pid lock") = Some(child.id() as i32);
         let status = child.wait()?;
         *child_pid.lock().expect("pid lock") = None;
+        restarts = restarts_in_a_row(restarts, started.elapsed());
         let decision = decide(
             status,
             config.cluster.recover,
@@ -160,6 +173,42 @@ mod tests {
         assert_eq!(
             decide(killed, ClusterRecover::Reboot, 0, 5),
             Decision::Reboot
+        );
+    }
+
+    #[test]
+    fn the_retry_count_starts_over_after_a_stable_run() {
+        let killed = ExitStatus::from_raw(9);
+        // Two quick deaths with retry = 2: restarted twice, then stopped.
+        let mut restarts = 0;
+        let mut decisions = Vec::new();
+        for uptime in [
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(3),
+        ] {
+            restarts = restarts_in_a_row(restarts, uptime);
+            let decision = decide(killed, ClusterRecover::Restart, restarts, 2);
+            if decision == Decision::Restart {
+                restarts += 1;
+            }
+            decisions.push(decision);
+        }
+        assert_eq!(
+            decisions,
+            [Decision::Restart, Decision::Restart, Decision::Stop]
+        );
+        // The same two deaths, then one after a stable run: restarted again.
+        assert_eq!(restarts_in_a_row(2, STABLE_RUN - Duration::from_secs(1)), 2);
+        assert_eq!(restarts_in_a_row(2, STABLE_RUN), 0);
+        assert_eq!(
+            decide(
+                killed,
+                ClusterRecover::Restart,
+                restarts_in_a_row(2, STABLE_RUN),
+                2
+            ),
+            Decision::Restart
         );
     }
 }
