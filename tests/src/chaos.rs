@@ -59,7 +59,8 @@ const RSS_SLACK_KIB: u64 = 16 * 1024;
 
 /// The cluster under test: both groups with every resource type, and a flow share. 50 ms
 /// heartbeats with a 300 ms timeout keep a controller restart inside the lease.
-const CONFIG: &str = r#"heartbeat_interval = "50ms"
+const CONFIG: &str = concat!(
+    r#"heartbeat_interval = "50ms"
 heartbeat_timeout = "300ms"
 wait_timeout = "3s"
 
@@ -69,14 +70,9 @@ from = "cluster@fws.example"
 to = ["admin@example.com"]
 outbox = "{dir}/outbox"
 
-[[server]]
-name = "fws1"
-interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
-
-[[server]]
-name = "fws2"
-interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
-
+"#,
+    crate::seed_servers!(),
+    r#"
 [[group]]
 name = "group0"
 policy = ["fws1", "fws2"]
@@ -141,7 +137,8 @@ interface = "eth0"
 mac = "01:00:5e:00:02:1e"
 hash = "5tuple"
 buckets = 1024
-"#;
+"#
+);
 
 /// The fault catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -56,6 +56,23 @@ pub const FWS2_INTERCONNECT: [Ipv4Addr; 2] = [
     Ipv4Addr::new(203, 0, 113, 2),
 ];
 
+/// The configuration's `[[server]]` blocks of the seed network: fws1 and fws2 with their
+/// interconnects ([`FWS1_INTERCONNECT`], [`FWS2_INTERCONNECT`]), as a literal for `concat!`.
+#[macro_export]
+macro_rules! seed_servers {
+    () => {
+        r#"
+[[server]]
+name = "fws1"
+interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
+
+[[server]]
+name = "fws2"
+interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
+"#
+    };
+}
+
 fn firewall(name: &str, n: u8) -> HostSpec {
     HostSpec::new(name)
         .interface(INET_IF, "inet", &[&format!("192.0.2.{n}/24")])

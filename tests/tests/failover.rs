@@ -8,18 +8,14 @@ use fwcluster_lab::{
     seed::{self, FWS1, FWS2, GROUP0_INET_FIP, GROUP0_PARP, INET_CLIENT, INET_IF},
 };
 
-const HOT_STANDBY: &str = r#"heartbeat_interval = "10ms"
+const HOT_STANDBY: &str = concat!(
+    r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
 wait_timeout = "3s"
 
-[[server]]
-name = "fws1"
-interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
-
-[[server]]
-name = "fws2"
-interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
-
+"#,
+    fwcluster_lab::seed_servers!(),
+    r#"
 [[group]]
 name = "group0"
 policy = ["fws1", "fws2"]
@@ -41,7 +37,8 @@ failback = "manual"
   interval = "100ms"
   timeout = "200ms"
   retry = 1
-"#;
+"#
+);
 
 /// Who answers ARP for `address` from the internet client.
 fn answerers(lab: &Lab, address: std::net::Ipv4Addr) -> Vec<[u8; 6]> {
@@ -126,19 +123,15 @@ fn hot_standby_node_failure_moves_every_address_to_the_standby() -> anyhow::Resu
     Ok(())
 }
 
-const SERVERS: &str = r#"heartbeat_interval = "10ms"
+const SERVERS: &str = concat!(
+    r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
 wait_timeout = "3s"
 {extra}
 
-[[server]]
-name = "fws1"
-interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
-
-[[server]]
-name = "fws2"
-interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
-"#;
+"#,
+    fwcluster_lab::seed_servers!()
+);
 
 fn group(name: &str, policy: &str, failback: &str, fip: &str, extra: &str) -> String {
     format!(

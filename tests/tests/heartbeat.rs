@@ -10,18 +10,14 @@ use fwcluster_lab::{
     seed::{self, FWS1, FWS2, IC_IF},
 };
 
-const CONFIG: &str = r#"heartbeat_interval = "10ms"
+const CONFIG: &str = concat!(
+    r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
 wait_timeout = "3s"
 
-[[server]]
-name = "fws1"
-interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
-
-[[server]]
-name = "fws2"
-interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
-"#;
+"#,
+    fwcluster_lab::seed_servers!()
+);
 
 /// The bounds below are about the daemon, not about a machine shared with other daemon pairs:
 /// the tests of this file take turns so each pair runs on an otherwise idle machine, as the

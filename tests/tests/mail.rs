@@ -13,7 +13,8 @@ use fwcluster_lab::{
 /// 20 ms: the tests of this file take turns rather than starve each other's daemons.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const CONFIG: &str = r#"heartbeat_interval = "10ms"
+const CONFIG: &str = concat!(
+    r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
 wait_timeout = "3s"
 
@@ -23,14 +24,9 @@ from = "cluster@fws.example"
 to = ["admin@example.com"]
 outbox = "{dir}/outbox"
 
-[[server]]
-name = "fws1"
-interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
-
-[[server]]
-name = "fws2"
-interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
-
+"#,
+    fwcluster_lab::seed_servers!(),
+    r#"
 [[group]]
 name = "group0"
 policy = ["fws1", "fws2"]
@@ -44,7 +40,8 @@ policy = ["fws1", "fws2"]
   interval = "50ms"
   timeout = "100ms"
   retry = 1
-"#;
+"#
+);
 
 fn ipw_target(lab: &Lab, host: &str, reachable: bool) -> anyhow::Result<()> {
     if reachable {

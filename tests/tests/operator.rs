@@ -15,21 +15,17 @@ use fwcluster_lab::{
     seed::{self, FWS1, FWS2},
 };
 
-const CONFIG: &str = r#"heartbeat_interval = "10ms"
+const CONFIG: &str = concat!(
+    r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
 wait_timeout = "3s"
 
 [metrics]
 listen = "127.0.0.1:9428"
 
-[[server]]
-name = "fws1"
-interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
-
-[[server]]
-name = "fws2"
-interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
-
+"#,
+    fwcluster_lab::seed_servers!(),
+    r#"
 [[group]]
 name = "group0"
 policy = ["fws1", "fws2"]
@@ -58,7 +54,8 @@ policy = ["fws1", "fws2"]
   monitor = true
   retry = 2
   recover = "failover"
-"#;
+"#
+);
 
 fn started() -> anyhow::Result<(Lab, Cluster)> {
     let lab = seed::build()?;

@@ -17,18 +17,14 @@ use fwcluster_lab::{
     traffic::{Probe, ProbeResult},
 };
 
-const CONFIG: &str = r#"heartbeat_interval = "10ms"
+const CONFIG: &str = concat!(
+    r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
 wait_timeout = "3s"
 
-[[server]]
-name = "fws1"
-interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
-
-[[server]]
-name = "fws2"
-interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
-
+"#,
+    fwcluster_lab::seed_servers!(),
+    r#"
 [[group]]
 name = "group0"
 policy = ["fws1", "fws2"]
@@ -54,7 +50,8 @@ failback = "manual"
   targets = ["192.0.2.254"]
   interval = "200ms"
   timeout = "300ms"
-"#;
+"#
+);
 
 fn tool(lab: &Lab, cluster: &Cluster, host: &str, name: &str, args: &[&str]) -> Result<String> {
     let binary = cluster::binary(name)?;

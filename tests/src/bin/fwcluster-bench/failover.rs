@@ -86,15 +86,8 @@ fn servers(interval: &str, timeout: &str, wait: &str) -> String {
 heartbeat_timeout = "{timeout}"
 wait_timeout = "{wait}"
 realtime_priority = {priority}
-
-[[server]]
-name = "fws1"
-interconnect = ["169.254.12.1/24", "203.0.113.1/24"]
-
-[[server]]
-name = "fws2"
-interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
-"#
+{servers}"#,
+        servers = fwcluster_lab::seed_servers!()
     )
 }
 
