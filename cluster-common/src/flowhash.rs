@@ -11,6 +11,13 @@
 //! Inputs are the raw network-byte-order words of the packet, as every node reads them alike; no
 //! byte swapping is needed.
 
+/// Version of this hash function, raised with every change to it. Nodes fold it into the
+/// configuration digest they compare (cluster-ctl's `Config::digest`): nodes midway through an
+/// upgrade that changes the hash would split flows differently (some passed by two nodes, some
+/// by none), and they see a configuration mismatch and warn instead of doing so silently.
+/// 1: MurmurHash3 mixes; 2: two multiplies and a fold; 3: endpoints combined by xor and sum.
+pub const FLOW_HASH_VERSION: u32 = 3;
+
 const SEED_SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
 const MUL_A: u64 = 0xbf58_476d_1ce4_e5b9;
 const MUL_B: u64 = 0x94d0_49bb_1331_11eb;

@@ -32,7 +32,7 @@ catalog! {
     PEER_OFFLINE = "FWC102", "a peer server is OFFLINE (no heartbeat on any interconnect for the timeout, or it left)";
     LINK_UP = "FWC103", "an interconnect to a peer works again";
     LINK_DOWN = "FWC104", "an interconnect to a peer lost its heartbeats (a warning while others work)";
-    CONFIG_MISMATCH = "FWC106", "a peer runs a different configuration: its state is ignored, nothing new is started";
+    CONFIG_MISMATCH = "FWC106", "a peer runs a different configuration, or a fwcluster release with another flow hash: its state is ignored, nothing new is started";
     PACKET_REJECTED = "FWC107", "a heartbeat packet was refused (reason: bad_tag, replay, old_incarnation, …)";
     GROUP_ONLINE = "FWC201", "a group is active on this server (reason ACT_NORMAL/ACT_FAILOVER and cause)";
     GROUP_OFFLINE = "FWC202", "a group was deactivated on this server (reason DEACT_NORMAL/DEACT_ILLEGAL and cause)";
@@ -221,7 +221,8 @@ pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
         Notice::ConfigMismatch { peer } => tracing::error!(
             id = CONFIG_MISMATCH.id,
             peer = node(peer),
-            "server {} runs a different configuration; make both files identical",
+            "server {} runs a different configuration or a fwcluster release with another flow \
+             hash; make both files identical and run one release on every node",
             node(peer)
         ),
     }

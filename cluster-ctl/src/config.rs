@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use cluster_common::flowhash::FLOW_HASH_VERSION;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -576,16 +577,26 @@ impl Config {
         toml::to_string_pretty(self).expect("the config serializes")
     }
 
-    /// SHA-256 of the normalized configuration without its `[mail]` section: equal on nodes
-    /// whose clusters behave alike. Mail settings are left out because a reload (SIGHUP)
-    /// applies them to a running daemon, one node after the other; a node with the new mail
-    /// settings must not look like a different cluster to one that has not reloaded yet.
+    /// SHA-256 of the normalized configuration without its `[mail]` section, and of the flow
+    /// hash's version: equal on nodes whose clusters behave alike. Mail settings are left out
+    /// because a reload (SIGHUP) applies them to a running daemon, one node after the other; a
+    /// node with the new mail settings must not look like a different cluster to one that has
+    /// not reloaded yet. The flow hash's version is in because nodes hashing differently would
+    /// split shared traffic wrongly (see `FLOW_HASH_VERSION`).
     pub fn digest(&self) -> [u8; 32] {
+        self.digest_with_flow_hash(FLOW_HASH_VERSION)
+    }
+
+    fn digest_with_flow_hash(&self, flow_hash_version: u32) -> [u8; 32] {
         let behaviour = Self {
             mail: None,
             ..self.clone()
         };
-        Sha256::digest(behaviour.normalized().as_bytes()).into()
+        let text = format!(
+            "{}\n# flow hash version {flow_hash_version}\n",
+            behaviour.normalized()
+        );
+        Sha256::digest(text.as_bytes()).into()
     }
 
     /// The top-level sections in which `other` differs from this configuration.
@@ -1081,4 +1092,24 @@ pub fn check_against_interfaces(
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes whose flow hashes differ (midway through an upgrade) must not look alike.
+    #[test]
+    fn the_flow_hash_version_is_part_of_the_digest() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hot-standby.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.digest(),
+            config.digest_with_flow_hash(FLOW_HASH_VERSION)
+        );
+        assert_ne!(
+            config.digest_with_flow_hash(FLOW_HASH_VERSION),
+            config.digest_with_flow_hash(FLOW_HASH_VERSION + 1)
+        );
+    }
 }
