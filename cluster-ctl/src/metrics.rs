@@ -3,7 +3,7 @@
 //! counters, rendered with prometheus-client from the same view `clpstat` shows.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpListener},
     sync::mpsc::{self, Sender},
     time::Duration,
@@ -141,6 +141,26 @@ pub fn render(view: &StatusView) -> String {
 }
 
 /// Serves `GET /metrics` on `listen`; each scrape asks the daemon's loop for a status view.
+/// Reads a request's head up to its blank line (at most 8 KiB) and returns its first line.
+/// Reading all of it matters: closing a socket with unread data sends a reset, and a reset
+/// makes the client's kernel discard the answer it has not read yet.
+fn read_request(stream: &std::net::TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(stream.take(8 * 1024));
+    let mut first = String::new();
+    reader.read_line(&mut first).ok()?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) if line.trim_end().is_empty() => break,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(first)
+}
+
 pub fn serve(listen: SocketAddr, pending: Sender<Pending>) -> Result<()> {
     let listener = TcpListener::bind(listen).with_context(|| format!("metrics on {listen}"))?;
     std::thread::Builder::new()
@@ -149,29 +169,29 @@ pub fn serve(listen: SocketAddr, pending: Sender<Pending>) -> Result<()> {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-                let mut request = String::new();
-                let mut reader = BufReader::new(&stream);
-                if reader.read_line(&mut request).is_err() {
+                let Some(request_line) = read_request(&stream) else {
                     continue;
-                }
-                let mut writer = &stream;
-                if !request.starts_with("GET /metrics") {
-                    let _ = writer.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-                    continue;
-                }
-                let (reply, answer) = mpsc::channel();
-                if pending.send(Pending { request: Request::Status, reply }).is_err() {
-                    return;
-                }
-                let body = match answer.recv_timeout(Duration::from_secs(5)) {
-                    Ok(Response::Status { view }) => render(&view),
-                    _ => continue,
                 };
-                let _ = write!(
-                    writer,
-                    "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let response = if !request_line.starts_with("GET /metrics") {
+                    "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()
+                } else {
+                    let (reply, answer) = mpsc::channel();
+                    if pending.send(Pending { request: Request::Status, reply }).is_err() {
+                        return;
+                    }
+                    let body = match answer.recv_timeout(Duration::from_secs(5)) {
+                        Ok(Response::Status { view }) => render(&view),
+                        _ => continue,
+                    };
+                    format!(
+                        "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                // One write, then an orderly close: the whole answer is queued before the FIN.
+                let mut writer = &stream;
+                let _ = writer.write_all(response.as_bytes());
+                let _ = stream.shutdown(std::net::Shutdown::Write);
             }
         })?;
     Ok(())
