@@ -65,6 +65,7 @@ pub fn cause_label(cause: Cause) -> &'static str {
         Cause::Shutdown => "shutdown",
         Cause::SplitBrain => "split_brain",
         Cause::LeaseLost => "lease_lost",
+        Cause::HolderStopped(_) => "holder_stopped",
         Cause::Isolated => "isolated",
     }
 }
@@ -94,6 +95,10 @@ pub fn cause_text(cfg: &EngineConfig, cause: Cause) -> String {
         Cause::LeaseLost => {
             "the data-path lease ran out (the daemon was stopped or starved)".into()
         }
+        Cause::HolderStopped(n) => format!(
+            "it stopped on server {} without being handed over (lease ran out or failure)",
+            node(n)
+        ),
         Cause::Isolated => "all interconnects lost and no tie-breaker reachable".into(),
     }
 }

@@ -357,3 +357,27 @@ fn a_failed_activation_is_retried_then_recovered_by_its_action() {
     let status = sim.engine(FWS1).unwrap().status(0);
     assert_eq!(status.groups[GROUP0].retries[1], 2, "RETRY count 2/2 used");
 }
+
+/// A holder frozen past its lease but not past the heartbeat timeout gives the group up and
+/// starts it again; the cause says so instead of "cluster start" (which it used to say, in mails
+/// and on the takeover counter alike).
+#[test]
+fn a_group_restarted_after_its_lease_ran_out_says_why() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    // The lease is timeout − interval = 20 ms; 20.5 ms frozen outlives it, not the 30 ms timeout.
+    sim.inject(Fault::Freeze { node: FWS1 });
+    sim.advance(20_500_000).unwrap();
+    sim.inject(Fault::Thaw { node: FWS1 });
+    settle(&mut sim);
+    let trace = sim.trace();
+    assert!(
+        trace.contains("fws1 GroupOffline { group: 0, reason: Illegal, cause: LeaseLost }"),
+        "{trace}"
+    );
+    assert!(!trace.contains("PeerOffline"), "{trace}");
+    assert!(
+        trace.contains("fws1 GroupOnline { group: 0, reason: Normal, cause: HolderStopped(0) }"),
+        "{trace}"
+    );
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+}

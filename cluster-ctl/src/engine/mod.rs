@@ -385,6 +385,9 @@ pub enum Cause {
     SplitBrain,
     /// The data-path lease ran out (the process was frozen).
     LeaseLost,
+    /// The node that ran it stopped running it without handing it over, yet stayed online:
+    /// its lease ran out while it was starved, or it gave the group up after a failure.
+    HolderStopped(NodeId),
     /// All interconnects lost and no tie-breaker reachable.
     Isolated,
 }
@@ -1263,7 +1266,8 @@ impl Engine {
                 },
                 _ => match self.groups[g].last_holder {
                     Some(n) if n != me && !self.is_online(n) => Cause::PeerDown(n),
-                    _ => Cause::Startup,
+                    Some(n) => Cause::HolderStopped(n),
+                    None => Cause::Startup,
                 },
             };
             self.claim(now, g, forced, out);
@@ -1286,10 +1290,11 @@ impl Engine {
 
     fn activate(&mut self, now: Nanos, g: GroupId, epoch: u64, out: &mut Vec<Action>) {
         let cause = self.groups[g].act_cause;
+        let me = self.me();
         let failover = matches!(
             cause,
             Cause::PeerDown(_) | Cause::Handoff { failover: true, .. }
-        );
+        ) || matches!(cause, Cause::HolderStopped(n) if n != me);
         let lease = ns(self.cfg.lease());
         let local = &mut self.groups[g];
         local.claim = None;
