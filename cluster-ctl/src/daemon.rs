@@ -439,6 +439,9 @@ impl Daemon {
 
     fn main_loop(&mut self, receiver: &Receiver<Input>) -> Result<()> {
         let interval = self.config.cluster.heartbeat_interval;
+        // How long a due tick or deadline waits, once, for heartbeats still in the sockets.
+        let unread_grace = (interval / 4).min(Duration::from_millis(2));
+        let mut waited_for: Option<Instant> = None;
         let mut next_tick = Instant::now();
         loop {
             // The tick comes first when it is due, however busy the inputs are: a flood of
@@ -451,7 +454,8 @@ impl Daemon {
                 .filter(|d| *d < next_tick);
             let wake = deadline.unwrap_or(next_tick);
             let wait = wake.saturating_duration_since(Instant::now());
-            let input = if Instant::now() >= next_tick {
+            let tick_due = Instant::now() >= next_tick;
+            let mut input = if tick_due {
                 None
             } else if wait.is_zero() {
                 // A peer's deadline is due: what already arrived counts first (a heartbeat
@@ -465,6 +469,18 @@ impl Daemon {
                     Err(RecvTimeoutError::Disconnected) => bail!("all input channels closed"),
                 }
             };
+            // Heartbeats still in the kernel count first too: after a stall of the machine this
+            // thread often runs before the receiving threads, and the silence it would judge is
+            // its own. It waits for them once per tick or deadline, briefly, so a flood of
+            // packets cannot hold detection or lease renewal off.
+            if input.is_none()
+                && (tick_due || wait.is_zero())
+                && waited_for != Some(wake)
+                && self.transport.has_queued()
+            {
+                waited_for = Some(wake);
+                input = receiver.recv_timeout(unread_grace).ok();
+            }
             let now = self.now();
             let event = match input {
                 None if Instant::now() < next_tick => Event::Timer,

@@ -174,6 +174,17 @@ impl Transport {
         })
     }
 
+    /// Whether a heartbeat socket holds datagrams the receiving threads have not read yet.
+    pub fn has_queued(&self) -> bool {
+        use std::os::fd::AsFd as _;
+        let mut fds: Vec<nix::poll::PollFd<'_>> = self
+            .sockets
+            .iter()
+            .map(|s| nix::poll::PollFd::new(s.as_fd(), nix::poll::PollFlags::POLLIN))
+            .collect();
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
+    }
+
     /// Sends a packet with `report` (as produced for each peer) to every peer on every link.
     /// Errors on one link (a cut cable) do not stop the others.
     pub fn send(&self, kind: Kind, report_for: impl Fn(usize) -> Report) {
