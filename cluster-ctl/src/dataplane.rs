@@ -252,6 +252,17 @@ fn map_array<T: Copy>(
     })
 }
 
+/// Opens the pinned mmapable array `name` and maps its `len` elements; the mapping keeps the
+/// map alive, so the handle is not kept.
+fn map_pinned_array<T: Copy>(
+    pin_dir: &Path,
+    name: &'static str,
+    len: u32,
+) -> Result<MappedArray<T>> {
+    let map = MapData::from_pin(pin_dir.join(name)).map_err(map_err(name))?;
+    map_array(pin_dir, name, &map, len)
+}
+
 fn map_table(pin_dir: &Path, table: &MapData) -> Result<MappedArray<AddressBucket>> {
     map_array(pin_dir, map_name::ADDRESSES, table, ADDRESS_TABLE_BUCKETS)
 }
@@ -359,24 +370,11 @@ impl Dataplane {
             address_table,
             addresses,
             node_config,
-            leases: map_array(
-                pin_dir,
-                map_name::LEASES,
-                &MapData::from_pin(pin_dir.join(map_name::LEASES))
-                    .map_err(map_err(map_name::LEASES))?,
-                MAX_LEASES,
-            )?,
+            leases: map_pinned_array(pin_dir, map_name::LEASES, MAX_LEASES)?,
             flowshares: open_map(pin_dir, map_name::FLOWSHARES)?
                 .try_into()
                 .map_err(map_err(map_name::FLOWSHARES))?,
-            // The mapping keeps the map alive; its handle is not needed.
-            buckets: map_array(
-                pin_dir,
-                map_name::BUCKETS,
-                &MapData::from_pin(pin_dir.join(map_name::BUCKETS))
-                    .map_err(map_err(map_name::BUCKETS))?,
-                BUCKET_TABLE_SIZE,
-            )?,
+            buckets: map_pinned_array(pin_dir, map_name::BUCKETS, BUCKET_TABLE_SIZE)?,
             node,
             counters: open_map(pin_dir, map_name::COUNTERS)?
                 .try_into()
