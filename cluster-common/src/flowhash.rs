@@ -1,12 +1,11 @@
 //! The flow hash of flow load share (R-XDP-2).
 //!
 //! Every node runs this same function with the same seed, so all nodes agree on which bucket a
-//! packet falls into; the controller uses it too (to predict and to test the split). The flow's
-//! words are packed into two 64-bit words that are multiplied independently, xored, and mixed by
-//! SplitMix64's finalizer: no loops, no tables, and a dependency chain of three multiplies (the
-//! MurmurHash3 block mixes used before chained ten and cost 3–4 ns more per frame). The symmetric
-//! modes combine the two endpoints by xor and sum, so a flow and its reply hash alike without a
-//! branch on which endpoint is lower.
+//! packet falls into; the controller uses it too (to predict and to test the split). The flow is
+//! packed into two 64-bit words, and the hash is two multiplies with an add between them: no
+//! loops, no tables, few registers (the MurmurHash3 block mixes used first chained ten
+//! multiplies and cost 3–4 ns more per frame). The symmetric modes combine the two endpoints by
+//! xor and sum, so a flow and its reply hash alike without a branch on which endpoint is lower.
 //!
 //! Inputs are the raw network-byte-order words of the packet, as every node reads them alike; no
 //! byte swapping is needed.
@@ -15,38 +14,43 @@
 /// configuration digest they compare (cluster-ctl's `Config::digest`): nodes midway through an
 /// upgrade that changes the hash would split flows differently (some passed by two nodes, some
 /// by none), and they see a configuration mismatch and warn instead of doing so silently.
-/// 1: MurmurHash3 mixes; 2: two multiplies and a fold; 3: endpoints combined by xor and sum.
-pub const FLOW_HASH_VERSION: u32 = 3;
+/// 1: MurmurHash3 mixes; 2: two multiplies and a fold; 3: endpoints combined by xor and sum;
+/// 4: ports xored into their addresses, no fold.
+pub const FLOW_HASH_VERSION: u32 = 4;
 
 const SEED_SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
 const MUL_A: u64 = 0xbf58_476d_1ce4_e5b9;
 const MUL_B: u64 = 0x94d0_49bb_1331_11eb;
 
-/// Hashes two 64-bit words into 32 bits: the words are multiplied independently and xored, the
-/// high half (which every input bit reaches) is folded onto the low half, and one more multiply
-/// carries the result into the top bits, which [`bucket_of`] uses. Inputs that vary most sit in
-/// the low bits of their word, where a multiply spreads them furthest.
+/// Hashes two 64-bit words into 32 bits: the first, with the seed, is multiplied, the second
+/// added, and the sum multiplied again; the high half of that, which every input bit reaches, is
+/// the hash. [`bucket_of`] takes its top bits.
 #[inline(always)]
-const fn fold(seed: u32, a: u64, b: u64) -> u32 {
-    let mut h =
-        (a ^ (seed as u64).wrapping_mul(SEED_SPREAD)).wrapping_mul(MUL_A) ^ b.wrapping_mul(MUL_B);
-    h ^= h >> 32;
-    (h.wrapping_mul(SEED_SPREAD) >> 32) as u32
+const fn mix(seed: u32, x: u64, y: u64) -> u32 {
+    ((x ^ (seed as u64).wrapping_mul(SEED_SPREAD))
+        .wrapping_mul(MUL_A)
+        .wrapping_add(y)
+        .wrapping_mul(MUL_B)
+        >> 32) as u32
 }
 
 /// Hash of the source address only.
 #[inline(always)]
 pub const fn hash_src(seed: u32, src: u32) -> u32 {
-    fold(seed, src as u64, 4)
+    mix(seed, src as u64, 0)
 }
 
 /// Symmetric hash of both addresses.
 #[inline(always)]
 pub const fn hash_src_dst(seed: u32, src: u32, dst: u32) -> u32 {
-    fold(seed, symmetric_pair(src, dst), 8)
+    let (x, y) = symmetric_pair(src, dst);
+    mix(seed, x, y)
 }
 
-/// Symmetric hash of protocol, addresses and ports.
+/// Symmetric hash of protocol, addresses and ports: each endpoint is its address xored with its
+/// port, and the two endpoints are combined as in [`hash_src_dst`]. A port meets the half of
+/// the address that holds its first two octets (the words are in network byte order), which
+/// flows within one /16 share, so it does not cancel what varies between them.
 #[inline(always)]
 pub const fn hash_five_tuple(
     seed: u32,
@@ -56,20 +60,16 @@ pub const fn hash_five_tuple(
     dst: u32,
     dst_port: u16,
 ) -> u32 {
-    let ports = ((src_port ^ dst_port) as u64) << 16 | src_port.wrapping_add(dst_port) as u64;
-    fold(
-        seed,
-        symmetric_pair(src, dst),
-        ports | ((protocol as u64) << 32) | (16 << 40),
-    )
+    let (x, y) = symmetric_pair(src ^ src_port as u32, dst ^ dst_port as u32);
+    mix(seed, x | (protocol as u64) << 32, y)
 }
 
-/// Two endpoints as one word that is the same in both directions: their xor and their wrapping
-/// sum, which together determine the unordered pair (but for the sum's carry out of the top
-/// bit). Unlike ordering the two first, this takes no branch.
+/// Two endpoints as two words that are the same in both directions: their xor and their sum.
+/// Unlike ordering the two first, this takes no branch. Distinct pairs may give the same words
+/// (a bit set in one endpoint only may sit in either); such flows merely share a bucket.
 #[inline(always)]
-const fn symmetric_pair(a: u32, b: u32) -> u64 {
-    (((a ^ b) as u64) << 32) | a.wrapping_add(b) as u64
+const fn symmetric_pair(a: u32, b: u32) -> (u64, u64) {
+    ((a ^ b) as u64, a as u64 + b as u64)
 }
 
 /// Maps a hash onto `0..buckets` (multiply-shift: uniform, no division).

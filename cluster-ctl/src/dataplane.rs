@@ -19,7 +19,7 @@ use std::{
 };
 
 use aya::{
-    EbpfLoader,
+    Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, Xdp, XdpMode,
@@ -29,8 +29,9 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use cluster_common::{
     ABI_VERSION, ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits,
-    AddressKey, BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare, Lease, MAX_BUCKETS,
-    MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, MAX_LEASES, NodeConfig, PROGRAM_NAME, map_name,
+    AddressKey, BucketOwner, Counters, FLOW_TABLES_SECTION, FLOW_TABLES_SYMBOL, FlowShare,
+    FlowShareTables, Lease, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, MAX_LEASES,
+    NodeConfig, PROGRAM_NAME, map_name,
 };
 
 use crate::{
@@ -192,9 +193,8 @@ pub struct Dataplane {
     node_config: NodeConfig,
     /// `FWC_LEASES`, mapped: fields are written one store at a time, never `confirmed_ns`.
     leases: MappedArray<Lease>,
-    flowshares: Array<MapData, FlowShare>,
-    /// `FWC_BUCKETS`, mapped.
-    buckets: MappedArray<BucketOwner>,
+    /// `FWC_FLOW`, mapped (its single value).
+    flow: MappedArray<FlowShareTables>,
     node: Array<MapData, NodeConfig>,
     counters: PerCpuArray<MapData, Counters>,
     hits: PerCpuArray<MapData, AddressHits>,
@@ -273,6 +273,11 @@ fn map_table(pin_dir: &Path, table: &MapData) -> Result<MappedArray<AddressBucke
 /// verifier with a message that names neither the map nor the remedy.
 fn check_pinned_maps(pin_dir: &Path) -> Result<()> {
     let object = aya_obj::Object::parse(OBJECT).map_err(DataplaneError::Object)?;
+    if !object.maps.contains_key(FLOW_TABLES_SECTION) {
+        return Err(DataplaneError::MissingMap {
+            name: FLOW_TABLES_SECTION,
+        });
+    }
     for name in map_name::ALL {
         let path = pin_dir.join(name);
         if !path.exists() {
@@ -306,7 +311,48 @@ fn check_pinned_maps(pin_dir: &Path) -> Result<()> {
             });
         }
     }
+    // Before anything is loaded: a load would replace the pinned program of the other build.
+    if pin_dir.join(map_name::NODE).exists() {
+        let node: Array<MapData, NodeConfig> = open_map(pin_dir, map_name::NODE)?
+            .try_into()
+            .map_err(map_err(map_name::NODE))?;
+        let pinned = node.get(&0, 0).map_err(map_err(map_name::NODE))?;
+        if pinned.abi_version != 0 && pinned.abi_version != ABI_VERSION {
+            return Err(DataplaneError::IncompatiblePin {
+                path: pin_dir.join(map_name::NODE),
+                found: format!("maps of version {}", pinned.abi_version),
+                expected: format!("version {ABI_VERSION}"),
+            });
+        }
+    }
     Ok(())
+}
+
+/// Loads the object with every map bound to its pin in `pin_dir` (a pinned map is reused, a
+/// missing one created and pinned); `log_level` is aya-log's (2 = warn, 4 = debug).
+fn load_object(pin_dir: &Path, log_level: u8) -> Result<Ebpf> {
+    let flow_pin = pin_dir.join(map_name::FLOW);
+    if !flow_pin.exists() {
+        // The program's view of the flow-share tables (a data section) is bound to this pin
+        // below, and aya creates maps in no fixed order: had the section's map come first, the
+        // pin would be an untyped map that cannot be memory-mapped. So the typed map is created
+        // and pinned by a load of its own first; the rest of that load is dropped unused.
+        let mut loader = EbpfLoader::new();
+        loader.map_pin_path(map_name::FLOW, flow_pin.as_path());
+        loader.load(OBJECT)?;
+    }
+    // aya writes a data section's initial contents (zeros, for `.bss`) into its map on every
+    // load, a reused pin included. Given the tables as they are instead, it rewrites them
+    // unchanged; only the controller writes them, and this is the controller.
+    let current = map_pinned_array::<FlowShareTables>(pin_dir, map_name::FLOW, 1)?.to_bytes();
+    let mut loader = EbpfLoader::new();
+    loader.override_global("AYA_LOG_LEVEL", &log_level, true);
+    loader.override_global(FLOW_TABLES_SYMBOL, current.as_slice(), true);
+    for name in map_name::ALL {
+        loader.map_pin_path(name, pin_dir.join(name));
+    }
+    loader.map_pin_path(FLOW_TABLES_SECTION, flow_pin);
+    Ok(loader.load(OBJECT)?)
 }
 
 fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
@@ -344,13 +390,6 @@ impl Dataplane {
             .try_into()
             .map_err(map_err(map_name::NODE))?;
         let pinned = node.get(&0, 0).map_err(map_err(map_name::NODE))?;
-        if pinned.abi_version != 0 && pinned.abi_version != ABI_VERSION {
-            return Err(DataplaneError::IncompatiblePin {
-                path: pin_dir.join(map_name::NODE),
-                found: format!("maps of version {}", pinned.abi_version),
-                expected: format!("version {ABI_VERSION}"),
-            });
-        }
         // An adopted data path keeps the half of the address table in use.
         let node_config = NodeConfig {
             node_id,
@@ -371,10 +410,7 @@ impl Dataplane {
             addresses,
             node_config,
             leases: map_pinned_array(pin_dir, map_name::LEASES, MAX_LEASES)?,
-            flowshares: open_map(pin_dir, map_name::FLOWSHARES)?
-                .try_into()
-                .map_err(map_err(map_name::FLOWSHARES))?,
-            buckets: map_pinned_array(pin_dir, map_name::BUCKETS, BUCKET_TABLE_SIZE)?,
+            flow: map_pinned_array(pin_dir, map_name::FLOW, 1)?,
             node,
             counters: open_map(pin_dir, map_name::COUNTERS)?
                 .try_into()
@@ -386,19 +422,7 @@ impl Dataplane {
     }
 
     fn load(pin_dir: &Path, prog_pin: &Path, kernel_debug_log: bool) -> Result<Xdp> {
-        // aya-log levels: 2 = warn, 4 = debug.
-        let log_level: u8 = if kernel_debug_log { 4 } else { 2 };
-        let mut loader = EbpfLoader::new();
-        loader.override_global("AYA_LOG_LEVEL", &log_level, true);
-        let pins: Vec<(&str, PathBuf)> = map_name::ALL
-            .iter()
-            .map(|name| (*name, pin_dir.join(name)))
-            .collect();
-        for (name, path) in &pins {
-            // Reuses a map that is already pinned there, creates and pins it otherwise.
-            loader.map_pin_path(name, path.as_path());
-        }
-        let mut ebpf = loader.load(OBJECT)?;
+        let mut ebpf = load_object(pin_dir, if kernel_debug_log { 4 } else { 2 })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(ProgramError::NotLoaded)?
@@ -699,11 +723,11 @@ impl Dataplane {
                 buckets: share.buckets as usize,
             });
         }
-        let slot = share.ifindex % MAX_FLOWSHARE_INTERFACES;
-        let current = self
-            .flowshares
-            .get(&slot, 0)
-            .map_err(map_err(map_name::FLOWSHARES))?;
+        let slot = (share.ifindex % MAX_FLOWSHARE_INTERFACES) as usize;
+        // SAFETY: an element of the mapping, in bounds; volatile, as the program reads it.
+        let entry = unsafe { &raw mut (*self.flow.element(0)).shares[slot] };
+        // SAFETY: as above.
+        let current = unsafe { std::ptr::read_volatile(entry) };
         if share.ifindex == 0 || (current.ifindex != 0 && current.ifindex != share.ifindex) {
             return Err(DataplaneError::FlowShareSlot {
                 ifindex: share.ifindex,
@@ -714,9 +738,21 @@ impl Dataplane {
             node_id: self.node_config.node_id,
             ..*share
         };
-        self.flowshares
-            .set(slot, share, 0)
-            .map_err(map_err(map_name::FLOWSHARES))
+        // SAFETY: as above. A new entry is written with its interface left out, which the
+        // program matches first, so that it takes effect only once complete. Changing an entry
+        // in use may show a few frames a mix of old and new settings, as any update would.
+        unsafe {
+            std::ptr::write_volatile(
+                entry,
+                FlowShare {
+                    ifindex: current.ifindex,
+                    ..share
+                },
+            );
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            std::ptr::write_volatile(&raw mut (*entry).ifindex, share.ifindex);
+        }
+        Ok(())
     }
 
     /// Writes the owners of all buckets of one flow-share table (`owners[i]` owns bucket `i`).
@@ -729,8 +765,13 @@ impl Dataplane {
         }
         let start = (table * MAX_BUCKETS) as usize;
         for (bucket, node) in owners.iter().enumerate() {
-            self.buckets
-                .set(start + bucket, BucketOwner { node: *node });
+            // SAFETY: in bounds (checked above) of the mapping; one aligned store per bucket.
+            unsafe {
+                std::ptr::write_volatile(
+                    &raw mut (*self.flow.element(0)).buckets[start + bucket],
+                    BucketOwner { node: *node },
+                );
+            }
         }
         Ok(())
     }
@@ -745,7 +786,11 @@ impl Dataplane {
         }
         let start = (table * MAX_BUCKETS) as usize;
         Ok((0..count.min(MAX_BUCKETS) as usize)
-            .map(|bucket| self.buckets.get(start + bucket).node)
+            // SAFETY: in bounds of the mapping.
+            .map(|bucket| unsafe {
+                std::ptr::read_volatile(&raw const (*self.flow.element(0)).buckets[start + bucket])
+                    .node
+            })
             .collect())
     }
 
@@ -783,16 +828,7 @@ impl Dataplane {
     /// Loads another program of the object against this node's pinned maps (the benchmark uses
     /// the floor program and the idempotent ARP variant). The program is not pinned.
     pub fn load_companion(&self, name: &str) -> Result<Xdp> {
-        let pins: Vec<(&str, PathBuf)> = map_name::ALL
-            .iter()
-            .map(|map| (*map, self.pin_dir.join(map)))
-            .collect();
-        let mut loader = EbpfLoader::new();
-        loader.override_global("AYA_LOG_LEVEL", &2u8, true);
-        for (map, path) in &pins {
-            loader.map_pin_path(map, path.as_path());
-        }
-        let mut ebpf = loader.load(OBJECT)?;
+        let mut ebpf = load_object(&self.pin_dir, 2)?;
         let program: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or(ProgramError::NotLoaded)?

@@ -49,6 +49,15 @@ impl<T: Copy> MappedArray<T> {
         })
     }
 
+    /// A copy of the whole mapping's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let len = Self::bytes(self.len);
+        let mut copy = vec![0; len];
+        // SAFETY: the mapping is `len` bytes long; the copy is a fresh buffer.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.as_ptr(), copy.as_mut_ptr(), len) };
+        copy
+    }
+
     /// Element `index`, for stores to single fields (the program may own the others).
     pub fn element(&self, index: usize) -> *mut T {
         assert!(index < self.len, "element {index} of {}", self.len);

@@ -31,7 +31,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use cluster_common::{
     ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits, AddressKey,
-    BUCKET_TABLE_SIZE, BucketOwner, Counters, FlowShare, HashMode, LEASE_FENCE_GUARD_NS, Lease,
+    BUCKET_TABLE_SIZE, Counters, FlowShareTables, HashMode, LEASE_FENCE_GUARD_NS, Lease,
     MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_LEASES, NodeConfig, address_buckets,
     flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
 };
@@ -53,15 +53,17 @@ static FWC_LEASES: Array<Lease, { MAX_LEASES as usize }, { BPF_F_MMAPABLE as usi
 /// space without cancelling them.
 #[btf_map]
 static FWC_LEASE_TIMER: Array<LeaseTimer, { MAX_LEASES as usize }> = Array::new();
+/// The flow-share tables as a map: declared for its definition only (typed value, so that bpftool
+/// names the fields; memory-mapped, so that the controller reassigns buckets with plain stores).
+/// The code reads the same map through [`FWC_FLOW_TABLES`].
 #[btf_map]
-static FWC_FLOWSHARES: Array<FlowShare, { MAX_FLOWSHARE_INTERFACES as usize }> = Array::new();
-/// Memory-mapped so that the controller reassigns buckets with plain stores.
-#[btf_map]
-static FWC_BUCKETS: Array<
-    BucketOwner,
-    { BUCKET_TABLE_SIZE as usize },
-    { BPF_F_MMAPABLE as usize },
-> = Array::new();
+static FWC_FLOW: Array<FlowShareTables, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
+/// [`FWC_FLOW`]'s value as a global variable (`cluster_common::FLOW_TABLES_SYMBOL` in
+/// `cluster_common::FLOW_TABLES_SECTION`; the loader binds the section to the pinned map): read by
+/// indexed loads, with no map lookup. Never written here.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".bss.fwc_flow")]
+static mut FWC_FLOW_TABLES: FlowShareTables = unsafe { core::mem::zeroed() };
 #[btf_map]
 static FWC_NODE: Array<NodeConfig, 1> = Array::new();
 #[btf_map]
@@ -95,25 +97,25 @@ pub fn fwcluster_xdp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn run(ctx: &XdpContext) -> u32 {
-    // The per-CPU counters always exist (array map with one entry); without them the program
-    // still does its job.
-    let counters = FWC_COUNTERS.get_ptr_mut(0);
-    if let Some(counters) = counters {
-        // SAFETY: per-CPU slot of this CPU; XDP programs do not nest on one CPU.
-        unsafe { (*counters).packets += 1 };
-    }
-    let frame = Frame::new(ctx);
-    match process(ctx, &frame, counters) {
-        Ok(action) => action,
-        Err(malformed) => {
-            if let Some(counters) = counters {
-                // SAFETY: as above.
-                unsafe { (*counters).malformed += 1 };
-            }
-            debug!(ctx, "malformed frame passed: {}", malformed.reason());
-            XDP_PASS
-        }
-    }
+    // An array map with one entry: the lookup cannot fail. Checked once here, so that the paths
+    // below count without a test of their own.
+    let Some(counters) = FWC_COUNTERS.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: per-CPU slot of this CPU; XDP programs do not nest on one CPU, and the slot is a
+    // map value valid for the whole run.
+    let counters = unsafe { &mut *counters };
+    counters.packets += 1;
+    process(ctx, &Frame::new(ctx), counters)
+}
+
+/// A frame that cannot be parsed: counted, logged at debug level, and passed. Out of line, so
+/// that the paths that parse stay free of it: each returns its action directly.
+#[inline(never)]
+fn malformed(ctx: &XdpContext, counters: &mut Counters, reason: Malformed) -> u32 {
+    counters.malformed += 1;
+    debug!(ctx, "malformed frame passed: {}", reason.reason());
+    XDP_PASS
 }
 
 /// The benchmark's traffic generator, run by BPF_PROG_TEST_RUN in live-frames mode on the
@@ -250,16 +252,21 @@ impl Malformed {
 fn process(
     ctx: &XdpContext,
     frame: &Frame,
-    counters: Option<*mut Counters>,
-) -> Result<u32, Malformed> {
-    let eth: *mut EthHdr = frame.header(0).ok_or(Malformed::ShortEthernet)?;
-    let (ethertype, l3) = frame.l3(eth)?;
+    counters: &mut Counters,
+) -> u32 {
+    let Some(eth) = frame.header::<EthHdr>(0) else {
+        return malformed(ctx, counters, Malformed::ShortEthernet);
+    };
+    let (ethertype, l3) = match frame.l3(eth) {
+        Ok(found) => found,
+        Err(reason) => return malformed(ctx, counters, reason),
+    };
     match ethertype {
         ETH_P_ARP => respond_arp(ctx, frame, eth, l3, counters),
         // Flow-share traffic is addressed to a multicast MAC; unicast frames skip the lookup.
         // SAFETY: `eth` was bounds-checked by `Frame::header`.
         ETH_P_IP if unsafe { (*eth).dst[0] } & 1 == 1 => filter_flow(ctx, frame, eth, l3, counters),
-        _ => Ok(XDP_PASS),
+        _ => XDP_PASS,
     }
 }
 
@@ -272,7 +279,7 @@ enum Ownership {
 }
 
 #[inline(always)]
-fn ownership(slot: u32, counters: Option<*mut Counters>) -> Ownership {
+fn ownership(slot: u32, counters: &mut Counters) -> Ownership {
     let Some(lease) = FWC_LEASES.get_ptr(slot) else {
         return Ownership::NotOwned;
     };
@@ -296,12 +303,10 @@ fn ownership(slot: u32, counters: Option<*mut Counters>) -> Ownership {
 /// The slow path of [`ownership`]: a lease granted, renewed past a fence, or shortened since the
 /// timer last looked. Decides by the precise clock and has the timer confirm the lease at once.
 #[inline(always)]
-fn confirm_by_clock(slot: u32, expires_ns: u64, counters: Option<*mut Counters>) -> Ownership {
+fn confirm_by_clock(slot: u32, expires_ns: u64, counters: &mut Counters) -> Ownership {
     // SAFETY: per-CPU counters; helpers called with a bounds-checked timer of `FWC_LEASE_TIMER`.
     unsafe {
-        if let Some(c) = counters {
-            (*c).lease_clock_reads += 1;
-        }
+        counters.lease_clock_reads += 1;
         // The precise clock: the coarse one lags by up to a tick (4 ms at HZ=250), which would
         // let a lease outlive its duration.
         if bpf_ktime_get_ns() + LEASE_FENCE_GUARD_NS >= expires_ns {
@@ -367,9 +372,11 @@ fn respond_arp(
     frame: &Frame,
     eth: *mut EthHdr,
     l3: usize,
-    counters: Option<*mut Counters>,
-) -> Result<u32, Malformed> {
-    let arp: *mut ArpHdr = frame.header(l3).ok_or(Malformed::TruncatedArp)?;
+    counters: &mut Counters,
+) -> u32 {
+    let Some(arp) = frame.header::<ArpHdr>(l3) else {
+        return malformed(ctx, counters, Malformed::TruncatedArp);
+    };
     // SAFETY: `arp` and `eth` are bounds-checked pointers into the frame.
     unsafe {
         if u16::from_be((*arp).htype) != ARP_HTYPE_ETHERNET
@@ -377,52 +384,44 @@ fn respond_arp(
             || (*arp).hlen != 6
             || (*arp).plen != 4
         {
-            return Err(Malformed::ArpNotEthernetIpv4);
+            return malformed(ctx, counters, Malformed::ArpNotEthernetIpv4);
         }
         if u16::from_be((*arp).oper) != ARP_OP_REQUEST {
-            return Ok(XDP_PASS);
+            return XDP_PASS;
         }
-        if let Some(c) = counters {
-            (*c).arp_requests += 1;
-        }
+        counters.arp_requests += 1;
         let target = ipv4_raw((*arp).tpa);
         // Gratuitous ARP announces the sender's own address: nothing to answer.
         if ipv4_raw((*arp).spa) == target {
-            return Ok(XDP_PASS);
+            return XDP_PASS;
         }
         let key = AddressKey {
             ifindex: ctx.ingress_ifindex() as u32,
             addr: target,
         };
         let Some(entry) = find_address(&key) else {
-            return Ok(XDP_PASS);
+            return XDP_PASS;
         };
         // A map value: valid for the whole run of the program.
         let entry = &*entry;
         match ownership(entry.lease, counters) {
             Ownership::Owned => {}
             Ownership::NotOwned => {
-                if let Some(c) = counters {
-                    (*c).arp_not_owned += 1;
-                }
-                return Ok(XDP_DROP);
+                counters.arp_not_owned += 1;
+                return XDP_DROP;
             }
             Ownership::Expired => {
-                if let Some(c) = counters {
-                    (*c).arp_lease_expired += 1;
-                }
-                return Ok(XDP_DROP);
+                counters.arp_lease_expired += 1;
+                return XDP_DROP;
             }
         }
         write_reply(eth, arp, entry);
-        if let Some(c) = counters {
-            (*c).arp_replies += 1;
-        }
+        counters.arp_replies += 1;
         if let Some(hits) = FWC_ADDR_HITS.get_ptr_mut(entry.hit_slot) {
             (*hits).replies += 1;
         }
     }
-    Ok(XDP_TX)
+    XDP_TX
 }
 
 /// The address table's entry for `key`: one of the two slots of one of its two candidate buckets
@@ -476,22 +475,26 @@ fn filter_flow(
     frame: &Frame,
     eth: *mut EthHdr,
     l3: usize,
-    counters: Option<*mut Counters>,
-) -> Result<u32, Malformed> {
+    counters: &mut Counters,
+) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(share) = FWC_FLOWSHARES.get(ifindex % MAX_FLOWSHARE_INTERFACES) else {
-        return Ok(XDP_PASS);
+    // SAFETY: an index in bounds of the array (the modulo is a mask); the controller writes the
+    // tables concurrently, which at worst mixes two settings for a frame.
+    let share = unsafe {
+        &(*(&raw const FWC_FLOW_TABLES)).shares[(ifindex % MAX_FLOWSHARE_INTERFACES) as usize]
     };
     // SAFETY: `eth` is bounds-checked.
     if share.ifindex != ifindex || mac_words(share.mac) != unsafe { (*eth).dst } {
-        return Ok(XDP_PASS);
+        return XDP_PASS;
     }
-    let ip: *const Ipv4Hdr = frame.header(l3).ok_or(Malformed::TruncatedIpv4)?;
+    let Some(ip) = frame.header::<Ipv4Hdr>(l3) else {
+        return malformed(ctx, counters, Malformed::TruncatedIpv4);
+    };
     // SAFETY: `ip` is bounds-checked.
     let version_ihl = unsafe { (*ip).version_ihl };
     let header_len = ((version_ihl & 0x0f) as usize) * 4;
     if version_ihl >> 4 != 4 || header_len < 20 {
-        return Err(Malformed::BadIpv4Header);
+        return malformed(ctx, counters, Malformed::BadIpv4Header);
     }
     // The lease before the header fields: the lease's slow path calls helpers, and whatever is
     // live across a call is spilled to the stack (a dozen stores and loads per frame).
@@ -517,9 +520,9 @@ fn filter_flow(
                     | (protocol == IPPROTO_UDP)
                     | (protocol == IPPROTO_SCTP);
                 let (src_port, dst_port) = if has_ports && !fragmented {
-                    let ports: *const L4Ports = frame
-                        .header(l3 + header_len)
-                        .ok_or(Malformed::TruncatedPorts)?;
+                    let Some(ports) = frame.header::<L4Ports>(l3 + header_len) else {
+                        return malformed(ctx, counters, Malformed::TruncatedPorts);
+                    };
                     // SAFETY: bounds-checked.
                     unsafe { ((*ports).src, (*ports).dst) }
                 } else {
@@ -528,32 +531,28 @@ fn filter_flow(
                 hash_five_tuple(share.seed, protocol, src, src_port, dst, dst_port)
             }
         };
-        // The controller keeps `buckets` in 1..=MAX_BUCKETS; were it not, the lookup below is
-        // still bounds-checked and a frame at worst lands in a wrong bucket.
+        // The controller keeps `table` and `buckets` in range; were they not, the index is
+        // still masked into the table and a frame at worst lands in a wrong bucket.
         let index = share.table.wrapping_mul(MAX_BUCKETS) + bucket_of(hash, share.buckets);
-        FWC_BUCKETS
-            .get(index)
-            .is_some_and(|b| b.node == share.node_id)
+        // SAFETY: an index in bounds of the array (the modulo is a mask).
+        let owner = unsafe {
+            (*(&raw const FWC_FLOW_TABLES)).buckets[(index % BUCKET_TABLE_SIZE) as usize].node
+        };
+        owner == share.node_id
     };
-    // SAFETY: per-CPU slot of this CPU; `eth` is bounds-checked.
-    unsafe {
-        if let Some(c) = counters {
-            if mine {
-                (*c).flow_passed += 1;
-            } else {
-                (*c).flow_dropped += 1;
-            }
-        }
-        if mine {
-            // Word by word: a plain copy between map value and frame, which may alias as far
-            // as the compiler knows, becomes a call to a byte-wise memmove.
-            let mac = mac_words(share.local_mac);
-            for (i, word) in mac.into_iter().enumerate() {
-                core::ptr::write_volatile(&raw mut (*eth).dst[i], word);
-            }
-        }
+    if !mine {
+        counters.flow_dropped += 1;
+        return XDP_DROP;
     }
-    Ok(if mine { XDP_PASS } else { XDP_DROP })
+    counters.flow_passed += 1;
+    // Word by word: a plain copy between map value and frame, which may alias as far as the
+    // compiler knows, becomes a call to a byte-wise memmove.
+    let mac = mac_words(share.local_mac);
+    for (i, word) in mac.into_iter().enumerate() {
+        // SAFETY: `eth` is bounds-checked.
+        unsafe { core::ptr::write_volatile(&raw mut (*eth).dst[i], word) };
+    }
+    XDP_PASS
 }
 
 #[cfg(not(test))]
