@@ -285,7 +285,8 @@ pub struct FlowShareTables {
 }
 
 // The program masks indexes into the tables with these moduli.
-const _: () = assert!(MAX_FLOWSHARE_INTERFACES.is_power_of_two() && BUCKET_TABLE_SIZE.is_power_of_two());
+const _: () =
+    assert!(MAX_FLOWSHARE_INTERFACES.is_power_of_two() && BUCKET_TABLE_SIZE.is_power_of_two());
 
 /// The ELF section of the program's view of [`map_name::FLOW`] (a `.bss` section: the loader
 /// makes it a single-entry array map, and binds it to the pinned map).

@@ -109,9 +109,10 @@ fn run(ctx: &XdpContext) -> u32 {
     process(ctx, &Frame::new(ctx), counters)
 }
 
-/// A frame that cannot be parsed: counted, logged at debug level, and passed. Out of line, so
-/// that the paths that parse stay free of it: each returns its action directly.
-#[inline(never)]
+/// A frame that cannot be parsed: counted, logged at debug level, and passed. Called where the
+/// parse fails and returned from there: a `Result` carried to one exit packs and unpacks the
+/// action and the reason on every frame.
+#[inline(always)]
 fn malformed(ctx: &XdpContext, counters: &mut Counters, reason: Malformed) -> u32 {
     counters.malformed += 1;
     debug!(ctx, "malformed frame passed: {}", reason.reason());
@@ -249,11 +250,7 @@ impl Malformed {
 }
 
 #[inline(always)]
-fn process(
-    ctx: &XdpContext,
-    frame: &Frame,
-    counters: &mut Counters,
-) -> u32 {
+fn process(ctx: &XdpContext, frame: &Frame, counters: &mut Counters) -> u32 {
     let Some(eth) = frame.header::<EthHdr>(0) else {
         return malformed(ctx, counters, Malformed::ShortEthernet);
     };

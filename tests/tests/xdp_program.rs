@@ -4,10 +4,10 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use cluster_common::{
-    AddressEntry, AddressKey, AddressKind, Counters, FlowShare, HashMode,
-    flowhash::{bucket_of, hash_src},
+    AddressEntry, AddressKey, AddressKind, Counters, FlowShare, HashMode, MAX_FLOWSHARE_INTERFACES,
+    flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
 };
-use cluster_ctl::dataplane::{Dataplane, DataplaneError};
+use cluster_ctl::dataplane::{Dataplane, DataplaneError, Origin};
 use fwcluster_lab::{
     HostSpec, Lab, Scratch, Topology,
     arp::{ArpFrame, BROADCAST},
@@ -395,7 +395,7 @@ fn a_new_address_set_replaces_the_old_at_once_and_an_adopting_controller_keeps_i
     // A restarted controller adopts the table as it is.
     drop(dataplane);
     let mut adopted = Dataplane::open(&pin_dir, 0, false).unwrap();
-    assert_eq!(adopted.origin(), cluster_ctl::dataplane::Origin::Adopted);
+    assert_eq!(adopted.origin(), Origin::Adopted);
     assert_eq!(
         adopted.addresses(),
         &new_set
@@ -577,37 +577,125 @@ fn client(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761)))
 }
 
+/// The `i`th flow of a deterministic spread: client address and port (the ports count up, as
+/// a client's do).
+fn spread_flow(i: u32) -> (Ipv4Addr, u16) {
+    (client(i), 1024 + (i % 60_000) as u16)
+}
+
+/// The flow hash `mode` gives a UDP flow from `src:src_port` to the shared address, port 80.
+fn expected_hash(mode: HashMode, src: Ipv4Addr, src_port: u16) -> u32 {
+    let src = u32::from_ne_bytes(src.octets());
+    let dst = u32::from_ne_bytes(SHARED_IP.octets());
+    match mode {
+        HashMode::Src => hash_src(SEED, src),
+        HashMode::SrcDst => hash_src_dst(SEED, src, dst),
+        HashMode::FiveTuple => {
+            hash_five_tuple(SEED, IPPROTO_UDP, src, src_port.to_be(), dst, 80u16.to_be())
+        }
+    }
+}
+
 #[test]
 fn flow_share_splits_flows_evenly_and_as_predicted() {
     const FLOWS: u32 = 100_000;
-    for nodes in [2u32, 3] {
-        let h = flow_share_harness(0, nodes, HashMode::Src);
-        let owners = round_robin(nodes);
-        let mut passed = 0u32;
-        for i in 0..FLOWS {
-            let src = client(i);
-            let (action, out) = h.run(&flow(src, 1000, SHARED_IP, 80, SHARED_MAC).encode());
-            let bucket = bucket_of(hash_src(SEED, u32::from_ne_bytes(src.octets())), BUCKETS);
-            let expected = if owners[bucket as usize] == 0 {
-                XDP_PASS
-            } else {
-                XDP_DROP
-            };
-            assert_eq!(action, expected, "flow {i} from {src} in bucket {bucket}");
-            if action == XDP_PASS {
-                assert_eq!(&out[0..6], &NODE_MAC, "passed frames get the local MAC");
-                passed += 1;
+    for mode in [HashMode::Src, HashMode::SrcDst, HashMode::FiveTuple] {
+        for nodes in [2u32, 3] {
+            let h = flow_share_harness(0, nodes, mode);
+            let owners = round_robin(nodes);
+            let mut passed = 0u32;
+            for i in 0..FLOWS {
+                let (src, src_port) = spread_flow(i);
+                let (action, out) = h.run(&flow(src, src_port, SHARED_IP, 80, SHARED_MAC).encode());
+                let bucket = bucket_of(expected_hash(mode, src, src_port), BUCKETS);
+                let expected = if owners[bucket as usize] == 0 {
+                    XDP_PASS
+                } else {
+                    XDP_DROP
+                };
+                assert_eq!(
+                    action, expected,
+                    "{mode:?}: flow {i} from {src}:{src_port} in bucket {bucket}"
+                );
+                if action == XDP_PASS {
+                    assert_eq!(&out[0..6], &NODE_MAC, "passed frames get the local MAC");
+                    passed += 1;
+                }
             }
+            let share = f64::from(passed) / f64::from(FLOWS);
+            let ideal = 1.0 / f64::from(nodes);
+            assert!(
+                (share - ideal).abs() <= 0.02 * ideal,
+                "{mode:?}, {nodes} nodes: node 0 passed {share:.4}, ideal {ideal:.4}"
+            );
+            let c = h.counters();
+            assert_eq!(c.flow_passed + c.flow_dropped, u64::from(FLOWS));
         }
-        let share = f64::from(passed) / f64::from(FLOWS);
-        let ideal = 1.0 / f64::from(nodes);
-        assert!(
-            (share - ideal).abs() <= 0.02 * ideal,
-            "{nodes} nodes: node 0 passed {share:.4}, ideal {ideal:.4}"
-        );
-        let c = h.counters();
-        assert_eq!(c.flow_passed + c.flow_dropped, u64::from(FLOWS));
     }
+}
+
+/// A program loaded again over pinned maps (the program's pin gone, say) takes the flow-share
+/// tables as they are: the loader writes a data section's initial contents into its map on
+/// every load, and the controller gives it the current ones.
+#[test]
+fn a_program_loaded_over_the_pins_keeps_the_flow_share_tables() {
+    let h = flow_share_harness(0, 2, HashMode::FiveTuple);
+    let pin_dir = h.dataplane.pin_dir().to_owned();
+    let before = h.dataplane.buckets(0, BUCKETS).unwrap();
+    std::fs::remove_file(pin_dir.join("prog")).unwrap();
+    let reloaded = Dataplane::open(&pin_dir, 0, false).unwrap();
+    assert_eq!(reloaded.origin(), Origin::Loaded);
+    assert_eq!(reloaded.buckets(0, BUCKETS).unwrap(), before);
+    let owners = round_robin(2);
+    for i in 0..2000 {
+        let (src, src_port) = spread_flow(i);
+        let frame = flow(src, src_port, SHARED_IP, 80, SHARED_MAC).encode();
+        let bucket = bucket_of(expected_hash(HashMode::FiveTuple, src, src_port), BUCKETS);
+        let expected = if owners[bucket as usize] == 0 {
+            XDP_PASS
+        } else {
+            XDP_DROP
+        };
+        assert_eq!(
+            run_program(&reloaded, IFINDEX, &frame).0,
+            expected,
+            "flow {i}"
+        );
+        // The program loaded first reads the same tables.
+        assert_eq!(h.run(&frame).0, expected, "flow {i}, first program");
+    }
+}
+
+/// The flow-share tables are one map value read in place by the program; bpftool still names
+/// every field of it.
+#[test]
+fn bpftool_names_the_fields_of_the_flow_share_tables() {
+    let h = flow_share_harness(0, 3, HashMode::SrcDst);
+    let pin = h.dataplane.pin_dir().join("FWC_FLOW");
+    let output = std::process::Command::new("bpftool")
+        .args(["-j", "map", "lookup", "pinned"])
+        .arg(&pin)
+        .args(["key", "0", "0", "0", "0"])
+        .output()
+        .expect("bpftool");
+    assert!(output.status.success(), "{output:?}");
+    let found: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+    let value = &found["formatted"]["value"];
+    let share = &value["shares"][(IFINDEX % MAX_FLOWSHARE_INTERFACES) as usize];
+    assert_eq!(share["ifindex"], IFINDEX, "{share}");
+    assert_eq!(share["seed"], SEED, "{share}");
+    assert_eq!(share["buckets"], BUCKETS, "{share}");
+    assert_eq!(share["hash_mode"], HashMode::SrcDst as u8, "{share}");
+    assert_eq!(share["lease"], SHARE_SLOT, "{share}");
+    let owners: Vec<u64> = value["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .take(BUCKETS as usize)
+        .map(|b| b["node"].as_u64().expect("node"))
+        .collect();
+    let expected: Vec<u64> = round_robin(3).into_iter().map(u64::from).collect();
+    assert_eq!(owners, expected);
 }
 
 #[test]
