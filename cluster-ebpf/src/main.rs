@@ -275,9 +275,12 @@ enum Ownership {
     Expired,
 }
 
+/// `slot` is the lease slot's place in a map value, read where needed: a value kept across the
+/// lease's lookup (a call, to the compiler) would be spilled to the stack on every frame.
 #[inline(always)]
-fn ownership(slot: u32, counters: &mut Counters) -> Ownership {
-    let Some(lease) = FWC_LEASES.get_ptr(slot) else {
+fn ownership(slot: &u32, counters: &mut Counters) -> Ownership {
+    // SAFETY: a field of a map value.
+    let Some(lease) = FWC_LEASES.get_ptr(unsafe { core::ptr::read_volatile(slot) }) else {
         return Ownership::NotOwned;
     };
     // SAFETY: bounds-checked map value. The controller rewrites its fields and the timer
@@ -293,7 +296,9 @@ fn ownership(slot: u32, counters: &mut Counters) -> Ownership {
         if confirmed_ns != 0 && confirmed_ns <= expires_ns {
             return Ownership::Owned;
         }
-        confirm_by_clock(slot, expires_ns, counters)
+        // The slot read again: it may have changed meanwhile, which at worst has another slot's
+        // timer look at its own lease.
+        confirm_by_clock(core::ptr::read_volatile(slot), expires_ns, counters)
     }
 }
 
@@ -401,7 +406,7 @@ fn respond_arp(
         };
         // A map value: valid for the whole run of the program.
         let entry = &*entry;
-        match ownership(entry.lease, counters) {
+        match ownership(&entry.lease, counters) {
             Ownership::Owned => {}
             Ownership::NotOwned => {
                 counters.arp_not_owned += 1;
@@ -489,13 +494,12 @@ fn filter_flow(
     };
     // SAFETY: `ip` is bounds-checked.
     let version_ihl = unsafe { (*ip).version_ihl };
-    let header_len = ((version_ihl & 0x0f) as usize) * 4;
-    if version_ihl >> 4 != 4 || header_len < 20 {
+    if version_ihl >> 4 != 4 || version_ihl & 0x0f < 5 {
         return malformed(ctx, counters, Malformed::BadIpv4Header);
     }
-    // The lease before the header fields: the lease's slow path calls helpers, and whatever is
-    // live across a call is spilled to the stack (a dozen stores and loads per frame).
-    let mine = ownership(share.lease, counters) == Ownership::Owned && {
+    // The lease before the header fields: its lookup is a call to the compiler, and whatever is
+    // live across a call is spilled to the stack and loaded back.
+    let mine = ownership(&share.lease, counters) == Ownership::Owned && {
         // SAFETY: `ip` is bounds-checked.
         let (protocol, flags_fragment, src, dst) = unsafe {
             (
@@ -517,6 +521,9 @@ fn filter_flow(
                     | (protocol == IPPROTO_UDP)
                     | (protocol == IPPROTO_SCTP);
                 let (src_port, dst_port) = if has_ports && !fragmented {
+                    // Read again here rather than kept from the check above (see the lease).
+                    // SAFETY: `ip` is bounds-checked.
+                    let header_len = ((unsafe { (*ip).version_ihl } & 0x0f) as usize) * 4;
                     let Some(ports) = frame.header::<L4Ports>(l3 + header_len) else {
                         return malformed(ctx, counters, Malformed::TruncatedPorts);
                     };
