@@ -214,7 +214,14 @@ fn ipw_target(lab: &Lab, host: &str, reachable: bool) -> anyhow::Result<()> {
 #[test]
 fn auto_failback_returns_the_group_and_manual_failback_waits_for_clpgrp() -> anyhow::Result<()> {
     for failback in ["auto", "manual"] {
-        let (lab, mut cluster) = started(&hot_standby(failback, ""))?;
+        // A 100 ms heartbeat timeout: this test is about where the group goes back, and at
+        // 30 ms the suite's own load can starve a holder past its lease, which (rightly) hands
+        // the group on by itself.
+        let config = hot_standby(failback, "").replace(
+            "heartbeat_timeout = \"30ms\"",
+            "heartbeat_timeout = \"100ms\"",
+        );
+        let (lab, mut cluster) = started(&config)?;
         cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
         cluster.kill(FWS1)?;
         cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(2))?;
