@@ -140,7 +140,6 @@ pub fn render(view: &StatusView) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `listen`; each scrape asks the daemon's loop for a status view.
 /// Reads a request's head up to its blank line (at most 8 KiB) and returns its first line.
 /// Reading all of it matters: closing a socket with unread data sends a reset, and a reset
 /// makes the client's kernel discard the answer it has not read yet.
@@ -161,6 +160,7 @@ fn read_request(stream: &std::net::TcpStream) -> Option<String> {
     Some(first)
 }
 
+/// Serves `GET /metrics` on `listen`; each scrape asks the daemon's loop for a status view.
 pub fn serve(listen: SocketAddr, pending: Sender<Pending>) -> Result<()> {
     let listener = TcpListener::bind(listen).with_context(|| format!("metrics on {listen}"))?;
     std::thread::Builder::new()
