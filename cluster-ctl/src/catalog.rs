@@ -23,7 +23,9 @@ catalog! {
     DAEMON_STOPPING = "FWC002", "SIGTERM received: stopping groups in order and handing them over";
     DAEMON_STOPPED = "FWC003", "fwclusterd stopped after leaving the cluster";
     XDP_ATTACHED = "FWC004", "XDP program attached (interface, native or generic mode, adopted or new)";
-    LEASE_REFUSED = "FWC005", "the data path refused a lease operation (stale epoch, expired lease)";
+    LEASE_REFUSED = "FWC005", "the data path refused a lease operation (stale epoch, not owned)";
+    LEASE_LAPSED = "FWC010", "a group's lease ran out: the peers stopped acknowledging this server's heartbeats (or it stalled), so its data path does not answer for the group";
+    LEASE_RESUMED = "FWC011", "acknowledgements came back (or every peer is gone): the data path answers for the group again (silent time follows)";
     ADOPTED = "FWC006", "a group held by the previous process was adopted from the pinned lease";
     DAEMON_FAILED = "FWC007", "an internal failure of the daemon; cluster recovery action follows";
     CONFIG_RELOADED = "FWC008", "SIGHUP: the configuration file was read again ([mail] changes applied, or unchanged)";
@@ -93,7 +95,7 @@ pub fn cause_text(cfg: &EngineConfig, cause: Cause) -> String {
         Cause::Shutdown => "server shutdown".into(),
         Cause::SplitBrain => "partition healed; the other server holds a newer epoch".into(),
         Cause::LeaseLost => {
-            "the data-path lease ran out (the daemon was stopped or starved)".into()
+            "the data-path lease had run out (heartbeats not acknowledged, or the daemon was stopped or starved) and another server took the group".into()
         }
         Cause::HolderStopped(n) => format!(
             "it stopped on server {} without being handed over (lease ran out or failure)",
@@ -229,6 +231,23 @@ pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
             "server {} runs a different configuration or a fwcluster release with another flow \
              hash; make both files identical and run one release on every node",
             node(peer)
+        ),
+        Notice::LeaseLapsed { group: g } => tracing::warn!(
+            id = LEASE_LAPSED.id,
+            group = group(g),
+            "{}: lease ran out on {}: no peer acknowledged its recent heartbeats, so it does not \
+             answer for the group until they do (check the interconnects in both directions)",
+            group(g),
+            node(cfg.me)
+        ),
+        Notice::LeaseResumed { group: g, after } => tracing::warn!(
+            id = LEASE_RESUMED.id,
+            group = group(g),
+            silent_ms = format!("{:.1}", after as f64 / 1e6),
+            "{}: lease resumed on {} after {:.1} ms without answering",
+            group(g),
+            node(cfg.me),
+            after as f64 / 1e6
         ),
     }
 }

@@ -80,8 +80,6 @@ struct Daemon {
     dataplane: Dataplane,
     transport: Transport,
     resources: Resources,
-    started: Instant,
-    lease: Duration,
     inputs: Sender<Input>,
 }
 
@@ -139,8 +137,9 @@ pub fn run(options: Options) -> Result<()> {
     let flowshares =
         FlowShares::start(&config, &mut dataplane, lease).context("configuring flow share")?;
 
-    let started = Instant::now();
-    let mut engine = Engine::new(engine_config, 0);
+    // The engine's clock is CLOCK_MONOTONIC, the data path's: lease ends pass through as they
+    // are, and heartbeat send times keep increasing across restarts of the daemon.
+    let mut engine = Engine::new(engine_config, dataplane::monotonic_ns());
     let placements = options.run_dir.join(format!("{node}.placed"));
     let placed: BTreeSet<String> = std::fs::read_to_string(&placements)
         .unwrap_or_default()
@@ -247,8 +246,6 @@ pub fn run(options: Options) -> Result<()> {
         dataplane,
         transport,
         resources,
-        started,
-        lease,
         inputs,
     };
     daemon.main_loop(&receiver)
@@ -419,7 +416,7 @@ fn adopt_pinned(
             if lease.owned != 0 && lease.expires_ns > now {
                 *adopted = true;
                 let by_operator = placed.contains(&config.group[g].name);
-                engine.adopt(g, lease.epoch, lease.expires_ns - now, by_operator);
+                engine.adopt(g, lease.epoch, lease.expires_ns, by_operator);
                 tracing::warn!(
                     id = catalog::ADOPTED.id,
                     group = config.group[g].name,
@@ -433,8 +430,9 @@ fn adopt_pinned(
 }
 
 impl Daemon {
+    /// The engine's time: CLOCK_MONOTONIC, the data path's clock.
     fn now(&self) -> Nanos {
-        self.started.elapsed().as_nanos() as Nanos
+        dataplane::monotonic_ns()
     }
 
     fn main_loop(&mut self, receiver: &Receiver<Input>) -> Result<()> {
@@ -450,7 +448,7 @@ impl Daemon {
             let deadline = self
                 .engine
                 .next_deadline()
-                .map(|ns| self.started + Duration::from_nanos(ns))
+                .map(|ns| Instant::now() + Duration::from_nanos(ns.saturating_sub(self.now())))
                 .filter(|d| *d < next_tick);
             let wake = deadline.unwrap_or(next_tick);
             let wait = wake.saturating_duration_since(Instant::now());
@@ -512,8 +510,8 @@ impl Daemon {
                     Kind::Heartbeat => Event::Heartbeat { from, link, report },
                     Kind::Leaving => Event::Leaving { from },
                 },
-                Some(Input::Heartbeat(Inbound::Mismatch { from, link })) => {
-                    Event::Mismatch { from, link }
+                Some(Input::Heartbeat(Inbound::Mismatch { from, link, report })) => {
+                    Event::Mismatch { from, link, report }
                 }
                 Some(Input::Heartbeat(Inbound::Rejected {
                     link,
@@ -833,8 +831,12 @@ impl Daemon {
         let mut send_now = false;
         for action in actions {
             match action {
-                Action::GrantLease { group, epoch } => {
-                    let result = self.dataplane.acquire(group as u32, epoch, self.lease);
+                Action::GrantLease {
+                    group,
+                    epoch,
+                    until,
+                } => {
+                    let result = self.dataplane.acquire_until(group as u32, epoch, until);
                     let granted = result.is_ok();
                     lease_op(result);
                     // The first gratuitous ARP right after the map flip (R-XDP-6).
@@ -842,8 +844,12 @@ impl Daemon {
                         self.resources.announce_now(group);
                     }
                 }
-                Action::RenewLease { group, epoch } => {
-                    let result = self.dataplane.renew(group as u32, epoch, self.lease);
+                Action::RenewLease {
+                    group,
+                    epoch,
+                    until,
+                } => {
+                    let result = self.dataplane.extend_to(group as u32, epoch, until);
                     lease_op(result);
                 }
                 Action::RevokeLease { group, epoch } => {

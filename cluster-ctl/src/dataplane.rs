@@ -640,6 +640,12 @@ impl Dataplane {
     /// Takes ownership of a slot under a new, higher epoch, valid for `lease_for` from now.
     /// This is the whole takeover in the data path, however many addresses the slot has.
     pub fn acquire(&mut self, slot: u32, epoch: u64, lease_for: Duration) -> Result<()> {
+        self.acquire_until(slot, epoch, monotonic_ns() + lease_for.as_nanos() as u64)
+    }
+
+    /// Takes ownership of a slot under a new, higher epoch, valid until `until`
+    /// ([`monotonic_ns`]): the engine's grant, whose end the peers' acknowledgements bound.
+    pub fn acquire_until(&mut self, slot: u32, epoch: u64, until: u64) -> Result<()> {
         if let Some(current) = self.lease(slot)?
             && epoch <= current.epoch
         {
@@ -654,10 +660,7 @@ impl Dataplane {
         // ordering), so a packet that sees the slot owned sees its new expiry too.
         unsafe {
             std::ptr::write_volatile(&raw mut (*lease).epoch, epoch);
-            std::ptr::write_volatile(
-                &raw mut (*lease).expires_ns,
-                monotonic_ns() + lease_for.as_nanos() as u64,
-            );
+            std::ptr::write_volatile(&raw mut (*lease).expires_ns, until);
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             std::ptr::write_volatile(&raw mut (*lease).owned, 1);
         }
@@ -689,6 +692,29 @@ impl Dataplane {
                 monotonic_ns() + lease_for.as_nanos() as u64,
             )
         };
+        Ok(())
+    }
+
+    /// Moves the end of an owned lease to `until` ([`monotonic_ns`]); refused unless `epoch`
+    /// is the slot's current epoch and the slot is owned. Unlike [`Dataplane::renew`], a lease
+    /// that ran out may be moved again: the engine resumes one only on fresh acknowledgements
+    /// of its heartbeats (R-SPLIT-1), which prove that no peer took the group meanwhile. A
+    /// released slot stays released.
+    pub fn extend_to(&mut self, slot: u32, epoch: u64, until: u64) -> Result<()> {
+        let current = self.lease(slot)?.ok_or(DataplaneError::NotOwned { slot })?;
+        if current.epoch != epoch {
+            return Err(DataplaneError::StaleEpoch {
+                slot,
+                requested: epoch,
+                current: current.epoch,
+            });
+        }
+        if current.owned == 0 {
+            return Err(DataplaneError::NotOwned { slot });
+        }
+        let lease = self.leases.element(self.lease_index(slot)?);
+        // SAFETY: an element of the mapping; one aligned store.
+        unsafe { std::ptr::write_volatile(&raw mut (*lease).expires_ns, until) };
         Ok(())
     }
 

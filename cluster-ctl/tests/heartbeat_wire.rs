@@ -14,6 +14,8 @@ fn key() -> Key {
 
 fn report() -> Report {
     Report {
+        sent_at: 1_234_567_890,
+        echo: Some(987_654_321),
         ready: true,
         links_heard: 0b11,
         groups: vec![
@@ -129,10 +131,10 @@ fn resign(mut bytes: Vec<u8>) -> Vec<u8> {
 #[test]
 fn a_newer_version_is_recognised_after_authentication() {
     let mut bytes = wire::encode(&packet(), &key()).to_vec();
-    bytes[4] = 2;
+    bytes[4] = wire::VERSION + 1;
     let bytes = resign(bytes);
     let error = wire::decode(&bytes, &key()).unwrap_err();
-    assert_eq!(error, Reject::UnsupportedVersion(2));
+    assert_eq!(error, Reject::UnsupportedVersion(wire::VERSION + 1));
     assert!(error.to_string().contains("newer peer"));
 }
 
@@ -158,7 +160,8 @@ fn authenticated_but_malformed_packets_are_refused() {
         Err(Reject::BadLength)
     );
     let mut bad_state = good.clone();
-    bad_state[HEADER_LEN + 7] = 99;
+    // After sent_at and echo (16), ready (1), links (4) and the group count (2).
+    bad_state[HEADER_LEN + 23] = 99;
     assert_eq!(
         wire::decode(&resign(bad_state), &key()),
         Err(Reject::BadBody)
@@ -212,7 +215,7 @@ proptest! {
     }
 
     #[test]
-    fn reports_round_trip(states in proptest::collection::vec((0u8..5, any::<u64>(), any::<bool>(), any::<bool>(), any::<u32>()), 0..40)) {
+    fn reports_round_trip(states in proptest::collection::vec((0u8..5, any::<u64>(), any::<bool>(), any::<bool>(), any::<u32>()), 0..40), sent_at in any::<u64>(), echo in proptest::option::of(1u64..)) {
         let groups = states.iter().map(|(s, epoch, deny, forced, errors)| GroupReport {
             state: GroupState::from_code(*s).unwrap(),
             epoch: *epoch,
@@ -226,7 +229,7 @@ proptest! {
             errors: *errors,
         }).collect();
         let mut p = packet();
-        p.report = Report { ready: false, links_heard: 1, groups };
+        p.report = Report { sent_at, echo, ready: false, links_heard: 1, groups };
         let bytes = wire::encode(&p, &key());
         prop_assert_eq!(wire::decode(&bytes, &key()), Ok(p));
     }

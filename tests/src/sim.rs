@@ -1,10 +1,13 @@
 //! Deterministic simulation of a cluster of engines on virtual time.
 //!
 //! N nodes run the real [`Engine`]; the simulator plays network (per-interconnect cuts, one-way
-//! failures, loss), processes (crash, restart, freeze, thaw, clean shutdown), resources (steps
-//! that take time and may fail, IPW targets, monitored processes) and operators (commands), all
-//! drawn from a seeded schedule. After every event it checks the invariants; a failure carries
-//! the seed and the trace so it can be replayed with [`run_schedule`].
+//! failures, loss, delays of several timeouts with reordering, frames held back and delivered in
+//! a burst), processes (crash, restart, freeze, thaw, pauses of one node or of all, clean
+//! shutdown), resources (steps that take time and may fail, IPW targets, monitored processes)
+//! and operators (commands), all drawn from a seeded schedule. After every event it checks the
+//! invariants — first of all that no two nodes hold an unexpired lease of one group unless the
+//! network kept them apart in both directions (R-SPLIT-1) — and a failure carries the seed and
+//! the trace so it can be replayed with [`run_schedule`].
 
 use std::{
     cmp::Reverse,
@@ -145,6 +148,26 @@ pub enum Fault {
         to: NodeId,
         link: usize,
     },
+    /// Delay every frame `from → to` by `by` plus up to half of it again (so they overtake one
+    /// another).
+    Delay {
+        from: NodeId,
+        to: NodeId,
+        link: usize,
+        by: Nanos,
+    },
+    /// Hold every frame `from → to` back; a heal delivers them all at once.
+    Hold {
+        from: NodeId,
+        to: NodeId,
+        link: usize,
+    },
+    /// Stop one node's process (or, with `None`, every node's: a stall of the whole machine)
+    /// for `duration`, then let it run again.
+    Pause {
+        node: Option<NodeId>,
+        duration: Nanos,
+    },
     /// Drop `percent` % of the frames both ways.
     Loss {
         a: NodeId,
@@ -275,8 +298,21 @@ struct LinkState {
     /// Direction a→b / b→a cut.
     cut: [bool; 2],
     loss: u8,
+    /// Extra delay per direction.
+    delay: [Nanos; 2],
+    /// Direction held back (frames kept until a heal).
+    hold: [bool; 2],
     /// Last time the link was anything but perfect.
     impaired_at: Option<Nanos>,
+}
+
+impl LinkState {
+    fn perfect(&self) -> bool {
+        self.cut == [false, false]
+            && self.loss == 0
+            && self.delay == [0, 0]
+            && self.hold == [false, false]
+    }
 }
 
 struct SimNode {
@@ -322,7 +358,22 @@ pub struct Sim {
     pending_violation: Option<String>,
     /// When a holder of a group died or froze while a healthy peer could take over: (group,
     /// time), to bound the takeover time.
-    outage: BTreeMap<GroupId, Nanos>,
+    outage: BTreeMap<GroupId, (Nanos, NodeId)>,
+    /// Per node: when the last of its frames already sent arrives (delayed frames keep a
+    /// stopped node alive for its peers until then).
+    in_flight_until: Vec<Nanos>,
+    /// Frames held back per (from, to, link), delivered in a burst when the link heals.
+    held: BTreeMap<(NodeId, NodeId, usize), Vec<ReportKey>>,
+    /// Per (from, to): the last time some link of that direction was cut, lossy, held or
+    /// delayed.
+    impaired_dir: BTreeMap<(NodeId, NodeId), Nanos>,
+    /// Per (observer, peer): the last time the observer believed the peer gone (declared it
+    /// dead from silence, saw it leave, or had not heard it since it started).
+    declared_dead: BTreeMap<(NodeId, NodeId), Nanos>,
+    /// (observer, peer) pairs where the observer believes so now.
+    believes_dead: std::collections::BTreeSet<(NodeId, NodeId)>,
+    /// The longest delay any fault has put on a link.
+    max_delay: Nanos,
     pub stats: Stats,
 }
 
@@ -330,14 +381,20 @@ pub struct Sim {
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub events: u64,
+    /// Lease grants (every activation of a group anywhere).
     pub takeovers: u64,
     pub faults: u64,
     pub refusals: u64,
+    /// Peers declared dead from silence (not counting clean leaves).
+    pub declared_offline: u64,
+    /// Lease lapses of held groups (acknowledgements missing, or a stall).
+    pub lapses: u64,
 }
 
 impl Sim {
     pub fn new(shape: Shape, seed: u64) -> Self {
         let groups = shape.groups.len();
+        let groups_nodes = shape.nodes;
         let nodes = (0..shape.nodes)
             .map(|_| SimNode {
                 engine: None,
@@ -390,6 +447,12 @@ impl Sim {
             trace: Vec::new(),
             pending_violation: None,
             outage: BTreeMap::new(),
+            in_flight_until: vec![0; groups_nodes],
+            held: BTreeMap::new(),
+            impaired_dir: BTreeMap::new(),
+            declared_dead: BTreeMap::new(),
+            believes_dead: Default::default(),
+            max_delay: 0,
             stats: Stats::default(),
         }
     }
@@ -446,6 +509,10 @@ impl Sim {
         }
         n.engine = Some(engine);
         n.incarnation += 1;
+        // A new process has heard no one yet.
+        for peer in (0..self.shape.nodes).filter(|p| *p != node) {
+            self.believes_dead.insert((node, peer));
+        }
         n.frozen = false;
         n.backlog.clear();
         n.pending.clear();
@@ -508,7 +575,15 @@ impl Sim {
                 {
                     continue;
                 }
-                let latency = self.rng.random_range(50_000..500_000);
+                if state.hold[direction] {
+                    self.held.entry((from, to, link)).or_default().push(key);
+                    continue;
+                }
+                let delay = state.delay[direction];
+                let latency = self.rng.random_range(50_000..500_000)
+                    + delay
+                    + self.rng.random_range(0..delay / 2 + 1);
+                self.in_flight_until[from] = self.in_flight_until[from].max(self.now + latency);
                 self.at(
                     self.now + latency,
                     Scheduled::Deliver {
@@ -544,12 +619,14 @@ impl Sim {
     }
 
     fn carry_out(&mut self, node: NodeId, actions: Vec<Action>) {
-        let lease = self.shape.engine_config(node).lease().as_nanos() as Nanos;
         let mut send = false;
         for action in actions {
             match action {
-                Action::GrantLease { group, epoch } => {
-                    self.check_grant(node, group);
+                Action::GrantLease {
+                    group,
+                    epoch,
+                    until,
+                } => {
                     // A STARTING=DENY node takes a group only when cut off from every peer
                     // (R-FO-2) or when an operator started it there (which clears DENY).
                     if let Some(engine) = &self.nodes[node].engine
@@ -561,19 +638,22 @@ impl Sim {
                             node + 1
                         ));
                     }
-                    self.nodes[node].lease[group] = Some((epoch, self.now + lease));
+                    self.nodes[node].lease[group] = Some((epoch, until));
                     self.nodes[node].pinned_epoch[group] = epoch;
                     self.stats.takeovers += 1;
                     self.log(format!("fws{} grants group{group} epoch {epoch}", node + 1));
                 }
-                Action::RenewLease { group, epoch } => {
+                Action::RenewLease {
+                    group,
+                    epoch,
+                    until,
+                } => {
                     let slot = &mut self.nodes[node].lease[group];
                     match *slot {
-                        Some((e, until)) if e == epoch && self.now < until => {
-                            *slot = Some((e, self.now + lease));
-                        }
+                        // As `Dataplane::extend_to`: the owned slot of that epoch, lapsed or not.
+                        Some((e, _)) if e == epoch => *slot = Some((e, until)),
                         other => {
-                            // The data path refuses: an expired or foreign lease stays dead.
+                            // The data path refuses: a released or foreign lease stays dead.
                             self.log(format!(
                                 "fws{} renewal of group{group} epoch {epoch} refused ({other:?})",
                                 node + 1
@@ -623,6 +703,19 @@ impl Sim {
                     return;
                 }
                 Action::Notify(notice) => {
+                    if let Notice::PeerOffline { peer, silent_for } = notice {
+                        self.believes_dead.insert((node, peer));
+                        if silent_for.is_some() {
+                            self.stats.declared_offline += 1;
+                        }
+                    }
+                    if let Notice::LeaseLapsed { .. } = notice {
+                        self.stats.lapses += 1;
+                    }
+                    if let Notice::PeerOnline { peer } = notice {
+                        self.believes_dead.remove(&(node, peer));
+                        self.declared_dead.insert((node, peer), self.now);
+                    }
                     self.check_notice(node, &notice);
                     self.log(format!("fws{} {notice:?}", node + 1));
                 }
@@ -682,37 +775,6 @@ impl Sim {
                 }
             }
             _ => {}
-        }
-    }
-
-    /// Safety at a grant: no other node may hold a valid lease of the group unless the two
-    /// could not talk (some link impaired, in the last timeout + interval).
-    fn check_grant(&mut self, node: NodeId, group: GroupId) {
-        let window = self.timeout() + self.interval();
-        for other in 0..self.shape.nodes {
-            if other == node {
-                continue;
-            }
-            if let Some((epoch, until)) = self.nodes[other].lease[group]
-                && self.now < until
-            {
-                let could_talk = (0..self.shape.links).any(|l| {
-                    let s = self.link(node, other, l);
-                    s.impaired_at
-                        .is_none_or(|t| self.now.saturating_sub(t) > window)
-                        && !s.cut[0]
-                        && !s.cut[1]
-                        && s.loss == 0
-                });
-                if could_talk {
-                    let message = format!(
-                        "fws{} granted group{group} while fws{} holds a valid lease (epoch {epoch}) and a working interconnect joins them",
-                        node + 1,
-                        other + 1
-                    );
-                    self.pending_violation.get_or_insert(message);
-                }
-            }
         }
     }
 }
@@ -910,6 +972,29 @@ impl Sim {
                 let direction = usize::from(from > to);
                 self.link_mut(from, to, link).cut[direction] = true;
             }
+            Fault::Delay { from, to, link, by } => {
+                self.impair(from, to, link);
+                self.max_delay = self.max_delay.max(by);
+                let direction = usize::from(from > to);
+                self.link_mut(from, to, link).delay[direction] = by;
+            }
+            Fault::Hold { from, to, link } => {
+                self.impair(from, to, link);
+                let direction = usize::from(from > to);
+                self.link_mut(from, to, link).hold[direction] = true;
+            }
+            Fault::Pause { node, duration } => {
+                let nodes: Vec<NodeId> = match node {
+                    Some(n) => vec![n],
+                    None => (0..self.shape.nodes).collect(),
+                };
+                for node in nodes {
+                    self.apply(Fault::Freeze { node });
+                    self.faults.push(Fault::Thaw { node });
+                    let thaw = self.faults.len() - 1;
+                    self.at(self.now + duration, Scheduled::Fault(thaw));
+                }
+            }
             Fault::Loss {
                 a,
                 b,
@@ -923,11 +1008,30 @@ impl Sim {
                 for link in 0..self.shape.links {
                     let now = self.now;
                     let state = self.link_mut(a, b, link);
-                    if state.cut != [false, false] || state.loss != 0 {
+                    if !state.perfect() {
                         *state = LinkState {
                             impaired_at: Some(now),
                             ..LinkState::default()
                         };
+                    }
+                    self.impaired_dir.insert((a, b), now);
+                    self.impaired_dir.insert((b, a), now);
+                    // What was held back arrives in one burst.
+                    for (from, to) in [(a, b), (b, a)] {
+                        for key in self.held.remove(&(from, to, link)).unwrap_or_default() {
+                            let latency = self.rng.random_range(10_000..100_000);
+                            self.in_flight_until[from] =
+                                self.in_flight_until[from].max(self.now + latency);
+                            self.at(
+                                self.now + latency,
+                                Scheduled::Deliver {
+                                    to,
+                                    from,
+                                    link,
+                                    report: key,
+                                },
+                            );
+                        }
                     }
                 }
             }
@@ -965,6 +1069,10 @@ impl Sim {
             }
             Fault::Thaw { node } => {
                 if self.nodes[node].frozen {
+                    // A thawed node listens for a while before it judges silence (R-HB-4); if
+                    // it is the best node for a pending takeover, the takeover waits for that.
+                    let now = self.now;
+                    self.outage.values_mut().for_each(|(since, _)| *since = now);
                     self.nodes[node].frozen = false;
                     self.nodes[node].running_since = Some(self.now);
                     // The daemon's timer fires at once after a stop, then it reads its sockets.
@@ -1035,26 +1143,88 @@ impl Sim {
         // Another failure restarts the clock of pending takeovers: the node that was going to
         // take over may be the one that failed now (the bound is for one failure).
         let now = self.now;
-        self.outage.values_mut().for_each(|since| *since = now);
+        self.outage.values_mut().for_each(|(since, _)| *since = now);
         for group in 0..self.shape.groups.len() {
             if self.holder_of(group) == vec![node] {
-                self.outage.entry(group).or_insert(self.now);
+                self.outage.entry(group).or_insert((self.now, node));
             }
         }
     }
 
+    /// R-SPLIT-1, at every step: no two nodes hold an unexpired lease of one group, unless the
+    /// two were partitioned: each had declared the other dead from silence, and the network had
+    /// impaired both directions between them (cut, loss, held back or delayed), recently. One-way
+    /// failures, delays in one direction, and pauses of one node or of all excuse nothing.
+    fn check_single_owner(&mut self) -> Result<(), Violation> {
+        let now = self.now;
+        let nodes = self.shape.nodes;
+        for &(observer, peer) in &self.believes_dead {
+            if self.alive(observer) {
+                self.declared_dead.insert((observer, peer), now);
+            }
+        }
+        for from in 0..nodes {
+            for to in 0..nodes {
+                let direction = usize::from(from > to);
+                let imperfect = from != to
+                    && (0..self.shape.links).any(|l| {
+                        let s = self.link(from, to, l);
+                        s.cut[direction]
+                            || s.hold[direction]
+                            || s.delay[direction] > 0
+                            || s.loss > 0
+                    });
+                if imperfect {
+                    self.impaired_dir.insert((from, to), now);
+                }
+            }
+        }
+        // After a partition heals, the two hear each other within a (delayed) round trip, and
+        // the older holder's lease runs out within one more lease.
+        let window = 2 * self.timeout() + 2 * self.interval() + 2 * self.max_delay;
+        let recent = |map: &BTreeMap<(NodeId, NodeId), Nanos>, key| {
+            map.get(&key)
+                .is_some_and(|t| now.saturating_sub(*t) <= window)
+        };
+        for group in 0..self.shape.groups.len() {
+            let holders = self.holder_of(group);
+            for (i, &a) in holders.iter().enumerate() {
+                for &b in &holders[i + 1..] {
+                    let partitioned = recent(&self.declared_dead, (a, b))
+                        && recent(&self.declared_dead, (b, a))
+                        && recent(&self.impaired_dir, (a, b))
+                        && recent(&self.impaired_dir, (b, a));
+                    if !partitioned {
+                        let lease = |n: NodeId| self.nodes[n].lease[group].expect("holder");
+                        return Err(self.violation(format!(
+                            "fws{} and fws{} both hold an unexpired lease of group{group} ({:?} and {:?}) and were not partitioned",
+                            a + 1,
+                            b + 1,
+                            lease(a),
+                            lease(b)
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Invariants checked after every event.
     fn check_always(&mut self) -> Result<(), Violation> {
+        self.check_single_owner()?;
         let now = self.now;
         for node in &mut self.nodes {
             let ready = node.engine.as_ref().is_some_and(|e| e.report().ready);
             node.ready_since = ready.then(|| node.ready_since.unwrap_or(now));
         }
-        // Timeout + one interval (R-HB-1), plus the resource steps (3 × up to 2 ms) and a round trip.
+        // Timeout + one interval (R-HB-1), plus the resource steps (3 × up to 2 ms) and a round
+        // trip, counted from the arrival of the lost holder's last frame (a delayed frame
+        // keeps it alive until then).
         let bound = self.timeout() + self.interval() + 8 * MS;
         let groups = self.shape.groups.len();
         for group in 0..groups {
-            if let Some(&since) = self.outage.get(&group) {
+            if let Some(&(since, lost)) = self.outage.get(&group) {
                 let holders = self.holder_of(group);
                 if holders
                     .iter()
@@ -1062,7 +1232,17 @@ impl Sim {
                 {
                     self.outage.remove(&group);
                 } else {
-                    match self.takeover_start(group, since) {
+                    // Delayed frames of any stopped node (the lost holder, or a node that
+                    // failed meanwhile and would come before the survivors) keep it alive.
+                    let stale = (0..self.shape.nodes)
+                        .filter(|n| *n == lost || self.nodes[*n].running_since.is_none())
+                        .map(|n| self.in_flight_until[n])
+                        .max()
+                        .unwrap_or(0);
+                    match self
+                        .takeover_start(group, since)
+                        .map(|start| start.max(stale))
+                    {
                         None => {
                             self.outage.remove(&group);
                         }
@@ -1097,8 +1277,8 @@ impl Sim {
 
     /// When some node that was running and healthy, and that heard the lost holder over a
     /// perfect link, could take the group over: `since`, or later for a node that was still in
-    /// its startup wait then (a starting node waits for its peers by design), `Nanos::MAX` while
-    /// it still is; `None` when no node could.
+    /// its startup wait then (a starting node waits for its peers by design) or had just
+    /// resumed from a pause, `Nanos::MAX` while it still waits; `None` when no node could.
     fn takeover_start(&self, group: GroupId, since: Nanos) -> Option<Nanos> {
         (0..self.shape.nodes)
             .filter(|&n| {
@@ -1121,16 +1301,19 @@ impl Sim {
                     && (0..self.shape.nodes).filter(|o| *o != n).all(|o| {
                         (0..self.shape.links).any(|l| {
                             let s = self.link(n, o, l);
-                            s.impaired_at.is_none_or(|t| t < since)
-                                && s.cut == [false, false]
-                                && s.loss == 0
+                            s.impaired_at.is_none_or(|t| t < since) && s.perfect()
                         })
                     })
             })
             .map(|n| {
+                // A node that just resumed from a pause takes nothing alone for two timeouts
+                // (R-HB-4), as at start.
+                let resumed = self.nodes[n]
+                    .running_since
+                    .map_or(0, |t| t + 2 * self.timeout());
                 self.nodes[n]
                     .ready_since
-                    .map_or(Nanos::MAX, |t| t.max(since))
+                    .map_or(Nanos::MAX, |t| t.max(since).max(resumed))
             })
             .min()
     }
@@ -1151,10 +1334,7 @@ impl Sim {
     /// Expectations after a quiet period: the network is whole again only when no fault is
     /// active, so these check what must hold in the current conditions.
     pub fn check_settled(&mut self) -> Result<(), Violation> {
-        let perfect = self
-            .links
-            .values()
-            .all(|s| s.cut == [false, false] && s.loss == 0);
+        let perfect = self.links.values().all(LinkState::perfect);
         for group in 0..self.shape.groups.len() {
             let holders = self.holder_of(group);
             let running: Vec<NodeId> = (0..self.shape.nodes)
@@ -1244,7 +1424,8 @@ pub fn schedule(shape: &Shape, seed: u64, count: usize) -> Vec<(Fault, Nanos)> {
     for _ in 0..count {
         let group = rng.random_range(0..shape.groups.len());
         let link = rng.random_range(0..shape.links);
-        let fault = match rng.random_range(0..20) {
+        let timeout = shape.timeout.as_nanos() as Nanos;
+        let fault = match rng.random_range(0..25) {
             0 => {
                 let (a, b) = pick_pair(&mut rng);
                 Fault::Cut { a, b, link }
@@ -1319,6 +1500,23 @@ pub fn schedule(shape: &Shape, seed: u64, count: usize) -> Vec<(Fault, Nanos)> {
                 };
                 Fault::Command { node, command }
             }
+            19 | 20 => {
+                let (from, to) = pick_pair(&mut rng);
+                let by = [timeout / 3, timeout, 2 * timeout, 4 * timeout][rng.random_range(0..4)];
+                Fault::Delay { from, to, link, by }
+            }
+            21 => {
+                let (from, to) = pick_pair(&mut rng);
+                Fault::Hold { from, to, link }
+            }
+            22 => Fault::Pause {
+                node: Some(pick_node(&mut rng)),
+                duration: rng.random_range(timeout / 4..4 * timeout),
+            },
+            23 => Fault::Pause {
+                node: None,
+                duration: rng.random_range(timeout / 4..4 * timeout),
+            },
             18 if shape.tiebreakers => Fault::Tiebreaker {
                 node: pick_node(&mut rng),
                 reachable: rng.random_bool(0.5),

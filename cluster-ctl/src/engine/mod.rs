@@ -16,9 +16,15 @@
 //! - A node gives a group up by revoking its data-path lease first, deactivating its resources in
 //!   reverse order, and only then reporting it offline (with the node it hands it to): the next
 //!   holder activates after that (deactivate before activate).
-//! - Ownership in the data path is a lease renewed every interval for `timeout - interval`; an
-//!   engine that notices its lease ran out (the process was frozen) gives the group up instead of
-//!   renewing, so a thawed node never answers beside the node that took over.
+//! - Ownership in the data path is a lease bounded by acknowledgement (R-SPLIT-1). Every
+//!   heartbeat carries its send time on the sender's clock and echoes the send time of the latest
+//!   heartbeat received from the node it goes to. A holder may answer until (the send time its
+//!   peers echoed, the oldest of them) + [`EngineConfig::lease`]; a peer declares the holder dead
+//!   only after a full timeout of silence from its last receipt, which came after that send. So
+//!   the lease has run out before any peer can take over by silence, whatever is lost, in which
+//!   direction, or how late it arrives. A holder whose peers stopped acknowledging falls silent in
+//!   the data path and resumes when acknowledgements come back (or when it is alone); it never
+//!   answers on the strength of what it sent. The margin is documented on [`EngineConfig::lease`].
 //! - When two holders meet (a partition healed), the one with the newer epoch keeps the group
 //!   and re-announces it; the other deactivates.
 
@@ -185,6 +191,11 @@ pub struct GroupReport {
 /// What a node tells its peers in every heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Report {
+    /// When the sender sent it, on the sender's monotonic clock.
+    pub sent_at: Nanos,
+    /// The `sent_at` of the newest heartbeat the sender had received from the receiver (on the
+    /// receiver's clock): what the receiver's lease may be bounded by.
+    pub echo: Option<Nanos>,
     /// Finished the startup wait.
     pub ready: bool,
     /// Interconnects on which this node hears the receiver (bit i: link i).
@@ -287,10 +298,29 @@ impl EngineConfig {
         }
     }
 
-    /// How long a lease lasts: it must run out before the peer declares this node dead (one
-    /// timeout after its last heartbeat), and it is renewed just before every heartbeat.
+    /// How long after sending an acknowledged heartbeat a holder may answer.
+    ///
+    /// A peer that received that heartbeat takes over by silence no earlier than one timeout
+    /// after receiving it, on its own clock, so the lease is the timeout less a margin for
+    /// clocks that run at different rates: 2 % of the timeout, at least 100 µs. That covers a
+    /// rate difference of 1 % between the two monotonic clocks (NTP slews at most 0.05 %). Timer
+    /// slack and scheduling delays only make a takeover later and need no margin; the data path
+    /// compares the lease with its own clock on every packet.
     pub fn lease(&self) -> Duration {
-        self.timeout.saturating_sub(self.interval)
+        self.timeout.saturating_sub(self.lease_margin())
+    }
+
+    /// See [`EngineConfig::lease`].
+    pub fn lease_margin(&self) -> Duration {
+        (self.timeout / 50).max(Duration::from_micros(100))
+    }
+
+    /// How long a node that has heard no peer waits before it takes groups alone: the startup
+    /// wait, but at least two timeouts. A running holder that hears this node only from its
+    /// first heartbeat on keeps a lease from before for at most one more lease, so a starting
+    /// node that cannot hear the holder must not take over sooner.
+    pub fn alone_wait(&self) -> Duration {
+        self.wait.max(2 * self.timeout)
     }
 }
 
@@ -307,8 +337,13 @@ pub enum Event {
         link: usize,
         report: Report,
     },
-    /// A peer with a different configuration: alive, but its report cannot be trusted.
-    Mismatch { from: NodeId, link: usize },
+    /// A peer with a different configuration: alive, but its report cannot be trusted (only
+    /// its `sent_at` and `echo` are used).
+    Mismatch {
+        from: NodeId,
+        link: usize,
+        report: Report,
+    },
     /// A peer stopped cleanly after giving up its groups.
     Leaving { from: NodeId },
     /// The verdict of one IPW entry (after the monitor's own retries).
@@ -334,10 +369,19 @@ pub enum Event {
 /// Outputs of the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Take ownership in the data path (lease for [`EngineConfig::lease`]).
-    GrantLease { group: GroupId, epoch: u64 },
-    /// Extend the lease.
-    RenewLease { group: GroupId, epoch: u64 },
+    /// Take ownership in the data path, answering until `until` (same clock as the events).
+    GrantLease {
+        group: GroupId,
+        epoch: u64,
+        until: Nanos,
+    },
+    /// Move the end of the lease to `until` (later than before; also after it had lapsed: the
+    /// engine resumes only on fresh acknowledgements).
+    RenewLease {
+        group: GroupId,
+        epoch: u64,
+        until: Nanos,
+    },
     /// Stop answering at once.
     RevokeLease { group: GroupId, epoch: u64 },
     /// Activate one resource step; answer with [`Event::StepDone`].
@@ -383,7 +427,8 @@ pub enum Cause {
     Shutdown,
     /// A partition healed and the other holder had the newer epoch.
     SplitBrain,
-    /// The data-path lease ran out (the process was frozen).
+    /// The data-path lease had run out (no acknowledgements, or the process was frozen) and
+    /// another node took the group meanwhile.
     LeaseLost,
     /// The node that ran it stopped running it without handing it over, yet stayed online:
     /// its lease ran out while it was starved, or it gave the group up after a failure.
@@ -444,6 +489,17 @@ pub enum Notice {
     ConfigMismatch {
         peer: NodeId,
     },
+    /// The lease of a group held here ran out because the peers stopped acknowledging this
+    /// node's heartbeats (or this process stalled): the data path does not answer for it.
+    LeaseLapsed {
+        group: GroupId,
+    },
+    /// Acknowledgements came back (or every peer is gone): the data path answers again.
+    LeaseResumed {
+        group: GroupId,
+        /// How long the data path did not answer.
+        after: Nanos,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -458,6 +514,11 @@ struct Peer {
     left: bool,
     /// When the peer came online and not yet ready (startup wait bound).
     unready_since: Option<Nanos>,
+    /// `sent_at` of the newest heartbeat from the peer (its clock): echoed back to it.
+    newest_sent_at: Option<Nanos>,
+    /// The echo in that heartbeat: the send time (this node's clock) of the newest heartbeat of
+    /// this node the peer had received. Kept together with `report`, from the same packet.
+    echo: Option<Nanos>,
 }
 
 impl Peer {
@@ -470,7 +531,18 @@ impl Peer {
             mismatch: false,
             left: false,
             unready_since: None,
+            newest_sent_at: None,
+            echo: None,
         }
+    }
+
+    /// Forgets what the peer said: it went offline or left (a peer that comes back starts a
+    /// new exchange; its clock may even have started over).
+    fn forget(&mut self) {
+        self.online = false;
+        self.report = None;
+        self.newest_sent_at = None;
+        self.echo = None;
     }
 
     fn link_ok(&self, link: usize, now: Nanos, timeout: Nanos) -> bool {
@@ -522,6 +594,8 @@ struct LocalGroup {
     /// Highest ownership epoch seen anywhere.
     max_epoch: u64,
     lease_until: Nanos,
+    /// The lease ran out while the group is held (reported once; see [`Notice::LeaseLapsed`]).
+    lapsed: bool,
     /// Last node known to hold the group (for the failover cause).
     last_holder: Option<NodeId>,
     /// Environment of the last start or stop here.
@@ -543,7 +617,9 @@ pub struct Engine {
     exited: bool,
     /// Time of the event being handled.
     now: Nanos,
-    /// Time of the last tick, to notice that this process did not run for a while.
+    /// Time of the last event handled, to notice that this process did not run for a while.
+    last_run: Nanos,
+    /// Time of the last tick: a heartbeat to every peer follows every tick.
     last_tick: Nanos,
     /// After a stall, no group is taken without a peer's acknowledgement before this time:
     /// the silence may be unread heartbeats.
@@ -604,6 +680,7 @@ impl Engine {
                 wanted: g.start == StartMode::Auto,
                 max_epoch: 0,
                 lease_until: 0,
+                lapsed: false,
                 last_holder: None,
                 environment: ActReason::Normal.as_env(),
                 contested: false,
@@ -620,6 +697,7 @@ impl Engine {
             shutting_down: false,
             exited: false,
             now,
+            last_run: now,
             last_tick: now,
             cautious_until: 0,
         }
@@ -685,6 +763,8 @@ impl Engine {
     /// This node's report, sent in every heartbeat.
     pub fn report(&self) -> Report {
         Report {
+            sent_at: self.now,
+            echo: None,
             ready: self.ready,
             links_heard: 0,
             groups: self
@@ -711,10 +791,13 @@ impl Engine {
         }
     }
 
-    /// The report for one peer: with the links on which this node hears that peer.
+    /// The report for one peer, sent at `now`: with the links on which this node hears that
+    /// peer and the echo of its newest heartbeat.
     pub fn report_for(&self, peer: NodeId, now: Nanos) -> Report {
         let mut report = self.report();
+        report.sent_at = now;
         if let Some(p) = self.peers.get(peer) {
+            report.echo = p.newest_sent_at;
             for link in 0..self.cfg.links.min(32) {
                 if p.link_ok(link, now, self.timeout()) {
                     report.links_heard |= 1 << link;
@@ -800,12 +883,16 @@ impl Engine {
             return out;
         }
         self.now = self.now.max(now);
+        self.notice_stall(now);
         match event {
-            Event::Tick => self.tick(now, &mut out),
+            Event::Tick => {
+                self.last_tick = now;
+                self.tick(now, &mut out);
+            }
             Event::Timer => self.expire_peers(now, &mut out),
             Event::Heartbeat { from, link, report } => {
                 self.heard(now, from, link, &mut out);
-                if from != self.me() && report.groups.len() == self.groups.len() {
+                if self.is_newest(from, &report) && report.groups.len() == self.groups.len() {
                     let peer = &mut self.peers[from];
                     peer.mismatch = false;
                     if report.ready {
@@ -813,15 +900,22 @@ impl Engine {
                     } else if peer.unready_since.is_none() {
                         peer.unready_since = Some(now);
                     }
+                    peer.newest_sent_at = Some(report.sent_at);
+                    peer.echo = report.echo.filter(|echo| *echo <= now);
                     peer.report = Some(report);
                 }
             }
-            Event::Mismatch { from, link } => {
+            Event::Mismatch { from, link, report } => {
                 self.heard(now, from, link, &mut out);
-                if from != self.me() && !self.peers[from].mismatch {
-                    self.peers[from].mismatch = true;
-                    self.peers[from].report = None;
-                    out.push(Action::Notify(Notice::ConfigMismatch { peer: from }));
+                if self.is_newest(from, &report) {
+                    let peer = &mut self.peers[from];
+                    peer.newest_sent_at = Some(report.sent_at);
+                    peer.echo = report.echo.filter(|echo| *echo <= now);
+                    if !peer.mismatch {
+                        peer.mismatch = true;
+                        peer.report = None;
+                        out.push(Action::Notify(Notice::ConfigMismatch { peer: from }));
+                    }
                 }
             }
             Event::Leaving { from } => {
@@ -830,9 +924,9 @@ impl Engine {
                     peer.left = true;
                     peer.heard.iter_mut().for_each(|h| *h = None);
                     peer.up.iter_mut().for_each(|u| *u = false);
-                    if peer.online {
-                        peer.online = false;
-                        peer.report = None;
+                    let was_online = peer.online;
+                    peer.forget();
+                    if was_online {
                         out.push(Action::Notify(Notice::PeerOffline {
                             peer: from,
                             silent_for: None,
@@ -868,7 +962,110 @@ impl Engine {
             }
         }
         self.reconcile(now, &mut out);
+        self.keep_leases(now, &mut out);
         out
+    }
+
+    /// Whether `report` from `from` is the newest heard from that peer: a heartbeat overtaken
+    /// by a newer one (another link, a delay) still proves the peer alive, but its report and
+    /// echo are older than what is known and are not used.
+    fn is_newest(&self, from: NodeId, report: &Report) -> bool {
+        from != self.me()
+            && self.peers.get(from).is_some_and(|p| {
+                p.online
+                    && p.newest_sent_at
+                        .is_none_or(|newest| report.sent_at >= newest)
+            })
+    }
+
+    /// After a stall of this process (frozen, starved) the peers' heartbeats are still unread:
+    /// what looks like silence is its own (R-HB-4). Whatever event comes first after it, each
+    /// online peer gets two more intervals to be heard before it is declared dead. And for two
+    /// timeouts no group is taken or resumed alone, as at start (see
+    /// [`EngineConfig::alone_wait`]): a peer that stopped hearing this node during the stall may
+    /// hold a group now, with a lease of its own that ends one lease after it hears this node.
+    fn notice_stall(&mut self, now: Nanos) {
+        let timeout = self.timeout();
+        let interval = ns(self.cfg.interval);
+        if now.saturating_sub(self.last_run) > 2 * interval {
+            self.cautious_until = self.cautious_until.max(now + 2 * timeout);
+            let grace = now.saturating_sub(timeout) + 2 * interval;
+            for peer in self.peers.iter_mut().filter(|p| p.online) {
+                for heard in peer.heard.iter_mut().flatten() {
+                    *heard = (*heard).max(grace);
+                }
+            }
+        }
+        self.last_run = self.last_run.max(now);
+    }
+
+    /// Until when this node may answer for `g` now (R-SPLIT-1): the oldest send time that the
+    /// online peers echoed, plus the lease. `None` while an online peer has echoed nothing yet or
+    /// reports holding the group itself (in the same packet as its echo: it may have taken the
+    /// group before it heard the heartbeat it echoes). Alone, a node bounds its lease by its own
+    /// last heartbeat (sent at every tick): a peer that hears it waits a timeout from then
+    /// before it takes over, one that does not hear it either is partitioned from it. Not right
+    /// after a stall of its own, though (see [`Engine::notice_stall`]).
+    fn lease_bound(&self, now: Nanos, g: GroupId) -> Option<Nanos> {
+        let lease = ns(self.cfg.lease());
+        let mut oldest: Option<Nanos> = None;
+        for (n, peer) in self.peers.iter().enumerate() {
+            if n == self.me() || !peer.online {
+                continue;
+            }
+            let echo = peer.echo?;
+            let holds = peer
+                .report
+                .as_ref()
+                .and_then(|r| r.groups.get(g))
+                .is_some_and(|r| r.state.holds());
+            if holds && !peer.mismatch {
+                return None;
+            }
+            oldest = Some(oldest.map_or(echo, |o| o.min(echo)));
+        }
+        match oldest {
+            Some(echo) => Some(echo + lease),
+            None if now >= self.cautious_until => Some(self.last_tick + lease),
+            None => None,
+        }
+    }
+
+    /// Moves the lease of every group held here as far as the acknowledgements allow, and tells
+    /// operators when it lapsed or resumed.
+    fn keep_leases(&mut self, now: Nanos, out: &mut Vec<Action>) {
+        for g in 0..self.groups.len() {
+            if !matches!(
+                self.groups[g].state,
+                GroupState::Activating | GroupState::Online
+            ) {
+                continue;
+            }
+            let bound = self.lease_bound(now, g);
+            let local = &mut self.groups[g];
+            if let Some(until) = bound
+                && until > local.lease_until
+                && until > now
+            {
+                if local.lapsed {
+                    local.lapsed = false;
+                    out.push(Action::Notify(Notice::LeaseResumed {
+                        group: g,
+                        after: now.saturating_sub(local.lease_until),
+                    }));
+                }
+                local.lease_until = until;
+                out.push(Action::RenewLease {
+                    group: g,
+                    epoch: local.epoch,
+                    until,
+                });
+            }
+            if now >= local.lease_until && !local.lapsed {
+                local.lapsed = true;
+                out.push(Action::Notify(Notice::LeaseLapsed { group: g }));
+            }
+        }
     }
 
     fn heard(&mut self, now: Nanos, from: NodeId, link: usize, out: &mut Vec<Action>) {
@@ -901,21 +1098,6 @@ impl Engine {
     }
 
     fn tick(&mut self, now: Nanos, out: &mut Vec<Action>) {
-        let timeout = self.timeout();
-        let interval = ns(self.cfg.interval);
-        // After a stall (frozen, starved) the peers' heartbeats are still unread: what looks
-        // like silence is our own. Give each online peer two more intervals to be heard before
-        // declaring it dead.
-        if now.saturating_sub(self.last_tick) > 2 * interval {
-            self.cautious_until = now + timeout + interval;
-            let grace = now.saturating_sub(timeout) + 2 * interval;
-            for peer in self.peers.iter_mut().filter(|p| p.online) {
-                for heard in peer.heard.iter_mut().flatten() {
-                    *heard = (*heard).max(grace);
-                }
-            }
-        }
-        self.last_tick = now;
         self.expire_peers(now, out);
         if !self.ready {
             let all_seen = self
@@ -923,30 +1105,9 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .all(|(n, p)| n == self.cfg.me || p.online);
-            if all_seen || now.saturating_sub(self.started) >= ns(self.cfg.wait) {
+            if all_seen || now.saturating_sub(self.started) >= ns(self.cfg.alone_wait()) {
                 self.ready = true;
                 out.push(Action::SendNow);
-            }
-        }
-        // Lease upkeep: renew what is held, or give it up if the lease already ran out (this
-        // process did not run for longer than the lease: someone else may hold it now).
-        for g in 0..self.groups.len() {
-            let group = &self.groups[g];
-            if !matches!(group.state, GroupState::Activating | GroupState::Online) {
-                continue;
-            }
-            if now >= group.lease_until {
-                self.deactivate(
-                    g,
-                    DeactReason::Illegal,
-                    Cause::LeaseLost,
-                    Then::Offline(None),
-                    out,
-                );
-            } else {
-                let epoch = group.epoch;
-                self.groups[g].lease_until = now + ns(self.cfg.lease());
-                out.push(Action::RenewLease { group: g, epoch });
             }
         }
         if self.isolated() && self.cfg.tiebreakers {
@@ -971,8 +1132,7 @@ impl Engine {
             }
             let silent_for = peer.last_heard().map(|t| now.saturating_sub(t));
             if silent_for.is_none_or(|silence| silence >= timeout) {
-                peer.online = false;
-                peer.report = None;
+                peer.forget();
                 out.push(Action::Notify(Notice::PeerOffline {
                     peer: n,
                     silent_for,
@@ -1295,7 +1455,9 @@ impl Engine {
             cause,
             Cause::PeerDown(_) | Cause::Handoff { failover: true, .. }
         ) || matches!(cause, Cause::HolderStopped(n) if n != me);
-        let lease = ns(self.cfg.lease());
+        // Normally the peers that acknowledged the claim just echoed a heartbeat; without that
+        // the lease starts lapsed and begins when they do.
+        let until = self.lease_bound(now, g).unwrap_or(now);
         let local = &mut self.groups[g];
         local.claim = None;
         local.ack = None;
@@ -1311,8 +1473,13 @@ impl Engine {
             ActReason::Normal
         };
         local.act_cause = cause;
-        local.lease_until = now + lease;
-        out.push(Action::GrantLease { group: g, epoch });
+        local.lease_until = until;
+        local.lapsed = false;
+        out.push(Action::GrantLease {
+            group: g,
+            epoch,
+            until,
+        });
         out.push(Action::SendNow);
         self.next_activation_step(g, out);
     }
@@ -1360,6 +1527,7 @@ impl Engine {
             epoch: local.epoch,
         });
         local.lease_until = 0;
+        local.lapsed = false;
         // With an activation step under way, its answer comes first (see `activating`).
         if local.activating.is_none() {
             self.next_deactivation_step(g, out);
@@ -1412,8 +1580,11 @@ impl Engine {
                 }
             }
             GroupState::Deactivating if local.activating == Some(step) => {
+                // A step of the activation now counts as done; a restarted step of an online
+                // group (a retry) already did.
+                let counts = ok && step == local.done;
                 self.groups[g].activating = None;
-                if ok {
+                if counts {
                     self.groups[g].done += 1;
                 }
                 self.next_deactivation_step(g, out);
@@ -1433,6 +1604,9 @@ impl Engine {
             }
             GroupState::Online if step < local.done => {
                 // A retried monitored step was restarted.
+                if local.activating == Some(step) {
+                    self.groups[g].activating = None;
+                }
                 if ok {
                     self.groups[g].step_errors &= !(1 << step.min(30));
                 } else {
@@ -1473,9 +1647,9 @@ impl Engine {
         }));
         if spec.recover != Recover::Ignore && used < spec.retry {
             local.retries[step] += 1;
-            if local.state == GroupState::Activating {
-                local.activating = Some(step);
-            }
+            // Also for a restart of an online group's step: a deactivation that starts meanwhile
+            // waits for its answer (and undoes it).
+            local.activating = Some(step);
             out.push(Action::Activate {
                 group: g,
                 step,
@@ -1595,13 +1769,13 @@ impl Engine {
                 > (mine, std::cmp::Reverse(self.priority(g, me)))
         });
         if loses {
-            self.deactivate(
-                g,
-                DeactReason::Illegal,
-                Cause::SplitBrain,
-                Then::Offline(None),
-                out,
-            );
+            // With its lease run out here, the other node took the group meanwhile.
+            let cause = if self.groups[g].lapsed {
+                Cause::LeaseLost
+            } else {
+                Cause::SplitBrain
+            };
+            self.deactivate(g, DeactReason::Illegal, cause, Then::Offline(None), out);
             return;
         }
         // Another holder (a partition healed): it will give up; announce again once it did,

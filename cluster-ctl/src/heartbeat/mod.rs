@@ -30,8 +30,13 @@ pub enum Inbound {
         kind: Kind,
         report: Report,
     },
-    /// An authenticated packet from a node whose configuration differs.
-    Mismatch { from: usize, link: usize },
+    /// An authenticated packet from a node whose configuration differs (its report's groups
+    /// mean something else; its send time and echo are still good).
+    Mismatch {
+        from: usize,
+        link: usize,
+        report: Report,
+    },
     /// A refused packet.
     Rejected {
         link: usize,
@@ -264,7 +269,7 @@ impl Receiver {
             let event = self.check(&buffer[..len], source);
             match &event {
                 Inbound::Rejected { reason, .. } => self.rejected.count(*reason),
-                Inbound::Packet { from, link, .. } | Inbound::Mismatch { from, link } => {
+                Inbound::Packet { from, link, .. } | Inbound::Mismatch { from, link, .. } => {
                     self.links.record(*from, *link)
                 }
             }
@@ -304,6 +309,7 @@ impl Receiver {
             return Inbound::Mismatch {
                 from,
                 link: self.link,
+                report: packet.report,
             };
         }
         Inbound::Packet {

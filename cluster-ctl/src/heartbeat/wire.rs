@@ -1,4 +1,4 @@
-//! The heartbeat wire format (R-HB-1, R-HB-3), version 1.
+//! The heartbeat wire format (R-HB-1, R-HB-3), version 2.
 //!
 //! ```text
 //! offset size  field
@@ -27,7 +27,8 @@ use sha2::Sha256;
 use crate::engine::{Claim, GroupReport, GroupState, Handoff, Report};
 
 pub const MAGIC: &[u8; 4] = b"FWHB";
-pub const VERSION: u8 = 1;
+/// Version 2 added the send time and the echo that bound the holder's lease (R-SPLIT-1).
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 48;
 pub const TAG_LEN: usize = 16;
 /// The largest UDP payload.
@@ -165,8 +166,11 @@ fn state_code(state: GroupState) -> u8 {
     state.code()
 }
 
-/// Appends a report body.
+/// Appends a report body: send time and echo (0: none) on the clocks they belong to, then the
+/// report.
 pub fn encode_report(report: &Report, out: &mut BytesMut) {
+    out.put_u64(report.sent_at);
+    out.put_u64(report.echo.unwrap_or(0));
     out.put_u8(u8::from(report.ready));
     out.put_u32(report.links_heard);
     out.put_u16(report.groups.len() as u16);
@@ -202,9 +206,11 @@ pub fn encode_report(report: &Report, out: &mut BytesMut) {
 
 /// Parses a report body; `None` if it is malformed.
 pub fn decode_report(mut body: &[u8]) -> Option<Report> {
-    if body.remaining() < 7 {
+    if body.remaining() < 23 {
         return None;
     }
+    let sent_at = body.get_u64();
+    let echo = Some(body.get_u64()).filter(|e| *e != 0);
     let ready = match body.get_u8() {
         0 => false,
         1 => true,
@@ -252,6 +258,8 @@ pub fn decode_report(mut body: &[u8]) -> Option<Report> {
         });
     }
     Some(Report {
+        sent_at,
+        echo,
         ready,
         links_heard,
         groups,
