@@ -24,6 +24,7 @@ catalog! {
     DAEMON_STOPPED = "FWC003", "fwclusterd stopped after leaving the cluster";
     XDP_ATTACHED = "FWC004", "XDP program attached (interface, native or generic mode, adopted or new)";
     LEASE_REFUSED = "FWC005", "the data path refused a lease operation (stale epoch, not owned)";
+    ARP_GUARD = "FWC012", "the nftables ARP guard is in place: the kernel answers no ARP for a cluster address, only the XDP program does (table, addresses, interfaces)";
     LEASE_LAPSED = "FWC010", "a group's lease ran out: the peers stopped acknowledging this server's heartbeats (or it stalled), so its data path does not answer for the group";
     LEASE_RESUMED = "FWC011", "acknowledgements came back (or every peer is gone): the data path answers for the group again (silent time follows)";
     ADOPTED = "FWC006", "a group held by the previous process was adopted from the pinned lease";

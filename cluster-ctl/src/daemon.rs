@@ -129,6 +129,10 @@ pub fn run(options: Options) -> Result<()> {
             })?;
     }
 
+    dataplane::check_pin_root(&options.pin_root).map_err(anyhow::Error::msg)?;
+    // Before anything is attached or configured: the kernel must not answer for a cluster
+    // address whatever happens to the XDP program.
+    guard_cluster_addresses(&config).context("installing the ARP guard")?;
     let pin_dir = options.pin_root.join(&config.cluster.name).join(&node);
     let mut dataplane = Dataplane::open(&pin_dir, me as u32, false)
         .with_context(|| format!("data path in {}", pin_dir.display()))?;
@@ -326,6 +330,39 @@ fn attach_interfaces(config: &Config, me: usize, dataplane: &mut Dataplane) -> R
             "XDP attached"
         );
     }
+    Ok(())
+}
+
+/// Installs the ARP guard for every cluster address of the configuration and has the kernel
+/// announce from primary addresses on their interfaces (see [`crate::arp_guard`]).
+fn guard_cluster_addresses(config: &Config) -> Result<()> {
+    let mut addresses = BTreeSet::new();
+    let mut interfaces = BTreeSet::new();
+    for (g, group) in config.group.iter().enumerate() {
+        for (f, fip) in group.fip.iter().enumerate() {
+            addresses.insert(fip.address.addr());
+            interfaces.insert(fip_interface(config, g, f)?);
+        }
+        for parp in &group.parp {
+            addresses.insert(parp.address);
+            interfaces.insert(parp.interface.clone());
+        }
+    }
+    for share in &config.flowshare {
+        addresses.insert(share.address.addr());
+        interfaces.insert(share.interface.clone());
+    }
+    crate::arp_guard::install(&config.cluster.name, &addresses)?;
+    for interface in &interfaces {
+        crate::arp_guard::announce_from_primary(interface)?;
+    }
+    tracing::info!(
+        id = catalog::ARP_GUARD.id,
+        table = crate::arp_guard::table_name(&config.cluster.name),
+        addresses = addresses.len(),
+        interfaces = interfaces.len(),
+        "ARP guard installed"
+    );
     Ok(())
 }
 

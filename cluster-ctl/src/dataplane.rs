@@ -216,6 +216,26 @@ pub fn ensure_bpffs() -> Result<()> {
     .map_err(DataplaneError::Bpffs)
 }
 
+/// Checks that `pin_root` can hold pins that outlive the daemon: a bpffs that is already
+/// mounted. The daemon never mounts one itself: under `ip netns exec` (a mount namespace of its
+/// own, with a fresh /sys) that mount, and with it every pin and the XDP link, would die with
+/// the process, and the kernel would answer ARP for the floating addresses beside the node
+/// that took over.
+pub fn check_pin_root(pin_root: &Path) -> std::result::Result<(), String> {
+    if is_bpffs(pin_root) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not a bpffs mount, so the data path's pins would die with fwclusterd: mount \
+         bpffs there in the host's mount namespace (`mount -t bpf bpf {}`; systemd and `cargo \
+         xtask setup` do), and start the daemon in a network namespace with `nsenter \
+         --net=/run/netns/NAME fwclusterd …` (`ip netns exec` mounts a fresh /sys without \
+         it), or pass --pin-root a bpffs mounted outside /sys",
+        pin_root.display(),
+        pin_root.display()
+    ))
+}
+
 fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     nix::sys::statfs::statfs(path)
@@ -365,7 +385,9 @@ impl Dataplane {
     /// otherwise loads the object and pins maps and program. `kernel_debug_log` enables the
     /// program's debug-level aya-log events (malformed frames); it only applies to a new load.
     pub fn open(pin_dir: &Path, node_id: u32, kernel_debug_log: bool) -> Result<Self> {
-        ensure_bpffs()?;
+        if pin_dir.starts_with(BPFFS) {
+            ensure_bpffs()?;
+        }
         fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir {
             path: pin_dir.to_owned(),
             source,

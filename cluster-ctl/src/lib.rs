@@ -1,5 +1,6 @@
 //! fwcluster's controller: the library behind `fwclusterd`, `clpstat`, `clpgrp` and `clpcfg`.
 pub mod address_table;
+pub mod arp_guard;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -273,6 +273,170 @@ pub fn request(ifname: &str, target: Ipv4Addr, wait: Duration) -> Result<Vec<Arp
     Ok(answers)
 }
 
+/// One claim of an address seen on the wire: a reply to the watch's requests or a gratuitous
+/// ARP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sighting {
+    pub at: Instant,
+    pub address: Ipv4Addr,
+    /// Sender hardware address: who claims the address.
+    pub mac: [u8; 6],
+    /// Unsolicited (sender address = target address) rather than a reply.
+    pub gratuitous: bool,
+    /// Index of the request this reply followed (the last one sent before it).
+    pub slot: u64,
+}
+
+/// Asks for a set of addresses in turn, one request every interval, and records every reply
+/// and every gratuitous ARP for them, until stopped: the record of who answered for what, and
+/// when, for the whole of a fault.
+pub struct ArpWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(Vec<Sighting>, u64)>>>,
+}
+
+impl ArpWatch {
+    /// Starts watching from `ifname` inside namespace file `netns` (a `/var/run/netns` path).
+    pub fn start(
+        netns: &str,
+        ifname: &str,
+        targets: Vec<Ipv4Addr>,
+        every: Duration,
+    ) -> Result<Self> {
+        let file = std::fs::File::open(netns).with_context(|| format!("opening {netns}"))?;
+        let ifname = ifname.to_owned();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || -> Result<(Vec<Sighting>, u64)> {
+            let opened = (|| {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+                let mac = interface_mac(&ifname)?;
+                let ip = interface_ipv4(&ifname)?;
+                Ok::<_, anyhow::Error>((ArpSocket::open(&ifname)?, mac, ip))
+            })();
+            let (socket, mac, ip) = match opened {
+                Ok(o) => {
+                    let _ = ready_tx.send(Ok(()));
+                    o
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            let mut sightings = Vec::new();
+            let mut slot = 0u64;
+            let mut next = Instant::now();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if Instant::now() >= next {
+                    let target = targets[(slot % targets.len() as u64) as usize];
+                    slot += 1;
+                    socket.send(&ArpFrame::request(mac, ip, target).encode())?;
+                    next += every;
+                }
+                let Some(frame) = socket.receive(next)? else {
+                    continue;
+                };
+                let Some(arp) = ArpFrame::decode(&frame) else {
+                    continue;
+                };
+                if !targets.contains(&arp.spa) {
+                    continue;
+                }
+                let gratuitous = arp.spa == arp.tpa;
+                if gratuitous || (arp.op == 2 && arp.tpa == ip) {
+                    sightings.push(Sighting {
+                        at: Instant::now(),
+                        address: arp.spa,
+                        mac: arp.sha,
+                        gratuitous,
+                        slot,
+                    });
+                }
+            }
+            Ok((sightings, slot))
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("ARP watch: {e}"),
+            Err(_) => bail!("ARP watch thread ended"),
+        }
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops and returns what was seen, and how many requests were sent.
+    pub fn stop(mut self) -> Result<(Vec<Sighting>, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| anyhow::anyhow!("ARP watch thread panicked"))?
+    }
+}
+
+impl Drop for ArpWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Moments where two MACs claimed one address: two answers to one request, or an answer or
+/// announcement from a MAC after another MAC had taken over and before it handed back (a MAC
+/// that reappears). Empty when one node at a time answered for every address.
+pub fn double_claims(sightings: &[Sighting]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut by_address: std::collections::BTreeMap<Ipv4Addr, Vec<&Sighting>> = Default::default();
+    for s in sightings {
+        by_address.entry(s.address).or_default().push(s);
+    }
+    for (address, list) in by_address {
+        let mut replies_per_slot: std::collections::BTreeMap<u64, Vec<[u8; 6]>> =
+            Default::default();
+        for s in list.iter().filter(|s| !s.gratuitous) {
+            let macs = replies_per_slot.entry(s.slot).or_default();
+            if !macs.contains(&s.mac) {
+                macs.push(s.mac);
+            }
+        }
+        for (slot, macs) in replies_per_slot {
+            if macs.len() > 1 {
+                problems.push(format!(
+                    "{address}: request {slot} answered by {}",
+                    macs.iter()
+                        .map(format_mac)
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ));
+            }
+        }
+        // The order in which MACs claimed the address: each may claim it in one run only.
+        let mut runs: Vec<[u8; 6]> = Vec::new();
+        let start = list.first().map(|s| s.at);
+        for s in &list {
+            if runs.last() != Some(&s.mac) {
+                if runs.contains(&s.mac) {
+                    problems.push(format!(
+                        "{address}: {} claimed it again at +{:?} after {} had",
+                        format_mac(&s.mac),
+                        s.at - start.expect("non-empty"),
+                        format_mac(runs.last().expect("non-empty"))
+                    ));
+                }
+                runs.push(s.mac);
+            }
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

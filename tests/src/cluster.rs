@@ -45,6 +45,17 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 }
 
 /// A cluster of daemons in a lab.
+/// The ways of starting a daemon that the README describes.
+#[derive(Clone, Debug)]
+pub enum Launch {
+    /// In the host's mount namespace, entering only the network namespace (`nsenter --net`,
+    /// systemd's `NetworkNamespacePath=`): the lab's way.
+    Setns,
+    /// `ip netns exec NS fwclusterd …`, which also gives the daemon a mount namespace of its
+    /// own with a fresh /sys; optionally with `--pin-root`.
+    IpNetnsExec { pin_root: Option<PathBuf> },
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -103,6 +114,11 @@ impl Cluster {
 
     /// Starts the daemon of `host` inside its namespace; its log goes to a file.
     pub fn start(&mut self, lab: &Lab, host: &str) -> Result<()> {
+        self.start_with(lab, host, &Launch::Setns)
+    }
+
+    /// Starts the daemon of `host` the way `launch` says.
+    pub fn start_with(&mut self, lab: &Lab, host: &str, launch: &Launch) -> Result<()> {
         let log_path = self.dir.path().join(format!("{host}.log"));
         let log = fs::OpenOptions::new()
             .create(true)
@@ -110,8 +126,19 @@ impl Cluster {
             .open(&log_path)?;
         let run_dir = self.dir.path().join(format!("run-{host}"));
         fs::create_dir_all(&run_dir)?;
-        let child = lab
-            .command(host, self.binary.to_str().context("path")?)
+        let binary = self.binary.to_str().context("path")?;
+        let mut command = match launch {
+            Launch::Setns => lab.command(host, binary),
+            Launch::IpNetnsExec { pin_root } => {
+                let mut command = std::process::Command::new("ip");
+                command.args(["netns", "exec", lab.ns(host), binary]);
+                if let Some(root) = pin_root {
+                    command.arg("--pin-root").arg(root);
+                }
+                command
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config)
             .args(["--node", host])
@@ -151,6 +178,23 @@ impl Cluster {
         Ok(())
     }
 
+    /// SIGKILL of the supervisor and its worker at once (a crash of the whole daemon).
+    pub fn kill_all(&mut self, host: &str) -> Result<()> {
+        let worker = self.worker_pid(host);
+        if let Some(mut child) = self.daemons.remove(host) {
+            // The supervisor first, so that it cannot start a new worker.
+            child.kill()?;
+            if let Some(worker) = worker {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(worker as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            child.wait()?;
+        }
+        Ok(())
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self, host: &str) -> Result<()> {
         if let Some(mut child) = self.daemons.remove(host) {
@@ -183,6 +227,11 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// The control socket of a host's daemon (a file: reachable from any namespace).

@@ -323,6 +323,22 @@ impl Lab {
         })?
     }
 
+    /// Watches who answers ARP for `targets` on `host`'s `interface` (see [`arp::ArpWatch`]).
+    pub fn arp_watch(
+        &self,
+        host: &str,
+        interface: &str,
+        targets: Vec<Ipv4Addr>,
+        every: Duration,
+    ) -> Result<arp::ArpWatch> {
+        arp::ArpWatch::start(
+            &format!("/var/run/netns/{}", self.ns(host)),
+            interface,
+            targets,
+            every,
+        )
+    }
+
     /// Pings `destination` from `host`; returns the number of replies.
     pub fn ping(&self, host: &str, destination: Ipv4Addr, count: u32) -> Result<u32> {
         let output = self

@@ -728,7 +728,7 @@ impl Sim {
 
     /// Start deny and failback as the spec says, and notices only for configured groups.
     fn check_notice(&mut self, node: NodeId, notice: &Notice) {
-        use cluster_ctl::engine::{Cause, DeactReason, DenyCause};
+        use cluster_ctl::engine::{Cause, DeactReason};
         let groups = self.shape.groups.len();
         let group = match notice {
             Notice::GroupOnline { group, .. }
@@ -767,9 +767,11 @@ impl Sim {
                 // The DENY clears as soon as every target answers again, which may happen while
                 // the group is still being taken down.
                 let recovered = self.nodes[node].ipw_ok[group].iter().all(|ok| *ok);
-                if deny != Some(DenyCause::Ipw) && !recovered {
+                // A deny that needs an operator (process, activation) may already be set and
+                // stays: it is the stronger one.
+                if deny.is_none() && !recovered {
                     self.pending_violation.get_or_insert(format!(
-                        "fws{} failed group{group} over for an IPW loss but is {deny:?}, not STARTING=DENY (IPW)",
+                        "fws{} failed group{group} over for an IPW loss but is not STARTING=DENY",
                         node + 1
                     ));
                 }

@@ -381,3 +381,54 @@ fn a_holder_frozen_past_its_lease_but_not_the_timeout_resumes_without_a_restart(
     assert_eq!(sim.stats.takeovers, grants);
     assert_eq!(sim.holders(GROUP0), [FWS1]);
 }
+
+#[test]
+fn an_ipw_loss_reported_while_the_group_is_activating_still_moves_it() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    sim.command(
+        FWS1,
+        Command::Move {
+            group: GROUP0,
+            to: None,
+        },
+    )
+    .unwrap();
+    let mut steps = 0;
+    while state(&sim, FWS2, GROUP0) != GroupState::Activating {
+        sim.advance(50_000).unwrap();
+        steps += 1;
+        assert!(steps < 2_000, "fws2 never activated group0");
+    }
+    // The monitor reports the loss once, while fws2 is still starting the group.
+    sim.inject(Fault::IpwLost {
+        node: FWS2,
+        group: GROUP0,
+        entry: 0,
+    });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+    assert_eq!(sim.engine(FWS2).unwrap().deny(GROUP0), Some(DenyCause::Ipw));
+}
+
+#[test]
+fn with_every_target_lost_the_group_moves_once_the_standby_reaches_its_target_again() {
+    let mut sim = started(Shape::hot_standby(Failback::Manual));
+    for node in [FWS2, FWS1] {
+        sim.inject(Fault::IpwLost {
+            node,
+            group: GROUP0,
+            entry: 0,
+        });
+        settle(&mut sim);
+    }
+    // Nobody healthy to take it: it stays (R-FO-3).
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+    sim.inject(Fault::IpwBack {
+        node: FWS2,
+        group: GROUP0,
+        entry: 0,
+    });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    assert_eq!(sim.engine(FWS1).unwrap().deny(GROUP0), Some(DenyCause::Ipw));
+}

@@ -32,6 +32,11 @@ fn main() -> std::process::ExitCode {
         .with_writer(writer)
         .with_ansi(false)
         .init();
+    // Refused before a worker starts: pins that die with the process are no data path.
+    if let Err(e) = cluster_ctl::dataplane::check_pin_root(&args.pin_root) {
+        eprintln!("fwclusterd: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     if !args.worker {
         // The supervisor: the same arguments plus --worker, restarted per cluster.recover.
         let mut worker: Vec<String> = std::env::args().skip(1).collect();

@@ -157,6 +157,12 @@ fn uninstall(config: &Config, node: Option<&str>, pin_root: &Path, run_dir: &Pat
         dir.display(),
         pins.join(", ")
     );
+    // The addresses are no longer the cluster's: the kernel may answer for them again.
+    crate::arp_guard::remove(&config.cluster.name)?;
+    println!(
+        "removed the ARP guard (nftables table arp {})",
+        crate::arp_guard::table_name(&config.cluster.name)
+    );
     Ok(())
 }
 

@@ -602,6 +602,11 @@ struct LocalGroup {
     environment: &'static str,
     /// Another node held the group too (while online here): re-announce when it gives up.
     contested: bool,
+    /// An IPW entry failed here and no other node could take the group: said once.
+    failover_impossible: bool,
+    /// IPW entries that had already failed when an operator started or moved the group here:
+    /// the operator's call, not a reason to move it away again, until they recover.
+    ipw_accepted: Vec<bool>,
 }
 
 /// The state machine of one node.
@@ -684,6 +689,8 @@ impl Engine {
                 last_holder: None,
                 environment: ActReason::Normal.as_env(),
                 contested: false,
+                failover_impossible: false,
+                ipw_accepted: vec![false; g.ipw.len()],
             })
             .collect();
         let peers = (0..cfg.nodes.len()).map(|_| Peer::new(cfg.links)).collect();
@@ -934,7 +941,7 @@ impl Engine {
                     }
                 }
             }
-            Event::Ipw { group, entry, ok } => self.ipw(now, group, entry, ok, &mut out),
+            Event::Ipw { group, entry, ok } => self.ipw(group, entry, ok, &mut out),
             Event::StepDone { group, step, ok } => self.step_done(now, group, step, ok, &mut out),
             Event::StepFailed { group, step } => self.step_failed(now, group, step, &mut out),
             Event::Tiebreaker { reachable } => self.tiebreaker_ok = Some(reachable),
@@ -1475,6 +1482,12 @@ impl Engine {
         local.act_cause = cause;
         local.lease_until = until;
         local.lapsed = false;
+        // An operator who starts or moves a group onto a node whose targets are unreachable
+        // means it; a node that takes it by election was healthy.
+        let by_operator = cause == Cause::Command;
+        for (accepted, ok) in local.ipw_accepted.iter_mut().zip(&local.ipw_ok) {
+            *accepted = by_operator && !ok;
+        }
         out.push(Action::GrantLease {
             group: g,
             epoch,
@@ -1724,7 +1737,11 @@ impl Engine {
         self.deactivate(g, DeactReason::Illegal, cause, then, out);
     }
 
-    fn ipw(&mut self, now: Nanos, g: GroupId, entry: usize, ok: bool, out: &mut Vec<Action>) {
+    /// An IPW verdict. What it means for a group held here is decided in [`Engine::holder_duties`]
+    /// after every event, not only when the verdict changes: a loss reported while the group
+    /// was still activating, or while no other node could take it, acts as soon as the group is
+    /// online and a standby is eligible (R-FO-1).
+    fn ipw(&mut self, g: GroupId, entry: usize, ok: bool, out: &mut Vec<Action>) {
         let Some(local) = self.groups.get_mut(g) else {
             return;
         };
@@ -1735,20 +1752,49 @@ impl Engine {
             return;
         }
         *slot = ok;
-        out.push(Action::SendNow);
-        if ok || local.state != GroupState::Online {
-            return;
+        local.failover_impossible = false;
+        if let Some(accepted) = local.ipw_accepted.get_mut(entry) {
+            *accepted = false;
         }
-        let _ = now;
+        out.push(Action::SendNow);
+    }
+
+    /// The first failed IPW entry of a group held here whose recovery applies, if any: moves
+    /// the group to an eligible standby (or stops it), and says once when none can take it.
+    fn ipw_duties(&mut self, g: GroupId, out: &mut Vec<Action>) -> bool {
+        let failed = self.groups[g]
+            .ipw_ok
+            .iter()
+            .enumerate()
+            .find(|(entry, ok)| {
+                !**ok
+                    && !self.groups[g].ipw_accepted[*entry]
+                    && self.cfg.groups[g].ipw[*entry] != Recover::Ignore
+            })
+            .map(|(entry, _)| entry);
+        let Some(entry) = failed else {
+            return false;
+        };
         let cause = Cause::Resource {
             step: entry,
             ipw: true,
         };
         match self.cfg.groups[g].ipw[entry] {
-            Recover::Ignore => {}
-            Recover::Stop => self.stop_for_error(g, cause, out),
+            Recover::Ignore => false,
+            Recover::Stop => {
+                self.stop_for_error(g, cause, out);
+                true
+            }
             Recover::Retry | Recover::Failover => {
-                self.fail_over(g, cause, Some(DenyCause::Ipw), true, out)
+                if self.next_eligible(g, false).is_some() {
+                    self.fail_over(g, cause, Some(DenyCause::Ipw), true, out);
+                    true
+                } else {
+                    if !std::mem::replace(&mut self.groups[g].failover_impossible, true) {
+                        out.push(Action::Notify(Notice::FailoverImpossible { group: g }));
+                    }
+                    false
+                }
             }
         }
     }
@@ -1805,6 +1851,9 @@ impl Engine {
                 Then::Offline(None),
                 out,
             );
+            return;
+        }
+        if self.ipw_duties(g, out) {
             return;
         }
         // Auto failback returns a group that a failure moved (the seed: "when the primary

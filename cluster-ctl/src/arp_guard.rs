@@ -1,0 +1,128 @@
+//! The kernel never answers ARP for a cluster address (R-XDP-7, defence in depth).
+//!
+//! The XDP program answers ARP for the addresses this node owns and drops requests for the
+//! ones it does not, so the kernel never sees either. That holds only while the program is
+//! attached: detached by hand, lost with a private bpffs, or not yet attached at start, the
+//! kernel would answer for a floating address still configured on the interface (or, through
+//! Linux's "ARP flux", on any interface), beside the node that owns it now.
+//!
+//! Two measures close that, both kernel state that outlives the daemon:
+//! - An nftables table of the `arp` family, owned by the daemon, drops ARP requests for every
+//!   cluster address (floating, proxy-ARP and shared) at the input hook, which comes after XDP
+//!   and before the kernel's ARP code; and ARP the kernel itself would send from a cluster
+//!   address at the output hook. The daemon's own gratuitous ARPs go out on packet sockets,
+//!   which netfilter's ARP hooks do not see. A sysctl cannot do this: `arp_ignore` only looks
+//!   at which interface holds an address, not at which addresses are the cluster's.
+//! - `arp_announce = 2` on the interfaces with cluster addresses: the kernel picks the
+//!   interface's primary (real) address as the sender of its own ARP requests, never a
+//!   floating address that may belong to the peer now, so the output rule never blocks the
+//!   node's own neighbour resolution.
+//!
+//! The table is replaced atomically at every start and removed by `clpcfg uninstall`.
+
+use std::{
+    collections::BTreeSet,
+    io::Write as _,
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The nftables table of a cluster (one daemon per network namespace and cluster).
+pub fn table_name(cluster: &str) -> String {
+    let clean: String = cluster
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("fwcluster_guard_{clean}")
+}
+
+/// The nft script that (re)creates the guard table for `addresses`, in one transaction.
+pub fn script(cluster: &str, addresses: &BTreeSet<Ipv4Addr>) -> String {
+    let table = table_name(cluster);
+    let elements = if addresses.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = addresses.iter().map(Ipv4Addr::to_string).collect();
+        format!(" elements = {{ {} }};", list.join(", "))
+    };
+    format!(
+        "table arp {table}\n\
+         delete table arp {table}\n\
+         table arp {table} {{\n\
+         \tcomment \"fwcluster: only the XDP program answers ARP for cluster addresses\"\n\
+         \tset cluster_addresses {{ type ipv4_addr;{elements} }}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tarp operation request arp daddr ip @cluster_addresses counter drop\n\
+         \t}}\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority filter; policy accept;\n\
+         \t\tarp saddr ip @cluster_addresses counter drop\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+fn nft(script: &str) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (install nftables: the ARP guard needs it)")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())
+        .context("writing to nft")?;
+    let output = child.wait_with_output().context("waiting for nft")?;
+    if !output.status.success() {
+        bail!(
+            "nft refused the ARP guard: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Installs (or replaces) the guard table of `cluster` for `addresses`.
+pub fn install(cluster: &str, addresses: &BTreeSet<Ipv4Addr>) -> Result<()> {
+    nft(&script(cluster, addresses))
+}
+
+/// Removes the guard table of `cluster`, if there is one.
+pub fn remove(cluster: &str) -> Result<()> {
+    let table = table_name(cluster);
+    nft(&format!("table arp {table}\ndelete table arp {table}\n"))
+}
+
+/// Makes the kernel use the interface's primary address as the sender of its own ARP.
+pub fn announce_from_primary(interface: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/arp_announce");
+    std::fs::write(&path, "2").with_context(|| format!("writing {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_replaces_the_table_atomically_and_lists_every_address() {
+        let addresses: BTreeSet<Ipv4Addr> =
+            ["192.168.1.3".parse().unwrap(), "10.0.0.9".parse().unwrap()].into();
+        let script = script("lab-1", &addresses);
+        let table = "fwcluster_guard_lab_1";
+        assert!(script.starts_with(&format!(
+            "table arp {table}\ndelete table arp {table}\ntable arp {table} {{"
+        )));
+        assert!(script.contains("elements = { 10.0.0.9, 192.168.1.3 };"));
+        assert!(script.contains("arp operation request arp daddr ip @cluster_addresses"));
+        assert!(script.contains("arp saddr ip @cluster_addresses counter drop"));
+        // No addresses: an empty set, still a valid table.
+        assert!(super::script("c", &BTreeSet::new()).contains("type ipv4_addr; }"));
+    }
+}

@@ -1,0 +1,292 @@
+//! A node whose daemon died, or whose XDP program is gone, falls silent for every cluster
+//! address (R-XDP-4, R-XDP-7): real daemons, started every way the README describes, killed
+//! with SIGKILL (supervisor and worker), while a watcher on the data segment records every ARP
+//! answer and announcement for the cluster's addresses.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, ensure};
+use fwcluster_lab::{
+    Lab,
+    arp::{Sighting, double_claims, format_mac},
+    cluster::{Cluster, Launch},
+    seed::{self, FWS1, FWS2, GROUP0_INET_FIP, GROUP0_PARP, INET_CLIENT, INET_IF},
+};
+
+/// Heartbeats every 20 ms, declared dead after 100 ms: the lease of a killed daemon ends at
+/// most 100 ms after its last acknowledged heartbeat, which it sent before it was killed.
+const TIMEOUT: Duration = Duration::from_millis(100);
+
+const CONFIG: &str = concat!(
+    r#"heartbeat_interval = "20ms"
+heartbeat_timeout = "100ms"
+wait_timeout = "3s"
+
+"#,
+    fwcluster_lab::seed_servers!(),
+    r#"
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+failback = "manual"
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+
+  [[group.parp]]
+  address = "192.0.2.20"
+  interface = "eth0"
+"#
+);
+
+const ADDRESSES: [std::net::Ipv4Addr; 2] = [GROUP0_INET_FIP, GROUP0_PARP];
+
+/// A bind mount of the machine's bpffs outside /sys, visible in the mount namespaces that
+/// `ip netns exec` creates later: the README's way to give such a daemon persistent pins.
+struct PinRootOutsideSys {
+    path: PathBuf,
+}
+
+impl PinRootOutsideSys {
+    fn new(lab: &Lab) -> Result<Self> {
+        let path = PathBuf::from(format!("/run/{}-bpf", lab.prefix()));
+        std::fs::create_dir_all(&path)?;
+        let status = std::process::Command::new("mount")
+            .args(["--bind", "/sys/fs/bpf"])
+            .arg(&path)
+            .status()?;
+        ensure!(status.success(), "bind-mounting /sys/fs/bpf on {path:?}");
+        Ok(Self { path })
+    }
+}
+
+impl Drop for PinRootOutsideSys {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+fn started(lab: &Lab, launch: &Launch) -> Result<Cluster> {
+    let mut cluster = Cluster::new(lab, CONFIG)?;
+    cluster.start_with(lab, FWS1, launch)?;
+    cluster.start_with(lab, FWS2, launch)?;
+    cluster.wait_holder(FWS1, "group0", FWS1, Duration::from_secs(10))?;
+    Ok(cluster)
+}
+
+/// The sightings of one MAC, with their time after `since`.
+fn claims_by(sightings: &[Sighting], mac: [u8; 6], since: Instant) -> Vec<(Duration, bool)> {
+    sightings
+        .iter()
+        .filter(|s| s.mac == mac && s.at >= since)
+        .map(|s| (s.at - since, s.gratuitous))
+        .collect()
+}
+
+#[test]
+fn a_killed_daemon_falls_silent_by_the_end_of_its_lease_however_it_was_started() -> Result<()> {
+    let lab = seed::build()?;
+    let outside_sys = PinRootOutsideSys::new(&lab)?;
+    let launches = [
+        Launch::Setns,
+        Launch::IpNetnsExec {
+            pin_root: Some(outside_sys.path.clone()),
+        },
+    ];
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let fws2 = lab.mac(FWS2, INET_IF)?;
+    for launch in &launches {
+        let mut cluster = started(&lab, launch)?;
+        // As the report had it: the group moved to fws2 by an operator, then fws2 killed.
+        let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "group0"])?;
+        ensure!(ok, "clpgrp -m: {out}");
+        cluster.wait_holder(FWS1, "group0", FWS2, Duration::from_secs(5))?;
+        let watch = lab.arp_watch(
+            INET_CLIENT,
+            INET_IF,
+            ADDRESSES.to_vec(),
+            Duration::from_millis(1),
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = Instant::now();
+        cluster.kill_all(FWS2)?;
+        cluster.wait_holder(FWS1, "group0", FWS1, Duration::from_secs(5))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let (sightings, requests) = watch.stop()?;
+        let context = || format!("{launch:?}\n{}", cluster.all_logs_tail(40));
+
+        // The killed node's program is still attached and its maps pinned (the lease, not
+        // the death of the process, silences it).
+        let links = String::from_utf8(lab.run(FWS2, "ip", &["link", "show", INET_IF])?.stdout)?;
+        ensure!(
+            links.contains("xdp"),
+            "XDP gone with the daemon: {links}\n{}",
+            context()
+        );
+
+        let problems = double_claims(&sightings);
+        ensure!(problems.is_empty(), "{problems:#?}\n{}", context());
+        // Before the kill fws2 answered; after its lease it never did again.
+        let before = sightings
+            .iter()
+            .filter(|s| s.mac == fws2 && s.at < killed)
+            .count();
+        ensure!(
+            before > 100,
+            "fws2 answered {before} of {requests} requests before the kill"
+        );
+        let late: Vec<_> = claims_by(&sightings, fws2, killed)
+            .into_iter()
+            .filter(|(after, _)| *after > TIMEOUT)
+            .collect();
+        ensure!(
+            late.is_empty(),
+            "fws2 still claimed an address after its lease ended: {late:?}\n{}",
+            context()
+        );
+        // And fws1 answers for every address.
+        for address in ADDRESSES {
+            ensure!(
+                sightings
+                    .iter()
+                    .any(|s| s.mac == fws1 && s.address == address && s.at > killed),
+                "nobody took {address} over ({}, fws2 {})\n{}",
+                format_mac(&fws1),
+                format_mac(&fws2),
+                context()
+            );
+        }
+        cluster.kill_all(FWS1)?;
+        // The next launch starts from nothing: no pins, no addresses.
+        for host in [FWS1, FWS2] {
+            let _ = std::fs::remove_dir_all(lab.pin_root().join(host));
+            let _ = lab.run(
+                host,
+                "ip",
+                &["addr", "del", "192.0.2.10/24", "dev", INET_IF],
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn ip_netns_exec_without_a_persistent_pin_root_is_refused_in_one_line() -> Result<()> {
+    let lab = seed::build()?;
+    let cluster = Cluster::new(&lab, CONFIG)?;
+    let started = Instant::now();
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.ns(FWS1)])
+        .arg(fwcluster_lab::cluster::fwclusterd()?)
+        .arg("--config")
+        .arg(cluster.config_path())
+        .args(["--node", FWS1])
+        .output()?;
+    ensure!(
+        !output.status.success(),
+        "fwclusterd ran with pins that die with it"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("is not a bpffs mount"))
+        .with_context(|| format!("no refusal line in {stderr}"))?;
+    ensure!(
+        line.contains("nsenter --net") && line.contains("--pin-root"),
+        "the refusal does not name the remedy: {line}"
+    );
+    // Nothing was attached or pinned.
+    let links = String::from_utf8(lab.run(FWS1, "ip", &["link", "show", INET_IF])?.stdout)?;
+    ensure!(!links.contains("xdp"), "{links}");
+    Ok(())
+}
+
+#[test]
+fn a_node_whose_xdp_program_was_detached_by_hand_never_answers_from_its_kernel() -> Result<()> {
+    let lab = seed::build()?;
+    let mut cluster = started(&lab, &Launch::Setns)?;
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    // fws1 holds the group: its FIP is configured on eth0, where the kernel would answer.
+    let addresses = String::from_utf8(
+        lab.run(FWS1, "ip", &["-o", "addr", "show", INET_IF])?
+            .stdout,
+    )?;
+    ensure!(addresses.contains("192.0.2.10/24"), "{addresses}");
+    // The daemon dies and its program is detached by hand: pins removed, link detached.
+    cluster.kill_all(FWS1)?;
+    let detached = detach_by_hand(&lab, FWS1)?;
+    ensure!(detached > 0, "no XDP link of fws1 was pinned");
+    let shown = String::from_utf8(lab.run(FWS1, "ip", &["link", "show", INET_IF])?.stdout)?;
+    ensure!(!shown.contains("xdp"), "still attached: {shown}");
+    let watch = lab.arp_watch(
+        INET_CLIENT,
+        INET_IF,
+        ADDRESSES.to_vec(),
+        Duration::from_millis(1),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (sightings, requests) = watch.stop()?;
+    let from_fws1: Vec<_> = sightings.iter().filter(|s| s.mac == fws1).collect();
+    ensure!(
+        from_fws1.is_empty(),
+        "fws1's kernel answered {} of {requests} requests for cluster addresses: {:?}",
+        from_fws1.len(),
+        from_fws1.first()
+    );
+    // The kernel still answers for the node's own address: the guard is about cluster
+    // addresses only.
+    let own = lab.arp_request(
+        INET_CLIENT,
+        INET_IF,
+        "192.0.2.1".parse()?,
+        Duration::from_millis(200),
+    )?;
+    ensure!(
+        own.iter().any(|a| a.mac == fws1),
+        "fws1 no longer answers for its own address"
+    );
+    Ok(())
+}
+
+/// Detaches the XDP links pinned for `host` and removes its pins, as an operator could by
+/// hand; returns how many links were detached.
+fn detach_by_hand(lab: &Lab, host: &str) -> Result<usize> {
+    let dir = lab.pin_root().join(host);
+    let mut detached = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if !path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("link_"))
+        {
+            continue;
+        }
+        let shown = std::process::Command::new("bpftool")
+            .args(["-j", "link", "show", "pinned"])
+            .arg(&path)
+            .output()?;
+        let link: serde_json::Value = serde_json::from_slice(&shown.stdout)
+            .with_context(|| format!("bpftool link show pinned {path:?}"))?;
+        let id = link["id"].as_u64().context("link id")?.to_string();
+        let status = std::process::Command::new("bpftool")
+            .args(["link", "detach", "id", &id])
+            .status()?;
+        ensure!(status.success(), "bpftool link detach id {id}");
+        detached += 1;
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(detached)
+}
