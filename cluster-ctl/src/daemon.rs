@@ -80,6 +80,8 @@ struct Daemon {
     dataplane: Dataplane,
     transport: Transport,
     resources: Resources,
+    /// What the data path answers for, shared with the announcers.
+    answering: crate::resources::Answering,
     inputs: Sender<Input>,
 }
 
@@ -159,11 +161,18 @@ pub fn run(options: Options) -> Result<()> {
     };
     let transport = Transport::start(&config, me, key.clone(), incarnation, deliver)
         .context("starting the heartbeat transport")?;
+    let answering = crate::resources::Answering::new(config.group.len());
+    for (g, adopted) in adopted.iter().enumerate() {
+        if *adopted && let Some(lease) = dataplane.lease(g as u32)? {
+            answering.set(g, lease.expires_ns);
+        }
+    }
     let resources = Resources::start(
         &config,
         me,
         inputs.clone(),
         options.run_dir.join(format!("{node}.exec")),
+        answering.clone(),
     )?;
     resources.adopt(&adopted);
     // The peer API on the interconnect addresses, and the control socket, which forwards
@@ -250,6 +259,7 @@ pub fn run(options: Options) -> Result<()> {
         dataplane,
         transport,
         resources,
+        answering,
         inputs,
     };
     daemon.main_loop(&receiver)
@@ -875,6 +885,9 @@ impl Daemon {
                 } => {
                     let result = self.dataplane.acquire_until(group as u32, epoch, until);
                     let granted = result.is_ok();
+                    if granted {
+                        self.answering.set(group, until);
+                    }
                     lease_op(result);
                     // The first gratuitous ARP right after the map flip (R-XDP-6).
                     if granted {
@@ -887,9 +900,13 @@ impl Daemon {
                     until,
                 } => {
                     let result = self.dataplane.extend_to(group as u32, epoch, until);
+                    if result.is_ok() {
+                        self.answering.set(group, until);
+                    }
                     lease_op(result);
                 }
                 Action::RevokeLease { group, epoch } => {
+                    self.answering.set(group, 0);
                     let result = self.dataplane.release(group as u32, epoch);
                     lease_op(result);
                 }

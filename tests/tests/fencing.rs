@@ -105,7 +105,7 @@ fn a_killed_daemon_falls_silent_by_the_end_of_its_lease_however_it_was_started()
     for launch in &launches {
         let mut cluster = started(&lab, launch)?;
         // As the report had it: the group moved to fws2 by an operator, then fws2 killed.
-        let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "group0"])?;
+        let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
         ensure!(ok, "clpgrp -m: {out}");
         cluster.wait_holder(FWS1, "group0", FWS2, Duration::from_secs(5))?;
         let watch = lab.arp_watch(
@@ -289,4 +289,60 @@ fn detach_by_hand(lab: &Lab, host: &str) -> Result<usize> {
     }
     std::fs::remove_dir_all(&dir)?;
     Ok(detached)
+}
+
+#[test]
+fn gratuitous_arp_repeats_and_refreshes_stop_when_the_group_moves_away() -> Result<()> {
+    let lab = seed::build()?;
+    // Three announcements a second apart, and a refresh every 200 ms.
+    let config = CONFIG.replace(
+        "  interface = \"eth0\"\n\n  [[group.parp]]",
+        "  interface = \"eth0\"\n  arp_count = 3\n  arp_refresh = \"200ms\"\n\n  [[group.parp]]",
+    );
+    ensure!(config.contains("arp_count = 3"), "{config}");
+    let mut cluster = Cluster::new(&lab, &config)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_holder(FWS1, "group0", FWS1, Duration::from_secs(10))?;
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let fws2 = lab.mac(FWS2, INET_IF)?;
+    // Moved at once after a (re)start of the announcements on fws1: its repeats would be due
+    // while fws2 holds the group.
+    let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
+    ensure!(ok, "clpgrp -m: {out}");
+    cluster.wait_holder(FWS1, "group0", FWS2, Duration::from_secs(5))?;
+    let (ok, out) = cluster.tool(&lab, FWS2, "clpgrp", &["-m", "-g", "group0"])?;
+    ensure!(ok, "clpgrp -m: {out}");
+    cluster.wait_holder(FWS1, "group0", FWS1, Duration::from_secs(5))?;
+    let watch = lab.arp_watch(
+        INET_CLIENT,
+        INET_IF,
+        ADDRESSES.to_vec(),
+        Duration::from_millis(5),
+    )?;
+    let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
+    ensure!(ok, "clpgrp -m: {out}");
+    cluster.wait_holder(FWS1, "group0", FWS2, Duration::from_secs(5))?;
+    let moved = Instant::now();
+    // Long enough for every repeat and several refreshes.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (sightings, _) = watch.stop()?;
+    let problems = double_claims(&sightings);
+    ensure!(
+        problems.is_empty(),
+        "{problems:#?}\n{}",
+        cluster.all_logs_tail(30)
+    );
+    let late: Vec<_> = claims_by(&sightings, fws1, moved);
+    ensure!(
+        late.is_empty(),
+        "fws1 announced or answered after the group moved away: {late:?}"
+    );
+    ensure!(
+        sightings
+            .iter()
+            .any(|s| s.mac == fws2 && s.gratuitous && s.at > moved),
+        "fws2 never announced"
+    );
+    Ok(())
 }

@@ -101,6 +101,37 @@ struct Announcer {
     active: BTreeMap<(GroupId, usize), (Instant, Duration)>,
 }
 
+/// Until when this node answers for each group in the data path (CLOCK_MONOTONIC ns, 0: not
+/// at all), as its lease operations left it. Every gratuitous ARP — the first, the repeats
+/// of `arp_count`, the refreshes, the re-announcements — goes out only while it answers: a
+/// node whose group moved away, or whose lease ran out, never announces it.
+#[derive(Clone, Debug)]
+pub struct Answering(Arc<Vec<std::sync::atomic::AtomicU64>>);
+
+impl Answering {
+    pub fn new(groups: usize) -> Self {
+        Self(Arc::new(
+            (0..groups)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        ))
+    }
+
+    /// The data path answers for `group` until `until` (0: no longer).
+    pub fn set(&self, group: GroupId, until: u64) {
+        if let Some(slot) = self.0.get(group) {
+            slot.store(until, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Whether the data path answers for `group` now.
+    pub fn now(&self, group: GroupId) -> bool {
+        self.0.get(group).is_some_and(|slot| {
+            slot.load(std::sync::atomic::Ordering::Acquire) > crate::dataplane::monotonic_ns()
+        })
+    }
+}
+
 /// Runs resource steps and monitors for one node.
 pub struct Resources {
     steps: Vec<Vec<Step>>,
@@ -108,6 +139,7 @@ pub struct Resources {
     env: exec::Env,
     execs: Arc<Mutex<exec::Running>>,
     announcer: Arc<Mutex<Announcer>>,
+    answering: Answering,
 }
 
 impl Resources {
@@ -119,6 +151,7 @@ impl Resources {
         me: usize,
         inputs: Sender<Input>,
         state_dir: std::path::PathBuf,
+        answering: Answering,
     ) -> Result<Self> {
         let mut steps = Vec::new();
         for (g, group) in config.group.iter().enumerate() {
@@ -194,10 +227,12 @@ impl Resources {
                 state_dir,
             )?))),
             announcer: announcer.clone(),
+            answering: answering.clone(),
         };
         let refresher = RefreshLoop {
             steps: resources.steps.clone(),
             announcer,
+            answering,
         };
         std::thread::Builder::new()
             .name("arp-refresh".into())
@@ -219,12 +254,18 @@ impl Resources {
         let env = self.env.clone();
         let execs = self.execs.clone();
         let announcer = self.announcer.clone();
+        let answering = self.answering.clone();
         std::thread::spawn(move || {
             let result = match &spec {
-                Step::Fip(fip) => activate_fip(fip),
-                Step::Parp(parp) => {
-                    announce_repeatedly(&parp.interface, parp.address, parp.mac, parp.arp_count)
-                }
+                Step::Fip(fip) => activate_fip(fip, group, &answering),
+                Step::Parp(parp) => announce_repeatedly(
+                    &parp.interface,
+                    parp.address,
+                    parp.mac,
+                    parp.arp_count,
+                    group,
+                    &answering,
+                ),
                 Step::Exec(exec) => {
                     exec::start(exec, &env, group, reason, &execs, step, inputs.clone())
                 }
@@ -367,14 +408,21 @@ impl Resources {
         let Some(steps) = self.steps.get(group).cloned() else {
             return;
         };
-        std::thread::spawn(move || announce_all(&steps));
+        let answering = self.answering.clone();
+        std::thread::spawn(move || {
+            if answering.now(group) {
+                announce_all(&steps);
+            }
+        });
     }
 
     /// Announces every address of a group at once, on the caller's thread: right after the
     /// data path took the group over, so that clients and routers turn to this node while the
     /// addresses are still being configured (the XDP program already answers for them).
     pub fn announce_now(&self, group: GroupId) {
-        if let Some(steps) = self.steps.get(group) {
+        if let Some(steps) = self.steps.get(group)
+            && self.answering.now(group)
+        {
             announce_all(steps);
         }
     }
@@ -401,7 +449,7 @@ fn describe(step: &Step) -> String {
     }
 }
 
-fn activate_fip(fip: &Fip) -> Result<()> {
+fn activate_fip(fip: &Fip, group: GroupId, answering: &Answering) -> Result<()> {
     // Refuse an address that someone else answers for (ping_count probes).
     for _ in 0..fip.ping_count {
         if ping_once(fip.address.addr(), Duration::from_millis(300)) {
@@ -412,22 +460,38 @@ fn activate_fip(fip: &Fip) -> Result<()> {
         }
     }
     netlink::add_address(&fip.interface, fip.address, &fip.label)?;
-    announce_repeatedly(&fip.interface, fip.address.addr(), None, fip.arp_count)
+    announce_repeatedly(
+        &fip.interface,
+        fip.address.addr(),
+        None,
+        fip.arp_count,
+        group,
+        answering,
+    )
 }
 
-/// Sends the first gratuitous ARP now and the others, one second apart, in the background.
+/// Sends the first gratuitous ARP now and the others, one second apart, in the background:
+/// each only while this node answers for the group (the repeats stop when it moved away).
 fn announce_repeatedly(
     interface: &str,
     address: Ipv4Addr,
     mac: Option<[u8; 6]>,
     count: u32,
+    group: GroupId,
+    answering: &Answering,
 ) -> Result<()> {
-    arp::announce(interface, address, mac)?;
+    if answering.now(group) {
+        arp::announce(interface, address, mac)?;
+    }
     if count > 1 {
         let interface = interface.to_owned();
+        let answering = answering.clone();
         std::thread::spawn(move || {
             for _ in 1..count {
                 std::thread::sleep(Duration::from_secs(1));
+                if !answering.now(group) {
+                    continue;
+                }
                 if let Err(e) = arp::announce(&interface, address, mac) {
                     tracing::warn!(error = format!("{e:#}"), "gratuitous ARP failed");
                 }
@@ -440,6 +504,7 @@ fn announce_repeatedly(
 struct RefreshLoop {
     steps: Vec<Vec<Step>>,
     announcer: Arc<Mutex<Announcer>>,
+    answering: Answering,
 }
 
 impl RefreshLoop {
@@ -462,7 +527,7 @@ impl RefreshLoop {
                 }
                 due
             };
-            for (group, step) in due {
+            for (group, step) in due.into_iter().filter(|(g, _)| self.answering.now(*g)) {
                 if let Some(Step::Fip(fip)) = self.steps.get(group).and_then(|s| s.get(step))
                     && let Err(e) = arp::announce(&fip.interface, fip.address.addr(), None)
                 {
