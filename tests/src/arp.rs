@@ -292,8 +292,11 @@ pub struct Sighting {
 /// when, for the whole of a fault.
 pub struct ArpWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<(Vec<Sighting>, u64)>>>,
+    thread: Option<std::thread::JoinHandle<Result<WatchRecord>>>,
 }
+
+/// What a watch saw, and how many requests it sent.
+pub type WatchRecord = (Vec<Sighting>, u64);
 
 impl ArpWatch {
     /// Starts watching from `ifname` inside namespace file `netns` (a `/var/run/netns` path).
@@ -308,7 +311,7 @@ impl ArpWatch {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || -> Result<(Vec<Sighting>, u64)> {
+        let thread = std::thread::spawn(move || -> Result<WatchRecord> {
             let opened = (|| {
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
                 let mac = interface_mac(&ifname)?;
@@ -369,7 +372,7 @@ impl ArpWatch {
     }
 
     /// Stops and returns what was seen, and how many requests were sent.
-    pub fn stop(mut self) -> Result<(Vec<Sighting>, u64)> {
+    pub fn stop(mut self) -> Result<WatchRecord> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread
             .take()
