@@ -39,6 +39,9 @@ pub struct Options {
     pub pin_root: PathBuf,
     /// Directory of the control socket (default `/run/fwcluster`).
     pub run_dir: PathBuf,
+    /// Directory of state that must outlive reboots: incarnations (default
+    /// `/var/lib/fwcluster`).
+    pub state_dir: PathBuf,
 }
 
 /// Everything that wakes the daemon's loop.
@@ -154,12 +157,13 @@ pub fn run(options: Options) -> Result<()> {
         .collect();
     let adopted = adopt_pinned(&config, &dataplane, &mut engine, &placed)?;
 
-    let incarnation = heartbeat::new_incarnation();
+    let store = crate::incarnation::Store::new(&options.state_dir, &config.cluster.name, &node)?;
+    let incarnation = store.next(crate::incarnation::wall_clock_ns())?;
     let deliver: heartbeat::Deliver = {
         let inputs = inputs.clone();
         std::sync::Arc::new(move |inbound| inputs.send(Input::Heartbeat(inbound)).is_ok())
     };
-    let transport = Transport::start(&config, me, key.clone(), incarnation, deliver)
+    let transport = Transport::start(&config, me, key.clone(), incarnation, store, deliver)
         .context("starting the heartbeat transport")?;
     let answering = crate::resources::Answering::new(config.group.len());
     for (g, adopted) in adopted.iter().enumerate() {

@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod flowshare;
 pub mod heartbeat;
+pub mod incarnation;
 pub mod mail;
 pub mod mapped;
 pub mod metrics;

@@ -144,6 +144,8 @@ impl Cluster {
             .args(["--node", host])
             .arg("--run-dir")
             .arg(&run_dir)
+            .arg("--state-dir")
+            .arg(self.state_dir(host))
             .env(
                 "RUST_LOG",
                 std::env::var("FWCLUSTER_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -227,6 +229,11 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The state directory of a host's daemon (its incarnations).
+    pub fn state_dir(&self, host: &str) -> PathBuf {
+        self.dir.path().join(format!("state-{host}"))
     }
 
     /// The configuration file.

@@ -129,3 +129,115 @@ fn no_false_offline_in_sixty_seconds_at_a_ten_millisecond_interval() -> anyhow::
     }
     Ok(())
 }
+
+/// The UDP payloads sent to `port` on `ifname` (in the calling thread's namespace) during
+/// `duration`: a recording of the heartbeats on the wire.
+fn record_udp(ifname: &str, port: u16, duration: Duration) -> anyhow::Result<Vec<Vec<u8>>> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    const ETH_P_IP: u16 = 0x0800;
+    let ifindex = nix::net::if_::if_nametoindex(ifname)?;
+    // SAFETY: plain socket(2); owned at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            i32::from(ETH_P_IP.to_be()),
+        )
+    };
+    anyhow::ensure!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a new, valid descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: zero is valid for sockaddr_ll.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_protocol = ETH_P_IP.to_be();
+    address.sll_ifindex = ifindex as i32;
+    // SAFETY: a valid sockaddr_ll of its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&address as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    anyhow::ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 20_000,
+    };
+    // SAFETY: SO_RCVTIMEO with a valid timeval.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    let deadline = std::time::Instant::now() + duration;
+    let mut payloads = Vec::new();
+    let mut buffer = [0u8; 65_536];
+    while std::time::Instant::now() < deadline {
+        // SAFETY: the buffer is valid for its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+        if n <= 0 {
+            continue;
+        }
+        let packet = &buffer[..n as usize];
+        let header = usize::from(packet[0] & 0x0f) * 4;
+        if packet.len() < header + 8 || packet[9] != 17 {
+            continue;
+        }
+        let udp = &packet[header..];
+        if u16::from_be_bytes([udp[2], udp[3]]) == port {
+            payloads.push(udp[8..].to_vec());
+        }
+    }
+    Ok(payloads)
+}
+
+#[test]
+fn recorded_heartbeats_of_an_earlier_life_are_refused_however_long_the_peer_was_silent()
+-> anyhow::Result<()> {
+    let (_turn, lab, mut cluster) = online_pair()?;
+    // Someone on the interconnect, without the key, records fws2's heartbeats.
+    let recording = fwcluster_lab::in_netns(lab.ns(FWS1), || {
+        record_udp(IC_IF, 28002, Duration::from_millis(300))
+    })??;
+    anyhow::ensure!(recording.len() > 10, "recorded {} heartbeats", recording.len());
+    // fws2 restarts (a new life), then is powered off.
+    cluster.kill_all(FWS2)?;
+    cluster.start(&lab, FWS2)?;
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill_all(FWS2)?;
+    cluster.wait_for(FWS1, "FWC102", "fws2 is OFFLINE", Duration::from_secs(2))?;
+    // Long after (today's bar was two timeouts of silence), the recording is played back from
+    // fws2's own address.
+    std::thread::sleep(Duration::from_millis(500));
+    let offline_lines = cluster.lines_with(FWS1, "FWC101").len();
+    fwcluster_lab::in_netns(lab.ns(FWS2), move || -> anyhow::Result<()> {
+        let socket = std::net::UdpSocket::bind("169.254.12.2:28002")?;
+        for _ in 0..3 {
+            for payload in &recording {
+                socket.send_to(payload, "169.254.12.1:28002")?;
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        Ok(())
+    })??;
+    std::thread::sleep(Duration::from_millis(200));
+    let view = cluster.status(FWS1)?;
+    anyhow::ensure!(
+        cluster.lines_with(FWS1, "FWC101").len() == offline_lines,
+        "the replay made fws2 look ONLINE:\n{}",
+        cluster.log(FWS1)
+    );
+    let refused = view
+        .rejected_packets
+        .get("old_incarnation")
+        .copied()
+        .unwrap_or(0);
+    anyhow::ensure!(refused > 0, "no replayed packet counted: {:?}", view.rejected_packets);
+    Ok(())
+}

@@ -54,6 +54,7 @@ fn main() -> std::process::ExitCode {
         node: args.node,
         pin_root: args.pin_root,
         run_dir: args.run_dir,
+        state_dir: args.state_dir,
     };
     match daemon::run(options) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -22,6 +22,9 @@ pub struct Args {
     /// Directory of the control socket.
     #[arg(long, default_value = "/run/fwcluster")]
     pub run_dir: PathBuf,
+    /// Directory of state that outlives reboots (the node's incarnation, and its peers').
+    #[arg(long, default_value = "/var/lib/fwcluster")]
+    pub state_dir: PathBuf,
     /// Run the daemon itself (the supervisor starts it this way; not for operators).
     #[arg(long, hide = true)]
     pub worker: bool,

@@ -94,10 +94,11 @@ impl LinkCounters {
     }
 }
 
-/// Per-sender freshness state shared by the receiving threads.
+/// Per-sender freshness state shared by the receiving threads, and where the incarnations
+/// accepted from each sender are recorded.
 struct Freshness {
     windows: Vec<ReplayWindow>,
-    last_accepted: Vec<Option<Instant>>,
+    store: crate::incarnation::Store,
 }
 
 /// The heartbeat transport of one node.
@@ -123,6 +124,7 @@ impl Transport {
         me: usize,
         key: Key,
         incarnation: u64,
+        store: crate::incarnation::Store,
         deliver: Deliver,
     ) -> io::Result<Self> {
         let port = config.cluster.heartbeat_port;
@@ -137,13 +139,16 @@ impl Transport {
                     .collect()
             })
             .collect();
-        let freshness = Arc::new(Mutex::new(Freshness {
-            windows: vec![ReplayWindow::default(); config.server.len()],
-            last_accepted: vec![None; config.server.len()],
-        }));
+        let mut windows = vec![ReplayWindow::default(); config.server.len()];
+        let remembered = store.peers().map_err(|e| io::Error::other(format!("{e:#}")))?;
+        for (peer, incarnation) in remembered {
+            if let Some(window) = windows.get_mut(peer) {
+                *window = ReplayWindow::remembering(incarnation);
+            }
+        }
+        let freshness = Arc::new(Mutex::new(Freshness { windows, store }));
         let rejected = Arc::new(RejectCounters::default());
         let links = Arc::new(LinkCounters::default());
-        let silence = config.cluster.heartbeat_timeout * 2;
         let mut sockets = Vec::new();
         for (link, local) in peers[me].iter().enumerate() {
             let socket = Arc::new(bind(*local).map_err(|e| {
@@ -160,7 +165,6 @@ impl Transport {
                 rejected: rejected.clone(),
                 links: links.clone(),
                 deliver: deliver.clone(),
-                silence,
             };
             std::thread::Builder::new()
                 .name(format!("hb-rx{link}"))
@@ -245,7 +249,6 @@ struct Receiver {
     rejected: Arc<RejectCounters>,
     links: Arc<LinkCounters>,
     deliver: Deliver,
-    silence: Duration,
 }
 
 /// Where receivers hand what they got; false when nobody listens any more.
@@ -297,13 +300,24 @@ impl Receiver {
         }
         {
             let mut fresh = self.freshness.lock().expect("freshness lock");
-            let silent = fresh.last_accepted[from].is_none_or(|t| t.elapsed() > self.silence);
-            if let Err(reason) =
-                fresh.windows[from].accept(packet.incarnation, packet.sequence, silent)
-            {
+            let known = fresh.windows[from].incarnation();
+            if let Err(reason) = fresh.windows[from].accept(packet.incarnation, packet.sequence) {
                 return reject(reason);
             }
-            fresh.last_accepted[from] = Some(Instant::now());
+            // A new life of the peer: remembered, so that a recording of this one is refused
+            // after this node restarts too. Rare (once per restart of a peer).
+            if packet.incarnation != known {
+                let accepted: BTreeMap<usize, u64> = fresh
+                    .windows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.incarnation() != 0)
+                    .map(|(peer, w)| (peer, w.incarnation()))
+                    .collect();
+                if let Err(e) = fresh.store.record_peers(&accepted) {
+                    tracing::error!(error = format!("{e:#}"), "recording peer incarnations");
+                }
+            }
         }
         if packet.digest != self.digest {
             return Inbound::Mismatch {
@@ -319,14 +333,6 @@ impl Receiver {
             report: packet.report,
         }
     }
-}
-
-/// A boot id for this process: wall-clock nanoseconds (increases across restarts).
-pub fn new_incarnation() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
 }
 
 /// Reads the cluster key: hex text (as `clpcfg keygen` writes it) of at least 128 bits, in a

@@ -351,16 +351,23 @@ pub struct ReplayWindow {
 pub const WINDOW: u64 = 64;
 
 impl ReplayWindow {
-    /// Accepts a fresh `(incarnation, sequence)` and records it, or says why it is refused.
-    /// `silent_for` is how long the current incarnation has been silent: after a long silence a
-    /// lower incarnation is accepted (the peer rebooted with its clock set back).
-    pub fn accept(
-        &mut self,
-        incarnation: u64,
-        sequence: u64,
-        current_silent: bool,
-    ) -> Result<(), Reject> {
-        if self.started && incarnation < self.incarnation && !current_silent {
+    /// A window that remembers `incarnation` (recorded before a restart of this node): older
+    /// ones stay refused.
+    pub fn remembering(incarnation: u64) -> Self {
+        Self {
+            incarnation,
+            highest: 0,
+            seen: 0,
+            started: true,
+        }
+    }
+
+    /// Accepts a fresh `(incarnation, sequence)` and records it, or says why it is refused. An
+    /// older incarnation is never accepted, however long the current one has been silent: the
+    /// sender's incarnations only increase (see [`crate::incarnation`]), so an older one is a
+    /// recording of an earlier life.
+    pub fn accept(&mut self, incarnation: u64, sequence: u64) -> Result<(), Reject> {
+        if self.started && incarnation < self.incarnation {
             return Err(Reject::OldIncarnation);
         }
         if !self.started || incarnation != self.incarnation {
