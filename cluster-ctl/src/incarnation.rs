@@ -119,7 +119,10 @@ mod tests {
         let second = store.next(10).unwrap();
         assert_eq!(second, 1_000_001);
         // A new store on the same directory (a restart) continues.
-        let third = Store::new(dir.path(), "c", "fws1").unwrap().next(0).unwrap();
+        let third = Store::new(dir.path(), "c", "fws1")
+            .unwrap()
+            .next(0)
+            .unwrap();
         assert_eq!(third, 1_000_002);
         // Peers' incarnations round-trip.
         let peers: BTreeMap<usize, u64> = [(1, 77), (2, 5)].into();

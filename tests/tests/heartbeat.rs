@@ -205,7 +205,11 @@ fn recorded_heartbeats_of_an_earlier_life_are_refused_however_long_the_peer_was_
     let recording = fwcluster_lab::in_netns(lab.ns(FWS1), || {
         record_udp(IC_IF, 28002, Duration::from_millis(300))
     })??;
-    anyhow::ensure!(recording.len() > 10, "recorded {} heartbeats", recording.len());
+    anyhow::ensure!(
+        recording.len() > 10,
+        "recorded {} heartbeats",
+        recording.len()
+    );
     // fws2 restarts (a new life), then is powered off.
     cluster.kill_all(FWS2)?;
     cluster.start(&lab, FWS2)?;
@@ -238,6 +242,10 @@ fn recorded_heartbeats_of_an_earlier_life_are_refused_however_long_the_peer_was_
         .get("old_incarnation")
         .copied()
         .unwrap_or(0);
-    anyhow::ensure!(refused > 0, "no replayed packet counted: {:?}", view.rejected_packets);
+    anyhow::ensure!(
+        refused > 0,
+        "no replayed packet counted: {:?}",
+        view.rejected_packets
+    );
     Ok(())
 }

@@ -33,7 +33,8 @@ enum Task {
     Demo,
     /// Write man pages and shell completions to target/docs.
     Docs,
-    /// Fuzz the heartbeat decoder, the API request decoder and the config loader (cargo fuzz).
+    /// Fuzz the heartbeat decoder, the API request decoder, the config loader and the engine
+    /// with arbitrary authenticated events (cargo fuzz).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
@@ -135,7 +136,12 @@ fn main() -> Result<()> {
     }
 }
 
-const FUZZ_TARGETS: [&str; 3] = ["heartbeat_decoder", "api_request", "config_loader"];
+const FUZZ_TARGETS: [&str; 4] = [
+    "heartbeat_decoder",
+    "api_request",
+    "config_loader",
+    "engine_events",
+];
 
 /// Runs each fuzz target for `seconds` (installing cargo-fuzz when missing); a crash fails.
 fn fuzz(seconds: u64, only: &[String]) -> Result<()> {

@@ -28,6 +28,7 @@
 //! - When two holders meet (a partition healed), the one with the newer epoch keeps the group
 //!   and re-announces it; the other deactivates.
 
+pub mod arbitrary;
 mod command;
 
 use std::time::Duration;
@@ -834,7 +835,7 @@ impl Engine {
     }
 
     pub fn is_online(&self, peer: NodeId) -> bool {
-        peer == self.me() || self.peers[peer].online
+        peer == self.me() || self.peers.get(peer).is_some_and(|p| p.online)
     }
 
     pub fn exited(&self) -> bool {
@@ -883,10 +884,32 @@ impl Engine {
         }
     }
 
+    /// Whether every index in a peer's report names something that exists: reports come off
+    /// the wire, and an authenticated peer is not thereby a correct one.
+    fn valid_report(&self, report: &Report) -> bool {
+        let nodes = self.cfg.nodes.len();
+        report.groups.len() == self.groups.len()
+            && report.groups.iter().all(|g| {
+                g.handoff.is_none_or(|h| h.to < nodes) && g.ack.is_none_or(|(n, _)| n < nodes)
+            })
+    }
+
+    /// Whether a local event names an existing group, step or IPW entry.
+    fn valid_local(&self, event: &Event) -> bool {
+        let spec = |g: usize| self.cfg.groups.get(g);
+        match *event {
+            Event::Ipw { group, entry, .. } => spec(group).is_some_and(|g| entry < g.ipw.len()),
+            Event::StepDone { group, step, .. } | Event::StepFailed { group, step } => {
+                spec(group).is_some_and(|g| step < g.steps.len())
+            }
+            _ => true,
+        }
+    }
+
     /// Feeds one event at time `now`; returns what to do.
     pub fn handle(&mut self, now: Nanos, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.exited {
+        if self.exited || !self.valid_local(&event) {
             return out;
         }
         self.now = self.now.max(now);
@@ -899,7 +922,7 @@ impl Engine {
             Event::Timer => self.expire_peers(now, &mut out),
             Event::Heartbeat { from, link, report } => {
                 self.heard(now, from, link, &mut out);
-                if self.is_newest(from, &report) && report.groups.len() == self.groups.len() {
+                if self.is_newest(from, &report) && self.valid_report(&report) {
                     let peer = &mut self.peers[from];
                     peer.mismatch = false;
                     if report.ready {

@@ -140,7 +140,9 @@ impl Transport {
             })
             .collect();
         let mut windows = vec![ReplayWindow::default(); config.server.len()];
-        let remembered = store.peers().map_err(|e| io::Error::other(format!("{e:#}")))?;
+        let remembered = store
+            .peers()
+            .map_err(|e| io::Error::other(format!("{e:#}")))?;
         for (peer, incarnation) in remembered {
             if let Some(window) = windows.get_mut(peer) {
                 *window = ReplayWindow::remembering(incarnation);
