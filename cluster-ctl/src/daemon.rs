@@ -83,6 +83,8 @@ struct Daemon {
     dataplane: Dataplane,
     transport: Transport,
     resources: Resources,
+    /// Held while the daemon runs: one daemon per node.
+    _node_lock: dataplane::NodeLock,
     /// What the data path answers for, shared with the announcers.
     answering: crate::resources::Answering,
     inputs: Sender<Input>,
@@ -139,6 +141,7 @@ pub fn run(options: Options) -> Result<()> {
     // address whatever happens to the XDP program.
     guard_cluster_addresses(&config).context("installing the ARP guard")?;
     let pin_dir = options.pin_root.join(&config.cluster.name).join(&node);
+    let node_lock = dataplane::NodeLock::take(&pin_dir, &node).map_err(anyhow::Error::msg)?;
     let mut dataplane = Dataplane::open(&pin_dir, me as u32, false)
         .with_context(|| format!("data path in {}", pin_dir.display()))?;
     attach_interfaces(&config, me, &mut dataplane)?;
@@ -263,6 +266,7 @@ pub fn run(options: Options) -> Result<()> {
         dataplane,
         transport,
         resources,
+        _node_lock: node_lock,
         answering,
         inputs,
     };

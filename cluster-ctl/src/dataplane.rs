@@ -236,6 +236,41 @@ pub fn check_pin_root(pin_root: &Path) -> std::result::Result<(), String> {
     ))
 }
 
+/// The claim of one daemon on one node's pins, held for the daemon's life: a second
+/// `fwclusterd` for the same node would adopt the first one's pins and fight over them.
+#[derive(Debug)]
+pub struct NodeLock {
+    _directory: std::os::fd::OwnedFd,
+}
+
+impl NodeLock {
+    /// Locks `pin_dir` (created if missing) or says who holds it.
+    pub fn take(pin_dir: &Path, node: &str) -> std::result::Result<Self, String> {
+        use std::os::fd::{AsRawFd as _, OwnedFd};
+        fs::create_dir_all(pin_dir)
+            .map_err(|e| format!("creating the pin directory {}: {e}", pin_dir.display()))?;
+        let directory: OwnedFd = fs::File::open(pin_dir)
+            .map_err(|e| format!("opening the pin directory {}: {e}", pin_dir.display()))?
+            .into();
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(directory.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                format!(
+                    "another fwclusterd already runs node {node} (it holds {}): stop it first \
+                     (one daemon per node)",
+                    pin_dir.display()
+                )
+            } else {
+                format!("locking {}: {error}", pin_dir.display())
+            });
+        }
+        Ok(Self {
+            _directory: directory,
+        })
+    }
+}
+
 fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     nix::sys::statfs::statfs(path)

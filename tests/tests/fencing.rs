@@ -346,3 +346,44 @@ fn gratuitous_arp_repeats_and_refreshes_stop_when_the_group_moves_away() -> Resu
     );
     Ok(())
 }
+
+#[test]
+fn a_second_daemon_for_the_same_node_is_refused_and_the_first_keeps_its_pins() -> Result<()> {
+    let lab = seed::build()?;
+    let cluster = started(&lab, &Launch::Setns)?;
+    let run_dir = tempfile::tempdir()?;
+    let output = lab
+        .command(
+            FWS1,
+            fwcluster_lab::cluster::fwclusterd()?
+                .to_str()
+                .context("path")?,
+        )
+        .arg("--config")
+        .arg(cluster.config_path())
+        .args(["--node", FWS1, "--run-dir"])
+        .arg(run_dir.path())
+        .arg("--state-dir")
+        .arg(run_dir.path())
+        .output()?;
+    ensure!(!output.status.success(), "a second daemon ran for fws1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains("another fwclusterd already runs node fws1"),
+        "{stderr}"
+    );
+    // The first one still holds and answers.
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let answers = lab.arp_request(
+        INET_CLIENT,
+        INET_IF,
+        GROUP0_INET_FIP,
+        Duration::from_millis(200),
+    )?;
+    ensure!(
+        answers.iter().map(|a| a.mac).collect::<Vec<_>>() == vec![fws1],
+        "{answers:?}"
+    );
+    ensure!(cluster.holder(FWS1, "group0")?.as_deref() == Some(FWS1));
+    Ok(())
+}

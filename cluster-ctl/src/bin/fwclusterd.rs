@@ -38,6 +38,11 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     if !args.worker {
+        // A second daemon for the node is refused before it starts a worker.
+        if let Err(e) = probe_node_lock(&args) {
+            eprintln!("fwclusterd: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
         // The supervisor: the same arguments plus --worker, restarted per cluster.recover.
         let mut worker: Vec<String> = std::env::args().skip(1).collect();
         worker.push("--worker".into());
@@ -64,4 +69,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Takes and releases the node's lock: refused when another daemon holds it.
+fn probe_node_lock(args: &Args) -> Result<(), String> {
+    let config = cluster_ctl::config::Config::load(&args.config).map_err(|e| e.to_string())?;
+    let (_, node) = config.resolve_node(args.node.as_deref())?;
+    let pin_dir = args.pin_root.join(&config.cluster.name).join(&node);
+    cluster_ctl::dataplane::NodeLock::take(&pin_dir, &node).map(drop)
 }
