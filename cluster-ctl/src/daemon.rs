@@ -711,8 +711,9 @@ impl Daemon {
     }
 
     fn rebalance(&mut self) {
+        let now = self.now();
         let live: Vec<u32> = (0..self.config.server.len())
-            .filter(|n| self.engine.is_online(*n))
+            .filter(|n| self.engine.shares_flows(*n, now))
             .map(|n| n as u32)
             .collect();
         if let Err(e) = self.flowshares.rebalance(&mut self.dataplane, &live) {

@@ -812,3 +812,99 @@ fn a_dead_worker_is_restarted_and_adopts_its_groups_then_retries_run_out() -> an
     );
     Ok(())
 }
+
+const FLOW_SHARE: &str = r#"
+[[flowshare]]
+name = "ls0"
+address = "192.0.2.30/24"
+interface = "eth0"
+mac = "01:00:5e:00:02:1e"
+hash = "5tuple"
+buckets = 1024
+"#;
+
+fn buckets_at(socket: &std::path::Path) -> anyhow::Result<usize> {
+    match cluster_ctl::control::request(socket, &cluster_ctl::control::Request::Status)? {
+        cluster_ctl::control::Response::Status { view } => {
+            Ok(view.flow_buckets.get("ls0").copied().unwrap_or(0))
+        }
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn wait_buckets(socket: &std::path::Path, want: usize, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let have = buckets_at(socket).unwrap_or(usize::MAX);
+        if have == want {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{have} buckets, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn flow_share_buckets_go_only_to_nodes_that_are_ready_and_run_the_same_configuration()
+-> anyhow::Result<()> {
+    let lab = seed::build()?;
+    let config = config("", &[FLOW_SHARE.to_owned()]);
+    let mut cluster = Cluster::new(&lab, &config)?;
+    // Alone and in its startup wait (3 s), fws2 takes no bucket: a running peer it has not
+    // heard yet may be passing them all.
+    let started = std::time::Instant::now();
+    cluster.start(&lab, FWS2)?;
+    let socket = cluster.socket(FWS2);
+    while buckets_at(&socket).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while started.elapsed() < Duration::from_millis(2_500) {
+        assert_eq!(
+            buckets_at(&socket)?,
+            0,
+            "buckets before the startup wait ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Then, alone, all of them.
+    wait_buckets(&socket, 1024, Duration::from_secs(3))?;
+    // fws1 comes with another configuration (same key): the two cannot agree on the hash. The
+    // lower-numbered node passes everything, the other nothing, and neither deals to the other.
+    let other = std::fs::read_to_string(cluster.config_path())?
+        .replace("wait_timeout = \"3s\"", "wait_timeout = \"4s\"");
+    let dir = tempfile::tempdir()?;
+    let other_path = dir.path().join("cluster.toml");
+    std::fs::write(&other_path, other)?;
+    let mut fws1 = lab
+        .command(
+            FWS1,
+            fwcluster_lab::cluster::fwclusterd()?
+                .to_str()
+                .expect("path"),
+        )
+        .arg("--config")
+        .arg(&other_path)
+        .args(["--node", FWS1, "--run-dir"])
+        .arg(dir.path())
+        .arg("--state-dir")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let fws1_socket = cluster_ctl::control::socket_path(dir.path(), FWS1);
+    let result = (|| -> anyhow::Result<()> {
+        cluster.wait_for(FWS2, "FWC106", "fws1", Duration::from_secs(5))?;
+        wait_buckets(&fws1_socket, 1024, Duration::from_secs(6))?;
+        wait_buckets(&socket, 0, Duration::from_secs(1))?;
+        // And it stays that way.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(buckets_at(&fws1_socket)?, 1024);
+        assert_eq!(buckets_at(&socket)?, 0);
+        Ok(())
+    })();
+    let _ = fws1.kill();
+    let _ = fws1.wait();
+    result
+}

@@ -838,6 +838,25 @@ impl Engine {
         peer == self.me() || self.peers.get(peer).is_some_and(|p| p.online)
     }
 
+    /// Whether `node` gets flow-share buckets in this node's view: this node once it has
+    /// rejoined (past its startup wait and any stall: until then the peers pass its share), a
+    /// peer while it is online, runs the same configuration (a different one may hash
+    /// differently) and reports its startup wait done.
+    ///
+    /// While a peer runs another configuration the two cannot agree on the hash: the node with
+    /// the lower index passes all flow-shared traffic and the other none (no flow twice).
+    pub fn shares_flows(&self, node: NodeId, now: Nanos) -> bool {
+        if node == self.me() {
+            let defers = self.peers[..self.me()]
+                .iter()
+                .any(|p| p.online && p.mismatch);
+            return self.rejoined(now) && !defers;
+        }
+        self.peers
+            .get(node)
+            .is_some_and(|p| p.online && !p.mismatch && p.report.as_ref().is_some_and(|r| r.ready))
+    }
+
     pub fn exited(&self) -> bool {
         self.exited
     }
