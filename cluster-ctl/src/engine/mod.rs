@@ -1029,7 +1029,10 @@ impl Engine {
 
     /// After a stall of this process (frozen, starved) the peers' heartbeats are still unread:
     /// what looks like silence is its own (R-HB-4). Whatever event comes first after it, each
-    /// online peer gets two more intervals to be heard before it is declared dead. And for two
+    /// online peer gets a full timeout from now to be heard before it is declared dead (more
+    /// than the one interval R-HB-4 asks: after a stall of the whole machine the peer's daemon
+    /// resumes at the same time and needs a few intervals to be scheduled, read its sockets and
+    /// send; a dead peer is declared one timeout later than it could have been). And for two
     /// timeouts no group is taken or resumed alone, as at start (see
     /// [`EngineConfig::alone_wait`]): a peer that stopped hearing this node during the stall may
     /// hold a group now, with a lease of its own that ends one lease after it hears this node.
@@ -1038,10 +1041,9 @@ impl Engine {
         let interval = ns(self.cfg.interval);
         if now.saturating_sub(self.last_run) > 2 * interval {
             self.cautious_until = self.cautious_until.max(now + 2 * timeout);
-            let grace = now.saturating_sub(timeout) + 2 * interval;
             for peer in self.peers.iter_mut().filter(|p| p.online) {
                 for heard in peer.heard.iter_mut().flatten() {
-                    *heard = (*heard).max(grace);
+                    *heard = (*heard).max(now);
                 }
             }
         }
