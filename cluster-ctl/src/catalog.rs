@@ -70,6 +70,7 @@ pub fn cause_label(cause: Cause) -> &'static str {
         Cause::LeaseLost => "lease_lost",
         Cause::HolderStopped(_) => "holder_stopped",
         Cause::Isolated => "isolated",
+        Cause::LeaseRefused => "lease_refused",
     }
 }
 
@@ -103,6 +104,10 @@ pub fn cause_text(cfg: &EngineConfig, cause: Cause) -> String {
             node(n)
         ),
         Cause::Isolated => "all interconnects lost and no tie-breaker reachable".into(),
+        Cause::LeaseRefused => {
+            "the data path refused this server's lease, so it could not answer for the group"
+                .into()
+        }
     }
 }
 

@@ -58,6 +58,10 @@ pub enum Input {
     Tiebreaker {
         reachable: bool,
     },
+    /// The data path refused a lease operation for a group held here.
+    LeaseRefused {
+        group: GroupId,
+    },
     /// SIGTERM or SIGINT.
     Terminate,
     /// SIGHUP: read the configuration file again.
@@ -598,6 +602,7 @@ impl Daemon {
                 Some(Input::Step(outcome)) => outcome.into_event(),
                 Some(Input::Ipw { group, entry, ok }) => Event::Ipw { group, entry, ok },
                 Some(Input::Tiebreaker { reachable }) => Event::Tiebreaker { reachable },
+                Some(Input::LeaseRefused { group }) => Event::LeaseRefused { group },
                 Some(Input::Control(pending)) => {
                     let response = self.control(now, pending.request)?;
                     let _ = pending.reply.send(response);
@@ -618,6 +623,20 @@ impl Daemon {
             }
             // Membership may have changed: flow-share buckets move at once, not at the tick.
             self.rebalance();
+        }
+    }
+
+    /// A refused grant or extension is a resource error of the group: the engine hears of it
+    /// (through the loop's own channel, after the actions at hand) and applies the recovery.
+    fn lease_op(&self, group: GroupId, result: Result<(), DataplaneError>) {
+        if let Err(e) = result {
+            tracing::error!(
+                id = catalog::LEASE_REFUSED.id,
+                group = self.config.group.get(group).map_or("?", |g| g.name.as_str()),
+                error = %e,
+                "lease operation refused: the data path does not answer for the group here"
+            );
+            let _ = self.inputs.send(Input::LeaseRefused { group });
         }
     }
 
@@ -897,7 +916,7 @@ impl Daemon {
                     if granted {
                         self.answering.set(group, until);
                     }
-                    lease_op(result);
+                    self.lease_op(group, result);
                     // The first gratuitous ARP right after the map flip (R-XDP-6).
                     if granted {
                         self.resources.announce_now(group);
@@ -912,12 +931,13 @@ impl Daemon {
                     if result.is_ok() {
                         self.answering.set(group, until);
                     }
-                    lease_op(result);
+                    self.lease_op(group, result);
                 }
                 Action::RevokeLease { group, epoch } => {
                     self.answering.set(group, 0);
-                    let result = self.dataplane.release(group as u32, epoch);
-                    lease_op(result);
+                    if let Err(e) = self.dataplane.release(group as u32, epoch) {
+                        tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "lease release");
+                    }
                 }
                 Action::Activate {
                     group,
@@ -974,11 +994,5 @@ impl Daemon {
             self.send(Kind::Heartbeat);
         }
         Ok(false)
-    }
-}
-
-fn lease_op(result: Result<(), DataplaneError>) {
-    if let Err(e) = result {
-        tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "lease operation refused");
     }
 }

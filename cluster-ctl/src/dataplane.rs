@@ -775,17 +775,13 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Gives a slot up under `epoch` (which must not be below the current one); the program stops
-    /// answering at once. The epoch is kept so that older renewals stay refused.
+    /// Gives a slot up; the program stops answering at once. Releasing is always safe, so it is
+    /// never refused, also under an epoch older than the slot's (the slot's lease was changed
+    /// behind the controller's back): the higher epoch is kept so that older renewals stay
+    /// refused.
     pub fn release(&mut self, slot: u32, epoch: u64) -> Result<()> {
         let current_epoch = self.lease(slot)?.map(|l| l.epoch).unwrap_or(0);
-        if epoch < current_epoch {
-            return Err(DataplaneError::StaleEpoch {
-                slot,
-                requested: epoch,
-                current: current_epoch,
-            });
-        }
+        let epoch = epoch.max(current_epoch);
         let lease = self.leases.element(self.lease_index(slot)?);
         // SAFETY: an element of the mapping; single aligned stores, `owned` first: the program
         // stops answering with that store.

@@ -387,3 +387,56 @@ fn a_second_daemon_for_the_same_node_is_refused_and_the_first_keeps_its_pins() -
     ensure!(cluster.holder(FWS1, "group0")?.as_deref() == Some(FWS1));
     Ok(())
 }
+
+#[test]
+fn a_lease_the_data_path_refuses_is_a_resource_error_and_the_group_moves() -> Result<()> {
+    let lab = seed::build()?;
+    let cluster = started(&lab, &Launch::Setns)?;
+    cluster.wait_for(FWS2, "FWC101", "fws1 is ONLINE", Duration::from_secs(5))?;
+    // Something behind the daemon's back gives fws1's lease of group0 a far higher epoch (and a
+    // long life): every extension fws1 asks for is now refused as stale.
+    let leases = lab.pin_root().join(FWS1).join("FWC_LEASES");
+    let mut value = Vec::new();
+    value.extend_from_slice(&1_000_000u64.to_le_bytes());
+    value.extend_from_slice(&u64::MAX.to_le_bytes());
+    value.extend_from_slice(&1u32.to_le_bytes());
+    value.extend_from_slice(&0u32.to_le_bytes());
+    value.extend_from_slice(&0u64.to_le_bytes());
+    let mut args: Vec<String> = ["map", "update", "pinned"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(leases.display().to_string());
+    args.extend(
+        ["key", "0", "0", "0", "0", "value"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.extend(value.iter().map(|b| b.to_string()));
+    let status = std::process::Command::new("bpftool").args(&args).status()?;
+    ensure!(status.success(), "bpftool {args:?}");
+    // The refusal is the group's resource error: it moves to fws2, and fws1 neither shows it
+    // ONLINE nor answers for it.
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(3))?;
+    let line = cluster.wait_for(FWS1, "FWC202", "group0", Duration::from_secs(2))?;
+    ensure!(line.contains("refused"), "{line}");
+    let fws2 = lab.mac(FWS2, INET_IF)?;
+    let watch = lab.arp_watch(
+        INET_CLIENT,
+        INET_IF,
+        ADDRESSES.to_vec(),
+        Duration::from_millis(2),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (sightings, _) = watch.stop()?;
+    ensure!(
+        !sightings.is_empty() && sightings.iter().all(|s| s.mac == fws2),
+        "answers after the move: {:?}\n{}",
+        sightings
+            .iter()
+            .map(|s| format_mac(&s.mac))
+            .collect::<std::collections::BTreeSet<_>>(),
+        cluster.all_logs_tail(30)
+    );
+    Ok(())
+}

@@ -178,6 +178,10 @@ pub fn schedule(data: &[u8]) -> Vec<(Nanos, Input)> {
             _ => b.byte().map(|r| {
                 Input::Event(if r == 0 {
                     Event::Shutdown
+                } else if r % 7 == 1 {
+                    Event::LeaseRefused {
+                        group: usize::from(r % 4),
+                    }
                 } else {
                     Event::Tiebreaker {
                         reachable: r & 1 == 0,

@@ -363,6 +363,9 @@ pub enum Event {
     StepFailed { group: GroupId, step: usize },
     /// Result of the tie-breaker probe (only asked for while isolated).
     Tiebreaker { reachable: bool },
+    /// The data path refused to grant or extend the lease of a group held here: it does not
+    /// answer for the group, whatever the engine thinks.
+    LeaseRefused { group: GroupId },
     /// SIGTERM: stop every group in order, hand over, then leave.
     Shutdown,
 }
@@ -436,6 +439,8 @@ pub enum Cause {
     HolderStopped(NodeId),
     /// All interconnects lost and no tie-breaker reachable.
     Isolated,
+    /// The data path refused this node's lease (see [`Event::LeaseRefused`]).
+    LeaseRefused,
 }
 
 /// Events for operators.
@@ -921,6 +926,7 @@ impl Engine {
             Event::StepDone { group, step, .. } | Event::StepFailed { group, step } => {
                 spec(group).is_some_and(|g| step < g.steps.len())
             }
+            Event::LeaseRefused { group } => spec(group).is_some(),
             _ => true,
         }
     }
@@ -987,6 +993,7 @@ impl Engine {
             Event::StepDone { group, step, ok } => self.step_done(now, group, step, ok, &mut out),
             Event::StepFailed { group, step } => self.step_failed(now, group, step, &mut out),
             Event::Tiebreaker { reachable } => self.tiebreaker_ok = Some(reachable),
+            Event::LeaseRefused { group } => self.lease_refused(group, &mut out),
             Event::Shutdown => {
                 self.shutting_down = true;
                 for g in 0..self.groups.len() {
@@ -1731,6 +1738,29 @@ impl Engine {
                 };
                 self.fail_over(g, cause, Some(deny), online, out);
             }
+        }
+    }
+
+    /// The data path does not answer for a group held here: a resource error with its
+    /// recovery. Handed to an eligible node (STARTING=DENY here until an operator clears it),
+    /// or, with none, stopped in ERROR: a group shown ONLINE must be answered for.
+    fn lease_refused(&mut self, g: GroupId, out: &mut Vec<Action>) {
+        if !matches!(
+            self.groups[g].state,
+            GroupState::Activating | GroupState::Online
+        ) {
+            return;
+        }
+        if self.next_eligible(g, false).is_some() {
+            self.fail_over(
+                g,
+                Cause::LeaseRefused,
+                Some(DenyCause::Activation),
+                false,
+                out,
+            );
+        } else {
+            self.stop_for_error(g, Cause::LeaseRefused, out);
         }
     }
 
