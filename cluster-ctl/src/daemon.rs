@@ -149,7 +149,25 @@ pub fn run(options: Options) -> Result<()> {
     let mut dataplane = Dataplane::open(&pin_dir, me as u32, false)
         .with_context(|| format!("data path in {}", pin_dir.display()))?;
     attach_interfaces(&config, me, &mut dataplane)?;
+    // Pinned leases belong to groups by name, not by position: a configuration that reordered
+    // the groups must not have a restarted daemon adopt one group's lease for another.
+    std::fs::create_dir_all(&options.state_dir).with_context(|| {
+        format!(
+            "creating the state directory {}",
+            options.state_dir.display()
+        )
+    })?;
+    let slots = options
+        .state_dir
+        .join(format!("{}.{node}.slots", config.cluster.name));
+    let moved = take_moved_leases(&config, &mut dataplane, &slots)?;
     configure_addresses(&config, &mut dataplane)?;
+    put_moved_leases(&config, &mut dataplane, moved)?;
+    let labels: String = slot_labels(&config)
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::incarnation::write_atomically(&slots, &labels)?;
     let flowshares =
         FlowShares::start(&config, &mut dataplane, lease).context("configuring flow share")?;
 
@@ -456,6 +474,78 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
     entries.extend(crate::flowshare::address_entries(config)?);
     // One replacement: addresses a restarted controller's configuration no longer has go too.
     dataplane.replace_addresses(entries)?;
+    Ok(())
+}
+
+/// What each lease slot is for: `g NAME` for the groups, then `f NAME` for the flow-share
+/// instances (whose slots follow the groups').
+fn slot_labels(config: &Config) -> Vec<String> {
+    config
+        .group
+        .iter()
+        .map(|g| format!("g {}", g.name))
+        .chain(config.flowshare.iter().map(|f| format!("f {}", f.name)))
+        .collect()
+}
+
+/// Leases of groups whose slot changed since the last start (recorded in `slots`, one label
+/// per slot, see [`slot_labels`]), taken out of their old slots: every slot whose label changed
+/// is released before the address table maps the slots anew, so that no address is ever
+/// answered under another group's lease. Flow-share leases are taken anew at start anyway.
+fn take_moved_leases(
+    config: &Config,
+    dataplane: &mut Dataplane,
+    slots: &std::path::Path,
+) -> Result<Vec<(String, cluster_common::Lease)>> {
+    let previous: Vec<String> = match std::fs::read_to_string(slots) {
+        Ok(text) => text.lines().map(str::to_owned).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", slots.display())),
+    };
+    let labels = slot_labels(config);
+    let mut moved = Vec::new();
+    for (slot, label) in previous.iter().enumerate() {
+        if labels.get(slot) == Some(label) {
+            continue;
+        }
+        if let Some(lease) = dataplane.lease(slot as u32)? {
+            if lease.owned != 0
+                && let Some(group) = label.strip_prefix("g ")
+            {
+                moved.push((group.to_owned(), lease));
+            }
+            dataplane.release(slot as u32, lease.epoch)?;
+        }
+    }
+    Ok(moved)
+}
+
+/// Puts the leases [`take_moved_leases`] took into the new slots of their groups (under an
+/// epoch above both slots' ones); leases of groups no longer configured stay released.
+fn put_moved_leases(
+    config: &Config,
+    dataplane: &mut Dataplane,
+    moved: Vec<(String, cluster_common::Lease)>,
+) -> Result<()> {
+    for (name, lease) in moved {
+        let Some(slot) = config.group.iter().position(|g| g.name == name) else {
+            tracing::warn!(
+                group = name,
+                "lease of a group no longer configured released"
+            );
+            continue;
+        };
+        let current = dataplane.lease(slot as u32)?.map_or(0, |l| l.epoch);
+        let epoch = lease.epoch.max(current) + 1;
+        dataplane.acquire_until(slot as u32, epoch, lease.expires_ns)?;
+        tracing::warn!(
+            id = catalog::ADOPTED.id,
+            group = name,
+            slot,
+            epoch,
+            "the group's pinned lease moved to its new slot (the configuration reordered the groups)"
+        );
+    }
     Ok(())
 }
 

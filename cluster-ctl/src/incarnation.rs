@@ -82,8 +82,11 @@ impl Store {
     }
 }
 
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let aside = path.with_extension("new");
+/// Replaces `path` with `text` atomically and durably.
+pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".new");
+    let aside = PathBuf::from(aside);
     let mut file =
         fs::File::create(&aside).with_context(|| format!("writing {}", aside.display()))?;
     file.write_all(text.as_bytes())

@@ -440,3 +440,103 @@ fn a_lease_the_data_path_refuses_is_a_resource_error_and_the_group_moves() -> Re
     );
     Ok(())
 }
+
+fn two_groups(first: (&str, &str, &str), second: (&str, &str, &str)) -> String {
+    let group = |(name, policy, fip): (&str, &str, &str)| {
+        format!(
+            "\n[[group]]\nname = \"{name}\"\npolicy = [{policy}]\nfailback = \"manual\"\n\n  [[group.fip]]\n  address = \"{fip}\"\n  interface = \"eth0\"\n"
+        )
+    };
+    format!(
+        "heartbeat_interval = \"100ms\"\nheartbeat_timeout = \"2s\"\nwait_timeout = \"3s\"\n{}{}{}",
+        fwcluster_lab::seed_servers!(),
+        group(first),
+        group(second)
+    )
+}
+
+#[test]
+fn a_restarted_daemon_adopts_pinned_groups_by_name_after_the_groups_were_reordered() -> Result<()> {
+    let lab = seed::build()?;
+    let a = ("groupA", "\"fws1\", \"fws2\"", "192.0.2.10/24");
+    let b = ("groupB", "\"fws2\", \"fws1\"", "192.0.2.11/24");
+    let mut cluster = Cluster::new(&lab, &two_groups(a, b))?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_holder(FWS1, "groupA", FWS1, Duration::from_secs(10))?;
+    cluster.wait_holder(FWS1, "groupB", FWS2, Duration::from_secs(10))?;
+    // The operator reorders the groups in fws1's file and restarts fws1 (crash and start,
+    // within the 2 s lease: its groups are adopted, not restarted).
+    let reordered = std::fs::read_to_string(cluster.config_path())?;
+    let (head, groups) = reordered.split_at(reordered.find("\n[[group]]").context("groups")?);
+    let second = groups[1..].find("\n[[group]]").context("second group")? + 1;
+    let swapped = format!("{head}{}{}", &groups[second..], &groups[..second]);
+    ensure!(swapped.find("groupB") < swapped.find("groupA"), "{swapped}");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, &swapped)?;
+    cluster.kill_all(FWS1)?;
+    let log = std::fs::File::create(dir.path().join("fws1.log"))?;
+    let mut fws1 = lab
+        .command(
+            FWS1,
+            fwcluster_lab::cluster::fwclusterd()?
+                .to_str()
+                .context("path")?,
+        )
+        .arg("--config")
+        .arg(&path)
+        .args(["--node", FWS1, "--run-dir"])
+        .arg(dir.path())
+        .arg("--state-dir")
+        .arg(cluster.state_dir(FWS1))
+        .stderr(log)
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        let socket = cluster_ctl::control::socket_path(dir.path(), FWS1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cluster_ctl::control::request(&socket, &cluster_ctl::control::Request::Status)
+            .is_err()
+        {
+            ensure!(Instant::now() < deadline, "fws1 did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let watch = lab.arp_watch(
+            INET_CLIENT,
+            INET_IF,
+            vec![GROUP0_INET_FIP, "192.0.2.11".parse()?],
+            Duration::from_millis(2),
+        )?;
+        std::thread::sleep(Duration::from_millis(1_000));
+        let (sightings, _) = watch.stop()?;
+        let log = std::fs::read_to_string(dir.path().join("fws1.log"))?;
+        let problems = double_claims(&sightings);
+        ensure!(problems.is_empty(), "{problems:#?}\n{log}");
+        let fws1 = lab.mac(FWS1, INET_IF)?;
+        let fws2 = lab.mac(FWS2, INET_IF)?;
+        let by = |address: &str, mac: [u8; 6]| {
+            let address: std::net::Ipv4Addr = address.parse().expect("address");
+            sightings
+                .iter()
+                .filter(|s| s.address == address && s.mac == mac)
+                .count()
+        };
+        ensure!(
+            by("192.0.2.10", fws1) > 100 && by("192.0.2.10", fws2) == 0,
+            "groupA's address: fws1 {} fws2 {}\n{log}",
+            by("192.0.2.10", fws1),
+            by("192.0.2.10", fws2)
+        );
+        ensure!(
+            by("192.0.2.11", fws2) > 100 && by("192.0.2.11", fws1) == 0,
+            "groupB's address: fws1 {} fws2 {}\n{log}",
+            by("192.0.2.11", fws1),
+            by("192.0.2.11", fws2)
+        );
+        ensure!(log.contains("moved to its new slot"), "{log}");
+        Ok(())
+    })();
+    let _ = fws1.kill();
+    let _ = fws1.wait();
+    result
+}
