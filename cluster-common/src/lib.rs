@@ -78,8 +78,20 @@ pub const BENCH_GEN_PROGRAM_NAME: &str = "fwcluster_bench_gen";
 /// Name of the benchmark's receiver (counts and drops every frame).
 pub const BENCH_SINK_PROGRAM_NAME: &str = "fwcluster_bench_sink";
 
-/// Key of an address the cluster answers for: the interface it is answered on and the IPv4
-/// address.
+/// The `ifindex` of an [`AddressKey`] for an address answered on VLAN `vid` (1..=4095) of the
+/// interface `ifindex` (at most 2^19): requests that arrive with an 802.1Q tag are looked up
+/// under it, so an address keyed on the interface itself (untagged) is never answered on one of
+/// its VLANs, which are other networks. VID 0 (priority tag only) is the untagged network.
+pub const fn vlan_key_ifindex(ifindex: u32, vid: u16) -> u32 {
+    if vid & 0x0fff == 0 {
+        ifindex
+    } else {
+        0x8000_0000 | ((ifindex & 0x7_ffff) << 12) | (vid as u32 & 0x0fff)
+    }
+}
+
+/// Key of an address the cluster answers for: the interface it is answered on (for a VLAN of
+/// it, see [`vlan_key_ifindex`]) and the IPv4 address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AddressKey {

@@ -34,8 +34,9 @@ use cluster_common::{
     BUCKET_TABLE_SIZE, Counters, FlowShareTables, HashMode, LEASE_FENCE_GUARD_NS, Lease,
     MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_LEASES, NodeConfig, address_buckets,
     flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
+    vlan_key_ifindex,
 };
-use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports, ipv4_raw, mac_words};
+use frame::{ArpHdr, EthHdr, Frame, Ipv4Hdr, L4Ports, VlanHdr, ipv4_raw, mac_words};
 
 /// Memory-mapped so that the controller lays out the spare half in place.
 #[btf_map]
@@ -397,8 +398,19 @@ fn respond_arp(
         if ipv4_raw((*arp).spa) == target {
             return XDP_PASS;
         }
+        // A tagged request is looked up under its VLAN: an address of the interface itself is
+        // not answered on the interface's VLANs.
+        let ifindex = ctx.ingress_ifindex() as u32;
+        let ifindex = if l3 == core::mem::size_of::<EthHdr>() {
+            ifindex
+        } else {
+            match frame.header::<VlanHdr>(core::mem::size_of::<EthHdr>()) {
+                Some(vlan) => vlan_key_ifindex(ifindex, u16::from_be((*vlan).tci)),
+                None => return malformed(ctx, counters, Malformed::TruncatedVlan),
+            }
+        };
         let key = AddressKey {
-            ifindex: ctx.ingress_ifindex() as u32,
+            ifindex,
             addr: target,
         };
         let Some(entry) = find_address(&key) else {

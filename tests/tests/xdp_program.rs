@@ -416,21 +416,50 @@ fn a_new_address_set_replaces_the_old_at_once_and_an_adopting_controller_keeps_i
 }
 
 #[test]
-fn a_vlan_tagged_request_is_answered_with_its_tag() {
-    let h = Harness::new(0);
-    let mut frame = request(OWNED_FIP);
-    frame.vlan = Some(42);
-    let (action, out) = h.run(&frame.encode());
+fn a_vlan_tagged_request_is_answered_with_its_tag_only_for_an_address_of_that_vlan() {
+    let mut h = Harness::new(0);
+    let vlan_fip = Ipv4Addr::new(192, 0, 2, 42);
+    h.dataplane
+        .replace_addresses([
+            (
+                key(OWNED_FIP),
+                entry(OWNED_SLOT, 0, NODE_MAC, AddressKind::Fip),
+            ),
+            (
+                AddressKey {
+                    ifindex: cluster_common::vlan_key_ifindex(IFINDEX, 42),
+                    addr: u32::from_ne_bytes(vlan_fip.octets()),
+                },
+                entry(OWNED_SLOT, 1, NODE_MAC, AddressKind::Fip),
+            ),
+        ])
+        .unwrap();
+    let tagged = |target, vlan| {
+        let mut frame = request(target);
+        frame.vlan = vlan;
+        h.run(&frame.encode())
+    };
+    // The address of VLAN 42, asked on VLAN 42: answered with the tag.
+    let (action, out) = tagged(vlan_fip, Some(42));
     assert_eq!(action, XDP_TX);
     let reply = ArpFrame::decode(&out).unwrap();
     assert_eq!(reply.vlan, Some(42));
     assert_eq!((reply.op, reply.sha, reply.tpa), (2, NODE_MAC, CLIENT_IP));
+    // Asked untagged or on another VLAN: another network, not answered.
+    assert_eq!(tagged(vlan_fip, None).0, XDP_PASS);
+    assert_eq!(tagged(vlan_fip, Some(43)).0, XDP_PASS);
+    // The interface's own (untagged) address is not answered on any of its VLANs…
+    assert_eq!(tagged(OWNED_FIP, Some(42)).0, XDP_PASS);
+    // …but is with a priority tag only (VID 0 is the untagged network).
+    assert_eq!(tagged(OWNED_FIP, Some(0)).0, XDP_TX);
+    assert_eq!(tagged(OWNED_FIP, None).0, XDP_TX);
 }
 
 #[test]
 fn truncated_frames_pass_untouched_at_every_length() {
     let h = Harness::new(0);
-    for vlan in [None, Some(7)] {
+    // A priority tag (VID 0): the tag's length without leaving the untagged network.
+    for vlan in [None, Some(0)] {
         let mut frame = request(OWNED_FIP);
         frame.vlan = vlan;
         let full = frame.encode();
