@@ -374,6 +374,9 @@ pub struct Sim {
     believes_dead: std::collections::BTreeSet<(NodeId, NodeId)>,
     /// The longest delay any fault has put on a link.
     max_delay: Nanos,
+    /// (node, group) where an operator ran `clpgrp -s` since the last STARTING=DENY was set:
+    /// that clears DENY, also while the group is still being taken down there.
+    deny_cleared_by_operator: std::collections::BTreeSet<(NodeId, GroupId)>,
     pub stats: Stats,
 }
 
@@ -453,6 +456,7 @@ impl Sim {
             declared_dead: BTreeMap::new(),
             believes_dead: Default::default(),
             max_delay: 0,
+            deny_cleared_by_operator: Default::default(),
             stats: Stats::default(),
         }
     }
@@ -712,6 +716,9 @@ impl Sim {
                     if let Notice::LeaseLapsed { .. } = notice {
                         self.stats.lapses += 1;
                     }
+                    if let Notice::DenySet { group, .. } = notice {
+                        self.deny_cleared_by_operator.remove(&(node, group));
+                    }
                     if let Notice::PeerOnline { peer } = notice {
                         self.believes_dead.remove(&(node, peer));
                         self.declared_dead.insert((node, peer), self.now);
@@ -769,7 +776,8 @@ impl Sim {
                 let recovered = self.nodes[node].ipw_ok[group].iter().all(|ok| *ok);
                 // A deny that needs an operator (process, activation) may already be set and
                 // stays: it is the stronger one.
-                if deny.is_none() && !recovered {
+                let cleared = self.deny_cleared_by_operator.contains(&(node, group));
+                if deny.is_none() && !recovered && !cleared {
                     self.pending_violation.get_or_insert(format!(
                         "fws{} failed group{group} over for an IPW loss but is not STARTING=DENY",
                         node + 1
@@ -1071,10 +1079,14 @@ impl Sim {
             }
             Fault::Thaw { node } => {
                 if self.nodes[node].frozen {
-                    // A thawed node listens for a while before it judges silence (R-HB-4); if
-                    // it is the best node for a pending takeover, the takeover waits for that.
-                    let now = self.now;
-                    self.outage.values_mut().for_each(|(since, _)| *since = now);
+                    // A thawed node listens for a while before it judges silence, and takes
+                    // nothing while a peer it does not hear may hold it, for two timeouts
+                    // (R-HB-4); if it is the best node for a pending takeover, the takeover
+                    // waits for that.
+                    let resumed = self.now + 2 * self.timeout();
+                    self.outage
+                        .values_mut()
+                        .for_each(|(since, _)| *since = resumed);
                     self.nodes[node].frozen = false;
                     self.nodes[node].running_since = Some(self.now);
                     // The daemon's timer fires at once after a stop, then it reads its sockets.
@@ -1128,6 +1140,9 @@ impl Sim {
                 if self.nodes[node].frozen {
                     // clpgrp gets no answer from a stopped daemon.
                     return;
+                }
+                if let Command::Start { group } = command {
+                    self.deny_cleared_by_operator.insert((node, group));
                 }
                 if let Err(refusal) = self.command(node, command) {
                     self.stats.refusals += 1;
@@ -1282,7 +1297,12 @@ impl Sim {
     /// its startup wait then (a starting node waits for its peers by design) or had just
     /// resumed from a pause, `Nanos::MAX` while it still waits; `None` when no node could.
     fn takeover_start(&self, group: GroupId, since: Nanos) -> Option<Nanos> {
-        (0..self.shape.nodes)
+        // In the order of the group's policy: the first candidate that is ready is the one
+        // that takes it (the others defer to it), however long it has to wait.
+        let candidates: Vec<NodeId> = self.shape.groups[group]
+            .policy
+            .iter()
+            .copied()
             .filter(|&n| {
                 let node = &self.nodes[n];
                 let Some(engine) = &node.engine else {
@@ -1307,17 +1327,21 @@ impl Sim {
                         })
                     })
             })
-            .map(|n| {
-                // A node that just resumed from a pause takes nothing alone for two timeouts
-                // (R-HB-4), as at start.
-                let resumed = self.nodes[n]
-                    .running_since
-                    .map_or(0, |t| t + 2 * self.timeout());
-                self.nodes[n]
-                    .ready_since
-                    .map_or(Nanos::MAX, |t| t.max(since).max(resumed))
-            })
-            .min()
+            .collect();
+        let taker = candidates
+            .iter()
+            .find(|n| self.nodes[**n].ready_since.is_some())
+            .or(candidates.first())?;
+        // A node that just resumed from a pause takes nothing while a peer it does not hear
+        // may hold it, for two timeouts (R-HB-4), as at start.
+        let resumed = self.nodes[*taker]
+            .running_since
+            .map_or(0, |t| t + 2 * self.timeout());
+        Some(
+            self.nodes[*taker]
+                .ready_since
+                .map_or(Nanos::MAX, |t| t.max(since).max(resumed)),
+        )
     }
 
     fn group_wanted(&self, group: GroupId) -> bool {

@@ -1066,6 +1066,11 @@ impl Engine {
     /// after a stall of its own, though (see [`Engine::notice_stall`]).
     fn lease_bound(&self, now: Nanos, g: GroupId) -> Option<Nanos> {
         let lease = ns(self.cfg.lease());
+        // Right after a stall of its own, a peer this node does not hear may have taken the
+        // group while this node was not sending (see [`Engine::notice_stall`]).
+        if now < self.cautious_until && self.someone_unheard() {
+            return None;
+        }
         let mut oldest: Option<Nanos> = None;
         for (n, peer) in self.peers.iter().enumerate() {
             if n == self.me() || !peer.online {
@@ -1214,6 +1219,14 @@ impl Engine {
                     .filter_map(|(h, _)| h.map(|t| t + timeout))
             })
             .min()
+    }
+
+    /// Some peer is not heard (dead, or cut off in one direction or both).
+    fn someone_unheard(&self) -> bool {
+        self.peers
+            .iter()
+            .enumerate()
+            .any(|(n, p)| n != self.cfg.me && !p.online)
     }
 
     /// No peer can be heard (all dead, or every interconnect lost).
@@ -1395,8 +1408,7 @@ impl Engine {
                     self.fresh_report(n)
                         .is_some_and(|r| r.groups[g].ack == Some((me, claim.epoch)))
                 });
-            let alone = (0..self.peers.len()).all(|n| n == me || !self.peers[n].online);
-            if all_acked && !(alone && now < self.cautious_until) {
+            if all_acked && !(self.someone_unheard() && now < self.cautious_until) {
                 self.activate(now, g, claim.epoch, out);
             } else if now.saturating_sub(since) > 2 * timeout
                 || self
