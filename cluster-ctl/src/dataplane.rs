@@ -252,9 +252,19 @@ impl NodeLock {
         let directory: OwnedFd = fs::File::open(pin_dir)
             .map_err(|e| format!("opening the pin directory {}: {e}", pin_dir.display()))?
             .into();
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(directory.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // A daemon restarted at once (SIGKILL, then start) can find the lock still held by the
+        // previous worker, which the kernel is still tearing down: that is waited out for a
+        // moment, as the heartbeat sockets are; a daemon that really runs keeps it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        // SAFETY (both calls): flock on a descriptor this function owns.
+        while unsafe { libc::flock(directory.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            }
             return Err(if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 format!(
                     "another fwclusterd already runs node {node} (it holds {}): stop it first \

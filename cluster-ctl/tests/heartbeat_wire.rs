@@ -14,6 +14,8 @@ fn key() -> Key {
 
 fn report() -> Report {
     Report {
+        // Travels in the header: the packet's incarnation.
+        incarnation: 1_700_000_000_000_000_000,
         sent_at: 1_234_567_890,
         echo: Some(987_654_321),
         ready: true,
@@ -233,7 +235,7 @@ proptest! {
             errors: *errors,
         }).collect();
         let mut p = packet();
-        p.report = Report { sent_at, echo, ready: false, links_heard: 1, groups };
+        p.report = Report { incarnation: p.incarnation, sent_at, echo, ready: false, links_heard: 1, groups };
         let bytes = wire::encode(&p, &key());
         prop_assert_eq!(wire::decode(&bytes, &key()), Ok(p));
     }

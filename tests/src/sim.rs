@@ -562,13 +562,15 @@ impl Sim {
             if to == from {
                 continue;
             }
-            let Some(report) = self.nodes[from]
+            let Some(mut report) = self.nodes[from]
                 .engine
                 .as_ref()
                 .map(|e| e.report_for(to, self.now))
             else {
                 return;
             };
+            // What the transport puts into the header.
+            report.incarnation = u64::from(self.nodes[from].incarnation);
             self.reports.push(report);
             let key = self.reports.len() - 1;
             for link in 0..self.shape.links {

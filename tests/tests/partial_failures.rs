@@ -39,14 +39,25 @@ failback = "manual"
 
 const ADDRESSES: [std::net::Ipv4Addr; 2] = [GROUP0_INET_FIP, GROUP0_PARP];
 
-fn started(interval: &str, timeout: &str) -> Result<(Lab, Cluster)> {
+/// The tests of this file take turns: the stall test is about the daemons on an otherwise
+/// idle machine (another test's daemons competing for the two CPUs make a stall of one of them
+/// that no daemon could tell from a death), and the ARP watches about one fault at a time.
+static IDLE_MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+type Started = (std::sync::MutexGuard<'static, ()>, Lab, Cluster);
+
+fn started(interval: &str, timeout: &str) -> Result<Started> {
+    // A failed test poisons the lock; the next one still gets an idle machine.
+    let turn = IDLE_MACHINE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let lab = seed::build()?;
     let mut cluster = Cluster::new(&lab, &config(interval, timeout))?;
     cluster.start(&lab, FWS1)?;
     cluster.start(&lab, FWS2)?;
     cluster.wait_holder(FWS1, "group0", FWS1, Duration::from_secs(10))?;
     cluster.wait_for(FWS2, "FWC101", "fws1 is ONLINE", Duration::from_secs(5))?;
-    Ok((lab, cluster))
+    Ok((turn, lab, cluster))
 }
 
 /// Drops the heartbeats `host` sends (`output`) or receives (`input`), on every interconnect.
@@ -68,7 +79,7 @@ fn restore_heartbeats(lab: &Lab, host: &str) -> Result<()> {
 #[test]
 fn heartbeats_lost_from_the_holder_only_move_the_group_with_one_answerer_at_every_instant()
 -> Result<()> {
-    let (lab, cluster) = started("20ms", "100ms")?;
+    let (_turn, lab, cluster) = started("20ms", "100ms")?;
     let watch = lab.arp_watch(
         INET_CLIENT,
         INET_IF,
@@ -104,7 +115,7 @@ fn heartbeats_lost_from_the_holder_only_move_the_group_with_one_answerer_at_ever
 
 #[test]
 fn heartbeats_lost_towards_the_holder_only_leave_the_group_where_it_is() -> Result<()> {
-    let (lab, cluster) = started("20ms", "100ms")?;
+    let (_turn, lab, cluster) = started("20ms", "100ms")?;
     let watch = lab.arp_watch(
         INET_CLIENT,
         INET_IF,
@@ -147,7 +158,7 @@ fn daemon_pids(cluster: &Cluster, host: &str) -> Vec<u32> {
 #[test]
 fn stalls_of_both_daemons_together_cause_no_false_offline_and_no_failover() -> Result<()> {
     // R-HB-4 at 1 ms / 5 ms: both daemons stopped together for 20–200 ms, 200 times.
-    let (_lab, cluster) = started("1ms", "5ms")?;
+    let (_turn, _lab, cluster) = started("1ms", "5ms")?;
     std::thread::sleep(Duration::from_millis(300));
     let pids: Vec<u32> = [FWS1, FWS2]
         .iter()
@@ -195,7 +206,7 @@ fn stalls_of_both_daemons_together_cause_no_false_offline_and_no_failover() -> R
 #[test]
 fn one_daemon_stopped_past_its_lease_is_taken_over_and_never_answers_beside_the_new_holder()
 -> Result<()> {
-    let (lab, cluster) = started("1ms", "5ms")?;
+    let (_turn, lab, cluster) = started("1ms", "5ms")?;
     let fws1 = lab.mac(FWS1, INET_IF)?;
     for round in 0..5u64 {
         let watch = lab.arp_watch(

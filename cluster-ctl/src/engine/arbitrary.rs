@@ -103,6 +103,7 @@ fn report(b: &mut Bytes<'_>, now: Nanos) -> Option<Report> {
     let count = b.small()? % 4;
     let echo = b.u64()?;
     Some(Report {
+        incarnation: u64::from(count as u8 & 2),
         sent_at: b.u64()?,
         // Mostly plausible echoes (of this node's recent past), sometimes anything.
         echo: match echo % 4 {

@@ -192,6 +192,9 @@ pub struct GroupReport {
 /// What a node tells its peers in every heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Report {
+    /// The sender's incarnation (its boot id, from the packet's header): a higher one is a new
+    /// life of the sender, whose clock may have started over.
+    pub incarnation: u64,
     /// When the sender sent it, on the sender's monotonic clock.
     pub sent_at: Nanos,
     /// The `sent_at` of the newest heartbeat the sender had received from the receiver (on the
@@ -302,18 +305,22 @@ impl EngineConfig {
     /// How long after sending an acknowledged heartbeat a holder may answer.
     ///
     /// A peer that received that heartbeat takes over by silence no earlier than one timeout
-    /// after receiving it, on its own clock, so the lease is the timeout less a margin for
-    /// clocks that run at different rates: 2 % of the timeout, at least 100 µs. That covers a
-    /// rate difference of 1 % between the two monotonic clocks (NTP slews at most 0.05 %). Timer
-    /// slack and scheduling delays only make a takeover later and need no margin; the data path
-    /// compares the lease with its own clock on every packet.
+    /// after receiving it, on its own clock, so the lease is the timeout less a margin: 2 % of
+    /// the timeout, at least 1 ms (but at most a quarter of the timeout). It covers monotonic
+    /// clocks whose rates differ by up to 1 % (NTP slews at most 0.05 %), and a data-path lease
+    /// timer that fires late: the XDP program fences a lease by a kernel timer 0.2 ms before
+    /// its end and reads the clock only when a lease was granted or renewed past a fence, so a
+    /// timer delayed (softirq under load) by up to the margin still fences in time. Timer slack
+    /// and scheduling in the daemons only make a takeover later and need no margin.
     pub fn lease(&self) -> Duration {
         self.timeout.saturating_sub(self.lease_margin())
     }
 
     /// See [`EngineConfig::lease`].
     pub fn lease_margin(&self) -> Duration {
-        (self.timeout / 50).max(Duration::from_micros(100))
+        (self.timeout / 50)
+            .max(Duration::from_millis(1))
+            .min(self.timeout / 4)
     }
 
     /// How long a node that has heard no peer waits before it takes groups alone: the startup
@@ -520,6 +527,8 @@ struct Peer {
     left: bool,
     /// When the peer came online and not yet ready (startup wait bound).
     unready_since: Option<Nanos>,
+    /// The peer's incarnation as last heard.
+    incarnation: u64,
     /// `sent_at` of the newest heartbeat from the peer (its clock): echoed back to it.
     newest_sent_at: Option<Nanos>,
     /// The echo in that heartbeat: the send time (this node's clock) of the newest heartbeat of
@@ -537,6 +546,7 @@ impl Peer {
             mismatch: false,
             left: false,
             unready_since: None,
+            incarnation: 0,
             newest_sent_at: None,
             echo: None,
         }
@@ -546,6 +556,10 @@ impl Peer {
     /// new exchange; its clock may even have started over).
     fn forget(&mut self) {
         self.online = false;
+        self.forget_exchange();
+    }
+
+    fn forget_exchange(&mut self) {
         self.report = None;
         self.newest_sent_at = None;
         self.echo = None;
@@ -602,6 +616,8 @@ struct LocalGroup {
     lease_until: Nanos,
     /// The lease ran out while the group is held (reported once; see [`Notice::LeaseLapsed`]).
     lapsed: bool,
+    /// The lease was last set on the strength of this node being alone (no peer heard).
+    alone_lease: bool,
     /// Last node known to hold the group (for the failover cause).
     last_holder: Option<NodeId>,
     /// Environment of the last start or stop here.
@@ -692,6 +708,7 @@ impl Engine {
                 max_epoch: 0,
                 lease_until: 0,
                 lapsed: false,
+                alone_lease: false,
                 last_holder: None,
                 environment: ActReason::Normal.as_env(),
                 contested: false,
@@ -700,6 +717,9 @@ impl Engine {
             })
             .collect();
         let peers = (0..cfg.nodes.len()).map(|_| Peer::new(cfg.links)).collect();
+        // A new process is a stall of the node: what it held (adopted from the pins) is not
+        // extended alone, nor is anything taken, while a peer is unheard for two timeouts.
+        let caution = now + 2 * ns(cfg.timeout);
         Self {
             ready: cfg.nodes.len() <= 1,
             cfg,
@@ -712,7 +732,7 @@ impl Engine {
             now,
             last_run: now,
             last_tick: now,
-            cautious_until: 0,
+            cautious_until: caution,
         }
     }
 
@@ -776,6 +796,8 @@ impl Engine {
     /// This node's report, sent in every heartbeat.
     pub fn report(&self) -> Report {
         Report {
+            // The transport puts its own into the header.
+            incarnation: 0,
             sent_at: self.now,
             echo: None,
             ready: self.ready,
@@ -1025,13 +1047,25 @@ impl Engine {
     /// Whether `report` from `from` is the newest heard from that peer: a heartbeat overtaken
     /// by a newer one (another link, a delay) still proves the peer alive, but its report and
     /// echo are older than what is known and are not used.
-    fn is_newest(&self, from: NodeId, report: &Report) -> bool {
-        from != self.me()
-            && self.peers.get(from).is_some_and(|p| {
-                p.online
-                    && p.newest_sent_at
-                        .is_none_or(|newest| report.sent_at >= newest)
-            })
+    fn is_newest(&mut self, from: NodeId, report: &Report) -> bool {
+        if from == self.me() {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(from) else {
+            return false;
+        };
+        // A new life of the peer (restarted, perhaps rebooted within a timeout: its clock
+        // started over) begins a new exchange; an older life's heartbeat says nothing.
+        if report.incarnation > peer.incarnation {
+            peer.incarnation = report.incarnation;
+            peer.forget_exchange();
+        } else if report.incarnation < peer.incarnation {
+            return false;
+        }
+        peer.online
+            && peer
+                .newest_sent_at
+                .is_none_or(|newest| report.sent_at >= newest)
     }
 
     /// After a stall of this process (frozen, starved) the peers' heartbeats are still unread:
@@ -1064,7 +1098,9 @@ impl Engine {
     /// last heartbeat (sent at every tick): a peer that hears it waits a timeout from then
     /// before it takes over, one that does not hear it either is partitioned from it. Not right
     /// after a stall of its own, though (see [`Engine::notice_stall`]).
-    fn lease_bound(&self, now: Nanos, g: GroupId) -> Option<Nanos> {
+    ///
+    /// The flag says whether the bound rests on this node being alone.
+    fn lease_bound(&self, now: Nanos, g: GroupId) -> Option<(Nanos, bool)> {
         let lease = ns(self.cfg.lease());
         // Right after a stall of its own, a peer this node does not hear may have taken the
         // group while this node was not sending (see [`Engine::notice_stall`]).
@@ -1073,7 +1109,9 @@ impl Engine {
         }
         let mut oldest: Option<Nanos> = None;
         for (n, peer) in self.peers.iter().enumerate() {
-            if n == self.me() || !peer.online {
+            // A node outside the group's policy never takes it by silence (only by a handoff,
+            // which waits for this node to give it up): its acknowledgements do not matter.
+            if n == self.me() || !peer.online || !self.cfg.groups[g].policy.contains(&n) {
                 continue;
             }
             let echo = peer.echo?;
@@ -1088,8 +1126,8 @@ impl Engine {
             oldest = Some(oldest.map_or(echo, |o| o.min(echo)));
         }
         match oldest {
-            Some(echo) => Some(echo + lease),
-            None if now >= self.cautious_until => Some(self.last_tick + lease),
+            Some(echo) => Some((echo + lease, false)),
+            None if now >= self.cautious_until => Some((self.last_tick + lease, true)),
             None => None,
         }
     }
@@ -1106,10 +1144,23 @@ impl Engine {
             }
             let bound = self.lease_bound(now, g);
             let local = &mut self.groups[g];
-            if let Some(until) = bound
+            // A lease that rested on this node being alone ends at once when that changes
+            // without an acknowledgement: a peer that appeared and has not heard this node may
+            // be taking the group over by silence right now.
+            if bound.is_none() && local.alone_lease && local.lease_until > now {
+                local.lease_until = now;
+                local.alone_lease = false;
+                out.push(Action::RenewLease {
+                    group: g,
+                    epoch: local.epoch,
+                    until: now,
+                });
+            }
+            if let Some((until, alone)) = bound
                 && until > local.lease_until
                 && until > now
             {
+                local.alone_lease = alone;
                 if local.lapsed {
                     local.lapsed = false;
                     out.push(Action::Notify(Notice::LeaseResumed {
@@ -1527,8 +1578,9 @@ impl Engine {
         ) || matches!(cause, Cause::HolderStopped(n) if n != me);
         // Normally the peers that acknowledged the claim just echoed a heartbeat; without that
         // the lease starts lapsed and begins when they do.
-        let until = self.lease_bound(now, g).unwrap_or(now);
+        let (until, alone) = self.lease_bound(now, g).unwrap_or((now, false));
         let local = &mut self.groups[g];
+        local.alone_lease = alone;
         local.claim = None;
         local.ack = None;
         local.handoff = None;

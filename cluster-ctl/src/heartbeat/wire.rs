@@ -258,6 +258,8 @@ pub fn decode_report(mut body: &[u8]) -> Option<Report> {
         });
     }
     Some(Report {
+        // Filled in from the header by `decode`.
+        incarnation: 0,
         sent_at,
         echo,
         ready,
@@ -324,7 +326,8 @@ pub fn decode(bytes: &[u8], key: &Key) -> Result<Packet, Reject> {
     let mut digest = [0u8; 16];
     header.copy_to_slice(&mut digest);
     let link = header.get_u8();
-    let report = decode_report(&signed[HEADER_LEN..]).ok_or(Reject::BadBody)?;
+    let mut report = decode_report(&signed[HEADER_LEN..]).ok_or(Reject::BadBody)?;
+    report.incarnation = incarnation;
     Ok(Packet {
         kind,
         sender,
