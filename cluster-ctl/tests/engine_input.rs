@@ -28,6 +28,7 @@ fn a_handoff_to_a_node_that_does_not_exist_is_ignored() {
             data.extend_from_slice(&[0b0010_0000 | 0x19, 0]);
             data.extend_from_slice(&1u64.to_be_bytes());
         }
+        data.push(0); // holds nothing by name
         data.extend_from_slice(&[0, 10]); // a tick
     }
     let engine = arbitrary::run(0, &data);

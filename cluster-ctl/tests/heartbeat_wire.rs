@@ -1,7 +1,7 @@
 //! The heartbeat codec: authentication first, replay protection, versions, bounds.
 
 use cluster_ctl::{
-    engine::{Claim, GroupReport, GroupState, Handoff, Report},
+    engine::{Claim, GroupReport, GroupState, Handoff, HeldGroup, Report},
     heartbeat::wire::{
         self, HEADER_LEN, Key, Kind, MAX_PACKET, Packet, Reject, ReplayWindow, TAG_LEN,
     },
@@ -53,6 +53,10 @@ fn report() -> Report {
                 errors: 1 << 31 | 2,
             },
         ],
+        held: vec![HeldGroup {
+            id: 0x1234_5678,
+            epoch: 7,
+        }],
     }
 }
 
@@ -235,7 +239,7 @@ proptest! {
             errors: *errors,
         }).collect();
         let mut p = packet();
-        p.report = Report { incarnation: p.incarnation, sent_at, echo, ready: false, links_heard: 1, groups };
+        p.report = Report { incarnation: p.incarnation, sent_at, echo, ready: false, links_heard: 1, groups, held: vec![HeldGroup { id: 7, epoch: 9 }] };
         let bytes = wire::encode(&p, &key());
         prop_assert_eq!(wire::decode(&bytes, &key()), Ok(p));
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     Claim, Command, Engine, EngineConfig, Event, GroupReport, GroupSpec, GroupState, Handoff,
-    Nanos, Report, StepSpec,
+    HeldGroup, Nanos, Report, StepSpec,
 };
 use crate::config::{Failback, Recover, StartMode};
 
@@ -114,6 +114,14 @@ fn report(b: &mut Bytes<'_>, now: Nanos) -> Option<Report> {
         ready: count & 1 == 0,
         links_heard: b.byte()?.into(),
         groups: (0..count).map(|_| group_report(b)).collect::<Option<_>>()?,
+        held: (0..b.small()? % 3)
+            .map(|_| {
+                Some(HeldGroup {
+                    id: [super::group_id("group0"), super::group_id("group1"), 7][b.small()? % 3],
+                    epoch: b.u64()? % 8,
+                })
+            })
+            .collect::<Option<_>>()?,
     })
 }
 

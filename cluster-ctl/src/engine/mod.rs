@@ -189,6 +189,21 @@ pub struct GroupReport {
     pub errors: u32,
 }
 
+/// A group a node holds, named so that a node with another configuration (whose group indices
+/// mean something else) still knows it: [`group_id`] of the name, and the ownership epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldGroup {
+    pub id: u32,
+    pub epoch: u64,
+}
+
+/// A group's name as a number (FNV-1a, 32 bits) for [`HeldGroup`].
+pub fn group_id(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// What a node tells its peers in every heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Report {
@@ -205,6 +220,8 @@ pub struct Report {
     /// Interconnects on which this node hears the receiver (bit i: link i).
     pub links_heard: u32,
     pub groups: Vec<GroupReport>,
+    /// The groups the sender holds, by name: all a peer with another configuration can use.
+    pub held: Vec<HeldGroup>,
 }
 
 /// One resource step of a group, in activation order (FIP, then PARP, then EXEC).
@@ -529,6 +546,8 @@ struct Peer {
     unready_since: Option<Nanos>,
     /// The peer's incarnation as last heard.
     incarnation: u64,
+    /// What a peer with another configuration holds (its report is not used otherwise).
+    held: Vec<HeldGroup>,
     /// `sent_at` of the newest heartbeat from the peer (its clock): echoed back to it.
     newest_sent_at: Option<Nanos>,
     /// The echo in that heartbeat: the send time (this node's clock) of the newest heartbeat of
@@ -547,6 +566,7 @@ impl Peer {
             left: false,
             unready_since: None,
             incarnation: 0,
+            held: Vec::new(),
             newest_sent_at: None,
             echo: None,
         }
@@ -561,6 +581,7 @@ impl Peer {
 
     fn forget_exchange(&mut self) {
         self.report = None;
+        self.held.clear();
         self.newest_sent_at = None;
         self.echo = None;
     }
@@ -823,6 +844,16 @@ impl Engine {
                         },
                 })
                 .collect(),
+            held: self
+                .groups
+                .iter()
+                .zip(&self.cfg.groups)
+                .filter(|(g, _)| g.state.holds())
+                .map(|(g, spec)| HeldGroup {
+                    id: group_id(&spec.name),
+                    epoch: g.epoch,
+                })
+                .collect(),
         }
     }
 
@@ -988,6 +1019,7 @@ impl Engine {
                     let peer = &mut self.peers[from];
                     peer.newest_sent_at = Some(report.sent_at);
                     peer.echo = report.echo.filter(|echo| *echo <= now);
+                    peer.held = report.held;
                     if !peer.mismatch {
                         peer.mismatch = true;
                         peer.report = None;
@@ -1115,12 +1147,18 @@ impl Engine {
                 continue;
             }
             let echo = peer.echo?;
-            let holds = peer
-                .report
-                .as_ref()
-                .and_then(|r| r.groups.get(g))
-                .is_some_and(|r| r.state.holds());
-            if holds && !peer.mismatch {
+            // A peer that holds the group itself (known by name when its configuration differs)
+            // must give it up first.
+            let holds = if peer.mismatch {
+                let id = group_id(&self.cfg.groups[g].name);
+                peer.held.iter().any(|h| h.id == id)
+            } else {
+                peer.report
+                    .as_ref()
+                    .and_then(|r| r.groups.get(g))
+                    .is_some_and(|r| r.state.holds())
+            };
+            if holds {
                 return None;
             }
             oldest = Some(oldest.map_or(echo, |o| o.min(echo)));
@@ -1946,12 +1984,29 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         let me = self.me();
-        // Two holders (a partition healed, or a one-way failure): the newer epoch keeps it.
+        // Two holders (a partition healed, or a one-way failure): the newer epoch keeps it. A
+        // holder with another configuration is known by the group's name; its priorities are
+        // not comparable, so the lower node index breaks a tie of epochs.
         let mine = self.groups[g].epoch;
+        let id = group_id(&self.cfg.groups[g].name);
+        let foreign: Vec<(NodeId, u64)> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(n, p)| *n != me && p.online && p.mismatch)
+            .flat_map(|(n, p)| {
+                p.held
+                    .iter()
+                    .filter(|h| h.id == id)
+                    .map(move |h| (n, h.epoch))
+            })
+            .collect();
         let loses = holders.iter().any(|(n, r)| {
             (r.epoch, std::cmp::Reverse(self.priority(g, *n)))
                 > (mine, std::cmp::Reverse(self.priority(g, me)))
-        });
+        }) || foreign
+            .iter()
+            .any(|(n, epoch)| (*epoch, std::cmp::Reverse(*n)) > (mine, std::cmp::Reverse(me)));
         if loses {
             // With its lease run out here, the other node took the group meanwhile.
             let cause = if self.groups[g].lapsed {
@@ -1964,7 +2019,7 @@ impl Engine {
         }
         // Another holder (a partition healed): it will give up; announce again once it did,
         // so clients that followed it come back.
-        if !holders.is_empty() {
+        if !holders.is_empty() || !foreign.is_empty() {
             self.groups[g].contested = true;
             return;
         }

@@ -24,7 +24,7 @@ use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
-use crate::engine::{Claim, GroupReport, GroupState, Handoff, Report};
+use crate::engine::{Claim, GroupReport, GroupState, Handoff, HeldGroup, Report};
 
 pub const MAGIC: &[u8; 4] = b"FWHB";
 /// Version 2 added the send time and the echo that bound the holder's lease (R-SPLIT-1).
@@ -34,6 +34,7 @@ pub const TAG_LEN: usize = 16;
 /// The largest UDP payload.
 pub const MAX_PACKET: usize = 65_507;
 const GROUP_LEN: usize = 43;
+const HELD_LEN: usize = 12;
 
 /// What a packet says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +203,12 @@ pub fn encode_report(report: &Report, out: &mut BytesMut) {
         out.put_u8(u8::from(g.wanted));
         out.put_u32(g.errors);
     }
+    // The groups held, by name (understood by a node with another configuration too).
+    out.put_u16(report.held.len() as u16);
+    for h in &report.held {
+        out.put_u32(h.id);
+        out.put_u64(h.epoch);
+    }
 }
 
 /// Parses a report body; `None` if it is malformed.
@@ -218,7 +225,7 @@ pub fn decode_report(mut body: &[u8]) -> Option<Report> {
     };
     let links_heard = body.get_u32();
     let count = body.get_u16() as usize;
-    if body.remaining() != count * GROUP_LEN {
+    if body.remaining() < count * GROUP_LEN + 2 {
         return None;
     }
     let mut groups = Vec::with_capacity(count);
@@ -257,6 +264,16 @@ pub fn decode_report(mut body: &[u8]) -> Option<Report> {
             errors,
         });
     }
+    let held_count = body.get_u16() as usize;
+    if body.remaining() != held_count * HELD_LEN {
+        return None;
+    }
+    let held = (0..held_count)
+        .map(|_| HeldGroup {
+            id: body.get_u32(),
+            epoch: body.get_u64(),
+        })
+        .collect();
     Some(Report {
         // Filled in from the header by `decode`.
         incarnation: 0,
@@ -265,6 +282,7 @@ pub fn decode_report(mut body: &[u8]) -> Option<Report> {
         ready,
         links_heard,
         groups,
+        held,
     })
 }
 
