@@ -281,7 +281,8 @@ pub struct Sighting {
     pub address: Ipv4Addr,
     /// Sender hardware address: who claims the address.
     pub mac: [u8; 6],
-    /// Unsolicited (sender address = target address) rather than a reply.
+    /// Unsolicited rather than a reply to the watch: a gratuitous ARP, or any request that names
+    /// the address as its sender (receivers learn the sender's MAC for it from that too).
     pub gratuitous: bool,
     /// Index of the request this reply followed (the last one sent before it).
     pub slot: u64,
@@ -347,8 +348,9 @@ impl ArpWatch {
                 if !targets.contains(&arp.spa) {
                     continue;
                 }
-                let gratuitous = arp.spa == arp.tpa;
-                if gratuitous || (arp.op == 2 && arp.tpa == ip) {
+                let reply_to_us = arp.op == 2 && arp.tpa == ip;
+                let gratuitous = !reply_to_us;
+                if gratuitous || reply_to_us {
                     sightings.push(Sighting {
                         at: Instant::now(),
                         address: arp.spa,

@@ -540,3 +540,52 @@ fn a_restarted_daemon_adopts_pinned_groups_by_name_after_the_groups_were_reorder
     let _ = fws1.wait();
     result
 }
+
+#[test]
+fn a_node_whose_group_moved_away_never_sends_arp_from_the_floating_address() -> Result<()> {
+    let lab = seed::build()?;
+    let mut cluster = started(&lab, &Launch::Setns)?;
+    cluster.wait_for(FWS2, "FWC101", "fws1 is ONLINE", Duration::from_secs(5))?;
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    // fws1's daemon dies: fws2 takes over, fws1 is fenced with the floating address still
+    // configured on its interface.
+    cluster.kill_all(FWS1)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
+    let addresses = String::from_utf8(
+        lab.run(FWS1, "ip", &["-o", "addr", "show", INET_IF])?
+            .stdout,
+    )?;
+    ensure!(addresses.contains("192.0.2.10/24"), "{addresses}");
+    let watch = lab.arp_watch(
+        INET_CLIENT,
+        INET_IF,
+        ADDRESSES.to_vec(),
+        Duration::from_millis(5),
+    )?;
+    std::thread::sleep(Duration::from_millis(100));
+    // Traffic from the floating address makes fws1's kernel resolve a neighbour: its ARP must
+    // not name the floating address as its sender (clients would follow it back to fws1).
+    let _ = lab.run(FWS1, "ip", &["neigh", "flush", "dev", INET_IF]);
+    let _ = lab
+        .command(FWS1, "ping")
+        .args([
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "192.0.2.10",
+            "192.0.2.254",
+        ])
+        .output()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (sightings, _) = watch.stop()?;
+    let from_fws1: Vec<_> = sightings.iter().filter(|s| s.mac == fws1).collect();
+    ensure!(
+        from_fws1.is_empty(),
+        "fws1 claimed a cluster address after it was fenced: {from_fws1:?}"
+    );
+    Ok(())
+}
