@@ -104,7 +104,12 @@ fn probe_loop(
         Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).context("raw ICMP socket")?;
     let receiver = socket.try_clone()?;
     receiver.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let identifier = (std::process::id() as u16) ^ 0x5a5a;
+    // Every stream its own identifier (a raw ICMP socket sees every echo reply of the
+    // namespace), and a reply counts only from the address this stream asks: with a shared
+    // identifier a sequence number would count as answered if either target answered.
+    static NEXT_IDENTIFIER: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    let identifier = ((std::process::id() as u16) ^ 0x5a5a)
+        .wrapping_add(NEXT_IDENTIFIER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<bool>::new()));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listener = {
@@ -113,9 +118,12 @@ fn probe_loop(
         std::thread::spawn(move || {
             let mut buffer = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((len, _)) = receiver.recv_from(&mut buffer) else {
+                let Ok((len, from)) = receiver.recv_from(&mut buffer) else {
                     continue;
                 };
+                if from.as_socket_ipv4().map(|a| *a.ip()) != Some(target) {
+                    continue;
+                }
                 // SAFETY: recv_from initialized `len` bytes.
                 let data: Vec<u8> = buffer[..len]
                     .iter()

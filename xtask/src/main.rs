@@ -58,7 +58,7 @@ enum Task {
     /// docs/report/ from that run's numbers.
     Report {
         /// Failover runs per configuration.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 30)]
         runs: usize,
         /// Chaos iterations.
         #[arg(long, default_value_t = 20)]

@@ -57,7 +57,7 @@ enum Bench {
     /// Client-visible outage at failover, side by side with keepalived (VRRPv3).
     Failover {
         /// Runs per configuration.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 30)]
         runs: usize,
         /// Also run the 1 ms / 5 ms soaks (idle and with both cores busy) for this many minutes
         /// each, counting false failovers.
