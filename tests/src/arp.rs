@@ -442,6 +442,43 @@ pub fn double_claims(sightings: &[Sighting]) -> Vec<String> {
     problems
 }
 
+/// Moments where two MACs claimed one address at once, as a watch running through a fault
+/// sees them: two answers to one request, or a MAC that claims the address for less than
+/// `window` between claims of another MAC (the two alternate: both were answering). Unlike
+/// [`double_claims`], a group that moves and later moves back is no violation.
+pub fn overlapping_claims(sightings: &[Sighting], window: Duration) -> Vec<String> {
+    let mut problems: Vec<String> = double_claims(sightings)
+        .into_iter()
+        .filter(|p| p.contains(" answered by "))
+        .collect();
+    let mut by_address: std::collections::BTreeMap<Ipv4Addr, Vec<&Sighting>> = Default::default();
+    for s in sightings {
+        by_address.entry(s.address).or_default().push(s);
+    }
+    for (address, list) in by_address {
+        // Runs of one MAC: (mac, first, last).
+        let mut runs: Vec<([u8; 6], Instant, Instant)> = Vec::new();
+        for s in list {
+            match runs.last_mut() {
+                Some((mac, _, last)) if *mac == s.mac => *last = s.at,
+                _ => runs.push((s.mac, s.at, s.at)),
+            }
+        }
+        for w in runs.windows(3) {
+            let (before, middle, after) = (w[0], w[1], w[2]);
+            if before.0 == after.0 && after.1.duration_since(before.2) < window {
+                problems.push(format!(
+                    "{address}: {} and {} alternated within {:?}",
+                    format_mac(&before.0),
+                    format_mac(&middle.0),
+                    after.1.duration_since(before.2)
+                ));
+            }
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +495,29 @@ mod tests {
         let bytes = frame.encode();
         assert_eq!(&bytes[12..14], &[0x81, 0x00]);
         assert_eq!(ArpFrame::decode(&bytes), Some(frame));
+    }
+
+    #[test]
+    fn overlapping_claims_are_alternations_or_double_answers_not_moves() {
+        let t0 = Instant::now();
+        let ip = Ipv4Addr::new(192, 0, 2, 10);
+        let at = |ms: u64, mac: u8, slot: u64| Sighting {
+            at: t0 + Duration::from_millis(ms),
+            address: ip,
+            mac: [mac; 6],
+            gratuitous: false,
+            slot,
+        };
+        let window = Duration::from_millis(10);
+        // A move, and a move back a second later: fine.
+        let moves = [at(0, 1, 0), at(1, 1, 1), at(5, 2, 5), at(1005, 1, 1005)];
+        assert!(overlapping_claims(&moves, window).is_empty());
+        // A and B alternating: both answered.
+        let alternating = [at(0, 1, 0), at(2, 2, 2), at(4, 1, 4)];
+        assert_eq!(overlapping_claims(&alternating, window).len(), 1);
+        // Two answers to one request.
+        let twice = [at(0, 1, 7), at(0, 2, 7)];
+        assert_eq!(overlapping_claims(&twice, window).len(), 1);
     }
 
     #[test]

@@ -279,8 +279,21 @@ pub fn run(seed: u64, first: usize, iterations: usize) -> Result<Summary> {
             let fault = Fault::draw(seed, iteration);
             *summary.faults.entry(fault.kind).or_default() += 1;
             let step = Instant::now();
-            chaos
-                .iteration(fault)
+            // Who claims the cluster's addresses is watched for the whole fault, not only
+            // audited after it.
+            let watches = Watches::start(&lab)?;
+            let outcome = chaos.iteration(fault);
+            let overlaps = watches.stop()?;
+            outcome
+                .and_then(|()| {
+                    // Without a tie-breaker a partition has both sides run every group, by
+                    // the specification's choice: the one fault whose overlap is expected.
+                    ensure!(
+                        fault.kind == FaultKind::Partition || overlaps.is_empty(),
+                        "two nodes claimed a cluster address at once during the fault: {overlaps:#?}"
+                    );
+                    Ok(())
+                })
                 .with_context(|| format!("iteration {iteration}: {fault}"))
                 .map_err(|e| {
                     let saved = save_logs(&chaos.cluster, seed, iteration);
@@ -314,6 +327,41 @@ pub fn run(seed: u64, first: usize, iterations: usize) -> Result<Summary> {
         summary.failure = Some(format!("namespaces left after the run: {left:?}"));
     }
     Ok(summary)
+}
+
+/// ARP watches on the client segments of the cluster's addresses (internet: both groups' FIPs
+/// and PARPs; intranet: group0's FIP), one request every millisecond.
+struct Watches(Vec<crate::arp::ArpWatch>);
+
+impl Watches {
+    fn start(lab: &Lab) -> Result<Self> {
+        let internet: Vec<Ipv4Addr> = ADDRESSES
+            .iter()
+            .flat_map(|(_, fip, parp)| [*fip, *parp])
+            .collect();
+        Ok(Self(vec![
+            lab.arp_watch(INET_CLIENT, INET_IF, internet, Duration::from_millis(1))?,
+            lab.arp_watch(
+                seed::INTRA_CLIENT1,
+                "eth0",
+                vec![Ipv4Addr::new(203, 0, 113, 10)],
+                Duration::from_millis(1),
+            )?,
+        ]))
+    }
+
+    /// Stops; returns every moment two MACs claimed one address (within 10 ms).
+    fn stop(self) -> Result<Vec<String>> {
+        let mut overlaps = Vec::new();
+        for watch in self.0 {
+            let (sightings, _) = watch.stop()?;
+            overlaps.extend(crate::arp::overlapping_claims(
+                &sightings,
+                Duration::from_millis(10),
+            ));
+        }
+        Ok(overlaps)
+    }
 }
 
 /// Baseline of one daemon process, taken at its first audit.
@@ -395,14 +443,19 @@ impl<'a> Chaos<'a> {
             .collect())
     }
 
-    /// The MACs answering ARP for `address` from the client.
+    /// The MACs answering ARP for `address` from the client, each once (the ARP watch asks from
+    /// the same address meanwhile, and its answers arrive here too).
     fn answerers(&self, address: Ipv4Addr) -> Result<Vec<[u8; 6]>> {
-        Ok(self
-            .lab
-            .arp_request(INET_CLIENT, "eth0", address, Duration::from_millis(80))?
-            .into_iter()
-            .map(|a| a.mac)
-            .collect())
+        let mut macs: Vec<[u8; 6]> = Vec::new();
+        for answer in
+            self.lab
+                .arp_request(INET_CLIENT, "eth0", address, Duration::from_millis(80))?
+        {
+            if !macs.contains(&answer.mac) {
+                macs.push(answer.mac);
+            }
+        }
+        Ok(macs)
     }
 
     fn node_of_mac(&self, mac: [u8; 6]) -> String {
