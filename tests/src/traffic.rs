@@ -1,6 +1,6 @@
 //! Client-side traffic for benchmarks and demos.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 
@@ -9,14 +9,20 @@ use anyhow::{Context as _, Result};
 pub struct Probe {
     period: Duration,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Result<Vec<bool>>>>,
+    handle: Option<std::thread::JoinHandle<Result<Answers>>>,
 }
+
+/// When the first probe was sent, and which probes were answered.
+type Answers = (SystemTime, Vec<bool>);
 
 /// Probe results.
 #[derive(Clone, Debug)]
 pub struct ProbeResult {
     pub answered: Vec<bool>,
     pub period: Duration,
+    /// Wall-clock time of the first probe (probe `i` was sent at `started + i × period`), to
+    /// compare with the daemons' log lines.
+    pub started: SystemTime,
 }
 
 impl ProbeResult {
@@ -39,6 +45,14 @@ impl ProbeResult {
         self.period * longest
     }
 
+    /// When the first probe after the longest unanswered run was sent (it was answered), on the
+    /// wall clock.
+    pub fn recovered_at(&self) -> Option<SystemTime> {
+        let start = self.outage_start()?;
+        let lost = (self.outage().as_nanos() / self.period.as_nanos().max(1)) as u32;
+        Some(self.started + self.period * (start as u32 + lost))
+    }
+
     /// Index of the first probe of the longest unanswered run.
     pub fn outage_start(&self) -> Option<usize> {
         let mut best = (0usize, None);
@@ -59,7 +73,7 @@ impl Probe {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
         let ns = ns.to_owned();
-        let handle = std::thread::spawn(move || -> Result<Vec<bool>> {
+        let handle = std::thread::spawn(move || -> Result<Answers> {
             crate::in_netns(&ns, move || probe_loop(target, period, &stopping))?
         });
         Ok(Self {
@@ -72,7 +86,7 @@ impl Probe {
     /// Stops and returns which probes were answered (replies still in flight get 50 ms).
     pub fn finish(mut self) -> Result<ProbeResult> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let answered = self
+        let (started, answered) = self
             .handle
             .take()
             .expect("started")
@@ -81,6 +95,7 @@ impl Probe {
         Ok(ProbeResult {
             answered,
             period: self.period,
+            started,
         })
     }
 }
@@ -98,7 +113,7 @@ fn probe_loop(
     target: std::net::Ipv4Addr,
     period: Duration,
     stop: &std::sync::atomic::AtomicBool,
-) -> Result<Vec<bool>> {
+) -> Result<Answers> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket =
         Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).context("raw ICMP socket")?;
@@ -147,6 +162,7 @@ fn probe_loop(
     let address: socket2::SockAddr =
         std::net::SocketAddr::V4(std::net::SocketAddrV4::new(target, 0)).into();
     let start = Instant::now();
+    let started = SystemTime::now();
     let mut sequence = 0u16;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) && sequence < u16::MAX {
         let due = start + period * u32::from(sequence);
@@ -168,5 +184,5 @@ fn probe_loop(
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = listener.join();
     let result = answered.lock().expect("answered").clone();
-    Ok(result)
+    Ok((started, result))
 }

@@ -28,6 +28,10 @@ pub struct Run {
     pub outage_ms: f64,
     pub lost: usize,
     pub sent: usize,
+    /// Takeover overhead: from the survivor's decision that its peer is dead (its log line;
+    /// keepalived: its transition to MASTER) to the first answered probe of the worse stream,
+    /// on the same (wall) clock. `None` where there is no such decision (planned switchover).
+    pub overhead_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,8 +129,8 @@ fn probes(lab: &Lab, targets: &[std::net::Ipv4Addr]) -> Result<Vec<Probe>> {
         .collect()
 }
 
-/// The worst of the probe streams.
-fn finish(probes: Vec<Probe>) -> Result<(Run, Vec<bool>)> {
+/// The worst of the probe streams; `decided` is when the survivor decided to take over.
+fn finish(probes: Vec<Probe>, decided: Option<std::time::SystemTime>) -> Result<(Run, Vec<bool>)> {
     let results: Vec<ProbeResult> = probes
         .into_iter()
         .map(Probe::finish)
@@ -140,6 +144,15 @@ fn finish(probes: Vec<Probe>) -> Result<(Run, Vec<bool>)> {
             outage_ms: worst.outage().as_secs_f64() * 1e3,
             lost: results.iter().map(ProbeResult::lost).sum(),
             sent: results.iter().map(ProbeResult::sent).sum(),
+            overhead_ms: decided
+                .zip(worst.recovered_at())
+                .map(|(decided, recovered)| {
+                    match recovered.duration_since(decided) {
+                        Ok(after) => after.as_secs_f64() * 1e3,
+                        // Answered before the log line was written: no overhead to speak of.
+                        Err(before) => -before.duration().as_secs_f64() * 1e3,
+                    }
+                }),
         },
         worst.answered.clone(),
     ))
@@ -172,7 +185,13 @@ fn fwcluster_group(interval: &str, timeout: &str, planned: bool) -> Result<(Run,
         Duration::from_secs(10),
     )?;
     std::thread::sleep(Duration::from_millis(300));
-    finish(running)
+    // The survivor's decision: fws1 declared dead (a planned switchover has none).
+    let decided = cluster
+        .lines_with(FWS2, "FWC102")
+        .last()
+        .and_then(|line| fwcluster_lab::cluster::line_time(line))
+        .filter(|_| !planned);
+    finish(running, decided)
 }
 
 /// One failover of flow-share mode: the node passing the probe's flow loses every link.
@@ -191,14 +210,14 @@ fn fwcluster_flowshare(interval: &str, timeout: &str) -> Result<(Run, Vec<bool>)
     };
     let survivor = if victim == FWS1 { FWS2 } else { FWS1 };
     lab.cut_host(victim)?;
-    cluster.wait_for(
+    let line = cluster.wait_for(
         survivor,
         "FWC102",
         &format!("{victim} is OFFLINE"),
         Duration::from_secs(10),
     )?;
     std::thread::sleep(Duration::from_millis(300));
-    finish(running)
+    finish(running, fwcluster_lab::cluster::line_time(&line))
 }
 
 fn keepalived_config(router: &str, priority: u32, advert: &str) -> String {
@@ -240,11 +259,31 @@ vrrp_instance intra {{
     )
 }
 
-struct Keepalived(Vec<Child>);
+/// keepalived processes, with their console log lines and when each arrived.
+struct Keepalived {
+    children: Vec<Child>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<LogLine>>>,
+}
+
+/// A host's console line and when it arrived.
+type LogLine = (&'static str, std::time::SystemTime, String);
+
+impl Keepalived {
+    /// When `host` last logged a line containing `text` (a backup may pass through MASTER at
+    /// start, before it hears the master).
+    fn logged(&self, host: &str, text: &str) -> Option<std::time::SystemTime> {
+        self.lines
+            .lock()
+            .expect("keepalived lines")
+            .iter()
+            .rfind(|(h, _, line)| *h == host && line.contains(text))
+            .map(|(_, at, _)| *at)
+    }
+}
 
 impl Drop for Keepalived {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -285,6 +324,7 @@ fn start_keepalived(
     priorities: Priorities,
 ) -> Result<Keepalived> {
     let mut children = Vec::new();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     for (host, priority) in [(FWS1, priorities.0), (FWS2, priorities.1)] {
         let conf = dir.join(format!("{host}.conf"));
         fs::write(&conf, keepalived_config(host, priority, advert))?;
@@ -299,20 +339,43 @@ fn start_keepalived(
             .arg("-c")
             .arg(dir.join(format!("{host}-check.pid")))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .context("starting keepalived")?;
+        // Its console log, each line stamped when it arrives (keepalived's own console lines
+        // carry no sub-second time).
+        let mut child = child;
+        let outputs: Vec<Box<dyn std::io::Read + Send>> = vec![
+            Box::new(child.stdout.take().context("keepalived stdout")?),
+            Box::new(child.stderr.take().context("keepalived stderr")?),
+        ];
+        for output in outputs {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(output)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let at = std::time::SystemTime::now();
+                    lines
+                        .lock()
+                        .expect("keepalived lines")
+                        .push((host, at, line));
+                }
+            });
+        }
         children.push(child);
     }
-    Ok(Keepalived(children))
+    Ok(Keepalived { children, lines })
 }
 
 /// One failover of keepalived: fws1 (the master) loses every link.
 fn keepalived(advert: &str, priorities: Priorities) -> Result<(Run, Vec<bool>)> {
     let lab = seed::build()?;
     let dir = tempfile::tempdir()?;
-    let _keepalived = start_keepalived(&lab, dir.path(), advert, priorities)?;
+    let keepalived = start_keepalived(&lab, dir.path(), advert, priorities)?;
     wait_address(&lab, FWS1, "192.0.2.10", Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(200));
     let running = probes(&lab, &[GROUP0_INET_FIP, INTRA_CLIENT1_ADDRESS])?;
@@ -320,7 +383,7 @@ fn keepalived(advert: &str, priorities: Priorities) -> Result<(Run, Vec<bool>)> 
     lab.cut_host(FWS1)?;
     wait_address(&lab, FWS2, "192.0.2.10", Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(300));
-    finish(running)
+    finish(running, keepalived.logged(FWS2, "Entering MASTER STATE"))
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {
@@ -550,13 +613,23 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
 
     let ka_p95 = percentile(&outages(&ka), 0.95);
     println!(
-        "\n| configuration | median outage | p95 outage | max outage | p95 vs keepalived 254/253 | goal |"
+        "\n| configuration | median outage | p95 outage | max outage | p95 vs keepalived 254/253 | takeover overhead median / p95 | goal |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
     let line = |name: &str, runs: &[Run], goal: &str| {
         let o = outages(runs);
+        let overhead: Vec<f64> = runs.iter().filter_map(|r| r.overhead_ms).collect();
+        let overhead = if overhead.is_empty() {
+            "–".to_owned()
+        } else {
+            format!(
+                "{:.1} / {:.1} ms",
+                percentile(&overhead, 0.5),
+                percentile(&overhead, 0.95)
+            )
+        };
         println!(
-            "| {name} | {:.0} ms | {:.0} ms | {:.0} ms | {:.2}× | {goal} |",
+            "| {name} | {:.0} ms | {:.0} ms | {:.0} ms | {:.2}× | {overhead} | {goal} |",
             percentile(&o, 0.5),
             percentile(&o, 0.95),
             percentile(&o, 1.0),
