@@ -820,9 +820,8 @@ impl Daemon {
     }
 
     fn rebalance(&mut self) {
-        let now = self.now();
         let live: Vec<u32> = (0..self.config.server.len())
-            .filter(|n| self.engine.shares_flows(*n, now))
+            .filter(|n| self.engine.shares_flows(*n))
             .map(|n| n as u32)
             .collect();
         if let Err(e) = self.flowshares.rebalance(&mut self.dataplane, &live) {

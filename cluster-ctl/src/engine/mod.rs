@@ -896,19 +896,21 @@ impl Engine {
         peer == self.me() || self.peers.get(peer).is_some_and(|p| p.online)
     }
 
-    /// Whether `node` gets flow-share buckets in this node's view: this node once it has
-    /// rejoined (past its startup wait and any stall: until then the peers pass its share), a
-    /// peer while it is online, runs the same configuration (a different one may hash
-    /// differently) and reports its startup wait done.
+    /// Whether `node` gets flow-share buckets in this node's view: this node once its startup
+    /// wait is done (it has heard every peer, or waited for them), a peer while it is online,
+    /// runs the same configuration (a different one may hash differently) and reports its
+    /// startup wait done — the same moment, seen from both sides, so that no bucket is dealt to
+    /// a node that does not pass it yet. (After a stall of this node its flow-share lease has
+    /// run out and is taken anew only once it has rejoined, see `FlowShares::renew`.)
     ///
     /// While a peer runs another configuration the two cannot agree on the hash: the node with
     /// the lower index passes all flow-shared traffic and the other none (no flow twice).
-    pub fn shares_flows(&self, node: NodeId, now: Nanos) -> bool {
+    pub fn shares_flows(&self, node: NodeId) -> bool {
         if node == self.me() {
             let defers = self.peers[..self.me()]
                 .iter()
                 .any(|p| p.online && p.mismatch);
-            return self.rejoined(now) && !defers;
+            return self.ready && !defers;
         }
         self.peers
             .get(node)
