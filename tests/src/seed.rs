@@ -73,6 +73,28 @@ interconnect = ["169.254.12.2/24", "203.0.113.2/24"]
     };
 }
 
+/// group0 in hot standby on fws1 with its internet FIP and its proxy-ARP address on eth0
+/// (failback manual), as a literal for `concat!`.
+#[macro_export]
+macro_rules! seed_group0 {
+    () => {
+        r#"
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+failback = "manual"
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+
+  [[group.parp]]
+  address = "192.0.2.20"
+  interface = "eth0"
+"#
+    };
+}
+
 fn firewall(name: &str, n: u8) -> HostSpec {
     HostSpec::new(name)
         .interface(INET_IF, "inet", &[&format!("192.0.2.{n}/24")])

@@ -642,19 +642,7 @@ fn load_share_runs_each_group_on_its_primary_and_the_survivor_takes_both() -> an
 #[test]
 fn flow_share_splits_buckets_and_the_survivor_takes_them_all_without_an_arp_change()
 -> anyhow::Result<()> {
-    let config = config(
-        "",
-        &[r#"
-[[flowshare]]
-name = "ls0"
-address = "192.0.2.30/24"
-interface = "eth0"
-mac = "01:00:5e:00:02:1e"
-hash = "5tuple"
-buckets = 1024
-"#
-        .to_owned()],
-    );
+    let config = config("", &[FLOW_SHARE.to_owned()]);
     let (lab, mut cluster) = started(&config)?;
     std::thread::sleep(Duration::from_millis(300));
     let shared = [0x01, 0x00, 0x5e, 0x00, 0x02, 0x1e];

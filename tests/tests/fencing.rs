@@ -27,20 +27,7 @@ wait_timeout = "3s"
 
 "#,
     fwcluster_lab::seed_servers!(),
-    r#"
-[[group]]
-name = "group0"
-policy = ["fws1", "fws2"]
-failback = "manual"
-
-  [[group.fip]]
-  address = "192.0.2.10/24"
-  interface = "eth0"
-
-  [[group.parp]]
-  address = "192.0.2.20"
-  interface = "eth0"
-"#
+    fwcluster_lab::seed_group0!()
 );
 
 const ADDRESSES: [std::net::Ipv4Addr; 2] = [GROUP0_INET_FIP, GROUP0_PARP];

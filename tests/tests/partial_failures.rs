@@ -20,20 +20,7 @@ fn config(interval: &str, timeout: &str) -> String {
     format!(
         "heartbeat_interval = \"{interval}\"\nheartbeat_timeout = \"{timeout}\"\nwait_timeout = \"3s\"\nrealtime_priority = {priority}\n{}{}",
         fwcluster_lab::seed_servers!(),
-        r#"
-[[group]]
-name = "group0"
-policy = ["fws1", "fws2"]
-failback = "manual"
-
-  [[group.fip]]
-  address = "192.0.2.10/24"
-  interface = "eth0"
-
-  [[group.parp]]
-  address = "192.0.2.20"
-  interface = "eth0"
-"#
+        fwcluster_lab::seed_group0!()
     )
 }
 
