@@ -153,11 +153,9 @@ impl FlowShares {
                 share.address,
                 &format!("{}:fs{k}", share.interface),
             )?;
-            // ARP requests this node sends must not carry the shared address as their source:
-            // clients would bind the shared address to this node's own MAC (arp_announce 2 picks
-            // the interface's primary address instead).
-            let sysctl = format!("/proc/sys/net/ipv4/conf/{}/arp_announce", share.interface);
-            std::fs::write(&sysctl, "2").with_context(|| format!("writing {sysctl}"))?;
+            // ARP this node sends never names the shared address as its sender (clients would
+            // bind it to this node's own MAC): the daemon's ARP guard has set arp_announce 2 on
+            // the interface and drops such ARP at output (`crate::arp_guard`).
             multicast(&share.interface, share.mac.0, true)?;
             let epoch = dataplane.lease(slot)?.map_or(0, |l| l.epoch) + 1;
             dataplane.acquire(slot, epoch, lease)?;

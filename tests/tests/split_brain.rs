@@ -20,6 +20,13 @@ fn started(shape: Shape, seed: u64) -> Sim {
     sim
 }
 
+/// The fault on each of the two interconnects.
+fn on_both_links(sim: &mut Sim, fault: impl Fn(usize) -> Fault) {
+    for link in 0..2 {
+        sim.inject(fault(link));
+    }
+}
+
 fn advance(sim: &mut Sim, ms: u64) {
     sim.advance(ms * MS).unwrap_or_else(|v| panic!("{v}"));
 }
@@ -40,13 +47,11 @@ fn fast(mut shape: Shape) -> Shape {
 fn heartbeats_lost_from_the_holder_only_move_the_group_without_overlap() {
     for seed in 0..50 {
         let mut sim = started(Shape::hot_standby(Failback::Manual), seed);
-        for link in 0..2 {
-            sim.inject(Fault::OneWay {
-                from: FWS1,
-                to: FWS2,
-                link,
-            });
-        }
+        on_both_links(&mut sim, |link| Fault::OneWay {
+            from: FWS1,
+            to: FWS2,
+            link,
+        });
         // fws2 hears nothing and takes over; fws1 hears that and gives up. Its lease, bounded
         // by what fws2 acknowledged, ran out before fws2's takeover.
         advance(&mut sim, 200);
@@ -59,13 +64,11 @@ fn heartbeats_lost_from_the_holder_only_move_the_group_without_overlap() {
 fn heartbeats_lost_towards_the_holder_only_leave_the_group_where_it_is() {
     for seed in 0..50 {
         let mut sim = started(Shape::hot_standby(Failback::Manual), seed);
-        for link in 0..2 {
-            sim.inject(Fault::OneWay {
-                from: FWS2,
-                to: FWS1,
-                link,
-            });
-        }
+        on_both_links(&mut sim, |link| Fault::OneWay {
+            from: FWS2,
+            to: FWS1,
+            link,
+        });
         // fws2 still hears the holder and never takes over; fws1's lease lapses for at most a
         // timeout (no acknowledgements) and resumes once it is alone.
         advance(&mut sim, 500);
@@ -79,14 +82,12 @@ fn heartbeats_lost_towards_the_holder_only_leave_the_group_where_it_is() {
 fn heartbeats_delayed_for_several_timeouts_in_one_direction_never_give_two_owners() {
     for (seed, delay) in (0..40).zip([10, 30, 60, 120, 200].into_iter().cycle()) {
         let mut sim = started(Shape::hot_standby(Failback::Manual), seed);
-        for link in 0..2 {
-            sim.inject(Fault::Delay {
-                from: FWS1,
-                to: FWS2,
-                link,
-                by: delay * MS,
-            });
-        }
+        on_both_links(&mut sim, |link| Fault::Delay {
+            from: FWS1,
+            to: FWS2,
+            link,
+            by: delay * MS,
+        });
         advance(&mut sim, 600);
         sim.inject(Fault::Heal { a: FWS1, b: FWS2 });
         advance(&mut sim, 600);
@@ -102,13 +103,11 @@ fn heartbeats_delayed_for_several_timeouts_in_one_direction_never_give_two_owner
 fn heartbeats_held_back_and_delivered_in_a_burst_never_give_two_owners() {
     for seed in 0..50 {
         let mut sim = started(Shape::hot_standby(Failback::Manual), seed);
-        for link in 0..2 {
-            sim.inject(Fault::Hold {
-                from: FWS1,
-                to: FWS2,
-                link,
-            });
-        }
+        on_both_links(&mut sim, |link| Fault::Hold {
+            from: FWS1,
+            to: FWS2,
+            link,
+        });
         advance(&mut sim, 100);
         // The burst: every held heartbeat of the old holder at once, after fws2 took over.
         sim.inject(Fault::Heal { a: FWS1, b: FWS2 });
@@ -136,13 +135,11 @@ fn a_paused_holder_that_cannot_hear_its_peer_does_not_resume_beside_it() {
     // for fws2 to take over. Thawed, it must not resume on its own.
     for seed in 0..50 {
         let mut sim = started(Shape::hot_standby(Failback::Manual), seed);
-        for link in 0..2 {
-            sim.inject(Fault::OneWay {
-                from: FWS2,
-                to: FWS1,
-                link,
-            });
-        }
+        on_both_links(&mut sim, |link| Fault::OneWay {
+            from: FWS2,
+            to: FWS1,
+            link,
+        });
         advance(&mut sim, 100);
         sim.inject(Fault::Pause {
             node: Some(FWS1),
