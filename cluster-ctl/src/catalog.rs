@@ -27,6 +27,7 @@ catalog! {
     ARP_GUARD = "FWC012", "the nftables ARP guard is in place: the kernel answers no ARP for a cluster address, only the XDP program does (table, addresses, interfaces)";
     LEASE_LAPSED = "FWC010", "a group's lease ran out: the peers stopped acknowledging this server's heartbeats (or it stalled), so its data path does not answer for the group";
     LEASE_RESUMED = "FWC011", "acknowledgements came back (or every peer is gone): the data path answers for the group again (silent time follows)";
+    PAUSED = "FWC013", "this daemon ran nothing for half the heartbeat timeout or longer (process stopped, machine stalled or CPU starved): its peers may have declared it dead";
     ADOPTED = "FWC006", "a group held by the previous process was adopted from the pinned lease";
     DAEMON_FAILED = "FWC007", "an internal failure of the daemon; cluster recovery action follows";
     CONFIG_RELOADED = "FWC008", "SIGHUP: the configuration file was read again ([mail] changes applied, or unchanged)";
@@ -245,6 +246,16 @@ pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
              answer for the group until they do (check the interconnects in both directions)",
             group(g),
             node(cfg.me)
+        ),
+        Notice::Paused { gap } => tracing::warn!(
+            id = PAUSED.id,
+            paused_ms = format!("{:.1}", gap as f64 / 1e6),
+            "fwclusterd on {} was not scheduled for {:.1} ms (heartbeat timeout {:.1} ms): its \
+             heartbeats stopped meanwhile; give it a CPU (realtime_priority, a quieter machine) \
+             or a longer heartbeat_timeout",
+            node(cfg.me),
+            gap as f64 / 1e6,
+            cfg.timeout.as_secs_f64() * 1e3
         ),
         Notice::LeaseResumed { group: g, after } => tracing::warn!(
             id = LEASE_RESUMED.id,

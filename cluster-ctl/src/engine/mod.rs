@@ -524,12 +524,38 @@ pub enum Notice {
     LeaseLapsed {
         group: GroupId,
     },
+    /// This node's own loop ran nothing for `gap` (at least half the timeout): the process or
+    /// the machine was stopped or starved, and its heartbeats with it.
+    Paused {
+        gap: Nanos,
+    },
     /// Acknowledgements came back (or every peer is gone): the data path answers again.
     LeaseResumed {
         group: GroupId,
         /// How long the data path did not answer.
         after: Nanos,
     },
+}
+
+/// How long a peer may stay silent before it (or one of its links) is declared lost: the
+/// timeout, or twice the timeout for a silence that began while this node was settling after a
+/// stall of its own (R-HB-4). Right after a stall the whole machine is settling: deferred kernel
+/// work, peers stopped by the same cause still catching up. A later declaration is always safe
+/// (a holder bounds its own lease by acknowledgements); a false one moves groups for nothing.
+#[derive(Clone, Copy, Debug)]
+struct Silence {
+    timeout: Nanos,
+    settling_until: Nanos,
+}
+
+impl Silence {
+    fn allowed(self, heard: Nanos) -> Nanos {
+        if heard < self.settling_until {
+            2 * self.timeout
+        } else {
+            self.timeout
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -586,12 +612,12 @@ impl Peer {
         self.echo = None;
     }
 
-    fn link_ok(&self, link: usize, now: Nanos, timeout: Nanos) -> bool {
+    fn link_ok(&self, link: usize, now: Nanos, silence: Silence) -> bool {
         self.heard
             .get(link)
             .copied()
             .flatten()
-            .is_some_and(|t| now.saturating_sub(t) < timeout)
+            .is_some_and(|t| now.saturating_sub(t) < silence.allowed(t))
     }
 
     fn last_heard(&self) -> Option<Nanos> {
@@ -672,6 +698,9 @@ pub struct Engine {
     /// After a stall, no group is taken without a peer's acknowledgement before this time:
     /// the silence may be unread heartbeats.
     cautious_until: Nanos,
+    /// After a stall of its own, a silence that begins before this time must last twice the
+    /// timeout (see [`Silence`]).
+    settling_until: Nanos,
 }
 
 /// A snapshot for status screens.
@@ -754,6 +783,7 @@ impl Engine {
             last_run: now,
             last_tick: now,
             cautious_until: caution,
+            settling_until: 0,
         }
     }
 
@@ -814,6 +844,19 @@ impl Engine {
         ns(self.cfg.timeout)
     }
 
+    /// Until when a silence that begins must last two timeouts (after a stall of this node's
+    /// own, R-HB-4); 0 if it never stalled.
+    pub fn settling_until(&self) -> Nanos {
+        self.settling_until
+    }
+
+    fn silence(&self) -> Silence {
+        Silence {
+            timeout: self.timeout(),
+            settling_until: self.settling_until,
+        }
+    }
+
     /// This node's report, sent in every heartbeat.
     pub fn report(&self) -> Report {
         Report {
@@ -865,7 +908,7 @@ impl Engine {
         if let Some(p) = self.peers.get(peer) {
             report.echo = p.newest_sent_at;
             for link in 0..self.cfg.links.min(32) {
-                if p.link_ok(link, now, self.timeout()) {
+                if p.link_ok(link, now, self.silence()) {
                     report.links_heard |= 1 << link;
                 }
             }
@@ -933,7 +976,7 @@ impl Engine {
             links: (0..nodes)
                 .map(|n| {
                     (0..self.cfg.links)
-                        .map(|l| n == me || self.peers[n].link_ok(l, now, self.timeout()))
+                        .map(|l| n == me || self.peers[n].link_ok(l, now, self.silence()))
                         .collect()
                 })
                 .collect(),
@@ -993,7 +1036,7 @@ impl Engine {
             return out;
         }
         self.now = self.now.max(now);
-        self.notice_stall(now);
+        self.notice_stall(now, &mut out);
         match event {
             Event::Tick => {
                 self.last_tick = now;
@@ -1111,15 +1154,22 @@ impl Engine {
     /// timeouts no group is taken or resumed alone, as at start (see
     /// [`EngineConfig::alone_wait`]): a peer that stopped hearing this node during the stall may
     /// hold a group now, with a lease of its own that ends one lease after it hears this node.
-    fn notice_stall(&mut self, now: Nanos) {
+    fn notice_stall(&mut self, now: Nanos, out: &mut Vec<Action>) {
         let timeout = self.timeout();
         let interval = ns(self.cfg.interval);
-        if now.saturating_sub(self.last_run) > 2 * interval {
+        let gap = now.saturating_sub(self.last_run);
+        if gap > 2 * interval {
             self.cautious_until = self.cautious_until.max(now + 2 * timeout);
+            self.settling_until = self.settling_until.max(now + 2 * timeout);
             for peer in self.peers.iter_mut().filter(|p| p.online) {
                 for heard in peer.heard.iter_mut().flatten() {
                     *heard = (*heard).max(now);
                 }
+            }
+            // Long enough for the peers to have missed this node's heartbeats: the operator
+            // is told (as corosync does), since the peers may have declared it dead.
+            if gap >= timeout / 2 {
+                out.push(Action::Notify(Notice::Paused { gap }));
             }
         }
         self.last_run = self.last_run.max(now);
@@ -1273,19 +1323,20 @@ impl Engine {
 
     /// Declares links and peers whose heartbeats stopped for the timeout.
     fn expire_peers(&mut self, now: Nanos, out: &mut Vec<Action>) {
-        let timeout = self.timeout();
+        let silence = self.silence();
         for (n, peer) in self.peers.iter_mut().enumerate() {
             if n == self.cfg.me || !peer.online {
                 continue;
             }
             for link in 0..peer.heard.len() {
-                if peer.up[link] && !peer.link_ok(link, now, timeout) {
+                if peer.up[link] && !peer.link_ok(link, now, silence) {
                     peer.up[link] = false;
                     out.push(Action::Notify(Notice::LinkDown { peer: n, link }));
                 }
             }
-            let silent_for = peer.last_heard().map(|t| now.saturating_sub(t));
-            if silent_for.is_none_or(|silence| silence >= timeout) {
+            let last_heard = peer.last_heard();
+            let silent_for = last_heard.map(|t| now.saturating_sub(t));
+            if last_heard.is_none_or(|t| now.saturating_sub(t) >= silence.allowed(t)) {
                 peer.forget();
                 out.push(Action::Notify(Notice::PeerOffline {
                     peer: n,
@@ -1297,7 +1348,7 @@ impl Engine {
 
     /// When the next peer would time out, so the caller can wake up exactly then.
     pub fn next_deadline(&self) -> Option<Nanos> {
-        let timeout = self.timeout();
+        let silence = self.silence();
         self.peers
             .iter()
             .enumerate()
@@ -1307,7 +1358,7 @@ impl Engine {
                     .iter()
                     .zip(&p.up)
                     .filter(|(_, up)| **up)
-                    .filter_map(|(h, _)| h.map(|t| t + timeout))
+                    .filter_map(|(h, _)| h.map(|t| t + silence.allowed(t)))
             })
             .min()
     }

@@ -1,7 +1,9 @@
 //! Heartbeats over every interconnect (R-HB-1…3): UDP, authenticated, replay-protected.
 //!
 //! One socket per local interconnect address; a receiving thread per socket authenticates and
-//! decodes packets and hands them to the daemon's loop through a channel. Rejected packets are
+//! decodes packets and hands them to the daemon's loop through a channel. Before the loop judges
+//! a silence it reads what is still queued in the sockets itself (`read_queued`), so a receiving
+//! thread that has not been scheduled yet cannot make a peer look dead. Rejected packets are
 //! counted by reason.
 
 pub mod wire;
@@ -109,6 +111,10 @@ pub struct Transport {
     incarnation: u64,
     sequence: AtomicU64,
     sockets: Vec<Arc<UdpSocket>>,
+    /// Per link: the checks its packets go through (shared with that link's receiving thread).
+    receivers: Vec<Arc<Receiver>>,
+    /// Where [`Transport::read_queued`] reads into (allocated once: it runs at every tick).
+    scratch: Mutex<Vec<u8>>,
     /// peer → per link: its interconnect address.
     peers: Vec<Vec<SocketAddrV4>>,
     pub rejected: Arc<RejectCounters>,
@@ -152,12 +158,13 @@ impl Transport {
         let rejected = Arc::new(RejectCounters::default());
         let links = Arc::new(LinkCounters::default());
         let mut sockets = Vec::new();
+        let mut receivers = Vec::new();
         for (link, local) in peers[me].iter().enumerate() {
             let socket = Arc::new(bind(*local).map_err(|e| {
                 io::Error::new(e.kind(), format!("binding heartbeat socket {local}: {e}"))
             })?);
             sockets.push(socket.clone());
-            let receiver = Receiver {
+            let receiver = Arc::new(Receiver {
                 me,
                 link,
                 key: key.clone(),
@@ -166,11 +173,12 @@ impl Transport {
                 freshness: freshness.clone(),
                 rejected: rejected.clone(),
                 links: links.clone(),
-                deliver: deliver.clone(),
-            };
+            });
+            receivers.push(receiver.clone());
+            let deliver = deliver.clone();
             std::thread::Builder::new()
                 .name(format!("hb-rx{link}"))
-                .spawn(move || receiver.run(&socket))?;
+                .spawn(move || receiver.run(&socket, &deliver))?;
         }
         Ok(Self {
             me,
@@ -179,21 +187,42 @@ impl Transport {
             incarnation,
             sequence: AtomicU64::new(0),
             sockets,
+            receivers,
+            scratch: Mutex::new(vec![0; wire::MAX_PACKET + 1]),
             peers,
             rejected,
             links,
         })
     }
 
-    /// Whether a heartbeat socket holds datagrams the receiving threads have not read yet.
-    pub fn has_queued(&self) -> bool {
-        use std::os::fd::AsFd as _;
-        let mut fds: Vec<nix::poll::PollFd<'_>> = self
-            .sockets
-            .iter()
-            .map(|s| nix::poll::PollFd::new(s.as_fd(), nix::poll::PollFlags::POLLIN))
-            .collect();
-        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
+    /// Reads, without waiting, the datagrams still queued in the heartbeat sockets (at most
+    /// `limit` per socket, so that a flood cannot hold the caller) and checks them as the
+    /// receiving threads would. After a stall of the machine the daemon's loop often runs
+    /// before the receiving threads: the silence it is about to judge may be its own.
+    pub fn read_queued(&self, limit: usize) -> Vec<Inbound> {
+        use nix::sys::socket::{MsgFlags, SockaddrIn, recvmsg};
+        use std::os::fd::AsRawFd as _;
+        let mut buffer = self.scratch.lock().expect("scratch buffer lock");
+        let mut read = Vec::new();
+        for (socket, receiver) in self.sockets.iter().zip(&self.receivers) {
+            for _ in 0..limit {
+                let mut iov = [io::IoSliceMut::new(&mut buffer[..])];
+                let Ok(message) = recvmsg::<SockaddrIn>(
+                    socket.as_raw_fd(),
+                    &mut iov,
+                    None,
+                    MsgFlags::MSG_DONTWAIT,
+                ) else {
+                    break;
+                };
+                let (len, Some(source)) = (message.bytes, message.address) else {
+                    continue;
+                };
+                let source = SocketAddrV4::new(source.ip(), source.port());
+                read.push(receiver.take(&buffer[..len], source));
+            }
+        }
+        read
     }
 
     /// Sends a packet with `report` (as produced for each peer) to every peer on every link.
@@ -250,14 +279,13 @@ struct Receiver {
     freshness: Arc<Mutex<Freshness>>,
     rejected: Arc<RejectCounters>,
     links: Arc<LinkCounters>,
-    deliver: Deliver,
 }
 
 /// Where receivers hand what they got; false when nobody listens any more.
 pub type Deliver = Arc<dyn Fn(Inbound) -> bool + Send + Sync>;
 
 impl Receiver {
-    fn run(self, socket: &UdpSocket) {
+    fn run(&self, socket: &UdpSocket, deliver: &Deliver) {
         let mut buffer = vec![0u8; 65_536];
         loop {
             let (len, source) = match socket.recv_from(&mut buffer) {
@@ -271,17 +299,22 @@ impl Receiver {
             let std::net::SocketAddr::V4(source) = source else {
                 continue;
             };
-            let event = self.check(&buffer[..len], source);
-            match &event {
-                Inbound::Rejected { reason, .. } => self.rejected.count(*reason),
-                Inbound::Packet { from, link, .. } | Inbound::Mismatch { from, link, .. } => {
-                    self.links.record(*from, *link)
-                }
-            }
-            if !(self.deliver)(event) {
+            if !deliver(self.take(&buffer[..len], source)) {
                 return;
             }
         }
+    }
+
+    /// Checks one datagram and counts it (refusals by reason, heartbeats per peer and link).
+    fn take(&self, bytes: &[u8], source: SocketAddrV4) -> Inbound {
+        let event = self.check(bytes, source);
+        match &event {
+            Inbound::Rejected { reason, .. } => self.rejected.count(*reason),
+            Inbound::Packet { from, link, .. } | Inbound::Mismatch { from, link, .. } => {
+                self.links.record(*from, *link)
+            }
+        }
+        event
     }
 
     fn check(&self, bytes: &[u8], source: SocketAddrV4) -> Inbound {
