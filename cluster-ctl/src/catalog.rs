@@ -250,9 +250,9 @@ pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
         Notice::Paused { gap } => tracing::warn!(
             id = PAUSED.id,
             paused_ms = format!("{:.1}", gap as f64 / 1e6),
-            "fwclusterd on {} was not scheduled for {:.1} ms (heartbeat timeout {:.1} ms): its \
-             heartbeats stopped meanwhile; give it a CPU (realtime_priority, a quieter machine) \
-             or a longer heartbeat_timeout",
+            "fwclusterd on {} did not get to run its loop for {:.1} ms (heartbeat timeout {:.1} \
+             ms): its heartbeats stopped meanwhile; give it a CPU (realtime_priority, a quieter \
+             machine) or a longer heartbeat_timeout",
             node(cfg.me),
             gap as f64 / 1e6,
             cfg.timeout.as_secs_f64() * 1e3

@@ -442,6 +442,23 @@ pub fn double_claims(sightings: &[Sighting]) -> Vec<String> {
     problems
 }
 
+/// Per address: the longest time between two consecutive replies to the watch's requests (the
+/// watch asks for its addresses in turn, so this includes up to one round of its requests).
+/// Gratuitous ARPs do not count: they announce, they do not answer.
+pub fn longest_unanswered(
+    sightings: &[Sighting],
+) -> std::collections::BTreeMap<Ipv4Addr, Duration> {
+    let mut last: std::collections::BTreeMap<Ipv4Addr, Instant> = Default::default();
+    let mut longest: std::collections::BTreeMap<Ipv4Addr, Duration> = Default::default();
+    for s in sightings.iter().filter(|s| !s.gratuitous) {
+        if let Some(previous) = last.insert(s.address, s.at) {
+            let gap = longest.entry(s.address).or_default();
+            *gap = (*gap).max(s.at.saturating_duration_since(previous));
+        }
+    }
+    longest
+}
+
 /// Moments where two MACs claimed one address at once, as a watch running through a fault
 /// sees them: two answers to one request, or a MAC that claims the address for less than
 /// `window` between claims of another MAC (the two alternate: both were answering). Unlike
