@@ -256,6 +256,24 @@ impl Fault {
     }
 }
 
+impl Fault {
+    /// Whether the fault cuts or impairs a node's intranet link (the second interconnect).
+    fn impairs_the_intranet(self) -> bool {
+        // A partition cuts both interconnects, whichever link was drawn.
+        self.kind == FaultKind::Partition
+            || self.link == INTRA_IF
+                && matches!(
+                    self.kind,
+                    FaultKind::InterconnectDown
+                        | FaultKind::OneWayLoss
+                        | FaultKind::Loss1
+                        | FaultKind::Loss10
+                        | FaultKind::Loss30
+                        | FaultKind::ManualMoveDuringFailure
+                )
+    }
+}
+
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?} on {} ({})", self.kind, self.node, self.link)
@@ -308,7 +326,7 @@ pub fn run(seed: u64, first: usize, iterations: usize) -> Result<Summary> {
             // audited after it.
             let watches = Watches::start(&lab)?;
             let outcome = chaos.iteration(fault);
-            let (overlaps, unanswered) = watches.stop(fault.kind.unanswered_bound())?;
+            let (overlaps, unanswered) = watches.stop(fault)?;
             outcome
                 .and_then(|()| {
                     // Without a tie-breaker a partition has both sides run every group, by
@@ -382,16 +400,24 @@ impl Watches {
     }
 
     /// Stops; returns every moment two MACs claimed one address (within 10 ms), and every
-    /// address that went unanswered for longer than `bound`.
-    fn stop(self, bound: Duration) -> Result<(Vec<String>, Vec<String>)> {
+    /// address that went unanswered for longer than the fault's takeover bound.
+    fn stop(self, fault: Fault) -> Result<(Vec<String>, Vec<String>)> {
+        let bound = fault.kind.unanswered_bound();
         let mut overlaps = Vec::new();
         let mut unanswered = Vec::new();
-        for watch in self.0 {
+        for (segment, watch) in self.0.into_iter().enumerate() {
+            let intranet = segment == 1;
             let (sightings, _) = watch.stop()?;
             overlaps.extend(crate::arp::overlapping_claims(
                 &sightings,
                 Duration::from_millis(10),
             ));
+            // The intranet doubles as the second interconnect: a fault on that link of the
+            // holder cuts it off the intranet too, which the configuration does not monitor
+            // (its IP watch looks at the internet router), so nothing takes over there.
+            if intranet && fault.impairs_the_intranet() {
+                continue;
+            }
             for (address, gap) in crate::arp::longest_unanswered(&sightings) {
                 if gap > bound {
                     unanswered.push(format!(
