@@ -191,9 +191,10 @@ impl FaultKind {
     /// exists: the detection the fault needs, then a takeover.
     fn unanswered_bound(self) -> Duration {
         match self {
-            // IP watch: (retry + 1) × interval + timeout = 400 ms, then a takeover.
+            // IP watch: up to an interval (100 ms) to the first probe after the fault, then
+            // retry + 1 = 2 probes failing by their 200 ms timeout, then a takeover.
             Self::DataLinksCut | Self::IpwTargetLost => {
-                Duration::from_millis(400) + HEARTBEAT_TAKEOVER
+                Duration::from_millis(100 + 2 * 200) + HEARTBEAT_TAKEOVER
             }
             // The monitor reports the death of the process at once; the group is stopped here
             // and started on the peer.

@@ -337,9 +337,11 @@ seed. For the whole of every fault, a watch on each client segment asks for ever
 every millisecond (in turn) and records every reply and gratuitous ARP: an iteration fails if two
 MACs claim one address within 10 ms (except in a partition without tie-breakers, where both sides
 running every group is the specification's choice) or if an address goes unanswered longer than
-the fault's takeover bound (100 ms for failures that heartbeats detect, 500 ms for IP-watch
-failures, 300 ms for a killed monitored process, 1.5 s for a move onto a hung start script),
-and after every fault an audit checks holders, DENY marks, mails, descriptors and memory.
+the fault's takeover bound (100 ms for failures that heartbeats detect, 600 ms for IP-watch
+failures, 300 ms for a killed monitored process, 1.5 s for a move onto a hung start script; on
+the intranet none when the fault impairs the holder's intranet link, the second interconnect,
+which the seed configuration does not watch), and after every fault an audit checks holders,
+DENY marks, mails, descriptors and memory.
 
 {chaos_result}
 
