@@ -26,7 +26,7 @@ use crate::{
         self, Inbound, Transport,
         wire::{Kind, Reject},
     },
-    resources::{Resources, StepOutcome},
+    resources::{Reported, Resources, StepOutcome},
     status::{Extras, StatusView, XdpView},
 };
 
@@ -200,10 +200,20 @@ pub fn run(options: Options) -> Result<()> {
             answering.set(g, lease.expires_ns);
         }
     }
+    let reports: crate::resources::Deliver = {
+        let inputs = inputs.clone();
+        std::sync::Arc::new(move |reported| {
+            let input = match reported {
+                Reported::Step(outcome) => Input::Step(outcome),
+                Reported::Ipw { group, entry, ok } => Input::Ipw { group, entry, ok },
+            };
+            inputs.send(input).is_ok()
+        })
+    };
     let resources = Resources::start(
         &config,
         me,
-        inputs.clone(),
+        reports,
         options.run_dir.join(format!("{node}.exec")),
         answering.clone(),
     )?;
@@ -342,7 +352,7 @@ fn attach_interfaces(config: &Config, me: usize, dataplane: &mut Dataplane) -> R
     for share in &config.flowshare {
         interfaces.insert(share.interface.clone());
     }
-    let local = crate::resources::interface_addresses()?;
+    let local = crate::netif::interface_addresses()?;
     let problems = crate::config::check_against_interfaces(config, me, &local);
     if !problems.is_empty() {
         bail!(
@@ -353,11 +363,8 @@ fn attach_interfaces(config: &Config, me: usize, dataplane: &mut Dataplane) -> R
     // FIPs without an interface name are on the interface of their subnet.
     for group in &config.group {
         for fip in group.fip.iter().filter(|f| f.interface.is_none()) {
-            if let Some((name, _)) = local
-                .iter()
-                .find(|(_, nets)| nets.iter().any(|n| n.contains(&fip.address.addr())))
-            {
-                interfaces.insert(name.clone());
+            if let Some(name) = crate::netif::subnet_interface(&local, fip.address.addr()) {
+                interfaces.insert(name.to_owned());
             }
         }
     }
@@ -385,7 +392,7 @@ fn guard_cluster_addresses(config: &Config) -> Result<()> {
     for (g, group) in config.group.iter().enumerate() {
         for (f, fip) in group.fip.iter().enumerate() {
             addresses.insert(fip.address.addr());
-            interfaces.insert(fip_interface(config, g, f)?);
+            interfaces.insert(crate::netif::fip_interface(config, g, f)?);
         }
         for parp in &group.parp {
             addresses.insert(parp.address);
@@ -410,20 +417,6 @@ fn guard_cluster_addresses(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The interface a FIP lives on.
-pub fn fip_interface(config: &Config, group: usize, fip: usize) -> Result<String> {
-    let f = &config.group[group].fip[fip];
-    if let Some(i) = &f.interface {
-        return Ok(i.clone());
-    }
-    let local = crate::resources::interface_addresses()?;
-    local
-        .into_iter()
-        .find(|(_, nets)| nets.iter().any(|n| n.contains(&f.address.addr())))
-        .map(|(name, _)| name)
-        .with_context(|| format!("no interface holds the subnet of {}", f.address))
-}
-
 /// Writes every FIP, PARP and shared address into the data path (ownership comes later,
 /// by lease).
 fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()> {
@@ -431,14 +424,14 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
     let mut hit_slot = 0u32;
     for (g, group) in config.group.iter().enumerate() {
         for f in 0..group.fip.len() {
-            let interface = fip_interface(config, g, f)?;
+            let interface = crate::netif::fip_interface(config, g, f)?;
             entries.push((
                 AddressKey {
                     ifindex: dataplane::ifindex(&interface)?,
                     addr: u32::from_ne_bytes(group.fip[f].address.addr().octets()),
                 },
                 {
-                    let mac = crate::resources::interface_mac(&interface)?;
+                    let mac = crate::netif::interface_mac(&interface)?;
                     AddressEntry {
                         lease: g as u32,
                         hit_slot,
@@ -455,7 +448,7 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
         for parp in &group.parp {
             let mac = match parp.mac {
                 Some(mac) => mac.0,
-                None => crate::resources::interface_mac(&parp.interface)?,
+                None => crate::netif::interface_mac(&parp.interface)?,
             };
             entries.push((
                 AddressKey {

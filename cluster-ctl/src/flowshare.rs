@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     config::{Config, HashModeConfig},
     dataplane::{self, Dataplane},
-    resources,
+    netif,
 };
 
 struct Instance {
@@ -114,7 +114,7 @@ pub fn address_entries(config: &Config) -> Result<Vec<(AddressKey, AddressEntry)
                     kind: AddressKind::Shared as u8,
                     _pad: 0,
                     // The multicast MAC may not be a frame's source (bridges drop those).
-                    eth_source: resources::interface_mac(&share.interface)?,
+                    eth_source: netif::interface_mac(&share.interface)?,
                     _pad2: [0; 2],
                 },
             ))
@@ -130,7 +130,7 @@ impl FlowShares {
         for (k, share) in config.flowshare.iter().enumerate() {
             let slot = lease_slot(config, k);
             let ifindex = dataplane::ifindex(&share.interface)?;
-            let local_mac = resources::interface_mac(&share.interface)?;
+            let local_mac = netif::interface_mac(&share.interface)?;
             let hash_mode = match share.hash {
                 HashModeConfig::Src => HashMode::Src,
                 HashModeConfig::SrcDst => HashMode::SrcDst,
@@ -148,7 +148,7 @@ impl FlowShares {
                 _pad: [0; 3],
                 node_id: 0, // filled in by Dataplane::set_flowshare
             })?;
-            resources::add_address(
+            netif::add_address(
                 &share.interface,
                 share.address,
                 &format!("{}:fs{k}", share.interface),
@@ -237,7 +237,7 @@ impl FlowShares {
     pub fn stop(&mut self, dataplane: &mut Dataplane) {
         for instance in &self.instances {
             let _ = dataplane.release(instance.slot, instance.epoch);
-            let _ = resources::remove_address(&instance.interface, instance.address);
+            let _ = netif::remove_address(&instance.interface, instance.address);
             let _ = multicast(&instance.interface, instance.mac, false);
         }
     }

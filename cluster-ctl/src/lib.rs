@@ -14,8 +14,12 @@ pub mod incarnation;
 pub mod mail;
 pub mod mapped;
 pub mod metrics;
+pub mod netif;
 pub mod peer;
 pub mod private;
 pub mod resources;
 pub mod status;
 pub mod supervisor;
+
+#[cfg(test)]
+mod module_graph;

@@ -3,14 +3,16 @@
 //! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` builds on a
 //! fresh machine and installs that toolchain.
 
+mod fuzz;
 mod report;
 mod setup;
 mod test;
+mod util;
 
-use std::process::Command;
-
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+use util::{cargo, require_root, run_lab_binary};
 
 #[derive(Parser)]
 #[command(about = "fwcluster project tasks")]
@@ -86,7 +88,7 @@ fn main() -> Result<()> {
         }
         Task::Fuzz { seconds, targets } => {
             setup::ensure()?;
-            fuzz(seconds, &targets)
+            fuzz::run(seconds, &targets)
         }
         Task::Docs => {
             setup::ensure()?;
@@ -101,7 +103,10 @@ fn main() -> Result<()> {
                 "target/docs",
             ])
         }
-        Task::Sim { args } => run_lab_binary("fwcluster-sim", &[], &args),
+        Task::Sim { args } => {
+            setup::ensure()?;
+            run_lab_binary("fwcluster-sim", &[], &args)
+        }
         Task::Bench { which, args } => {
             setup::ensure()?;
             require_root("benchmarks")?;
@@ -134,90 +139,4 @@ fn main() -> Result<()> {
             ])
         }
     }
-}
-
-const FUZZ_TARGETS: [&str; 4] = [
-    "heartbeat_decoder",
-    "api_request",
-    "config_loader",
-    "engine_events",
-];
-
-/// Runs each fuzz target for `seconds` (installing cargo-fuzz when missing); a crash fails.
-fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
-    let installed = Command::new(env!("CARGO"))
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !installed {
-        println!("fuzz: cargo install cargo-fuzz");
-        cargo(&["install", "cargo-fuzz", "--version", "^0.13"])?;
-    }
-    for target in FUZZ_TARGETS {
-        if !only.is_empty() && !only.iter().any(|t| t == target) {
-            continue;
-        }
-        println!("fuzz: {target} for {seconds} s");
-        let status = Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", target, "--"])
-            .arg(format!("-max_total_time={seconds}"))
-            .current_dir(workspace_root().join("fuzz"))
-            .status()
-            .context("running cargo fuzz")?;
-        if !status.success() {
-            bail!("fuzz target {target} failed: see fuzz/artifacts/{target}/");
-        }
-    }
-    Ok(())
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-pub fn require_root(what: &str) -> Result<()> {
-    if !is_root() {
-        bail!("{what} needs root (network namespaces, XDP, bpffs); run it as root");
-    }
-    Ok(())
-}
-
-/// The cargo arguments that run a binary of the lab crate in release mode (arguments follow).
-pub const LAB_BINARY: [&str; 6] = [
-    "run",
-    "--quiet",
-    "--release",
-    "-p",
-    "fwcluster-lab",
-    "--bin",
-];
-
-/// Runs `binary` of the lab crate (release) with `first` and then `rest` as its arguments.
-fn run_lab_binary(binary: &str, first: &[&str], rest: &[String]) -> Result<()> {
-    let mut cargo_args = LAB_BINARY.to_vec();
-    cargo_args.extend([binary, "--"]);
-    cargo_args.extend(first);
-    cargo_args.extend(rest.iter().map(String::as_str));
-    cargo(&cargo_args)
-}
-
-/// Runs cargo with `args` from the workspace root, failing on a non-zero exit.
-pub fn cargo(args: &[&str]) -> Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .args(args)
-        .current_dir(workspace_root())
-        .status()
-        .with_context(|| format!("running cargo {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
 }

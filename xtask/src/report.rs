@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 fn cargo_tee(args: &[&str], copy: &Path) -> Result<bool> {
     let mut child = Command::new(env!("CARGO"))
         .args(args)
-        .current_dir(crate::workspace_root())
+        .current_dir(crate::util::workspace_root())
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
@@ -34,7 +34,7 @@ fn path(p: &Path) -> Result<&str> {
 }
 
 pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
-    let root = crate::workspace_root();
+    let root = crate::util::workspace_root();
     let dir = root.join("target/report");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
@@ -54,7 +54,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
     )?;
 
     let xdp_json = dir.join("xdp.json");
-    let mut args = crate::LAB_BINARY.to_vec();
+    let mut args = crate::util::LAB_BINARY.to_vec();
     args.extend(["fwcluster-bench", "--", "xdp", "--json", path(&xdp_json)?]);
     if !cargo_tee(&args, &dir.join("xdp.md"))? {
         bail!("the XDP benchmark failed");
@@ -62,7 +62,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
 
     let failover_json = dir.join("failover.json");
     let (runs, soak) = (runs.to_string(), soak_minutes.to_string());
-    let mut args = crate::LAB_BINARY.to_vec();
+    let mut args = crate::util::LAB_BINARY.to_vec();
     args.extend([
         "fwcluster-bench",
         "--",
@@ -81,7 +81,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
     // A failed chaos run still goes into the report (with its seed); the task fails after.
     let chaos_json = dir.join("chaos.json");
     let iterations = chaos.to_string();
-    let mut args = crate::LAB_BINARY.to_vec();
+    let mut args = crate::util::LAB_BINARY.to_vec();
     args.extend([
         "fwcluster-chaos",
         "--",
@@ -96,7 +96,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
     }
 
     let output = root.join("docs/report");
-    let mut args = crate::LAB_BINARY.to_vec();
+    let mut args = crate::util::LAB_BINARY.to_vec();
     args.extend([
         "fwcluster-report",
         "--",
@@ -105,7 +105,7 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
         "--output",
         path(&output)?,
     ]);
-    crate::cargo(&args)?;
+    crate::util::cargo(&args)?;
     if !chaos_passed {
         bail!("the chaos run failed: see docs/report/README.md");
     }

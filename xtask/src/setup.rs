@@ -104,7 +104,7 @@ fn missing_names() -> String {
 }
 
 fn install(item: Missing) -> Result<()> {
-    crate::require_root("installing prerequisites")?;
+    crate::util::require_root("installing prerequisites")?;
     match item {
         Missing::Packages(packages) => {
             println!("setup: apt-get install {}", packages.join(" "));

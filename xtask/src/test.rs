@@ -46,7 +46,7 @@ impl Counts {
 
 pub fn run(args: &[String]) -> Result<()> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let root = crate::is_root();
+    let root = crate::util::is_root();
     // Every test binary runs even when one fails, so the counts are complete.
     let mut cargo_args: Vec<String> = vec!["test".into(), "--no-fail-fast".into()];
     if !root {
@@ -71,7 +71,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let mut child = Command::new(env!("CARGO"))
         .args(&cargo_args)
-        .current_dir(crate::workspace_root())
+        .current_dir(crate::util::workspace_root())
         .stdout(Stdio::piped())
         .spawn()
         .context("spawning cargo test")?;

@@ -88,7 +88,7 @@ pub fn main(args: Args) -> Result<()> {
                 let (me, name) = config
                     .resolve_node(node.as_deref())
                     .map_err(anyhow::Error::msg)?;
-                let interfaces = crate::resources::interface_addresses()?;
+                let interfaces = crate::netif::interface_addresses()?;
                 let problems = crate::config::check_against_interfaces(&config, me, &interfaces);
                 if !problems.is_empty() {
                     bail!(

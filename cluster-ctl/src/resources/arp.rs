@@ -6,22 +6,9 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 const ETH_P_ARP: u16 = 0x0806;
-
-/// The MAC address of an interface.
-pub fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
-    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
-        if ifaddr.interface_name == ifname
-            && let Some(link) = ifaddr.address.as_ref().and_then(|a| a.as_link_addr())
-            && let Some(mac) = link.addr()
-        {
-            return Ok(mac);
-        }
-    }
-    bail!("interface {ifname} has no MAC address")
-}
 
 fn frame(op: u16, source_mac: [u8; 6], sender_mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
@@ -51,7 +38,7 @@ static SENDERS: std::sync::Mutex<std::collections::BTreeMap<String, Sender>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 fn open_sender(interface: &str) -> Result<Sender> {
-    let mac = interface_mac(interface)?;
+    let mac = crate::netif::interface_mac(interface)?;
     let ifindex = nix::net::if_::if_nametoindex(interface)
         .with_context(|| format!("interface {interface}"))?;
     // SAFETY: plain socket(2); owned at once.

@@ -14,7 +14,7 @@ use std::{
     },
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc::Sender},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -24,12 +24,9 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::{
-    daemon::Input,
-    engine::{ActReason, DeactReason, GroupId},
-};
+use crate::engine::{ActReason, DeactReason, GroupId};
 
-use super::StepOutcome;
+use super::{Deliver, Reported, StepOutcome};
 
 #[derive(Clone, Debug)]
 pub struct Exec {
@@ -245,7 +242,7 @@ pub fn start(
     reason: ActReason,
     running: &Arc<Mutex<Running>>,
     step: usize,
-    inputs: Sender<Input>,
+    deliver: Deliver,
 ) -> Result<()> {
     if !exec.monitor {
         return run_script(&exec.start, exec, env, group, reason.as_env());
@@ -258,7 +255,7 @@ pub fn start(
         bail!("{:?} exited at once ({status})", exec.start);
     }
     let pid = child.id() as i32;
-    watch(running, &exec.name, group, step, pid, inputs, move || {
+    watch(running, &exec.name, group, step, pid, deliver, move || {
         format!("{:?}", child.wait())
     });
     Ok(())
@@ -271,7 +268,7 @@ pub fn adopt(
     running: &Arc<Mutex<Running>>,
     group: GroupId,
     step: usize,
-    inputs: Sender<Input>,
+    deliver: Deliver,
 ) -> bool {
     let Some(pid) = running
         .lock()
@@ -289,7 +286,7 @@ pub fn adopt(
         pid,
         "adopted a monitored process of the previous daemon"
     );
-    watch(running, &exec.name, group, step, pid, inputs, move || {
+    watch(running, &exec.name, group, step, pid, deliver, move || {
         // A pidfd becomes readable when the process exits (it is not our child to wait for).
         let mut fds = [nix::poll::PollFd::new(
             std::os::fd::AsFd::as_fd(&pidfd),
@@ -318,7 +315,7 @@ fn watch(
     group: GroupId,
     step: usize,
     pid: i32,
-    inputs: Sender<Input>,
+    deliver: Deliver,
     wait: impl FnOnce() -> String + Send + 'static,
 ) {
     let generation = {
@@ -347,7 +344,7 @@ fn watch(
                 status,
                 "monitored process died"
             );
-            let _ = inputs.send(Input::Step(StepOutcome {
+            deliver(Reported::Step(StepOutcome {
                 group,
                 step,
                 ok: false,

@@ -8,27 +8,40 @@
 mod arp;
 mod exec;
 mod icmp;
-mod netlink;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::Ipv4Addr,
-    sync::{Arc, Mutex, mpsc::Sender},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use ipnet::Ipv4Net;
 
-pub use arp::interface_mac;
 pub use icmp::{any_reachable, ping_once};
-pub use netlink::{add_address, remove_address};
 
 use crate::{
     config::Config,
-    daemon::Input,
     engine::{ActReason, DeactReason, Event, GroupId},
 };
+
+/// What the steps and monitors report.
+#[derive(Debug)]
+pub enum Reported {
+    /// The answer to a step, or the death of a monitored process.
+    Step(StepOutcome),
+    /// An IP watch entry changed its verdict.
+    Ipw {
+        group: GroupId,
+        entry: usize,
+        ok: bool,
+    },
+}
+
+/// Where the resources hand what they report (straight into the daemon's loop); false when
+/// nobody listens any more. Like the heartbeat transport, the resources never name the daemon.
+pub type Deliver = Arc<dyn Fn(Reported) -> bool + Send + Sync>;
 
 /// The result of a step, for the daemon's loop.
 #[derive(Debug)]
@@ -58,8 +71,8 @@ impl StepOutcome {
 }
 
 /// Sends the daemon's loop the answer to an activation or deactivation it asked for.
-fn answer_step(inputs: &Sender<Input>, group: GroupId, step: usize, ok: bool) {
-    let _ = inputs.send(Input::Step(StepOutcome {
+fn answer_step(deliver: &Deliver, group: GroupId, step: usize, ok: bool) {
+    deliver(Reported::Step(StepOutcome {
         group,
         step,
         ok,
@@ -135,7 +148,7 @@ impl Answering {
 /// Runs resource steps and monitors for one node.
 pub struct Resources {
     steps: Vec<Vec<Step>>,
-    inputs: Sender<Input>,
+    deliver: Deliver,
     env: exec::Env,
     execs: Arc<Mutex<exec::Running>>,
     announcer: Arc<Mutex<Announcer>>,
@@ -149,7 +162,7 @@ impl Resources {
     pub fn start(
         config: &Config,
         me: usize,
-        inputs: Sender<Input>,
+        deliver: Deliver,
         state_dir: std::path::PathBuf,
         answering: Answering,
     ) -> Result<Self> {
@@ -159,7 +172,7 @@ impl Resources {
             let mut labels: BTreeMap<String, usize> = BTreeMap::new();
             for f in 0..group.fip.len() {
                 let fip = &group.fip[f];
-                let interface = crate::daemon::fip_interface(config, g, f)?;
+                let interface = crate::netif::fip_interface(config, g, f)?;
                 let n = labels.entry(interface.clone()).or_insert(0);
                 *n += 1;
                 let label = format!("{interface}:{n}");
@@ -191,7 +204,7 @@ impl Resources {
             }
             steps.push(list);
             for (entry, ipw) in group.ipw.iter().enumerate() {
-                let inputs = inputs.clone();
+                let deliver = deliver.clone();
                 let monitor = icmp::Monitor {
                     targets: ipw.targets.clone(),
                     interval: ipw.interval,
@@ -203,13 +216,11 @@ impl Resources {
                     .name(format!("ipw-{g}-{entry}"))
                     .spawn(move || {
                         monitor.run(&name, |ok| {
-                            inputs
-                                .send(Input::Ipw {
-                                    group: g,
-                                    entry,
-                                    ok,
-                                })
-                                .is_ok()
+                            deliver(Reported::Ipw {
+                                group: g,
+                                entry,
+                                ok,
+                            })
                         })
                     })?;
             }
@@ -217,7 +228,7 @@ impl Resources {
         let announcer = Arc::new(Mutex::new(Announcer::default()));
         let resources = Self {
             steps,
-            inputs,
+            deliver,
             env: exec::Env {
                 cluster: config.cluster.name.clone(),
                 node: config.server[me].name.clone(),
@@ -241,7 +252,7 @@ impl Resources {
     }
 
     fn report(&self, group: GroupId, step: usize, ok: bool) {
-        answer_step(&self.inputs, group, step, ok);
+        answer_step(&self.deliver, group, step, ok);
     }
 
     /// Activates one step (asynchronously; the outcome comes through the channel).
@@ -250,7 +261,7 @@ impl Resources {
             self.report(group, step, false);
             return;
         };
-        let inputs = self.inputs.clone();
+        let deliver = self.deliver.clone();
         let env = self.env.clone();
         let execs = self.execs.clone();
         let announcer = self.announcer.clone();
@@ -267,7 +278,7 @@ impl Resources {
                     &answering,
                 ),
                 Step::Exec(exec) => {
-                    exec::start(exec, &env, group, reason, &execs, step, inputs.clone())
+                    exec::start(exec, &env, group, reason, &execs, step, deliver.clone())
                 }
             };
             let ok = match result {
@@ -302,7 +313,7 @@ impl Resources {
                     false
                 }
             };
-            answer_step(&inputs, group, step, ok);
+            answer_step(&deliver, group, step, ok);
         });
     }
 
@@ -317,12 +328,12 @@ impl Resources {
             .expect("announcer")
             .active
             .remove(&(group, step));
-        let inputs = self.inputs.clone();
+        let deliver = self.deliver.clone();
         let env = self.env.clone();
         let execs = self.execs.clone();
         std::thread::spawn(move || {
             let result = match &spec {
-                Step::Fip(fip) => netlink::remove_address(&fip.interface, fip.address),
+                Step::Fip(fip) => crate::netif::remove_address(&fip.interface, fip.address),
                 // The lease was revoked first: nothing answers for it any more.
                 Step::Parp(_) => Ok(()),
                 Step::Exec(exec) => exec::stop(exec, &env, group, reason, &execs, step),
@@ -350,7 +361,7 @@ impl Resources {
                     false
                 }
             };
-            answer_step(&inputs, group, step, ok);
+            answer_step(&deliver, group, step, ok);
         });
     }
 
@@ -369,14 +380,14 @@ impl Resources {
             for (step, spec) in steps.iter().enumerate() {
                 if let Step::Exec(exec) = spec
                     && exec.monitor
-                    && !exec::adopt(exec, &self.execs, group, step, self.inputs.clone())
+                    && !exec::adopt(exec, &self.execs, group, step, self.deliver.clone())
                 {
                     tracing::error!(
                         id = crate::catalog::STEP_FAILED.id,
                         resource = exec.name,
                         "the monitored process of an adopted group is gone"
                     );
-                    let _ = self.inputs.send(Input::Step(StepOutcome {
+                    (self.deliver)(Reported::Step(StepOutcome {
                         group,
                         step,
                         ok: false,
@@ -459,7 +470,7 @@ fn activate_fip(fip: &Fip, group: GroupId, answering: &Answering) -> Result<()> 
             );
         }
     }
-    netlink::add_address(&fip.interface, fip.address, &fip.label)?;
+    crate::netif::add_address(&fip.interface, fip.address, &fip.label)?;
     announce_repeatedly(
         &fip.interface,
         fip.address.addr(),
@@ -536,33 +547,4 @@ impl RefreshLoop {
             }
         }
     }
-}
-
-/// The IPv4 addresses of every interface of this host (its network namespace).
-pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
-    let mut out: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
-    let mut names = BTreeSet::new();
-    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
-        // IPv4 addresses come with their label (`eth2:1` for a FIP held here); the interface
-        // is the part before the colon (the kernel allows no colon in interface names).
-        let name = match ifaddr.interface_name.split_once(':') {
-            Some((interface, _)) => interface.to_owned(),
-            None => ifaddr.interface_name.clone(),
-        };
-        names.insert(name.clone());
-        let (Some(address), Some(mask)) = (
-            ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()),
-            ifaddr.netmask.as_ref().and_then(|a| a.as_sockaddr_in()),
-        ) else {
-            continue;
-        };
-        let prefix = u32::from(mask.ip()).count_ones() as u8;
-        if let Ok(net) = Ipv4Net::new(address.ip(), prefix) {
-            out.entry(name).or_default().push(net);
-        }
-    }
-    for name in names {
-        out.entry(name).or_default();
-    }
-    Ok(out)
 }

@@ -1,0 +1,79 @@
+//! This host's network interfaces: their addresses and MACs, the interface a floating address
+//! belongs on, and adding and removing addresses (rtnetlink). Used by the daemon, the resources
+//! and flow share alike, so that none of them needs another for it.
+
+mod netlink;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{Context as _, Result, bail};
+use ipnet::Ipv4Net;
+
+use crate::config::Config;
+
+pub use netlink::{add_address, remove_address};
+
+/// The IPv4 addresses of every interface of this host (its network namespace).
+pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
+    let mut out: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+        // IPv4 addresses come with their label (`eth2:1` for a FIP held here); the interface
+        // is the part before the colon (the kernel allows no colon in interface names).
+        let name = match ifaddr.interface_name.split_once(':') {
+            Some((interface, _)) => interface.to_owned(),
+            None => ifaddr.interface_name.clone(),
+        };
+        names.insert(name.clone());
+        let (Some(address), Some(mask)) = (
+            ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()),
+            ifaddr.netmask.as_ref().and_then(|a| a.as_sockaddr_in()),
+        ) else {
+            continue;
+        };
+        let prefix = u32::from(mask.ip()).count_ones() as u8;
+        if let Ok(net) = Ipv4Net::new(address.ip(), prefix) {
+            out.entry(name).or_default().push(net);
+        }
+    }
+    for name in names {
+        out.entry(name).or_default();
+    }
+    Ok(out)
+}
+
+/// The MAC address of an interface.
+pub fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
+    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+        if ifaddr.interface_name == ifname
+            && let Some(link) = ifaddr.address.as_ref().and_then(|a| a.as_link_addr())
+            && let Some(mac) = link.addr()
+        {
+            return Ok(mac);
+        }
+    }
+    bail!("interface {ifname} has no MAC address")
+}
+
+/// The interface whose subnet holds `address`, if any.
+pub fn subnet_interface(local: &BTreeMap<String, Vec<Ipv4Net>>, address: Ipv4Addr) -> Option<&str> {
+    local
+        .iter()
+        .find(|(_, nets)| nets.iter().any(|n| n.contains(&address)))
+        .map(|(name, _)| name.as_str())
+}
+
+/// The interface a FIP lives on: the one configured, or the one whose subnet holds it.
+pub fn fip_interface(config: &Config, group: usize, fip: usize) -> Result<String> {
+    let f = &config.group[group].fip[fip];
+    if let Some(i) = &f.interface {
+        return Ok(i.clone());
+    }
+    let local = interface_addresses()?;
+    subnet_interface(&local, f.address.addr())
+        .map(str::to_owned)
+        .with_context(|| format!("no interface holds the subnet of {}", f.address))
+}
