@@ -593,9 +593,8 @@ impl Daemon {
             // The tick comes first when it is due, however busy the inputs are: a flood of
             // packets must not delay lease renewal and heartbeats. Between ticks the loop also
             // wakes exactly when a peer would time out, so detection does not wait for a tick.
-            let deadline = self
-                .engine
-                .next_deadline()
+            let engine_deadline = self.engine.next_deadline();
+            let deadline = engine_deadline
                 .map(|ns| Instant::now() + Duration::from_nanos(ns.saturating_sub(self.now())))
                 .filter(|d| *d < next_tick);
             let wake = deadline.unwrap_or(next_tick);
@@ -621,7 +620,7 @@ impl Daemon {
             // thread often runs before the receiving threads, and the silence it would judge is
             // its own. It reads them itself rather than wait for those threads to be scheduled;
             // a bounded number per socket, so a flood cannot hold detection or renewal off.
-            let wake_key = (next_tick, self.engine.next_deadline());
+            let wake_key = (next_tick, engine_deadline);
             if input.is_none() && (tick_due || wait.is_zero()) && read_for != Some(wake_key) {
                 read_for = Some(wake_key);
                 queued.extend(

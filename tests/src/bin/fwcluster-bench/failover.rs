@@ -76,18 +76,6 @@ pub struct Soak {
     pub offline_lines: Vec<String>,
 }
 
-/// Steal time of the whole machine so far (ms), from /proc/stat.
-fn steal_ms() -> Result<u64> {
-    let stat = fs::read_to_string("/proc/stat")?;
-    let ticks: u64 = stat
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(8))
-        .and_then(|v| v.parse().ok())
-        .context("no steal time in /proc/stat")?;
-    Ok((ticks as f64 * 1000.0 / clock_ticks()) as u64)
-}
-
 /// Millisecond heartbeats run with real-time scheduling, as an operator would set them up
 /// (one configuration also measures them without).
 fn realtime_priority(interval: &str) -> u8 {
@@ -516,7 +504,7 @@ fn soak(minutes: u64, busy: bool) -> Result<Soak> {
             );
         }
     }
-    let steal_before = steal_ms()?;
+    let cpu_before = fwcluster_lab::machine::CpuTimes::now()?;
     std::thread::sleep(Duration::from_secs(60 * minutes));
     for mut b in burners {
         let _ = b.kill();
@@ -538,7 +526,9 @@ fn soak(minutes: u64, busy: bool) -> Result<Soak> {
         false_offline: offline_lines.len(),
         false_failover: cluster.lines_with(FWS2, "FWC201").len(),
         max_gaps_us,
-        steal_ms: steal_ms()? - steal_before,
+        steal_ms: fwcluster_lab::machine::CpuTimes::now()?
+            .since(&cpu_before)
+            .steal_ms,
         offline_lines,
     })
 }
