@@ -20,6 +20,7 @@ pub mod seed;
 pub mod sim;
 pub mod smtp;
 pub mod traffic;
+pub mod verdict;
 pub mod xdp;
 
 use std::{

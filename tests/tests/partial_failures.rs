@@ -9,9 +9,10 @@ use anyhow::{Result, ensure};
 use fwcluster_lab::{
     Lab,
     arp::double_claims,
-    cluster::{Cluster, line_field, line_time},
+    cluster::Cluster,
     freezer::Freezer,
     seed::{self, FWS1, FWS2, GROUP0_INET_FIP, GROUP0_PARP, INET_CLIENT, INET_IF},
+    verdict::{Verdict, around},
 };
 
 fn config(interval: &str, timeout: &str) -> String {
@@ -178,7 +179,7 @@ fn stalls_of_both_daemons_together_cause_no_false_offline_and_no_failover() -> R
     let cpu = fwcluster_lab::machine::CpuTimes::now()?.since(&cpu_before);
     let verdict = Verdict::of(&cluster, since, &stalls);
     ensure!(
-        verdict.false_offline.is_empty() && verdict.false_failovers.is_empty(),
+        verdict.is_clean(),
         "{} false OFFLINE, {} false group starts after 200 stalls (machine {:.0} % busy before \
          the stalls; meanwhile {} ms busy, {} ms stolen by its hypervisor):\n{}\n{}\n{}",
         verdict.false_offline.len(),
@@ -215,80 +216,6 @@ fn stalls_of_both_daemons_together_cause_no_false_offline_and_no_failover() -> R
     Ok(())
 }
 
-/// The OFFLINE declarations and group starts of a stall run, told apart: those the stalls
-/// caused (false: a node judged a silence it could not have heard) and those that followed a
-/// real silence of a peer between the stalls, which that peer reported itself (FWC013: its
-/// loop was not scheduled, outside any stall the test made).
-struct Verdict {
-    false_offline: Vec<String>,
-    false_failovers: Vec<String>,
-    machine_offline: usize,
-    machine_failovers: usize,
-}
-
-impl Verdict {
-    fn of(cluster: &Cluster, since: SystemTime, stalls: &[(SystemTime, SystemTime)]) -> Self {
-        let ms = |text: &str| Duration::from_secs_f64(text.parse::<f64>().unwrap_or(0.0) / 1e3);
-        let after = |host: &str, id: &str| -> Vec<(SystemTime, String)> {
-            cluster
-                .lines_with(host, id)
-                .into_iter()
-                .filter_map(|l| line_time(&l).map(|t| (t, l)))
-                .filter(|(t, _)| *t >= since)
-                .collect()
-        };
-        // A daemon's own pause that began outside every stall of the test (a daemon's last
-        // event before a stall can precede it by up to a tick).
-        let in_a_stall = |at: SystemTime| {
-            stalls
-                .iter()
-                .any(|(from, to)| at + Duration::from_millis(2) >= *from && at <= *to)
-        };
-        let machine_pauses = |host: &str| -> Vec<(SystemTime, SystemTime)> {
-            after(host, "FWC013")
-                .into_iter()
-                .filter_map(|(end, line)| {
-                    let start = end - ms(line_field(&line, "paused_ms")?);
-                    (!in_a_stall(start)).then_some((start, end))
-                })
-                .collect()
-        };
-        let mut verdict = Self {
-            false_offline: Vec::new(),
-            false_failovers: Vec::new(),
-            machine_offline: 0,
-            machine_failovers: 0,
-        };
-        for (host, peer) in [(FWS1, FWS2), (FWS2, FWS1)] {
-            let pauses = machine_pauses(peer);
-            let mut explained = Vec::new();
-            for (at, line) in after(host, "FWC102") {
-                let silent_from = at - line_field(&line, "silent_ms").map(ms).unwrap_or_default();
-                if pauses
-                    .iter()
-                    .any(|(start, end)| *start <= at && *end >= silent_from)
-                {
-                    verdict.machine_offline += 1;
-                    explained.push(at);
-                } else {
-                    verdict.false_offline.push(format!("{host} {line}"));
-                }
-            }
-            for (at, line) in after(host, "FWC201") {
-                if explained
-                    .iter()
-                    .any(|o| *o <= at && at <= *o + Duration::from_millis(100))
-                {
-                    verdict.machine_failovers += 1;
-                } else {
-                    verdict.false_failovers.push(format!("{host} {line}"));
-                }
-            }
-        }
-        verdict
-    }
-}
-
 #[test]
 fn one_daemon_stopped_past_its_lease_is_taken_over_and_never_answers_beside_the_new_holder()
 -> Result<()> {
@@ -322,38 +249,4 @@ fn one_daemon_stopped_past_its_lease_is_taken_over_and_never_answers_beside_the_
         );
     }
     Ok(())
-}
-
-/// The log lines of both daemons, merged by time, within 30 ms of every line with `id` (for
-/// failure messages).
-fn around(cluster: &Cluster, id: &str) -> String {
-    let mut lines: Vec<(std::time::SystemTime, String)> = Vec::new();
-    for host in [FWS1, FWS2] {
-        for line in cluster.log(host).lines() {
-            if let Some(at) = line_time(line) {
-                lines.push((at, format!("{host} {line}")));
-            }
-        }
-    }
-    lines.sort();
-    let marks: Vec<std::time::SystemTime> = lines
-        .iter()
-        .filter(|(_, l)| l.contains(id))
-        .map(|(at, _)| *at)
-        .collect();
-    let near = |at: &std::time::SystemTime| {
-        marks.iter().any(|m| {
-            let gap = if at > m {
-                at.duration_since(*m)
-            } else {
-                m.duration_since(*at)
-            };
-            gap.is_ok_and(|g| g < Duration::from_millis(30))
-        })
-    };
-    lines
-        .iter()
-        .filter(|(at, _)| near(at))
-        .map(|(_, l)| format!("{l}\n"))
-        .collect()
 }
