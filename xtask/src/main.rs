@@ -65,7 +65,7 @@ enum Task {
         /// Chaos iterations.
         #[arg(long, default_value_t = 20)]
         chaos: usize,
-        /// Minutes of each 1 ms soak (idle, both cores busy); 0 leaves them out.
+        /// Minutes of each of the four 1 ms soaks (real-time and normal scheduling, idle and busy); 0 leaves them out.
         #[arg(long, default_value_t = 0)]
         soak_minutes: u64,
     },

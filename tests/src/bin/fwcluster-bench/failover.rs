@@ -65,9 +65,15 @@ pub struct Usage {
 #[derive(Debug, Serialize)]
 pub struct Soak {
     pub load: String,
+    pub scheduling: String,
     pub minutes: u64,
+    /// OFFLINE declarations and takeovers that no pause of the silent daemon explains.
     pub false_offline: usize,
     pub false_failover: usize,
+    /// Those after the silent daemon itself reported that it had not been scheduled for about
+    /// a timeout (FWC013): the machine's, not the protocol's.
+    pub machine_offline: usize,
+    pub machine_failover: usize,
     /// Longest silence per receiving node and interconnect: `(node, link, µs)`.
     pub max_gaps_us: Vec<(String, usize, u64)>,
     /// CPU time the hypervisor took from this machine during the soak (steal), ms.
@@ -484,14 +490,13 @@ fn usage(interval: &str, timeout: &str, interval_ms: f64) -> Result<Usage> {
     })
 }
 
-/// 1 ms heartbeats, 5 ms timeout, for `minutes`: false OFFLINE and false failovers.
-fn soak(minutes: u64, busy: bool) -> Result<Soak> {
+/// 1 ms heartbeats, 5 ms timeout, for `minutes`, with both cores `busy` or idle: the OFFLINE
+/// declarations and failovers, told apart by whether the silent daemon reported a pause.
+fn soak(minutes: u64, busy: bool, priority: u8) -> Result<Soak> {
     let lab = seed::build()?;
-    let cluster = fwcluster_cluster(
-        &lab,
-        &(servers("1ms", "5ms", "3s", realtime_priority("1ms")) + GROUP),
-    )?;
+    let cluster = fwcluster_cluster(&lab, &(servers("1ms", "5ms", "3s", priority) + GROUP))?;
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    let since = std::time::SystemTime::now();
     let mut burners: Vec<Child> = Vec::new();
     if busy {
         // Inside the lab, so the lab's cleanup kills them even when the benchmark is killed
@@ -516,15 +521,23 @@ fn soak(minutes: u64, busy: bool) -> Result<Soak> {
             max_gaps_us.push((node.to_owned(), hb.link, hb.max_gap_us));
         }
     }
+    let verdict = fwcluster_lab::verdict::Verdict::of(&cluster, since, &[]);
     let offline_lines: Vec<String> = [FWS1, FWS2]
         .iter()
         .flat_map(|n| cluster.lines_with(n, "FWC102"))
         .collect();
     Ok(Soak {
         load: if busy { "both cores busy" } else { "idle" }.into(),
+        scheduling: if priority > 0 {
+            format!("real-time priority {priority}")
+        } else {
+            "normal scheduling".into()
+        },
         minutes,
-        false_offline: offline_lines.len(),
-        false_failover: cluster.lines_with(FWS2, "FWC201").len(),
+        false_offline: verdict.false_offline.len(),
+        false_failover: verdict.false_failovers.len(),
+        machine_offline: verdict.machine_offline,
+        machine_failover: verdict.machine_failovers,
         max_gaps_us,
         steal_ms: fwcluster_lab::machine::CpuTimes::now()?
             .since(&cpu_before)
@@ -533,10 +546,29 @@ fn soak(minutes: u64, busy: bool) -> Result<Soak> {
     })
 }
 
+/// The soaks of a run: real-time priority and normal scheduling, each idle and with both
+/// cores busy.
+fn soaks(minutes: u64) -> Result<Vec<Soak>> {
+    let mut soaks = Vec::new();
+    for priority in [realtime_priority("1ms"), 0] {
+        for busy in [false, true] {
+            soaks.push(soak(minutes, busy, priority)?);
+        }
+    }
+    Ok(soaks)
+}
+
 fn print_soak(s: &Soak) {
     println!(
-        "soak 1 ms / 5 ms, {} min, {}: {} false OFFLINE, {} false failovers",
-        s.minutes, s.load, s.false_offline, s.false_failover
+        "soak 1 ms / 5 ms, {} min, {}, {}: {} false OFFLINE, {} false failovers; {} OFFLINE and \
+         {} failovers after the silent daemon reported its own pause (FWC013)",
+        s.minutes,
+        s.scheduling,
+        s.load,
+        s.false_offline,
+        s.false_failover,
+        s.machine_offline,
+        s.machine_failover
     );
     let gaps: Vec<String> = s
         .max_gaps_us
@@ -562,10 +594,8 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
                 u.interval_ms, u.cpu_percent, u.rss_kib
             );
         }
-        for busy in [false, true] {
-            if soak_minutes > 0 {
-                print_soak(&soak(soak_minutes, busy)?);
-            }
+        if soak_minutes > 0 {
+            soaks(soak_minutes)?.iter().for_each(print_soak);
         }
         return Ok(());
     }
@@ -621,11 +651,11 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
     let (moonshot, _) = next();
     let (moonshot_normal, _) = next();
     let usage = vec![usage("10ms", "30ms", 10.0)?, usage("1ms", "5ms", 1.0)?];
-    let mut soaks = Vec::new();
-    if soak_minutes > 0 {
-        soaks.push(soak(soak_minutes, false)?);
-        soaks.push(soak(soak_minutes, true)?);
-    }
+    let soaks = if soak_minutes > 0 {
+        soaks(soak_minutes)?
+    } else {
+        Vec::new()
+    };
 
     let ka_p95 = percentile(&outages(&ka), 0.95);
     println!(

@@ -59,7 +59,7 @@ enum Bench {
         /// Runs per configuration.
         #[arg(long, default_value_t = 30)]
         runs: usize,
-        /// Also run the 1 ms / 5 ms soaks (idle and with both cores busy) for this many minutes
+        /// Also run the 1 ms / 5 ms soaks (real-time and normal scheduling, each idle and with both cores busy) for this many minutes
         /// each, counting false failovers.
         #[arg(long, default_value_t = 0)]
         soak_minutes: u64,
