@@ -383,11 +383,16 @@ pub struct AddressHits {
     pub replies: u64,
 }
 
+// SAFETY (every impl of this module): these types are #[repr(C)], contain only integers and byte
+// arrays, and have no implicit padding (padding is spelled out as `_pad` fields), so any byte
+// pattern is a valid value.
 #[cfg(feature = "user")]
+#[expect(
+    clippy::undocumented_unsafe_blocks,
+    reason = "one SAFETY comment above covers every Pod impl"
+)]
 mod pod {
     use super::*;
-    // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays, and have no
-    // implicit padding (padding is spelled out as `_pad` fields), so any byte pattern is valid.
     unsafe impl aya::Pod for AddressKey {}
     unsafe impl aya::Pod for AddressEntry {}
     unsafe impl aya::Pod for AddressSlot {}

@@ -256,7 +256,7 @@ impl NodeLock {
         // previous worker, which the kernel is still tearing down: that is waited out for a
         // moment, as the heartbeat sockets are; a daemon that really runs keeps it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        // SAFETY (both calls): flock on a descriptor this function owns.
+        // SAFETY: flock on a descriptor this function owns.
         while unsafe { libc::flock(directory.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let error = std::io::Error::last_os_error();
             if error.raw_os_error() == Some(libc::EWOULDBLOCK)
@@ -1034,6 +1034,7 @@ pub fn driver_name(ifname: &str) -> Option<String> {
     // SAFETY: plain C structs, zero is a valid value for all fields.
     let mut info: DrvInfo = unsafe { std::mem::zeroed() };
     info.cmd = ETHTOOL_GDRVINFO;
+    // SAFETY: a plain C struct, zero is a valid value for all fields.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     if ifname.len() >= request.ifr_name.len() {
         return None;

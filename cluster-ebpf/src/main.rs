@@ -8,8 +8,10 @@
 //! - for IPv4 frames to a flow-share address (multicast MAC), passes the buckets this node owns
 //!   and drops the rest (R-XDP-2);
 //! - passes everything else untouched. Truncated or malformed frames are passed and counted.
-#![no_std]
-#![no_main]
+// Built for bpfel-unknown-none by cluster-ctl/build.rs. On the host the same code compiles as a
+// normal program (so `cargo build/clippy --workspace` check it) that only says where it belongs.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 mod frame;
 
@@ -64,6 +66,7 @@ static FWC_FLOW: Array<FlowShareTables, 1, { BPF_F_MMAPABLE as usize }> = Array:
 /// indexed loads, with no map lookup. Never written here.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".bss.fwc_flow")]
+// SAFETY: plain integers and arrays of them, for which zero is a valid value.
 static mut FWC_FLOW_TABLES: FlowShareTables = unsafe { core::mem::zeroed() };
 #[btf_map]
 static FWC_NODE: Array<NodeConfig, 1> = Array::new();
@@ -466,6 +469,7 @@ fn find_address(key: &AddressKey) -> Option<*const AddressEntry> {
 unsafe fn write_reply(eth: *mut EthHdr, arp: *mut ArpHdr, entry: &AddressEntry) {
     // Every field is read into scalars before the first write: arrays copied between
     // overlapping places of the frame would go through the stack.
+    // SAFETY: the caller's contract (bounds-checked pointers into one frame).
     unsafe {
         let [r0, r1, r2] = (*arp).sha;
         let [e0, e1, e2] = (*eth).src;
@@ -492,11 +496,10 @@ fn filter_flow(
     counters: &mut Counters,
 ) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
+    let tables = &raw const FWC_FLOW_TABLES;
     // SAFETY: an index in bounds of the array (the modulo is a mask); the controller writes the
     // tables concurrently, which at worst mixes two settings for a frame.
-    let share = unsafe {
-        &(*(&raw const FWC_FLOW_TABLES)).shares[(ifindex % MAX_FLOWSHARE_INTERFACES) as usize]
-    };
+    let share = unsafe { &(*tables).shares[(ifindex % MAX_FLOWSHARE_INTERFACES) as usize] };
     // SAFETY: `eth` is bounds-checked.
     if share.ifindex != ifindex || mac_words(share.mac) != unsafe { (*eth).dst } {
         return XDP_PASS;
@@ -551,9 +554,7 @@ fn filter_flow(
         // still masked into the table and a frame at worst lands in a wrong bucket.
         let index = share.table.wrapping_mul(MAX_BUCKETS) + bucket_of(hash, share.buckets);
         // SAFETY: an index in bounds of the array (the modulo is a mask).
-        let owner = unsafe {
-            (*(&raw const FWC_FLOW_TABLES)).buckets[(index % BUCKET_TABLE_SIZE) as usize].node
-        };
+        let owner = unsafe { (*tables).buckets[(index % BUCKET_TABLE_SIZE) as usize].node };
         owner == share.node_id
     };
     if !mine {
@@ -571,10 +572,18 @@ fn filter_flow(
     XDP_PASS
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!(
+        "cluster-ebpf holds XDP programs for the kernel; cluster-ctl's build script builds it for bpfel-unknown-none"
+    );
+    std::process::exit(2);
 }
 
 #[unsafe(link_section = "license")]

@@ -1,9 +1,11 @@
-//! Project tasks: `cargo xtask setup | test | demo | docs | fuzz | sim | chaos | bench | report`.
+//! Project tasks: `cargo xtask setup | lint | test | demo | docs | fuzz | sim | chaos | bench |
+//! report`.
 //!
 //! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` builds on a
 //! fresh machine and installs that toolchain.
 
 mod fuzz;
+mod lint;
 mod report;
 mod setup;
 mod test;
@@ -25,7 +27,10 @@ struct Cli {
 enum Task {
     /// Install every prerequisite (Debian packages, nightly rust-src, bpf-linker, bpffs).
     Setup,
-    /// Run all tests: unit, BPF_PROG_TEST_RUN and network-namespace integration tests.
+    /// Check formatting and run clippy on the whole workspace, warnings denied.
+    Lint,
+    /// Run all tests: the lint, then unit, BPF_PROG_TEST_RUN and network-namespace integration
+    /// tests (with a name filter or other test arguments, the tests alone).
     Test {
         /// Extra arguments passed to the test binaries (e.g. a name filter).
         #[arg(trailing_var_arg = true)]
@@ -82,8 +87,15 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
+        Task::Lint => {
+            setup::ensure()?;
+            lint::run()
+        }
         Task::Test { args } => {
             setup::ensure()?;
+            if args.is_empty() {
+                lint::run()?;
+            }
             test::run(&args)
         }
         Task::Fuzz { seconds, targets } => {

@@ -29,11 +29,20 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13";
 const BPFFS: &str = "/sys/fs/bpf";
 
+/// Rust components: (component, toolchain; `None` is the one this workspace builds with).
+/// rust-src builds the eBPF crate with nightly's `build-std`; clippy and rustfmt run in
+/// `cargo xtask lint`.
+const COMPONENTS: &[(&str, Option<&str>)] = &[
+    ("rust-src", Some("nightly")),
+    ("clippy", None),
+    ("rustfmt", None),
+];
+
 /// One missing prerequisite and how to install it.
 #[derive(Debug)]
 enum Missing {
     Packages(Vec<&'static str>),
-    RustSrc,
+    Component(&'static str, Option<&'static str>),
     BpfLinker,
     Bpffs,
 }
@@ -48,8 +57,10 @@ fn missing() -> Vec<Missing> {
     if !packages.is_empty() {
         missing.push(Missing::Packages(packages));
     }
-    if !rust_src_installed() {
-        missing.push(Missing::RustSrc);
+    for &(component, toolchain) in COMPONENTS {
+        if !component_installed(component, toolchain) {
+            missing.push(Missing::Component(component, toolchain));
+        }
     }
     if !bpf_linker_installed() {
         missing.push(Missing::BpfLinker);
@@ -95,7 +106,9 @@ fn missing_names() -> String {
         .iter()
         .map(|m| match m {
             Missing::Packages(p) => p.join(" "),
-            Missing::RustSrc => "rust-src (nightly)".into(),
+            Missing::Component(component, toolchain) => {
+                format!("{component} ({})", toolchain.unwrap_or("default toolchain"))
+            }
             Missing::BpfLinker => "bpf-linker".into(),
             Missing::Bpffs => "bpffs mount".into(),
         })
@@ -116,15 +129,15 @@ fn install(item: Missing) -> Result<()> {
                     .env("DEBIAN_FRONTEND", "noninteractive"),
             )
         }
-        Missing::RustSrc => {
-            println!("setup: rustup component add rust-src --toolchain nightly");
-            run_command(Command::new("rustup").args([
-                "component",
-                "add",
-                "rust-src",
-                "--toolchain",
-                "nightly",
-            ]))
+        Missing::Component(component, toolchain) => {
+            let mut args = vec!["component", "add", component];
+            args.extend(toolchain.iter().flat_map(|t| ["--toolchain", *t]));
+            println!("setup: rustup {}", args.join(" "));
+            run_command(
+                Command::new("rustup")
+                    .args(&args)
+                    .current_dir(crate::util::workspace_root()),
+            )
         }
         Missing::BpfLinker => {
             println!("setup: cargo install bpf-linker {BPF_LINKER_VERSION} against LLVM 22");
@@ -168,14 +181,17 @@ fn package_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn rust_src_installed() -> bool {
+fn component_installed(component: &str, toolchain: Option<&str>) -> bool {
+    let mut args = vec!["component", "list", "--installed"];
+    args.extend(toolchain.iter().flat_map(|t| ["--toolchain", *t]));
     Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .args(&args)
+        .current_dir(crate::util::workspace_root())
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .any(|l| l.starts_with("rust-src"))
+                .any(|l| l.starts_with(component))
         })
         .unwrap_or(false)
 }

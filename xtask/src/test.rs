@@ -2,7 +2,8 @@
 //!
 //! Runs every test of the default workspace members: unit tests, the BPF_PROG_TEST_RUN tests of
 //! the XDP program and the network-namespace integration tests. The last two need root; without
-//! root they are skipped with a loud note, except under CI=true, where that is an error.
+//! root they are skipped with a loud note (the engine's simulator and the other pure tests still
+//! run), except under CI=true, where that is an error.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -44,6 +45,19 @@ impl Counts {
     }
 }
 
+/// The integration tests that need neither root nor the lab: the engine in the simulator, its
+/// rules and split-brain cases, and the config, wire and engine-input tests.
+const WITHOUT_ROOT: &[&str] = &[
+    "sim",
+    "engine_rules",
+    "split_brain",
+    "config",
+    "clpcfg",
+    "mismatch",
+    "heartbeat_wire",
+    "engine_input",
+];
+
 pub fn run(args: &[String]) -> Result<()> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let root = crate::util::is_root();
@@ -56,10 +70,14 @@ pub fn run(args: &[String]) -> Result<()> {
             );
         }
         eprintln!(
-            "NOTE: not root: running unit tests only; the XDP and network-namespace tests are \
-             SKIPPED (run as root for the full suite)"
+            "NOTE: not root: running the tests that need no root (unit tests, the engine's \
+             simulator and rules, config and wire tests); the XDP and network-namespace tests \
+             are SKIPPED (run as root for the full suite)"
         );
         cargo_args.push("--lib".into());
+        for test in WITHOUT_ROOT {
+            cargo_args.extend(["--test".into(), (*test).into()]);
+        }
     }
     cargo_args.push("--".into());
     // Each lab test runs two daemons at 10 ms (some at 1 ms) heartbeats and times what they
