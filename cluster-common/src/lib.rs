@@ -52,19 +52,8 @@ pub mod map_name {
     pub const COUNTERS: &str = "FWC_COUNTERS";
     /// [`crate::AddressEntry::hit_slot`] → per-CPU [`crate::AddressHits`].
     pub const ADDRESS_HITS: &str = "FWC_ADDR_HITS";
-    /// lease slot (`u32`) → the `bpf_timer` that confirms or fences the slot (the program's
-    /// own, see [`crate::Lease`]).
-    pub const LEASE_TIMERS: &str = "FWC_LEASE_TIMER";
     /// Every map, in pin order.
-    pub const ALL: [&str; 7] = [
-        ADDRESSES,
-        LEASES,
-        LEASE_TIMERS,
-        FLOW,
-        NODE,
-        COUNTERS,
-        ADDRESS_HITS,
-    ];
+    pub const ALL: [&str; 6] = [ADDRESSES, LEASES, FLOW, NODE, COUNTERS, ADDRESS_HITS];
 }
 
 /// Name of the XDP program in the object.
@@ -182,20 +171,14 @@ pub struct AddressEntry {
 
 /// Ownership of a group (or of a flow-share instance) on this node.
 ///
-/// The XDP program answers for the addresses of a lease slot only while `owned != 0` and the
-/// lease has more than [`LEASE_FENCE_GUARD_NS`] left before `expires_ns`; the controller renews
-/// `expires_ns` every heartbeat interval. A controller that dies therefore falls silent within the
-/// lease time (self-fencing). `epoch` increases on every ownership change so that a stale
-/// controller cannot renew a slot that has since moved on.
-///
-/// The program does not read the clock per packet (that alone cost 30 ns of a 100 ns reply): a
-/// `bpf_timer` per slot confirms the lease and fires again just before the confirmed expiry, and
-/// packets only compare the confirmed expiry with `expires_ns`. A packet that finds the lease
-/// unconfirmed or changed reads the clock itself and has the timer confirm anew.
+/// The XDP program answers for the addresses of a lease slot only while `owned != 0` and its
+/// precise clock (CLOCK_MONOTONIC, read on every frame) is before `expires_ns`; the controller
+/// renews `expires_ns` every heartbeat interval. A controller that dies therefore falls silent
+/// within the lease time (self-fencing). `epoch` increases on every ownership change so that a
+/// stale controller cannot renew a slot that has since moved on.
 ///
 /// The map is memory-mapped: the controller writes `epoch`, `expires_ns` and `owned` with one
-/// store each (a renewal is one store), the timer writes `confirmed_ns`, and neither overwrites
-/// the other's fields; a packet reads all of them from one element.
+/// store each (a renewal is one store); a packet reads them from one element.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -206,16 +189,7 @@ pub struct Lease {
     /// 1 when this node owns the slot, 0 when the slot is known but released.
     pub owned: u32,
     pub _pad: u32,
-    /// The `expires_ns` the slot's timer last confirmed, 0 when none; written by the program
-    /// only. While the lease reaches at least this far it is live without a clock read: the
-    /// timer fires before it.
-    pub confirmed_ns: u64,
 }
-
-/// How long before `expires_ns` the data path stops answering for a lease. The lease timer runs in
-/// softirq context and can fire late when the CPU is flooded; fencing this much early keeps the
-/// promise that nothing is answered after `expires_ns` unless the timer is later than this.
-pub const LEASE_FENCE_GUARD_NS: u64 = 200_000;
 
 /// Hash modes of flow share (R-XDP-2).
 #[repr(u8)]
@@ -330,7 +304,7 @@ pub struct NodeConfig {
 /// with every change to either, so that a controller refuses, by name, pins that a build with
 /// other layouts left behind instead of adopting them (a layout change that keeps every size
 /// would otherwise go unnoticed).
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Per-CPU counters of the data path.
 #[repr(C)]
@@ -352,11 +326,6 @@ pub struct Counters {
     pub flow_passed: u64,
     /// Flow-share frames in other nodes' buckets or with an expired lease (dropped).
     pub flow_dropped: u64,
-    /// Frames that had to read the clock because their lease was not confirmed by its timer
-    /// (the first after a grant or change, and every one while a lease is expired).
-    pub lease_clock_reads: u64,
-    /// Leases fenced by their timer (expired without renewal, or released).
-    pub lease_fences: u64,
 }
 
 impl Counters {
@@ -370,8 +339,6 @@ impl Counters {
         self.malformed += other.malformed;
         self.flow_passed += other.flow_passed;
         self.flow_dropped += other.flow_dropped;
-        self.lease_clock_reads += other.lease_clock_reads;
-        self.lease_fences += other.lease_fences;
     }
 }
 

@@ -893,8 +893,6 @@ impl Daemon {
             ("malformed", counters.malformed),
             ("flow_passed", counters.flow_passed),
             ("flow_dropped", counters.flow_dropped),
-            ("lease_clock_reads", counters.lease_clock_reads),
-            ("lease_fences", counters.lease_fences),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -191,7 +191,7 @@ pub struct Dataplane {
     /// What the half in use holds.
     addresses: BTreeMap<AddressKey, AddressEntry>,
     node_config: NodeConfig,
-    /// `FWC_LEASES`, mapped: fields are written one store at a time, never `confirmed_ns`.
+    /// `FWC_LEASES`, mapped: fields are written one store at a time.
     leases: MappedArray<Lease>,
     /// `FWC_FLOW`, mapped (its single value).
     flow: MappedArray<FlowShareTables>,

@@ -15,26 +15,18 @@
 
 mod frame;
 
-use core::ffi::c_void;
-
 use aya_ebpf::{
-    bindings::{
-        bpf_timer,
-        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    },
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     btf_maps::{Array, PerCpuArray},
-    helpers::generated::{
-        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_timer_init, bpf_timer_set_callback,
-        bpf_timer_start,
-    },
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use cluster_common::{
     ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits, AddressKey,
-    BUCKET_TABLE_SIZE, Counters, FlowShareTables, HashMode, LEASE_FENCE_GUARD_NS, Lease,
-    MAX_ADDRESSES, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_LEASES, NodeConfig, address_buckets,
+    BUCKET_TABLE_SIZE, Counters, FlowShareTables, HashMode, Lease, MAX_ADDRESSES, MAX_BUCKETS,
+    MAX_FLOWSHARE_INTERFACES, MAX_LEASES, NodeConfig, address_buckets,
     flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
     vlan_key_ifindex,
 };
@@ -47,15 +39,10 @@ static FWC_ADDRESSES: Array<
     { ADDRESS_TABLE_BUCKETS as usize },
     { BPF_F_MMAPABLE as usize },
 > = Array::new();
-/// Memory-mapped so that the controller writes its fields of a lease without touching the
-/// timer's (`confirmed_ns`).
+/// Memory-mapped: the controller renews a lease with one store.
 #[btf_map]
 static FWC_LEASES: Array<Lease, { MAX_LEASES as usize }, { BPF_F_MMAPABLE as usize }> =
     Array::new();
-/// Apart from the leases: a map with timers can be neither memory-mapped nor updated from user
-/// space without cancelling them.
-#[btf_map]
-static FWC_LEASE_TIMER: Array<LeaseTimer, { MAX_LEASES as usize }> = Array::new();
 /// The flow-share tables as a map: declared for its definition only (typed value, so that bpftool
 /// names the fields; memory-mapped, so that the controller reassigns buckets with plain stores).
 /// The code reads the same map through [`FWC_FLOW_TABLES`].
@@ -75,14 +62,6 @@ static FWC_COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
 #[btf_map]
 static FWC_ADDR_HITS: PerCpuArray<AddressHits, { MAX_ADDRESSES as usize }> = PerCpuArray::new();
 
-/// The timer of a lease slot (see `cluster_common::Lease`): fires just before the lease's
-/// `confirmed_ns` (by `LEASE_FENCE_GUARD_NS`) to confirm a renewed lease or fence an expired one.
-#[repr(C)]
-pub struct LeaseTimer {
-    timer: bpf_timer,
-}
-
-const CLOCK_MONOTONIC: u64 = 1;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IP: u16 = 0x0800;
@@ -279,97 +258,35 @@ enum Ownership {
     Expired,
 }
 
-/// `slot` is the lease slot's place in a map value, read where needed: a value kept across the
-/// lease's lookup (a call, to the compiler) would be spilled to the stack on every frame.
+/// Whether this node owns the lease slot that `slot` names, by the precise clock on every frame.
+/// A timer that confirmed the lease once and was to fence it at its end cannot be trusted with
+/// that: its softirq runs late on a busy machine (seen here: an answer 20 ms past the lease,
+/// beside the new owner). The coarse clock lags by up to a tick (4 ms at HZ=250).
+///
+/// `slot` is read where needed: a value kept across the lease's lookup (a call, to the compiler)
+/// would be spilled to the stack on every frame.
 #[inline(always)]
-fn ownership(slot: &u32, counters: &mut Counters) -> Ownership {
+fn ownership(slot: &u32) -> Ownership {
     // SAFETY: a field of a map value.
     let Some(lease) = FWC_LEASES.get_ptr(unsafe { core::ptr::read_volatile(slot) }) else {
         return Ownership::NotOwned;
     };
-    // SAFETY: bounds-checked map value. The controller rewrites its fields and the timer
-    // callback `confirmed_ns` concurrently; each field is one aligned word.
-    unsafe {
-        if core::ptr::read_volatile(&raw const (*lease).owned) == 0 {
-            return Ownership::NotOwned;
-        }
-        let expires_ns = core::ptr::read_volatile(&raw const (*lease).expires_ns);
-        let confirmed_ns = core::ptr::read_volatile(&raw const (*lease).confirmed_ns);
-        // The timer fires before `confirmed_ns` runs out and checks the lease then, so while
-        // the lease reaches that far it is live: no clock read on the fast path.
-        if confirmed_ns != 0 && confirmed_ns <= expires_ns {
-            return Ownership::Owned;
-        }
-        // The slot read again: it may have changed meanwhile, which at worst has another slot's
-        // timer look at its own lease.
-        confirm_by_clock(core::ptr::read_volatile(slot), expires_ns, counters)
+    // SAFETY: bounds-checked map value. The controller rewrites its fields concurrently; each
+    // field is one aligned word.
+    let (owned, expires_ns) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*lease).owned),
+            core::ptr::read_volatile(&raw const (*lease).expires_ns),
+        )
+    };
+    if owned == 0 {
+        return Ownership::NotOwned;
     }
-}
-
-/// The slow path of [`ownership`]: a lease granted, renewed past a fence, or shortened since the
-/// timer last looked. Decides by the precise clock and has the timer confirm the lease at once.
-#[inline(always)]
-fn confirm_by_clock(slot: u32, expires_ns: u64, counters: &mut Counters) -> Ownership {
-    // SAFETY: per-CPU counters; helpers called with a bounds-checked timer of `FWC_LEASE_TIMER`.
-    unsafe {
-        counters.lease_clock_reads += 1;
-        // The precise clock: the coarse one lags by up to a tick (4 ms at HZ=250), which would
-        // let a lease outlive its duration.
-        if bpf_ktime_get_ns() + LEASE_FENCE_GUARD_NS >= expires_ns {
-            return Ownership::Expired;
-        }
-        // Without its timer the lease could not be fenced later: treat it as expired.
-        let Some(timer) = FWC_LEASE_TIMER.get_ptr_mut(slot) else {
-            return Ownership::Expired;
-        };
-        let timer = &raw mut (*timer).timer;
-        // Fails with -EBUSY once initialised, which is what it usually is.
-        bpf_timer_init(
-            timer,
-            &raw const FWC_LEASE_TIMER as *mut c_void,
-            CLOCK_MONOTONIC,
-        );
-        if bpf_timer_set_callback(timer, lease_timer_fired as *mut c_void) == 0 {
-            bpf_timer_start(timer, 0, 0);
-        }
+    // SAFETY: a helper without arguments.
+    if unsafe { bpf_ktime_get_ns() } >= expires_ns {
+        return Ownership::Expired;
     }
     Ownership::Owned
-}
-
-/// The lease timer of one slot: confirms the lease and fires again just before it runs out, or
-/// fences the slot (nothing confirmed) when it was not renewed or was released. The only writer
-/// of `confirmed_ns`.
-unsafe extern "C" fn lease_timer_fired(
-    _map: *mut c_void,
-    slot: *mut u32,
-    timer: *mut LeaseTimer,
-) -> i32 {
-    // SAFETY: the kernel passes the element's key and value; the lease is bounds-checked.
-    unsafe {
-        let Some(lease) = FWC_LEASES.get_ptr_mut(*slot) else {
-            return 0;
-        };
-        let now = bpf_ktime_get_ns();
-        let owned = core::ptr::read_volatile(&raw const (*lease).owned) != 0;
-        let expires_ns = core::ptr::read_volatile(&raw const (*lease).expires_ns);
-        let confirmed = &raw mut (*lease).confirmed_ns;
-        if owned && now + LEASE_FENCE_GUARD_NS < expires_ns {
-            core::ptr::write_volatile(confirmed, expires_ns);
-            bpf_timer_start(
-                &raw mut (*timer).timer,
-                expires_ns - LEASE_FENCE_GUARD_NS - now,
-                0,
-            );
-        } else {
-            if core::ptr::read_volatile(confirmed) != 0
-                && let Some(c) = FWC_COUNTERS.get_ptr_mut(0)
-            {
-                (*c).lease_fences += 1;
-            }
-            core::ptr::write_volatile(confirmed, 0);
-        }
-    }
-    0
 }
 
 #[inline(always)]
@@ -421,7 +338,7 @@ fn respond_arp(
         };
         // A map value: valid for the whole run of the program.
         let entry = &*entry;
-        match ownership(&entry.lease, counters) {
+        match ownership(&entry.lease) {
             Ownership::Owned => {}
             Ownership::NotOwned => {
                 counters.arp_not_owned += 1;
@@ -514,7 +431,7 @@ fn filter_flow(
     }
     // The lease before the header fields: its lookup is a call to the compiler, and whatever is
     // live across a call is spilled to the stack and loaded back.
-    let mine = ownership(&share.lease, counters) == Ownership::Owned && {
+    let mine = ownership(&share.lease) == Ownership::Owned && {
         // SAFETY: `ip` is bounds-checked.
         let (protocol, flags_fragment, src, dst) = unsafe {
             (

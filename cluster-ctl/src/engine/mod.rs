@@ -324,11 +324,9 @@ impl EngineConfig {
     /// A peer that received that heartbeat takes over by silence no earlier than one timeout
     /// after receiving it, on its own clock, so the lease is the timeout less a margin: 2 % of
     /// the timeout, at least 1 ms (but at most a quarter of the timeout). It covers monotonic
-    /// clocks whose rates differ by up to 1 % (NTP slews at most 0.05 %), and a data-path lease
-    /// timer that fires late: the XDP program fences a lease by a kernel timer 0.2 ms before
-    /// its end and reads the clock only when a lease was granted or renewed past a fence, so a
-    /// timer delayed (softirq under load) by up to the margin still fences in time. Timer slack
-    /// and scheduling in the daemons only make a takeover later and need no margin.
+    /// clocks whose rates differ by up to 1 % (NTP slews at most 0.05 %); the XDP program
+    /// compares the lease's end with its clock on every frame. Timer slack and scheduling in the
+    /// daemons only make a takeover later and need no margin.
     pub fn lease(&self) -> Duration {
         self.timeout.saturating_sub(self.lease_margin())
     }
