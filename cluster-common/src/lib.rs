@@ -382,7 +382,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<AddressKey>(), 8);
         assert_eq!(size_of::<AddressEntry>(), 24);
-        assert_eq!(size_of::<Lease>(), 32);
+        assert_eq!(size_of::<Lease>(), 24);
         assert_eq!(size_of::<FlowShare>(), 40);
         assert_eq!(size_of::<BucketOwner>(), 4);
         assert_eq!(
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(size_of::<NodeConfig>(), 12);
         assert_eq!(size_of::<AddressSlot>(), 32);
         assert_eq!(size_of::<AddressBucket>(), 64);
-        assert_eq!(size_of::<Counters>(), 80);
+        assert_eq!(size_of::<Counters>(), 64);
     }
 
     #[test]

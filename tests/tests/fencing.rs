@@ -388,7 +388,6 @@ fn a_lease_the_data_path_refuses_is_a_resource_error_and_the_group_moves() -> Re
     value.extend_from_slice(&u64::MAX.to_le_bytes());
     value.extend_from_slice(&1u32.to_le_bytes());
     value.extend_from_slice(&0u32.to_le_bytes());
-    value.extend_from_slice(&0u64.to_le_bytes());
     let mut args: Vec<String> = ["map", "update", "pinned"]
         .iter()
         .map(|s| s.to_string())
