@@ -169,6 +169,28 @@ pub struct AddressEntry {
     pub _pad2: [u8; 2],
 }
 
+impl AddressEntry {
+    /// The entry of an address of `kind` under lease slot `lease`, answered with `mac` from
+    /// the Ethernet source `eth_source`.
+    pub const fn new(
+        lease: u32,
+        hit_slot: u32,
+        kind: AddressKind,
+        mac: [u8; 6],
+        eth_source: [u8; 6],
+    ) -> Self {
+        Self {
+            lease,
+            hit_slot,
+            mac,
+            kind: kind as u8,
+            _pad: 0,
+            eth_source,
+            _pad2: [0; 2],
+        }
+    }
+}
+
 /// Ownership of a group (or of a flow-share instance) on this node.
 ///
 /// The XDP program answers for the addresses of a lease slot only while `owned != 0` and its
@@ -329,6 +351,20 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Every counter with its name (as `clpstat --json` and the metrics name them).
+    pub const fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("packets", self.packets),
+            ("arp_requests", self.arp_requests),
+            ("arp_replies", self.arp_replies),
+            ("arp_not_owned", self.arp_not_owned),
+            ("arp_lease_expired", self.arp_lease_expired),
+            ("malformed", self.malformed),
+            ("flow_passed", self.flow_passed),
+            ("flow_dropped", self.flow_dropped),
+        ]
+    }
+
     /// Adds another CPU's counters.
     pub fn add(&mut self, other: &Self) {
         self.packets += other.packets;

@@ -107,16 +107,14 @@ pub fn address_entries(config: &Config) -> Result<Vec<(AddressKey, AddressEntry)
                     ifindex: dataplane::ifindex(&share.interface)?,
                     addr: u32::from_ne_bytes(share.address.addr().octets()),
                 },
-                AddressEntry {
-                    lease: lease_slot(config, k),
-                    hit_slot: crate::config::MAX_TOTAL_ADDRESSES as u32 + k as u32,
-                    mac: share.mac.0,
-                    kind: AddressKind::Shared as u8,
-                    _pad: 0,
+                AddressEntry::new(
+                    lease_slot(config, k),
+                    crate::config::MAX_TOTAL_ADDRESSES as u32 + k as u32,
+                    AddressKind::Shared,
+                    share.mac.0,
                     // The multicast MAC may not be a frame's source (bridges drop those).
-                    eth_source: netif::interface_mac(&share.interface)?,
-                    _pad2: [0; 2],
-                },
+                    netif::interface_mac(&share.interface)?,
+                ),
             ))
         })
         .collect()

@@ -1,0 +1,116 @@
+//! Carrying out the engine's actions: lease writes in the data path, resource steps,
+//! heartbeats, tie-breaker probes, notices.
+
+use anyhow::Result;
+
+use super::{Daemon, Input, wiring};
+use crate::{
+    catalog,
+    dataplane::DataplaneError,
+    engine::{Action, GroupId},
+    heartbeat::wire::Kind,
+};
+
+impl Daemon {
+    /// Carries out the engine's actions; returns true when the daemon must exit.
+    pub(super) fn execute(&mut self, actions: Vec<Action>) -> Result<bool> {
+        let mut send_now = false;
+        for action in actions {
+            match action {
+                Action::GrantLease {
+                    group,
+                    epoch,
+                    until,
+                } => {
+                    let result = self.dataplane.acquire_until(group as u32, epoch, until);
+                    let granted = result.is_ok();
+                    if granted {
+                        self.answering.set(group, until);
+                    }
+                    self.lease_op(group, result);
+                    // The first gratuitous ARP right after the map flip (R-XDP-6).
+                    if granted {
+                        self.resources.announce_now(group);
+                    }
+                }
+                Action::RenewLease {
+                    group,
+                    epoch,
+                    until,
+                } => {
+                    let result = self.dataplane.extend_to(group as u32, epoch, until);
+                    if result.is_ok() {
+                        self.answering.set(group, until);
+                    }
+                    self.lease_op(group, result);
+                }
+                Action::RevokeLease { group, epoch } => {
+                    self.answering.set(group, 0);
+                    if let Err(e) = self.dataplane.release(group as u32, epoch) {
+                        tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "lease release");
+                    }
+                }
+                Action::Activate {
+                    group,
+                    step,
+                    reason,
+                } => self.resources.activate(group, step, reason),
+                Action::Deactivate {
+                    group,
+                    step,
+                    reason,
+                } => self.resources.deactivate(group, step, reason),
+                Action::Reannounce { group } => self.resources.reannounce(group),
+                Action::SendNow => send_now = true,
+                Action::ProbeTiebreaker => wiring::probe_tiebreakers(
+                    self.config.cluster.tiebreakers.clone(),
+                    self.inputs.clone(),
+                ),
+                Action::Exit => {
+                    self.flowshares.stop(&mut self.dataplane);
+                    self.send(Kind::Leaving);
+                    tracing::warn!(id = catalog::DAEMON_STOPPED.id, "left the cluster");
+                    return Ok(true);
+                }
+                Action::Notify(notice) => self.on_notice(&notice),
+            }
+        }
+        if send_now {
+            self.send(Kind::Heartbeat);
+        }
+        Ok(false)
+    }
+
+    /// A refused grant or extension is a resource error of the group: the engine hears of it
+    /// (through the loop's own channel, after the actions at hand) and applies the recovery.
+    fn lease_op(&self, group: GroupId, result: Result<(), DataplaneError>) {
+        if let Err(e) = result {
+            tracing::error!(
+                id = catalog::LEASE_REFUSED.id,
+                group = self.config.group.get(group).map_or("?", |g| g.name.as_str()),
+                error = %e,
+                "lease operation refused: the data path does not answer for the group here"
+            );
+            let _ = self.inputs.send(Input::LeaseRefused { group });
+        }
+    }
+
+    /// Sends `kind` to every peer on every interconnect, with this node's report.
+    pub(super) fn send(&self, kind: Kind) {
+        let now = self.now();
+        let engine = &self.engine;
+        self.transport
+            .send(kind, |peer| engine.report_for(peer, now));
+    }
+
+    /// Deals the flow-share buckets over the nodes that share flows now.
+    pub(super) fn rebalance(&mut self) {
+        let live: Vec<u32> = (0..self.config.server.len())
+            .filter(|n| self.engine.shares_flows(*n))
+            .map(|n| n as u32)
+            .collect();
+        if let Err(e) = self.flowshares.rebalance(&mut self.dataplane, &live) {
+            tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
+        }
+    }
+}

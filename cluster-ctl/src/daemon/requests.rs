@@ -1,0 +1,130 @@
+//! Requests from the control socket, the peer API and the metrics endpoint: status views and
+//! operator commands (`clpgrp`), mapped onto the engine's commands.
+
+use anyhow::Result;
+
+use super::Daemon;
+use crate::{
+    catalog,
+    config::Config,
+    control::{GroupOp, Request, Response},
+    engine::{Command, Nanos},
+    status::{Extras, HeartbeatView, StatusView, XdpView},
+};
+
+impl Daemon {
+    pub(super) fn control(&mut self, now: Nanos, request: Request) -> Result<Response> {
+        Ok(match request {
+            Request::Status => Response::Status {
+                view: Box::new(self.status_view(now)?),
+            },
+            // Answered by the control thread (peer API); never reaches the loop.
+            Request::Remote { host, .. } => Response::Error {
+                message: format!("{host}: not forwarded"),
+            },
+            Request::Group { op, group, to } => {
+                let command = match command_for(&self.config, op, &group, to.as_deref()) {
+                    Ok(command) => command,
+                    Err(refused) => return Ok(refused),
+                };
+                match self.engine.command(now, command) {
+                    Ok(actions) => {
+                        tracing::warn!(id = catalog::COMMAND.id, ?op, group, "command accepted");
+                        self.execute(actions)?;
+                        Response::Accepted {
+                            message: format!("{op:?} of {group} accepted").to_lowercase(),
+                        }
+                    }
+                    Err(refusal) => {
+                        tracing::warn!(id = catalog::COMMAND.id, ?op, group, refusal = %refusal, "command refused");
+                        Response::Refused {
+                            message: refusal.to_string(),
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn status_view(&self, now: Nanos) -> Result<StatusView> {
+        let xdp_counters = self
+            .dataplane
+            .counters()?
+            .named()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let extras = Extras {
+            xdp: self
+                .dataplane
+                .attachments()?
+                .into_iter()
+                .map(|a| XdpView {
+                    interface: a.ifname,
+                    mode: a.mode.as_str().to_uppercase(),
+                })
+                .collect(),
+            xdp_counters,
+            rejected_packets: self
+                .transport
+                .rejected
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            exec_pids: self.resources.exec_pids(),
+            flow_buckets: self
+                .flowshares
+                .owned_by(&self.config, self.engine.config().me as u32),
+            takeovers: self.takeovers.clone(),
+            heartbeats: self
+                .transport
+                .links
+                .snapshot()
+                .into_iter()
+                .map(|((peer, link), stats)| HeartbeatView {
+                    peer: self.config.server[peer].name.clone(),
+                    link,
+                    received: stats.received,
+                    max_gap_us: stats.max_gap.as_micros() as u64,
+                })
+                .collect(),
+        };
+        Ok(StatusView::build(
+            &self.config,
+            &self.engine.status(now),
+            extras,
+        ))
+    }
+}
+
+/// The engine command for a `clpgrp` request, or the refusal when it names a group or server
+/// the configuration does not have.
+fn command_for(
+    config: &Config,
+    op: GroupOp,
+    group: &str,
+    to: Option<&str>,
+) -> Result<Command, Response> {
+    let Some(g) = config.group.iter().position(|c| c.name == group) else {
+        return Err(Response::Refused {
+            message: format!("no group named {group}"),
+        });
+    };
+    let to = match to {
+        None => None,
+        Some(name) => match config.server_index(name) {
+            Some(n) => Some(n),
+            None => {
+                return Err(Response::Refused {
+                    message: format!("no server named {name}"),
+                });
+            }
+        },
+    };
+    Ok(match op {
+        GroupOp::Start => Command::Start { group: g },
+        GroupOp::Stop => Command::Stop { group: g },
+        GroupOp::Move => Command::Move { group: g, to },
+    })
+}
