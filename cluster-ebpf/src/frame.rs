@@ -10,6 +10,8 @@ use aya_ebpf::programs::XdpContext;
 
 use crate::Malformed;
 
+pub(crate) const ETH_P_ARP: u16 = 0x0806;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
