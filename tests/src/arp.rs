@@ -443,17 +443,20 @@ pub fn double_claims(sightings: &[Sighting]) -> Vec<String> {
 }
 
 /// Per address: the longest time between two consecutive replies to the watch's requests (the
-/// watch asks for its addresses in turn, so this includes up to one round of its requests).
-/// Gratuitous ARPs do not count: they announce, they do not answer.
+/// watch asks for its addresses in turn, so this includes up to one round of its requests), and
+/// when that gap ended. Gratuitous ARPs do not count: they announce, they do not answer.
 pub fn longest_unanswered(
     sightings: &[Sighting],
-) -> std::collections::BTreeMap<Ipv4Addr, Duration> {
+) -> std::collections::BTreeMap<Ipv4Addr, (Duration, Instant)> {
     let mut last: std::collections::BTreeMap<Ipv4Addr, Instant> = Default::default();
-    let mut longest: std::collections::BTreeMap<Ipv4Addr, Duration> = Default::default();
+    let mut longest: std::collections::BTreeMap<Ipv4Addr, (Duration, Instant)> = Default::default();
     for s in sightings.iter().filter(|s| !s.gratuitous) {
         if let Some(previous) = last.insert(s.address, s.at) {
-            let gap = longest.entry(s.address).or_default();
-            *gap = (*gap).max(s.at.saturating_duration_since(previous));
+            let gap = s.at.saturating_duration_since(previous);
+            let longest = longest.entry(s.address).or_insert((gap, s.at));
+            if gap > longest.0 {
+                *longest = (gap, s.at);
+            }
         }
     }
     longest

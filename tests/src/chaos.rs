@@ -299,7 +299,8 @@ pub struct Summary {
     pub max_fd_growth: usize,
     pub max_rss_growth_kib: u64,
     /// Faults during which a group moved or a peer was declared OFFLINE although nothing should
-    /// move, each explained by a daemon that reported not having been scheduled (FWC013).
+    /// move, or an address stayed unanswered past its bound, each explained by a daemon that
+    /// reported not having been scheduled (FWC013).
     pub machine_moves: usize,
     /// The first failure: iteration, fault and what the audit found (the run stops there).
     pub failure: Option<String>,
@@ -330,11 +331,24 @@ pub fn run(seed: u64, first: usize, iterations: usize) -> Result<Summary> {
             let fault = Fault::draw(seed, iteration);
             *summary.faults.entry(fault.kind).or_default() += 1;
             let step = Instant::now();
+            let since = SystemTime::now();
             // Who claims the cluster's addresses is watched for the whole fault, not only
             // audited after it.
             let watches = Watches::start(&lab)?;
             let outcome = chaos.iteration(fault);
-            let (overlaps, unanswered) = watches.stop(fault)?;
+            let (overlaps, gaps) = watches.stop(fault)?;
+            let (machine, unanswered): (Vec<Gap>, Vec<Gap>) = gaps
+                .into_iter()
+                .partition(|gap| machine_gap(&chaos.cluster, fault, since, gap));
+            if !machine.is_empty() {
+                chaos.machine_moves += 1;
+                println!(
+                    "chaos {iteration}: unanswered past the bound while a daemon reported its own \
+                     pause (FWC013): {:?}",
+                    machine.iter().map(|g| &g.text).collect::<Vec<_>>()
+                );
+            }
+            let unanswered: Vec<&String> = unanswered.iter().map(|g| &g.text).collect();
             outcome
                 .and_then(|()| {
                     // Without a tie-breaker a partition has both sides run every group, by
@@ -410,7 +424,7 @@ impl Watches {
 
     /// Stops; returns every moment two MACs claimed one address (within 10 ms), and every
     /// address that went unanswered for longer than the fault's takeover bound.
-    fn stop(self, fault: Fault) -> Result<(Vec<String>, Vec<String>)> {
+    fn stop(self, fault: Fault) -> Result<(Vec<String>, Vec<Gap>)> {
         let bound = fault.kind.unanswered_bound();
         let mut overlaps = Vec::new();
         let mut unanswered = Vec::new();
@@ -427,18 +441,50 @@ impl Watches {
             if intranet && fault.impairs_the_intranet() {
                 continue;
             }
-            for (address, gap) in crate::arp::longest_unanswered(&sightings) {
+            for (address, (gap, ended)) in crate::arp::longest_unanswered(&sightings) {
                 if gap > bound {
-                    unanswered.push(format!(
-                        "{address} unanswered for {:.1} ms (bound {:.0} ms)",
-                        gap.as_secs_f64() * 1e3,
-                        bound.as_secs_f64() * 1e3
-                    ));
+                    let to = SystemTime::now() - Instant::now().saturating_duration_since(ended);
+                    unanswered.push(Gap {
+                        text: format!(
+                            "{address} unanswered for {:.1} ms (bound {:.0} ms)",
+                            gap.as_secs_f64() * 1e3,
+                            bound.as_secs_f64() * 1e3
+                        ),
+                        from: to - gap,
+                        to,
+                        length: gap,
+                    });
                 }
             }
         }
         Ok((overlaps, unanswered))
     }
+}
+
+/// An address unanswered longer than the fault's takeover bound, on the logs' wall clock.
+#[derive(Debug)]
+struct Gap {
+    text: String,
+    from: SystemTime,
+    to: SystemTime,
+    length: Duration,
+}
+
+/// The longest gap a daemon's reported pause may explain: the pause, the takeover it caused and
+/// the handover back fit in it; a longer one is not the machine's.
+const MACHINE_GAP: Duration = Duration::from_secs(1);
+
+/// Whether a pause that a daemon reported itself (FWC013) during the gap explains it. Liveness
+/// is promised to daemons that run: a gap overlapping such a pause is the machine's (the safety
+/// watch still applies). The pause a Freeze fault injects into its node is the fault itself and
+/// explains nothing.
+fn machine_gap(cluster: &Cluster, fault: Fault, since: SystemTime, gap: &Gap) -> bool {
+    gap.length <= MACHINE_GAP
+        && NODES
+            .iter()
+            .filter(|node| !(fault.kind == FaultKind::Freeze && **node == fault.node))
+            .flat_map(|node| crate::verdict::reported_pauses(cluster, node, since))
+            .any(|(start, end)| start <= gap.to && end + Duration::from_millis(2) >= gap.from)
 }
 
 /// Baseline of one daemon process, taken at its first audit.
@@ -1395,7 +1441,7 @@ pub fn print(summary: &Summary) {
         summary.max_rss_growth_kib
     );
     println!(
-        "  faults with a move that a daemon's reported pause (FWC013) explains: {}",
+        "  faults with a move or a gap that a daemon's reported pause (FWC013) explains: {}",
         summary.machine_moves
     );
     match &summary.failure {

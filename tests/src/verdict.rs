@@ -47,12 +47,9 @@ impl Verdict {
                 .any(|(from, to)| at + Duration::from_millis(2) >= *from && at <= *to)
         };
         let own_pauses = |host: &str| -> Vec<(SystemTime, SystemTime)> {
-            after(host, "FWC013")
+            reported_pauses(cluster, host, since)
                 .into_iter()
-                .filter_map(|(end, line)| {
-                    let start = end - ms(line_field(&line, "paused_ms")?);
-                    (!injected_at(start)).then_some((start, end))
-                })
+                .filter(|(start, _)| !injected_at(*start))
                 .collect()
         };
         let mut verdict = Self::default();
@@ -92,6 +89,24 @@ impl Verdict {
     pub fn is_clean(&self) -> bool {
         self.false_offline.is_empty() && self.false_failovers.is_empty()
     }
+}
+
+/// The pauses `host`'s daemon reported since `since` (FWC013: its loop did not run), as
+/// (start, end) on the wall clock of the logs.
+pub fn reported_pauses(
+    cluster: &Cluster,
+    host: &str,
+    since: SystemTime,
+) -> Vec<(SystemTime, SystemTime)> {
+    cluster
+        .lines_with(host, "FWC013")
+        .into_iter()
+        .filter_map(|line| {
+            let end = line_time(&line)?;
+            let paused = line_field(&line, "paused_ms")?.parse::<f64>().ok()?;
+            (end >= since).then(|| (end - Duration::from_secs_f64(paused / 1e3), end))
+        })
+        .collect()
 }
 
 /// The log lines of both seed nodes, merged by time, within 30 ms of every line with `id` (for

@@ -359,11 +359,12 @@ DENY marks, mails, descriptors and memory.
 | --- | ---: |
 {faults}
 Takeovers after a failure: {takeovers}; takeover mails received: {mails}. Largest growth of a
-daemon process between audits: {fds} file descriptors, {rss} KiB RSS. Faults during which a group
-moved or a peer was declared OFFLINE although nothing should move, each after the silent daemon
-itself reported that it had not been scheduled (FWC013): {machine_moves}; a move that no such
-report explains fails the run. The safety watch and the takeover bounds apply to them as to
-every fault.
+daemon process between audits: {fds} file descriptors, {rss} KiB RSS. Machine disturbances:
+{machine_moves}. These are a group that moved or a peer declared OFFLINE although nothing
+should move, or an address unanswered past its bound (up to 1 s), while a daemon reported in its
+own log that it had not been scheduled (FWC013). Liveness is promised to daemons that run. A
+move or gap that no such report explains fails the run. The safety watch (two MACs for one
+address) applies to every fault without exception.
 "#,
         date = meta["date"].as_str().unwrap_or_default(),
         kernel = meta["kernel"].as_str().unwrap_or_default(),
