@@ -213,6 +213,96 @@ pub struct Lease {
     pub _pad: u32,
 }
 
+/// Why the data path refuses a lease operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseRefusal {
+    /// A grant must name an epoch above the slot's.
+    EpochNotIncreasing { requested: u64, current: u64 },
+    /// A renewal must name the slot's own epoch: the group has moved on.
+    StaleEpoch { requested: u64, current: u64 },
+    /// The slot is released, or was never granted.
+    NotOwned,
+    /// The lease ran out; only a new grant revives it.
+    Expired,
+}
+
+/// The one lease model (R-XDP-4): what the data path does with each lease operation. The
+/// controller's data path writes what these return; the simulator applies the same functions
+/// to its model of the maps. `current` is `None` for a slot never granted.
+impl Lease {
+    /// Whether the data path acts for this lease at `now_ns` (CLOCK_MONOTONIC): the rule the
+    /// XDP program applies to every frame.
+    pub const fn answers(&self, now_ns: u64) -> bool {
+        self.owned != 0 && now_ns < self.expires_ns
+    }
+
+    /// Ownership under a new epoch, above the slot's, until `until`.
+    pub fn granted(current: Option<Self>, epoch: u64, until: u64) -> Result<Self, LeaseRefusal> {
+        if let Some(current) = current
+            && epoch <= current.epoch
+        {
+            return Err(LeaseRefusal::EpochNotIncreasing {
+                requested: epoch,
+                current: current.epoch,
+            });
+        }
+        Ok(Self {
+            epoch,
+            expires_ns: until,
+            owned: 1,
+            _pad: 0,
+        })
+    }
+
+    /// The owned lease of `epoch` moved to end at `until`. A lease that ran out may be moved
+    /// again: the engine resumes one only on fresh acknowledgements of its heartbeats
+    /// (R-SPLIT-1), which prove that no peer took the group meanwhile. A released slot stays
+    /// released.
+    pub fn extended(current: Option<Self>, epoch: u64, until: u64) -> Result<Self, LeaseRefusal> {
+        let current = current.ok_or(LeaseRefusal::NotOwned)?;
+        if current.epoch != epoch {
+            return Err(LeaseRefusal::StaleEpoch {
+                requested: epoch,
+                current: current.epoch,
+            });
+        }
+        if current.owned == 0 {
+            return Err(LeaseRefusal::NotOwned);
+        }
+        Ok(Self {
+            expires_ns: until,
+            ..current
+        })
+    }
+
+    /// As [`Lease::extended`], but a lease that ran out by `now_ns` stays dead (a renewal
+    /// without the engine's proof: the peer may have taken over meanwhile).
+    pub fn renewed(
+        current: Option<Self>,
+        epoch: u64,
+        until: u64,
+        now_ns: u64,
+    ) -> Result<Self, LeaseRefusal> {
+        let extended = Self::extended(current, epoch, until)?;
+        match current {
+            Some(current) if current.expires_ns <= now_ns => Err(LeaseRefusal::Expired),
+            _ => Ok(extended),
+        }
+    }
+
+    /// The slot given up. Never refused, also under an epoch older than the slot's (changed
+    /// behind the controller's back): the higher epoch is kept so that older renewals stay
+    /// refused.
+    pub fn released(current: Option<Self>, epoch: u64) -> Self {
+        Self {
+            epoch: epoch.max(current.map_or(0, |c| c.epoch)),
+            expires_ns: 0,
+            owned: 0,
+            _pad: 0,
+        }
+    }
+}
+
 /// Hash modes of flow share (R-XDP-2).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,6 +503,47 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn the_lease_model_refuses_what_the_data_path_refuses() {
+        let granted = Lease::granted(None, 5, 1_000).unwrap();
+        assert!(granted.answers(999) && !granted.answers(1_000));
+        assert_eq!(
+            Lease::granted(Some(granted), 5, 2_000),
+            Err(LeaseRefusal::EpochNotIncreasing {
+                requested: 5,
+                current: 5
+            })
+        );
+        assert_eq!(
+            Lease::extended(Some(granted), 4, 2_000),
+            Err(LeaseRefusal::StaleEpoch {
+                requested: 4,
+                current: 5
+            })
+        );
+        // A lapsed lease may be moved by the engine, not renewed blindly.
+        let moved = Lease::extended(Some(granted), 5, 3_000).unwrap();
+        assert!(moved.answers(2_500) && moved.epoch == 5);
+        assert_eq!(
+            Lease::renewed(Some(granted), 5, 3_000, 1_000),
+            Err(LeaseRefusal::Expired)
+        );
+        assert!(Lease::renewed(Some(granted), 5, 3_000, 999).is_ok());
+        // Release: never refused, keeps the higher epoch, and stays released.
+        let released = Lease::released(Some(granted), 3);
+        assert!(released.epoch == 5 && !released.answers(0));
+        assert_eq!(
+            Lease::extended(Some(released), 5, 9_000),
+            Err(LeaseRefusal::NotOwned)
+        );
+        assert_eq!(Lease::extended(None, 1, 9_000), Err(LeaseRefusal::NotOwned));
+        assert!(
+            Lease::granted(Some(released), 6, 9_000)
+                .unwrap()
+                .answers(8_999)
+        );
+    }
 
     #[test]
     fn layouts_have_no_implicit_padding() {

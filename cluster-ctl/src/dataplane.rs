@@ -30,8 +30,8 @@ use aya_obj::programs::XdpAttachType;
 use cluster_common::{
     ABI_VERSION, ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits,
     AddressKey, BucketOwner, Counters, FLOW_TABLES_SECTION, FLOW_TABLES_SYMBOL, FlowShare,
-    FlowShareTables, Lease, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, MAX_LEASES,
-    NodeConfig, PROGRAM_NAME, map_name,
+    FlowShareTables, Lease, LeaseRefusal, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES,
+    MAX_LEASES, NodeConfig, PROGRAM_NAME, map_name,
 };
 
 use crate::{
@@ -128,6 +128,26 @@ pub enum DataplaneError {
     KernelLog(String),
     #[error("removing pins in {path}: {source}")]
     Unpin { path: PathBuf, source: io::Error },
+}
+
+impl DataplaneError {
+    /// The error for a lease operation the lease model refuses on `slot`.
+    pub fn refused(slot: u32, refusal: LeaseRefusal) -> Self {
+        match refusal {
+            LeaseRefusal::EpochNotIncreasing { requested, current } => Self::EpochNotIncreasing {
+                slot,
+                requested,
+                current,
+            },
+            LeaseRefusal::StaleEpoch { requested, current } => Self::StaleEpoch {
+                slot,
+                requested,
+                current,
+            },
+            LeaseRefusal::NotOwned => Self::NotOwned { slot },
+            LeaseRefusal::Expired => Self::Expired { slot },
+        }
+    }
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -713,93 +733,61 @@ impl Dataplane {
     /// Takes ownership of a slot under a new, higher epoch, valid until `until`
     /// ([`monotonic_ns`]): the engine's grant, whose end the peers' acknowledgements bound.
     pub fn acquire_until(&mut self, slot: u32, epoch: u64, until: u64) -> Result<()> {
-        if let Some(current) = self.lease(slot)?
-            && epoch <= current.epoch
-        {
-            return Err(DataplaneError::EpochNotIncreasing {
-                slot,
-                requested: epoch,
-                current: current.epoch,
-            });
-        }
+        let next = Lease::granted(self.lease(slot)?, epoch, until)
+            .map_err(|refusal| DataplaneError::refused(slot, refusal))?;
         let lease = self.leases.element(self.lease_index(slot)?);
         // SAFETY: an element of the mapping; single aligned stores, `owned` last (released
         // ordering), so a packet that sees the slot owned sees its new expiry too.
         unsafe {
-            std::ptr::write_volatile(&raw mut (*lease).epoch, epoch);
-            std::ptr::write_volatile(&raw mut (*lease).expires_ns, until);
+            std::ptr::write_volatile(&raw mut (*lease).epoch, next.epoch);
+            std::ptr::write_volatile(&raw mut (*lease).expires_ns, next.expires_ns);
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-            std::ptr::write_volatile(&raw mut (*lease).owned, 1);
+            std::ptr::write_volatile(&raw mut (*lease).owned, next.owned);
         }
         Ok(())
     }
 
-    /// Extends an owned lease; refused unless `epoch` is the slot's current epoch.
+    /// Extends an owned lease by `lease_for` from now; refused unless `epoch` is the slot's
+    /// current epoch, and for a lease that ran out (see [`Lease::renewed`]).
     pub fn renew(&mut self, slot: u32, epoch: u64, lease_for: Duration) -> Result<()> {
-        let current = self.lease(slot)?.ok_or(DataplaneError::NotOwned { slot })?;
-        if current.epoch != epoch {
-            return Err(DataplaneError::StaleEpoch {
-                slot,
-                requested: epoch,
-                current: current.epoch,
-            });
-        }
-        if current.owned == 0 {
-            return Err(DataplaneError::NotOwned { slot });
-        }
-        // An expired lease stays dead: the peer may have taken over meanwhile (self-fencing).
-        if current.expires_ns <= monotonic_ns() {
-            return Err(DataplaneError::Expired { slot });
-        }
-        let lease = self.leases.element(self.lease_index(slot)?);
-        // SAFETY: an element of the mapping; one aligned store.
-        unsafe {
-            std::ptr::write_volatile(
-                &raw mut (*lease).expires_ns,
-                monotonic_ns() + lease_for.as_nanos() as u64,
-            )
-        };
-        Ok(())
+        let now = monotonic_ns();
+        let next = Lease::renewed(
+            self.lease(slot)?,
+            epoch,
+            now + lease_for.as_nanos() as u64,
+            now,
+        )
+        .map_err(|refusal| DataplaneError::refused(slot, refusal))?;
+        self.write_expiry(slot, next.expires_ns)
     }
 
     /// Moves the end of an owned lease to `until` ([`monotonic_ns`]); refused unless `epoch`
-    /// is the slot's current epoch and the slot is owned. Unlike [`Dataplane::renew`], a lease
-    /// that ran out may be moved again: the engine resumes one only on fresh acknowledgements
-    /// of its heartbeats (R-SPLIT-1), which prove that no peer took the group meanwhile. A
-    /// released slot stays released.
+    /// is the slot's current epoch and the slot is owned (see [`Lease::extended`]).
     pub fn extend_to(&mut self, slot: u32, epoch: u64, until: u64) -> Result<()> {
-        let current = self.lease(slot)?.ok_or(DataplaneError::NotOwned { slot })?;
-        if current.epoch != epoch {
-            return Err(DataplaneError::StaleEpoch {
-                slot,
-                requested: epoch,
-                current: current.epoch,
-            });
-        }
-        if current.owned == 0 {
-            return Err(DataplaneError::NotOwned { slot });
-        }
+        let next = Lease::extended(self.lease(slot)?, epoch, until)
+            .map_err(|refusal| DataplaneError::refused(slot, refusal))?;
+        self.write_expiry(slot, next.expires_ns)
+    }
+
+    fn write_expiry(&mut self, slot: u32, expires_ns: u64) -> Result<()> {
         let lease = self.leases.element(self.lease_index(slot)?);
         // SAFETY: an element of the mapping; one aligned store.
-        unsafe { std::ptr::write_volatile(&raw mut (*lease).expires_ns, until) };
+        unsafe { std::ptr::write_volatile(&raw mut (*lease).expires_ns, expires_ns) };
         Ok(())
     }
 
-    /// Gives a slot up; the program stops answering at once. Releasing is always safe, so it is
-    /// never refused, also under an epoch older than the slot's (the slot's lease was changed
-    /// behind the controller's back): the higher epoch is kept so that older renewals stay
-    /// refused.
+    /// Gives a slot up; the program stops answering at once. Never refused (see
+    /// [`Lease::released`]).
     pub fn release(&mut self, slot: u32, epoch: u64) -> Result<()> {
-        let current_epoch = self.lease(slot)?.map(|l| l.epoch).unwrap_or(0);
-        let epoch = epoch.max(current_epoch);
+        let next = Lease::released(self.lease(slot)?, epoch);
         let lease = self.leases.element(self.lease_index(slot)?);
         // SAFETY: an element of the mapping; single aligned stores, `owned` first: the program
         // stops answering with that store.
         unsafe {
-            std::ptr::write_volatile(&raw mut (*lease).owned, 0);
+            std::ptr::write_volatile(&raw mut (*lease).owned, next.owned);
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-            std::ptr::write_volatile(&raw mut (*lease).expires_ns, 0);
-            std::ptr::write_volatile(&raw mut (*lease).epoch, epoch);
+            std::ptr::write_volatile(&raw mut (*lease).expires_ns, next.expires_ns);
+            std::ptr::write_volatile(&raw mut (*lease).epoch, next.epoch);
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use cluster_common::Lease;
 use cluster_ctl::{
     config::{Failback, Recover, StartMode},
     engine::{
@@ -323,10 +324,9 @@ struct SimNode {
     backlog: Vec<Scheduled>,
     /// Local events (monitor verdicts, signals) that happened while frozen.
     pending: Vec<Event>,
-    /// Per group: (epoch, valid until).
-    lease: Vec<Option<(u64, Nanos)>>,
-    /// Per group: the last epoch the pinned lease map recorded (survives restarts).
-    pinned_epoch: Vec<u64>,
+    /// Per group: the pinned lease map's element (survives restarts), changed only through
+    /// the data path's lease model ([`Lease`]); `None` until first granted.
+    lease: Vec<Option<Lease>>,
     ipw_ok: Vec<Vec<bool>>,
     broken: Vec<Vec<bool>>,
     /// Per group and step: whether the resource is in effect on this node (its activation
@@ -406,7 +406,6 @@ impl Sim {
                 backlog: Vec::new(),
                 pending: Vec::new(),
                 lease: vec![None; groups],
-                pinned_epoch: vec![0; groups],
                 ipw_ok: shape
                     .groups
                     .iter()
@@ -496,12 +495,17 @@ impl Sim {
         let mut engine = Engine::new(self.shape.engine_config(node), self.now);
         // As the daemon does: continue the pinned epochs, adopt leases still valid.
         for group in 0..self.shape.groups.len() {
-            engine.seed_epoch(group, self.nodes[node].pinned_epoch[group]);
-            if let Some((epoch, until)) = self.nodes[node].lease[group]
-                && self.now < until
+            let pinned = self.nodes[node].lease[group];
+            engine.seed_epoch(group, pinned.map_or(0, |l| l.epoch));
+            if let Some(lease) = pinned
+                && lease.answers(self.now)
             {
-                engine.adopt(group, epoch, until, false);
-                self.log(format!("fws{} adopts group{group} epoch {epoch}", node + 1));
+                engine.adopt(group, lease.epoch, lease.expires_ns, false);
+                self.log(format!(
+                    "fws{} adopts group{group} epoch {}",
+                    node + 1,
+                    lease.epoch
+                ));
             }
         }
         let n = &mut self.nodes[node];
@@ -644,10 +648,21 @@ impl Sim {
                             node + 1
                         ));
                     }
-                    self.nodes[node].lease[group] = Some((epoch, until));
-                    self.nodes[node].pinned_epoch[group] = epoch;
-                    self.stats.takeovers += 1;
-                    self.log(format!("fws{} grants group{group} epoch {epoch}", node + 1));
+                    match Lease::granted(self.nodes[node].lease[group], epoch, until) {
+                        Ok(lease) => {
+                            self.nodes[node].lease[group] = Some(lease);
+                            self.stats.takeovers += 1;
+                            self.log(format!("fws{} grants group{group} epoch {epoch}", node + 1));
+                        }
+                        // The daemon would hear of it as a resource error; the engine must
+                        // never ask for it.
+                        Err(refusal) => {
+                            self.pending_violation.get_or_insert(format!(
+                                "fws{} granted group{group} epoch {epoch}, which the data path refuses: {refusal:?}",
+                                node + 1
+                            ));
+                        }
+                    }
                 }
                 Action::RenewLease {
                     group,
@@ -655,20 +670,20 @@ impl Sim {
                     until,
                 } => {
                     let slot = &mut self.nodes[node].lease[group];
-                    match *slot {
-                        // As `Dataplane::extend_to`: the owned slot of that epoch, lapsed or not.
-                        Some((e, _)) if e == epoch => *slot = Some((e, until)),
-                        other => {
-                            // The data path refuses: a released or foreign lease stays dead.
+                    match Lease::extended(*slot, epoch, until) {
+                        Ok(lease) => *slot = Some(lease),
+                        Err(refusal) => {
+                            // A released or foreign lease stays dead.
                             self.log(format!(
-                                "fws{} renewal of group{group} epoch {epoch} refused ({other:?})",
+                                "fws{} renewal of group{group} epoch {epoch} refused ({refusal:?})",
                                 node + 1
                             ));
                         }
                     }
                 }
-                Action::RevokeLease { group, .. } => {
-                    self.nodes[node].lease[group] = None;
+                Action::RevokeLease { group, epoch } => {
+                    let slot = &mut self.nodes[node].lease[group];
+                    *slot = Some(Lease::released(*slot, epoch));
                     self.log(format!("fws{} revokes group{group}", node + 1));
                 }
                 Action::Activate { group, step, .. } | Action::Deactivate { group, step, .. } => {
@@ -969,7 +984,7 @@ impl Sim {
 
     fn holder_of(&self, group: GroupId) -> Vec<NodeId> {
         (0..self.shape.nodes)
-            .filter(|n| self.nodes[*n].lease[group].is_some_and(|(_, until)| self.now < until))
+            .filter(|n| self.nodes[*n].lease[group].is_some_and(|lease| lease.answers(self.now)))
             .collect()
     }
 
