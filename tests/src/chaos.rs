@@ -335,13 +335,16 @@ pub fn run(seed: u64, first: usize, iterations: usize) -> Result<Summary> {
             // Who claims the cluster's addresses is watched for the whole fault, not only
             // audited after it.
             let watches = Watches::start(&lab)?;
+            chaos.disturbed = false;
             let outcome = chaos.iteration(fault);
             let (overlaps, gaps) = watches.stop(fault)?;
             let (machine, unanswered): (Vec<Gap>, Vec<Gap>) = gaps
                 .into_iter()
                 .partition(|gap| machine_gap(&chaos.cluster, fault, since, gap));
+            if chaos.disturbed || !machine.is_empty() {
+                summary.machine_moves += 1;
+            }
             if !machine.is_empty() {
-                chaos.machine_moves += 1;
                 println!(
                     "chaos {iteration}: unanswered past the bound while a daemon reported its own \
                      pause (FWC013): {:?}",
@@ -382,7 +385,6 @@ pub fn run(seed: u64, first: usize, iterations: usize) -> Result<Summary> {
     })();
     summary.max_fd_growth = chaos.max_fd_growth;
     summary.max_rss_growth_kib = chaos.max_rss_growth_kib;
-    summary.machine_moves = chaos.machine_moves;
     summary.wall_seconds = started.elapsed().as_secs_f64();
     if let Err(e) = outcome {
         summary.failure = Some(format!("{e:#}"));
@@ -506,7 +508,8 @@ struct Chaos<'a> {
     baselines: BTreeMap<u32, Baseline>,
     max_fd_growth: usize,
     max_rss_growth_kib: u64,
-    machine_moves: usize,
+    /// The current fault moved something that a daemon's reported pause explains.
+    disturbed: bool,
 }
 
 impl<'a> Chaos<'a> {
@@ -532,7 +535,7 @@ impl<'a> Chaos<'a> {
             baselines: BTreeMap::new(),
             max_fd_growth: 0,
             max_rss_growth_kib: 0,
-            machine_moves: 0,
+            disturbed: false,
         })
     }
 
@@ -659,7 +662,7 @@ impl<'a> Chaos<'a> {
         // The logs of a takeover are written before clpstat shows it.
         let verdict = Verdict::of(&self.cluster, since, &[]);
         if verdict.is_clean() && verdict.machine_offline > 0 {
-            self.machine_moves += 1;
+            self.disturbed = true;
             println!(
                 "chaos: {moved:#}, after a daemon reported that it had not been scheduled \
                  (FWC013): {} OFFLINE, {} takeovers explained",

@@ -31,7 +31,6 @@ impl Verdict {
     /// The verdict on the logs of both seed nodes since `since`; `injected` are the intervals in
     /// which the test itself stopped the daemons (their pauses explain nothing).
     pub fn of(cluster: &Cluster, since: SystemTime, injected: &[(SystemTime, SystemTime)]) -> Self {
-        let ms = |text: &str| Duration::from_secs_f64(text.parse::<f64>().unwrap_or(0.0) / 1e3);
         let after = |host: &str, id: &str| -> Vec<(SystemTime, String)> {
             cluster
                 .lines_with(host, id)
@@ -57,7 +56,7 @@ impl Verdict {
             let pauses = own_pauses(peer);
             let mut explained = Vec::new();
             for (at, line) in after(host, "FWC102") {
-                let silent_from = at - line_field(&line, "silent_ms").map(ms).unwrap_or_default();
+                let silent_from = at - ms_field(&line, "silent_ms").unwrap_or_default();
                 if pauses
                     .iter()
                     .any(|(start, end)| *start <= at && *end >= silent_from)
@@ -103,10 +102,16 @@ pub fn reported_pauses(
         .into_iter()
         .filter_map(|line| {
             let end = line_time(&line)?;
-            let paused = line_field(&line, "paused_ms")?.parse::<f64>().ok()?;
-            (end >= since).then(|| (end - Duration::from_secs_f64(paused / 1e3), end))
+            let paused = ms_field(&line, "paused_ms")?;
+            (end >= since).then(|| (end - paused, end))
         })
         .collect()
+}
+
+/// A log field in milliseconds (`silent_ms="5.0"`) as a duration.
+fn ms_field(line: &str, key: &str) -> Option<Duration> {
+    let ms = line_field(line, key)?.parse::<f64>().ok()?;
+    Some(Duration::from_secs_f64(ms / 1e3))
 }
 
 /// The log lines of both seed nodes, merged by time, within 30 ms of every line with `id` (for

@@ -25,15 +25,7 @@ fn only_the_owner_answers_and_a_flip_moves_the_answers() -> anyhow::Result<()> {
             addr: u32::from_ne_bytes(GROUP0_INET_FIP.octets()),
         };
         let mac = lab.mac(host, INET_IF)?;
-        let entry = AddressEntry {
-            lease: GROUP0,
-            hit_slot: 0,
-            mac,
-            kind: AddressKind::Fip as u8,
-            _pad: 0,
-            eth_source: mac,
-            _pad2: [0; 2],
-        };
+        let entry = AddressEntry::new(GROUP0, 0, AddressKind::Fip, mac, mac);
         dataplane.set_addresses([(&key, &entry)])?;
         // The FIP is configured on both nodes' interfaces: without XDP both kernels would
         // answer. The fenced node's program must keep its kernel silent (R-XDP-7).

@@ -54,20 +54,13 @@ fn key(addr: Ipv4Addr) -> AddressKey {
 }
 
 fn entry(slot: u32, hit_slot: u32, mac: [u8; 6], kind: AddressKind) -> AddressEntry {
-    AddressEntry {
-        lease: slot,
-        hit_slot,
-        mac,
-        kind: kind as u8,
-        _pad: 0,
-        // A shared (multicast) MAC may not be a frame's source.
-        eth_source: if kind == AddressKind::Shared {
-            NODE_MAC
-        } else {
-            mac
-        },
-        _pad2: [0; 2],
-    }
+    // A shared (multicast) MAC may not be a frame's source.
+    let eth_source = if kind == AddressKind::Shared {
+        NODE_MAC
+    } else {
+        mac
+    };
+    AddressEntry::new(slot, hit_slot, kind, mac, eth_source)
 }
 
 impl Harness {

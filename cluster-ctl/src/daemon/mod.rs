@@ -76,7 +76,7 @@ pub enum Input {
     Terminate,
     /// SIGHUP: read the configuration file again.
     Reload,
-    /// A request on the control socket.
+    /// A request from the control socket, the peer API or the metrics endpoint.
     Control(crate::control::Pending),
 }
 

@@ -39,15 +39,7 @@ fn main() -> Result<()> {
         addr: u32::from_ne_bytes(args.address.octets()),
     };
     let mac = interface_mac(&args.ifname)?;
-    let entry = AddressEntry {
-        lease: args.slot,
-        hit_slot: args.slot,
-        mac,
-        kind: AddressKind::Fip as u8,
-        _pad: 0,
-        eth_source: mac,
-        _pad2: [0; 2],
-    };
+    let entry = AddressEntry::new(args.slot, args.slot, AddressKind::Fip, mac, mac);
     dp.set_addresses([(&key, &entry)])?;
     let epoch = match dp.lease(args.slot)? {
         // Adopting a live lease: keep its epoch, renew before anything else.

@@ -159,15 +159,7 @@ fn address_key(ifindex: u32, addr: Ipv4Addr) -> AddressKey {
 }
 
 fn fip_entry(slot: u32, mac: [u8; 6]) -> AddressEntry {
-    AddressEntry {
-        lease: slot,
-        hit_slot: slot,
-        mac,
-        kind: AddressKind::Fip as u8,
-        _pad: 0,
-        eth_source: mac,
-        _pad2: [0; 2],
-    }
+    AddressEntry::new(slot, slot, AddressKind::Fip, mac, mac)
 }
 
 /// Times program paths by BPF_PROG_TEST_RUN against the floor program, alternating the two so
@@ -934,15 +926,13 @@ fn takeover_batch() -> Result<()> {
         .map(|i| {
             (
                 address_key(2, Ipv4Addr::from(0xc000_0000u32 + i)),
-                AddressEntry {
-                    lease: 7,
-                    hit_slot: i,
-                    mac: [2, 0, 0, 0, 0, 1],
-                    kind: AddressKind::Parp as u8,
-                    _pad: 0,
-                    eth_source: [2, 0, 0, 0, 0, 1],
-                    _pad2: [0; 2],
-                },
+                AddressEntry::new(
+                    7,
+                    i,
+                    AddressKind::Parp,
+                    [2, 0, 0, 0, 0, 1],
+                    [2, 0, 0, 0, 0, 1],
+                ),
             )
         })
         .collect();
