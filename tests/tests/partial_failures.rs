@@ -229,24 +229,50 @@ fn one_daemon_stopped_past_its_lease_is_taken_over_and_never_answers_beside_the_
         )?;
         std::thread::sleep(Duration::from_millis(100));
         let holder = cluster.holder(FWS2, "group0")?.unwrap_or_default();
+        let other = if holder == FWS1 { FWS2 } else { FWS1 };
+        let since = SystemTime::now();
         let freezer = Freezer::new(&daemon_pids(&cluster, &holder))?;
         freezer.freeze()?;
+        let frozen = SystemTime::now();
         std::thread::sleep(Duration::from_millis(50 + 30 * round));
         freezer.thaw()?;
+        let thawed = SystemTime::now();
         drop(freezer);
         std::thread::sleep(Duration::from_millis(300));
         let (sightings, _) = watch.stop()?;
         let problems = double_claims(&sightings);
+        let context = || format!("round {round} ({holder} stopped): {problems:#?}");
+        // Two MACs for one request: never, whatever the machine did.
         ensure!(
-            problems.is_empty(),
-            "round {round} ({holder} stopped): {problems:#?}\n{}",
+            problems.iter().all(|p| !p.contains(" answered by ")),
+            "{}\n{}",
+            context(),
             cluster.all_logs_tail(40)
         );
-        let other = if holder == FWS1 { FWS2 } else { FWS1 };
+        // Any other move than the takeover from the stopped holder (the group claimed back)
+        // must follow a pause that the node losing the group reported itself (FWC013): the
+        // stop injected here explains nothing, so the takeover it caused is the one move the
+        // verdict may not explain.
+        let verdict = Verdict::of(&cluster, since, &[(frozen, thawed)]);
+        let only_the_takeover_unexplained = verdict.false_failovers.len() <= 1
+            && verdict
+                .false_offline
+                .iter()
+                .chain(&verdict.false_failovers)
+                .all(|line| line.starts_with(other));
+        let moved_back = !problems.is_empty();
         ensure!(
-            cluster.holder(other, "group0")?.as_deref() == Some(other),
-            "round {round}: {other} did not take over from the stopped {holder}"
+            only_the_takeover_unexplained && (!moved_back || verdict.machine_failovers > 0),
+            "{}\nverdict: {verdict:#?}\n{}",
+            context(),
+            cluster.all_logs_tail(40)
         );
+        if !moved_back {
+            ensure!(
+                cluster.holder(other, "group0")?.as_deref() == Some(other),
+                "round {round}: {other} did not take over from the stopped {holder}"
+            );
+        }
     }
     Ok(())
 }
