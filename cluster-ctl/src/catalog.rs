@@ -2,7 +2,7 @@
 //! packet is logged with a stable id in the `id` field, so an operator can grep for it and
 //! answer "why did it fail over?" from the log alone. `docs/log-catalog.md` lists them.
 
-use crate::engine::{Cause, EngineConfig, Notice};
+use cluster_engine::{Cause, EngineConfig, Notice};
 
 /// One catalog entry.
 pub struct Message {
@@ -207,7 +207,7 @@ pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
             Some(silence) => tracing::warn!(
                 id = PEER_OFFLINE.id,
                 peer = node(peer),
-                silent_ms = format!("{:.1}", silence as f64 / 1e6),
+                silent_ms = format!("{:.1}", silence.as_secs_f64() * 1e3),
                 "server {} is OFFLINE: nothing heard on any interconnect",
                 node(peer)
             ),
@@ -249,22 +249,22 @@ pub fn log_notice(cfg: &EngineConfig, notice: &Notice) {
         ),
         Notice::Paused { gap } => tracing::warn!(
             id = PAUSED.id,
-            paused_ms = format!("{:.1}", gap as f64 / 1e6),
+            paused_ms = format!("{:.1}", gap.as_secs_f64() * 1e3),
             "fwclusterd on {} did not get to run its loop for {:.1} ms (heartbeat timeout {:.1} \
              ms): its heartbeats stopped meanwhile; give it a CPU (realtime_priority, a quieter \
              machine) or a longer heartbeat_timeout",
             node(cfg.me),
-            gap as f64 / 1e6,
+            gap.as_secs_f64() * 1e3,
             cfg.timeout.as_secs_f64() * 1e3
         ),
         Notice::LeaseResumed { group: g, after } => tracing::warn!(
             id = LEASE_RESUMED.id,
             group = group(g),
-            silent_ms = format!("{:.1}", after as f64 / 1e6),
+            silent_ms = format!("{:.1}", after.as_secs_f64() * 1e3),
             "{}: lease resumed on {} after {:.1} ms without answering",
             group(g),
             node(cfg.me),
-            after as f64 / 1e6
+            after.as_secs_f64() * 1e3
         ),
     }
 }

@@ -13,6 +13,8 @@ use std::{
 };
 
 use cluster_common::flowhash::FLOW_HASH_VERSION;
+use cluster_engine::{EngineConfig, GroupSpec, NodeId, StepSpec};
+pub use cluster_engine::{Failback, Recover, StartMode};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -184,43 +186,6 @@ pub struct ServerConfig {
     pub name: String,
     /// Interconnect addresses with prefix; index i of every server is one interconnect.
     pub interconnect: Vec<Ipv4Net>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Failback {
-    Auto,
-    #[default]
-    Manual,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StartMode {
-    #[default]
-    Auto,
-    Manual,
-}
-
-/// Recovery action of a resource (R-RES-2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Recover {
-    Ignore,
-    Retry,
-    Stop,
-    Failover,
-}
-
-impl Recover {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ignore => "IGNORE",
-            Self::Retry => "RETRY",
-            Self::Stop => "STOP",
-            Self::Failover => "FAILOVER",
-        }
-    }
 }
 
 fn recover_retry() -> Recover {
@@ -621,6 +586,65 @@ impl Config {
             changed.push("flowshare");
         }
         changed
+    }
+
+    /// Builds the engine's view of a configuration for node `me`. Flow-share instances follow
+    /// the groups as groups with no steps that every node may hold at once; they are not part
+    /// of the election and so are not listed here.
+    pub fn engine_config(&self, me: NodeId) -> EngineConfig {
+        let groups = self
+            .group
+            .iter()
+            .map(|g| {
+                let mut steps = Vec::new();
+                for (k, fip) in g.fip.iter().enumerate() {
+                    steps.push(StepSpec {
+                        name: format!("{}-fip{k}", g.name),
+                        recover: fip.recover,
+                        retry: fip.retry,
+                        monitored: false,
+                    });
+                }
+                for (k, parp) in g.parp.iter().enumerate() {
+                    steps.push(StepSpec {
+                        name: format!("{}-parp{k}", g.name),
+                        recover: parp.recover,
+                        retry: parp.retry,
+                        monitored: false,
+                    });
+                }
+                for (k, exec) in g.exec.iter().enumerate() {
+                    steps.push(StepSpec {
+                        name: format!("{}-exec{k}", g.name),
+                        recover: exec.recover,
+                        retry: exec.retry,
+                        monitored: exec.monitor,
+                    });
+                }
+                GroupSpec {
+                    name: g.name.clone(),
+                    policy: g
+                        .policy
+                        .iter()
+                        .filter_map(|n| self.server_index(n))
+                        .collect(),
+                    failback: g.failback,
+                    start: g.start,
+                    steps,
+                    ipw: g.ipw.iter().map(|i| i.recover).collect(),
+                }
+            })
+            .collect();
+        EngineConfig {
+            nodes: self.server.iter().map(|s| s.name.clone()).collect(),
+            me,
+            links: self.server.get(me).map_or(0, |s| s.interconnect.len()),
+            interval: self.cluster.heartbeat_interval,
+            timeout: self.cluster.heartbeat_timeout,
+            wait: self.cluster.wait_timeout,
+            tiebreakers: !self.cluster.tiebreakers.is_empty(),
+            groups,
+        }
     }
 
     /// Index of a server by name.

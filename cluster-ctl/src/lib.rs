@@ -7,7 +7,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
-pub mod engine;
 pub mod flowshare;
 pub mod heartbeat;
 pub mod incarnation;

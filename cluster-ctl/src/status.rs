@@ -5,10 +5,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    config::{Config, Failback, Recover, StartMode},
-    engine::{GroupState, Status},
-};
+use crate::config::{Config, Failback, Recover, StartMode};
+use cluster_engine::{GroupState, Status};
 
 /// One resource line of `clpstat -s`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,11 +1,9 @@
 //! The heartbeat codec: authentication first, replay protection, versions, bounds.
 
-use cluster_ctl::{
-    engine::{Claim, GroupReport, GroupState, Handoff, HeldGroup, Report},
-    heartbeat::wire::{
-        self, HEADER_LEN, Key, Kind, MAX_PACKET, Packet, Reject, ReplayWindow, TAG_LEN,
-    },
+use cluster_ctl::heartbeat::wire::{
+    self, HEADER_LEN, Key, Kind, MAX_PACKET, Packet, Reject, ReplayWindow, TAG_LEN,
 };
+use cluster_engine::{Claim, GroupReport, GroupState, Handoff, HeldGroup, Instant, Report};
 use proptest::prelude::*;
 
 fn key() -> Key {
@@ -16,8 +14,8 @@ fn report() -> Report {
     Report {
         // Travels in the header: the packet's incarnation.
         incarnation: 1_700_000_000_000_000_000,
-        sent_at: 1_234_567_890,
-        echo: Some(987_654_321),
+        sent_at: Instant::from_nanos(1_234_567_890),
+        echo: Some(Instant::from_nanos(987_654_321)),
         ready: true,
         links_heard: 0b11,
         groups: vec![
@@ -239,7 +237,7 @@ proptest! {
             errors: *errors,
         }).collect();
         let mut p = packet();
-        p.report = Report { incarnation: p.incarnation, sent_at, echo, ready: false, links_heard: 1, groups, held: vec![HeldGroup { id: 7, epoch: 9 }] };
+        p.report = Report { incarnation: p.incarnation, sent_at: Instant::from_nanos(sent_at), echo: echo.map(Instant::from_nanos), ready: false, links_heard: 1, groups, held: vec![HeldGroup { id: 7, epoch: 9 }] };
         let bytes = wire::encode(&p, &key());
         prop_assert_eq!(wire::decode(&bytes, &key()), Ok(p));
     }

@@ -3,7 +3,7 @@
 //! panic, whatever a key holder sends.
 #![no_main]
 
-use cluster_ctl::engine::arbitrary;
+use cluster_engine::arbitrary;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,7 +17,6 @@ pub mod freezer;
 pub mod machine;
 pub mod netns;
 pub mod seed;
-pub mod sim;
 pub mod smtp;
 pub mod traffic;
 pub mod verdict;

@@ -115,9 +115,23 @@ fn main() -> Result<()> {
                 "target/docs",
             ])
         }
+        // The simulator is the engine alone: no eBPF build, no setup, no root. Its profile
+        // is optimised with the engine's debug assertions on, so every event of every schedule
+        // checks the engine's invariants too.
         Task::Sim { args } => {
-            setup::ensure()?;
-            run_lab_binary("fwcluster-sim", &[], &args)
+            let mut cargo_args = vec![
+                "run",
+                "--quiet",
+                "--profile",
+                "sim",
+                "-p",
+                "cluster-sim",
+                "--bin",
+                "fwcluster-sim",
+                "--",
+            ];
+            cargo_args.extend(args.iter().map(String::as_str));
+            cargo(&cargo_args)
         }
         Task::Bench { which, args } => {
             setup::ensure()?;

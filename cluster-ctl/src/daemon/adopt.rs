@@ -4,7 +4,8 @@
 use anyhow::Result;
 
 use super::placement::Placements;
-use crate::{catalog, config::Config, dataplane::Dataplane, engine::Engine, resources::Answering};
+use crate::{catalog, config::Config, dataplane::Dataplane, resources::Answering};
+use cluster_engine::{Engine, Instant as EngineInstant};
 
 /// Adopts groups whose pinned lease is still valid into `engine`, and continues the pinned
 /// epochs; returns which groups were adopted and what the data path answers for.
@@ -25,7 +26,12 @@ pub(super) fn adopt_pinned(
         if lease.owned != 0 && lease.expires_ns > now {
             *adopted = true;
             let name = &config.group[g].name;
-            engine.adopt(g, lease.epoch, lease.expires_ns, placements.contains(name));
+            engine.adopt(
+                g,
+                lease.epoch,
+                EngineInstant::from_nanos(lease.expires_ns),
+                placements.contains(name),
+            );
             answering.set(g, lease.expires_ns);
             tracing::warn!(
                 id = catalog::ADOPTED.id,

@@ -4,12 +4,8 @@
 use anyhow::Result;
 
 use super::{Daemon, Input, wiring};
-use crate::{
-    catalog,
-    dataplane::DataplaneError,
-    engine::{Action, GroupId},
-    heartbeat::wire::Kind,
-};
+use crate::{catalog, dataplane::DataplaneError, heartbeat::wire::Kind};
+use cluster_engine::{Action, GroupId};
 
 impl Daemon {
     /// Carries out the engine's actions; returns true when the daemon must exit.
@@ -22,10 +18,12 @@ impl Daemon {
                     epoch,
                     until,
                 } => {
-                    let result = self.dataplane.acquire_until(group as u32, epoch, until);
+                    let result =
+                        self.dataplane
+                            .acquire_until(group as u32, epoch, until.as_nanos());
                     let granted = result.is_ok();
                     if granted {
-                        self.answering.set(group, until);
+                        self.answering.set(group, until.as_nanos());
                     }
                     self.lease_op(group, result);
                     // The first gratuitous ARP right after the map flip (R-XDP-6).
@@ -38,9 +36,11 @@ impl Daemon {
                     epoch,
                     until,
                 } => {
-                    let result = self.dataplane.extend_to(group as u32, epoch, until);
+                    let result = self
+                        .dataplane
+                        .extend_to(group as u32, epoch, until.as_nanos());
                     if result.is_ok() {
-                        self.answering.set(group, until);
+                        self.answering.set(group, until.as_nanos());
                     }
                     self.lease_op(group, result);
                 }

@@ -4,7 +4,7 @@
 use std::{
     collections::VecDeque,
     sync::mpsc::{Receiver, RecvTimeoutError},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Result, bail};
@@ -15,12 +15,12 @@ use super::{
 };
 use crate::{
     catalog,
-    engine::Event,
     heartbeat::{
         Inbound,
         wire::{Kind, Reject},
     },
 };
+use cluster_engine::{Event, Instant as EngineInstant};
 
 /// How many queued datagrams per heartbeat socket the loop reads itself before it judges a
 /// silence (a few intervals' worth from every peer; more is a flood, left to the receivers).
@@ -37,8 +37,7 @@ impl Daemon {
         let mut next_tick = Instant::now();
         loop {
             let engine_deadline = self.engine.next_deadline();
-            let deadline_in =
-                engine_deadline.map(|ns| Duration::from_nanos(ns.saturating_sub(self.now())));
+            let deadline_in = engine_deadline.map(|at| at.saturating_since(self.now()));
             let woken = wake::wake(Instant::now(), next_tick, deadline_in);
             let mut input = if let Some(input) = queued.pop_front() {
                 Some(input)
@@ -128,7 +127,7 @@ impl Daemon {
 
     /// The tick: the engine's periodic duties, flow-share leases, heartbeats, the watchdog.
     /// Returns true when the daemon must exit.
-    fn on_tick(&mut self, now: u64) -> Result<bool> {
+    fn on_tick(&mut self, now: EngineInstant) -> Result<bool> {
         let actions = self.engine.handle(now, Event::Tick);
         if self.execute(actions)? {
             return Ok(true);

@@ -33,11 +33,11 @@ use crate::{
     catalog,
     config::Config,
     dataplane::{self, Dataplane},
-    engine::{Engine, EngineConfig, GroupId, Nanos},
     flowshare::FlowShares,
     heartbeat::{self, Inbound, Transport},
     resources::{Answering, Resources, StepOutcome},
 };
+use cluster_engine::{Engine, GroupId, Instant as EngineInstant};
 use placement::Placements;
 
 /// How the daemon was started.
@@ -109,7 +109,7 @@ pub fn run(options: Options) -> Result<()> {
         .resolve_node(options.node.as_deref())
         .map_err(anyhow::Error::msg)?;
     let key = heartbeat::load_key(&config.cluster.key_file).map_err(anyhow::Error::msg)?;
-    let engine_config = EngineConfig::from_config(&config, me);
+    let engine_config = config.engine_config(me);
     let lease = engine_config.lease();
 
     startup::realtime(config.cluster.realtime_priority);
@@ -131,7 +131,10 @@ pub fn run(options: Options) -> Result<()> {
 
     // The engine's clock is CLOCK_MONOTONIC, the data path's: lease ends pass through as they
     // are, and heartbeat send times keep increasing across restarts of the daemon.
-    let mut engine = Engine::new(engine_config, dataplane::monotonic_ns());
+    let mut engine = Engine::new(
+        engine_config,
+        EngineInstant::from_nanos(dataplane::monotonic_ns()),
+    );
     let placements = Placements::load(&options.run_dir, &node);
     let (adopted, answering) = adopt::adopt_pinned(&config, &dataplane, &mut engine, &placements)?;
 
@@ -198,7 +201,7 @@ pub fn run(options: Options) -> Result<()> {
 
 impl Daemon {
     /// The engine's time: CLOCK_MONOTONIC, the data path's clock.
-    fn now(&self) -> Nanos {
-        dataplane::monotonic_ns()
+    fn now(&self) -> EngineInstant {
+        EngineInstant::from_nanos(dataplane::monotonic_ns())
     }
 }

@@ -2,12 +2,8 @@
 //! alerts, keep operator placements, and count takeovers for `clpstat` and the metrics.
 
 use super::Daemon;
-use crate::{
-    catalog,
-    config::Config,
-    engine::{ActReason, DeactReason, EngineConfig, Notice},
-    mail::Alert,
-};
+use crate::{catalog, config::Config, mail::Alert};
+use cluster_engine::{ActReason, DeactReason, EngineConfig, Notice};
 
 impl Daemon {
     pub(super) fn on_notice(&mut self, notice: &Notice) {

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::engine::{Cause, GroupId, Notice};
+use cluster_engine::{Cause, GroupId, Notice};
 
 pub(super) struct Placements {
     file: PathBuf,
@@ -66,7 +66,7 @@ fn placement_change(notice: &Notice) -> Option<(GroupId, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{ActReason, DeactReason};
+    use cluster_engine::{ActReason, DeactReason};
 
     #[test]
     fn only_a_start_by_command_places_a_group_and_any_stop_unplaces_it() {

@@ -8,12 +8,12 @@ use crate::{
     catalog,
     config::Config,
     control::{GroupOp, Request, Response},
-    engine::{Command, Nanos},
     status::{Extras, HeartbeatView, StatusView, XdpView},
 };
+use cluster_engine::{Command, Instant as EngineInstant};
 
 impl Daemon {
-    pub(super) fn control(&mut self, now: Nanos, request: Request) -> Result<Response> {
+    pub(super) fn control(&mut self, now: EngineInstant, request: Request) -> Result<Response> {
         Ok(match request {
             Request::Status => Response::Status {
                 view: Box::new(self.status_view(now)?),
@@ -46,7 +46,7 @@ impl Daemon {
         })
     }
 
-    fn status_view(&self, now: Nanos) -> Result<StatusView> {
+    fn status_view(&self, now: EngineInstant) -> Result<StatusView> {
         let xdp_counters = self
             .dataplane
             .counters()?

@@ -19,7 +19,7 @@ pub(super) struct Wake {
 }
 
 /// The tick and engine deadline a wake-up is for (the sockets are read once per key).
-pub(super) type WakeKey = (Instant, Option<u64>);
+pub(super) type WakeKey = (Instant, Option<cluster_engine::Instant>);
 
 /// The decision at `now`, with the next tick at `next_tick` and the engine's next deadline
 /// `deadline_in` from now (a deadline at or after the tick is the tick's business).
@@ -89,11 +89,16 @@ mod tests {
     fn the_sockets_are_read_once_per_wake_up_and_only_when_something_is_due() {
         let now = Instant::now();
         let next_tick = now + 10 * MS;
-        let key = (next_tick, Some(42));
+        let key = (next_tick, Some(cluster_engine::Instant::from_nanos(42)));
         let due = wake(now, next_tick, Some(Duration::ZERO));
         assert!(read_sockets(false, &due, None, key));
         assert!(!read_sockets(false, &due, Some(key), key));
-        assert!(read_sockets(false, &due, Some((next_tick, Some(41))), key));
+        assert!(read_sockets(
+            false,
+            &due,
+            Some((next_tick, Some(cluster_engine::Instant::from_nanos(41)))),
+            key
+        ));
         assert!(!read_sockets(true, &due, None, key));
         let waiting = wake(now, next_tick, Some(3 * MS));
         assert!(!read_sockets(false, &waiting, None, key));

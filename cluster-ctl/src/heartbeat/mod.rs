@@ -19,7 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{config::Config, engine::Report};
+use crate::config::Config;
+use cluster_engine::Report;
 use wire::{Key, Kind, Packet, Reject, ReplayWindow};
 
 /// What the receiving threads deliver.

@@ -24,7 +24,7 @@ use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
-use crate::engine::{Claim, GroupReport, GroupState, Handoff, HeldGroup, Report};
+use cluster_engine::{Claim, GroupReport, GroupState, Handoff, HeldGroup, Instant, Report};
 
 pub const MAGIC: &[u8; 4] = b"FWHB";
 /// Version 2 added the send time and the echo that bound the holder's lease (R-SPLIT-1).
@@ -170,8 +170,8 @@ fn state_code(state: GroupState) -> u8 {
 /// Appends a report body: send time and echo (0: none) on the clocks they belong to, then the
 /// report.
 pub fn encode_report(report: &Report, out: &mut BytesMut) {
-    out.put_u64(report.sent_at);
-    out.put_u64(report.echo.unwrap_or(0));
+    out.put_u64(report.sent_at.as_nanos());
+    out.put_u64(report.echo.map_or(0, Instant::as_nanos));
     out.put_u8(u8::from(report.ready));
     out.put_u32(report.links_heard);
     out.put_u16(report.groups.len() as u16);
@@ -216,8 +216,10 @@ pub fn decode_report(mut body: &[u8]) -> Option<Report> {
     if body.remaining() < 23 {
         return None;
     }
-    let sent_at = body.get_u64();
-    let echo = Some(body.get_u64()).filter(|e| *e != 0);
+    let sent_at = Instant::from_nanos(body.get_u64());
+    let echo = Some(body.get_u64())
+        .filter(|e| *e != 0)
+        .map(Instant::from_nanos);
     let ready = match body.get_u8() {
         0 => false,
         1 => true,

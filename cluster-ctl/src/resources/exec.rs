@@ -24,7 +24,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::engine::{ActReason, DeactReason, GroupId};
+use cluster_engine::{ActReason, DeactReason, GroupId};
 
 use super::{Deliver, Reported, StepOutcome};
 

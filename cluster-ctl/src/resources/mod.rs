@@ -21,10 +21,8 @@ use ipnet::Ipv4Net;
 
 pub use icmp::{any_reachable, ping_once};
 
-use crate::{
-    config::Config,
-    engine::{ActReason, DeactReason, Event, GroupId},
-};
+use crate::config::Config;
+use cluster_engine::{ActReason, DeactReason, Event, GroupId};
 
 /// What the steps and monitors report.
 #[derive(Debug)]

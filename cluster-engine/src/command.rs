@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::{
-    Action, Cause, DeactReason, Engine, GroupId, GroupState, Handoff, Nanos, NodeId, Notice, Then,
+    Action, Cause, DeactReason, Engine, GroupId, GroupState, Handoff, Instant, NodeId, Notice, Then,
 };
 
 /// A command for one group, executed on the node that receives it.
@@ -101,7 +101,7 @@ impl Engine {
     }
 
     /// Executes an operator command at `now`.
-    pub fn command(&mut self, now: Nanos, command: Command) -> Result<Vec<Action>, Refusal> {
+    pub fn command(&mut self, now: Instant, command: Command) -> Result<Vec<Action>, Refusal> {
         self.now = self.now.max(now);
         if self.shutting_down {
             return Err(Refusal::ShuttingDown);

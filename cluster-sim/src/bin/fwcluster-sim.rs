@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use clap::Parser;
-use fwcluster_lab::sim::{describe, run_schedule, schedule, shapes};
+use cluster_sim::{describe, run_schedule, schedule, shapes};
 
 #[derive(Parser)]
 struct Args {

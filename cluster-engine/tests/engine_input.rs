@@ -2,7 +2,7 @@
 //! reports (indices out of range, any group count, any echo), events for steps and IPW entries
 //! that do not exist, and commands naming unknown groups or nodes, without panicking.
 
-use cluster_ctl::engine::arbitrary;
+use cluster_engine::arbitrary;
 use proptest::prelude::*;
 
 proptest! {

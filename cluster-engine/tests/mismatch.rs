@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use cluster_ctl::{
-    config::{Failback, Recover, StartMode},
-    engine::{Action, Engine, EngineConfig, Event, GroupSpec, GroupState, Nanos, StepSpec},
+use cluster_engine::{
+    Action, Engine, EngineConfig, Event, Failback, GroupSpec, GroupState, Instant, Recover,
+    StartMode, StepSpec,
 };
 
-const MS: Nanos = 1_000_000;
+const MS: Duration = Duration::from_millis(1);
 
 fn group(name: &str) -> GroupSpec {
     GroupSpec {
@@ -43,7 +43,7 @@ fn config(me: usize, groups: &[&str]) -> EngineConfig {
 
 #[test]
 fn holders_with_different_configurations_meet_and_the_older_epoch_gives_up() {
-    let start = 1_000 * MS;
+    let start = Instant::from_nanos(1_000_000_000);
     // fws2's file lists the groups in another order: a different configuration.
     let mut a = Engine::new(config(0, &["web", "mail"]), start);
     let mut b = Engine::new(config(1, &["mail", "web"]), start);
@@ -81,7 +81,7 @@ fn holders_with_different_configurations_meet_and_the_older_epoch_gives_up() {
                         let other_web = if to == 0 { 1 } else { 0 };
                         assert!(
                             !other.group_state(other_web).holds(),
-                            "round {round}: fws{} extended web to {until} while fws{} holds it",
+                            "round {round}: fws{} extended web to {until:?} while fws{} holds it",
                             to + 1,
                             from + 1
                         );

@@ -2,7 +2,7 @@
 //! invariants checked after every event. `FWCLUSTER_SIM_SEEDS` sets the count (default 10,000);
 //! `cargo xtask sim --seeds N` runs more.
 
-use fwcluster_lab::sim::{describe, run_schedule, schedule, shapes};
+use cluster_sim::{describe, run_schedule, schedule, shapes};
 
 #[test]
 fn seeded_fault_schedules_keep_every_invariant() {

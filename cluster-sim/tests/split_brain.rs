@@ -3,8 +3,8 @@
 //! checks that after every event, for the whole fault, not only once things settled; these
 //! scenarios make sure the faults that used to open the window are played.
 
-use cluster_ctl::{config::Failback, engine::GroupState};
-use fwcluster_lab::sim::{Fault, Shape, Sim};
+use cluster_engine::{Failback, GroupState};
+use cluster_sim::{Fault, Shape, Sim};
 
 const MS: u64 = 1_000_000;
 const FWS1: usize = 0;

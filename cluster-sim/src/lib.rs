@@ -17,15 +17,16 @@ use std::{
 };
 
 use cluster_common::Lease;
-use cluster_ctl::{
-    config::{Failback, Recover, StartMode},
-    engine::{
-        Action, Command, Engine, EngineConfig, Event, GroupId, GroupSpec, GroupState, Nanos,
-        NodeId, Notice, Report, StepSpec,
-    },
+use cluster_engine::{
+    Action, Command, Engine, EngineConfig, Event, Failback, GroupId, GroupSpec, GroupState,
+    Instant, NodeId, Notice, Recover, Report, StartMode, StepSpec,
 };
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
+
+/// The simulator's virtual time and its delays, in nanoseconds: a schedule is plain arithmetic
+/// on these. Times become [`Instant`]s where they enter an engine.
+pub type Nanos = u64;
 
 const MS: Nanos = 1_000_000;
 
@@ -492,7 +493,10 @@ impl Sim {
 
     /// Starts a node's process.
     fn start(&mut self, node: NodeId) {
-        let mut engine = Engine::new(self.shape.engine_config(node), self.now);
+        let mut engine = Engine::new(
+            self.shape.engine_config(node),
+            Instant::from_nanos(self.now),
+        );
         // As the daemon does: continue the pinned epochs, adopt leases still valid.
         for group in 0..self.shape.groups.len() {
             let pinned = self.nodes[node].lease[group];
@@ -500,7 +504,12 @@ impl Sim {
             if let Some(lease) = pinned
                 && lease.answers(self.now)
             {
-                engine.adopt(group, lease.epoch, lease.expires_ns, false);
+                engine.adopt(
+                    group,
+                    lease.epoch,
+                    Instant::from_nanos(lease.expires_ns),
+                    false,
+                );
                 self.log(format!(
                     "fws{} adopts group{group} epoch {}",
                     node + 1,
@@ -569,7 +578,7 @@ impl Sim {
             let Some(mut report) = self.nodes[from]
                 .engine
                 .as_ref()
-                .map(|e| e.report_for(to, self.now))
+                .map(|e| e.report_for(to, Instant::from_nanos(self.now)))
             else {
                 return;
             };
@@ -616,8 +625,8 @@ impl Sim {
         let Some(engine) = self.nodes[node].engine.as_mut() else {
             return;
         };
-        let actions = engine.handle(self.now, event);
-        let deadline = engine.next_deadline();
+        let actions = engine.handle(Instant::from_nanos(self.now), event);
+        let deadline = engine.next_deadline().map(Instant::as_nanos);
         self.carry_out(node, actions);
         if let Some(at) = deadline
             && self.nodes[node].timer_at != Some(at)
@@ -648,7 +657,7 @@ impl Sim {
                             node + 1
                         ));
                     }
-                    match Lease::granted(self.nodes[node].lease[group], epoch, until) {
+                    match Lease::granted(self.nodes[node].lease[group], epoch, until.as_nanos()) {
                         Ok(lease) => {
                             self.nodes[node].lease[group] = Some(lease);
                             self.stats.takeovers += 1;
@@ -670,7 +679,7 @@ impl Sim {
                     until,
                 } => {
                     let slot = &mut self.nodes[node].lease[group];
-                    match Lease::extended(*slot, epoch, until) {
+                    match Lease::extended(*slot, epoch, until.as_nanos()) {
                         Ok(lease) => *slot = Some(lease),
                         Err(refusal) => {
                             // A released or foreign lease stays dead.
@@ -752,7 +761,7 @@ impl Sim {
 
     /// Start deny and failback as the spec says, and notices only for configured groups.
     fn check_notice(&mut self, node: NodeId, notice: &Notice) {
-        use cluster_ctl::engine::{Cause, DeactReason};
+        use cluster_engine::{Cause, DeactReason};
         let groups = self.shape.groups.len();
         let group = match notice {
             Notice::GroupOnline { group, .. }
@@ -880,7 +889,9 @@ impl Sim {
     pub fn command(&mut self, node: NodeId, command: Command) -> Result<(), String> {
         let now = self.now;
         let engine = self.nodes[node].engine.as_mut().ok_or("not running")?;
-        let actions = engine.command(now, command).map_err(|r| r.to_string())?;
+        let actions = engine
+            .command(Instant::from_nanos(now), command)
+            .map_err(|r| r.to_string())?;
         self.carry_out(node, actions);
         self.broadcast(node);
         Ok(())
@@ -1303,7 +1314,7 @@ impl Sim {
             // STARTING=DENY for an IPW cause only while an IPW entry fails there.
             for node in 0..self.shape.nodes {
                 if let Some(engine) = &self.nodes[node].engine
-                    && engine.deny(group) == Some(cluster_ctl::engine::DenyCause::Ipw)
+                    && engine.deny(group) == Some(cluster_engine::DenyCause::Ipw)
                     && self.nodes[node].ipw_ok[group].iter().all(|ok| *ok)
                     && !self.nodes[node].frozen
                 {
@@ -1369,7 +1380,7 @@ impl Sim {
         let settling_until = self.nodes[*taker]
             .engine
             .as_ref()
-            .map_or(0, |e| e.settling_until());
+            .map_or(0, |e| e.settling_until().as_nanos());
         Some((start, settling_until))
     }
 

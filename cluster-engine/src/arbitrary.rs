@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use super::{
-    Claim, Command, Engine, EngineConfig, Event, GroupReport, GroupSpec, GroupState, Handoff,
-    HeldGroup, Nanos, Report, StepSpec,
+use crate::{
+    Claim, Command, Engine, EngineConfig, Event, Failback, GroupReport, GroupSpec, GroupState,
+    Handoff, HeldGroup, Instant, Recover, Report, StartMode, StepSpec,
 };
-use crate::config::{Failback, Recover, StartMode};
 
 /// A small cluster to run the events against: three nodes, two groups with steps and IPW.
 pub fn cluster(me: usize) -> EngineConfig {
@@ -99,17 +98,19 @@ fn group_report(b: &mut Bytes<'_>) -> Option<GroupReport> {
     })
 }
 
-fn report(b: &mut Bytes<'_>, now: Nanos) -> Option<Report> {
+fn report(b: &mut Bytes<'_>, now: Instant) -> Option<Report> {
     let count = b.small()? % 4;
     let echo = b.u64()?;
     Some(Report {
         incarnation: u64::from(count as u8 & 2),
-        sent_at: b.u64()?,
+        sent_at: Instant::from_nanos(b.u64()?),
         // Mostly plausible echoes (of this node's recent past), sometimes anything.
         echo: match echo % 4 {
             0 => None,
-            1 => Some(echo),
-            _ => Some(now.saturating_sub(echo % 40_000_000)),
+            1 => Some(Instant::from_nanos(echo)),
+            _ => Some(Instant::from_nanos(
+                now.as_nanos().saturating_sub(echo % 40_000_000),
+            )),
         },
         ready: count & 1 == 0,
         links_heard: b.byte()?.into(),
@@ -117,7 +118,7 @@ fn report(b: &mut Bytes<'_>, now: Nanos) -> Option<Report> {
         held: (0..b.small()? % 3)
             .map(|_| {
                 Some(HeldGroup {
-                    id: [super::group_id("group0"), super::group_id("group1"), 7][b.small()? % 3],
+                    id: [crate::group_id("group0"), crate::group_id("group1"), 7][b.small()? % 3],
                     epoch: b.u64()? % 8,
                 })
             })
@@ -126,13 +127,13 @@ fn report(b: &mut Bytes<'_>, now: Nanos) -> Option<Report> {
 }
 
 /// Decodes a schedule: (time, input) pairs, times increasing.
-pub fn schedule(data: &[u8]) -> Vec<(Nanos, Input)> {
+pub fn schedule(data: &[u8]) -> Vec<(Instant, Input)> {
     let mut b = Bytes(data);
-    let mut now: Nanos = 1_000_000_000;
+    let mut now = Instant::from_nanos(1_000_000_000);
     let mut out = Vec::new();
     while let Some(kind) = b.byte() {
         let Some(step) = b.byte() else { break };
-        now += u64::from(step) * 250_000;
+        now += Duration::from_nanos(u64::from(step) * 250_000);
         let index = |b: &mut Bytes<'_>| b.small().map(|i| i % 6);
         let input = match kind % 12 {
             0 | 1 => Some(Input::Event(Event::Tick)),
@@ -208,7 +209,7 @@ pub fn schedule(data: &[u8]) -> Vec<(Nanos, Input)> {
 
 /// Runs a schedule against a fresh engine of [`cluster`] as node `me` (it must not panic).
 pub fn run(me: usize, data: &[u8]) -> Engine {
-    let mut engine = Engine::new(cluster(me), 1_000_000_000);
+    let mut engine = Engine::new(cluster(me), Instant::from_nanos(1_000_000_000));
     for (now, input) in schedule(data) {
         match input {
             Input::Event(event) => {

@@ -1,11 +1,8 @@
 //! Table tests of the cluster rules of SPEC §4, written from the seed manual's own examples, on
 //! the simulator (real engines, virtual time; invariants are checked throughout).
 
-use cluster_ctl::{
-    config::{Failback, Recover},
-    engine::{Command, DenyCause, GroupState},
-};
-use fwcluster_lab::sim::{Fault, Shape, Sim};
+use cluster_engine::{Command, DenyCause, Failback, GroupState, Instant, Recover};
+use cluster_sim::{Fault, Shape, Sim};
 
 const FWS1: usize = 0;
 const FWS2: usize = 1;
@@ -238,7 +235,7 @@ fn losing_one_of_two_interconnects_is_not_a_failover() {
     settle(&mut sim);
     assert_eq!(sim.holders(GROUP0), [FWS1]);
     assert_eq!(sim.holders(GROUP1), [FWS2]);
-    let status = sim.engine(FWS1).unwrap().status(0);
+    let status = sim.engine(FWS1).unwrap().status(Instant::ZERO);
     assert!(status.online[FWS2]);
 }
 
@@ -354,7 +351,7 @@ fn a_failed_activation_is_retried_then_recovered_by_its_action() {
     // STOP: the group is stopped on fws1 and not moved (an operator must look at it).
     assert_eq!(state(&sim, FWS1, GROUP0), GroupState::Error);
     assert!(sim.holders(GROUP0).is_empty());
-    let status = sim.engine(FWS1).unwrap().status(0);
+    let status = sim.engine(FWS1).unwrap().status(Instant::ZERO);
     assert_eq!(status.groups[GROUP0].retries[1], 2, "RETRY count 2/2 used");
 }
 
