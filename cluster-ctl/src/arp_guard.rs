@@ -22,12 +22,23 @@
 
 use std::{
     collections::BTreeSet,
-    io::Write as _,
+    io::{self, Write as _},
     net::Ipv4Addr,
     process::{Command, Stdio},
 };
 
-use anyhow::{Context as _, Result, bail};
+/// Why the guard could not be installed or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("running nft (install nftables: the ARP guard needs it): {0}")]
+    Nft(io::Error),
+    #[error("nft refused the ARP guard: {0}")]
+    Refused(String),
+    #[error("writing {path}: {source}")]
+    Sysctl { path: String, source: io::Error },
+}
+
+type Result<T> = std::result::Result<T, GuardError>;
 
 /// The nftables table of a cluster (one daemon per network namespace and cluster).
 pub fn table_name(cluster: &str) -> String {
@@ -72,19 +83,17 @@ fn nft(script: &str) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .context("running nft (install nftables: the ARP guard needs it)")?;
-    child
-        .stdin
-        .take()
-        .context("nft stdin")?
-        .write_all(script.as_bytes())
-        .context("writing to nft")?;
-    let output = child.wait_with_output().context("waiting for nft")?;
+        .map_err(GuardError::Nft)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(GuardError::Nft)?;
+    }
+    let output = child.wait_with_output().map_err(GuardError::Nft)?;
     if !output.status.success() {
-        bail!(
-            "nft refused the ARP guard: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        return Err(GuardError::Refused(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
     }
     Ok(())
 }
@@ -103,7 +112,7 @@ pub fn remove(cluster: &str) -> Result<()> {
 /// Makes the kernel use the interface's primary address as the sender of its own ARP.
 pub fn announce_from_primary(interface: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{interface}/arp_announce");
-    std::fs::write(&path, "2").with_context(|| format!("writing {path}"))
+    std::fs::write(&path, "2").map_err(|source| GuardError::Sysctl { path, source })
 }
 
 #[cfg(test)]

@@ -654,25 +654,39 @@ impl Config {
 
     /// Resolves this node's name: `--node`, else `FWCLUSTER_NODE`, else the short host name;
     /// it must be one of the servers.
-    pub fn resolve_node(&self, flag: Option<&str>) -> Result<(usize, String), String> {
+    pub fn resolve_node(&self, flag: Option<&str>) -> Result<(usize, String), NodeError> {
         let name = node_name(flag)?;
         match self.server_index(&name) {
             Some(index) => Ok((index, name)),
-            None => Err(format!(
-                "node {name:?} is not a server of cluster {} (servers: {})",
-                self.cluster.name,
-                self.server
+            None => Err(NodeError::NotAServer {
+                name,
+                cluster: self.cluster.name.clone(),
+                servers: self
+                    .server
                     .iter()
                     .map(|s| s.name.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+                    .join(", "),
+            }),
         }
     }
 }
 
+/// Why this node's name cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot read the host name: {0}")]
+    HostName(nix::Error),
+    #[error("node {name:?} is not a server of cluster {cluster} (servers: {servers})")]
+    NotAServer {
+        name: String,
+        cluster: String,
+        servers: String,
+    },
+}
+
 /// The node name from `--node`, `FWCLUSTER_NODE` or the short host name (R-CLI-3).
-pub fn node_name(flag: Option<&str>) -> Result<String, String> {
+pub fn node_name(flag: Option<&str>) -> Result<String, NodeError> {
     if let Some(name) = flag {
         return Ok(name.to_owned());
     }
@@ -682,18 +696,19 @@ pub fn node_name(flag: Option<&str>) -> Result<String, String> {
         return Ok(name);
     }
     let host = nix::unistd::gethostname()
-        .map_err(|e| format!("cannot read the host name: {e}"))?
+        .map_err(NodeError::HostName)?
         .to_string_lossy()
         .into_owned();
     Ok(host.split('.').next().unwrap_or_default().to_owned())
 }
 
-fn valid_host_name(name: &str) -> Result<(), String> {
+/// What is wrong with a server name, if anything.
+fn host_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
-        return Err("must not be empty".into());
+        return Some("must not be empty".into());
     }
     if name.contains('.') {
-        return Err(format!(
+        return Some(format!(
             "{name:?} is an FQDN; use the short host name (without the domain)"
         ));
     }
@@ -701,30 +716,31 @@ fn valid_host_name(name: &str) -> Result<(), String> {
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         || name.starts_with('-')
     {
-        return Err(format!("{name:?} is not a valid host name"));
+        return Some(format!("{name:?} is not a valid host name"));
     }
-    Ok(())
+    None
 }
 
-fn valid_name(name: &str) -> Result<(), String> {
+/// What is wrong with a cluster, group or exec name, if anything.
+fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() || name.len() > 63 {
-        return Err("must be 1 to 63 characters".into());
+        return Some("must be 1 to 63 characters".into());
     }
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(format!(
+        return Some(format!(
             "{name:?} may only contain letters, digits, '-' and '_'"
         ));
     }
-    Ok(())
+    None
 }
 
 fn validate(config: &Config, problems: &mut Problems<'_>) {
     let cluster = &config.cluster;
     let c = path("cluster");
-    if let Err(e) = valid_name(&cluster.name) {
+    if let Some(e) = name_problem(&cluster.name) {
         problems.add(&c.key("name"), e);
     }
     if cluster.heartbeat_interval < Duration::from_millis(1) {
@@ -779,7 +795,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
     };
     for (i, server) in config.server.iter().enumerate() {
         let s = path("server").index(i);
-        if let Err(e) = valid_host_name(&server.name) {
+        if let Some(e) = host_name_problem(&server.name) {
             problems.add(&s.key("name"), e);
         }
         if !server_names.insert(server.name.as_str()) {
@@ -850,7 +866,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
     let mut total_addresses = 0usize;
     for (g, group) in config.group.iter().enumerate() {
         let gp = path("group").index(g);
-        if let Err(e) = valid_name(&group.name) {
+        if let Some(e) = name_problem(&group.name) {
             problems.add(&gp.key("name"), e);
         }
         if !group_names.insert(group.name.as_str()) {
@@ -887,7 +903,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
                 );
             }
             if let Some(interface) = &fip.interface
-                && let Err(e) = valid_interface(interface)
+                && let Some(e) = interface_name_problem(interface)
             {
                 problems.add(&key.key("interface"), e);
             }
@@ -911,7 +927,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
                 claim(problems, parp.address, &key.key("address"));
                 parp_owner.insert(parp.address, (group.name.clone(), key.clone()));
             }
-            if let Err(e) = valid_interface(&parp.interface) {
+            if let Some(e) = interface_name_problem(&parp.interface) {
                 problems.add(&key.key("interface"), e);
             }
             if let Some(mac) = parp.mac
@@ -936,7 +952,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
         let mut exec_names = BTreeSet::new();
         for (k, exec) in group.exec.iter().enumerate() {
             let key = gp.key("exec").index(k);
-            if let Err(e) = valid_name(&exec.name) {
+            if let Some(e) = name_problem(&exec.name) {
                 problems.add(&key.key("name"), e);
             }
             if !exec_names.insert(exec.name.as_str()) {
@@ -972,7 +988,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
     }
     for (k, share) in config.flowshare.iter().enumerate() {
         let key = path("flowshare").index(k);
-        if let Err(e) = valid_name(&share.name) {
+        if let Some(e) = name_problem(&share.name) {
             problems.add(&key.key("name"), e);
         }
         if !flow_names.insert(share.name.as_str()) || group_names.contains(share.name.as_str()) {
@@ -985,7 +1001,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             );
         }
         claim(problems, share.address.addr(), &key.key("address"));
-        if let Err(e) = valid_interface(&share.interface) {
+        if let Some(e) = interface_name_problem(&share.interface) {
             problems.add(&key.key("interface"), e);
         }
         if !flow_interfaces.insert(share.interface.as_str()) {
@@ -1027,16 +1043,17 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
     }
 }
 
-fn valid_interface(name: &str) -> Result<(), String> {
+/// What is wrong with an interface name, if anything.
+fn interface_name_problem(name: &str) -> Option<String> {
     // IFNAMSIZ is 16 with the NUL.
     if name.is_empty()
         || name.len() > 15
         || name.contains('/')
         || name.contains(char::is_whitespace)
     {
-        return Err(format!("{name:?} is not a valid interface name"));
+        return Some(format!("{name:?} is not a valid interface name"));
     }
-    Ok(())
+    None
 }
 
 /// Checks the addresses of this node against its interfaces (done by the daemon at start and by

@@ -113,7 +113,7 @@ pub fn serve(
     remote: Box<Remote>,
 ) -> Result<()> {
     if let Some(dir) = path.parent() {
-        crate::private::private_dir(dir, "run directory").map_err(anyhow::Error::msg)?;
+        crate::private::private_dir(dir, "run directory")?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}

@@ -52,6 +52,25 @@ pub enum DataplaneError {
     Bpffs(nix::Error),
     #[error("cannot create pin directory {path}: {source}")]
     PinDir { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is not a bpffs mount, so the data path's pins would die with fwclusterd: mount \
+         bpffs there in the host's mount namespace (`mount -t bpf bpf {path}`; systemd and `cargo \
+         xtask setup` do), and start the daemon in a network namespace with `nsenter \
+         --net=/run/netns/NAME fwclusterd …` (`ip netns exec` mounts a fresh /sys without \
+         it), or pass --pin-root a bpffs mounted outside /sys"
+    )]
+    NotBpffs { path: PathBuf },
+    #[error("{action} the pin directory {path}: {source}")]
+    PinDirLock {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "another fwclusterd already runs node {node} (it holds {path}): stop it first (one \
+         daemon per node)"
+    )]
+    NodeTaken { node: String, path: PathBuf },
     #[error("loading the XDP object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {PROGRAM_NAME}: {0}")]
@@ -241,19 +260,13 @@ pub fn ensure_bpffs() -> Result<()> {
 /// own, with a fresh /sys) that mount, and with it every pin and the XDP link, would die with
 /// the process, and the kernel would answer ARP for the floating addresses beside the node
 /// that took over.
-pub fn check_pin_root(pin_root: &Path) -> std::result::Result<(), String> {
+pub fn check_pin_root(pin_root: &Path) -> Result<()> {
     if is_bpffs(pin_root) {
         return Ok(());
     }
-    Err(format!(
-        "{} is not a bpffs mount, so the data path's pins would die with fwclusterd: mount \
-         bpffs there in the host's mount namespace (`mount -t bpf bpf {}`; systemd and `cargo \
-         xtask setup` do), and start the daemon in a network namespace with `nsenter \
-         --net=/run/netns/NAME fwclusterd …` (`ip netns exec` mounts a fresh /sys without \
-         it), or pass --pin-root a bpffs mounted outside /sys",
-        pin_root.display(),
-        pin_root.display()
-    ))
+    Err(DataplaneError::NotBpffs {
+        path: pin_root.to_owned(),
+    })
 }
 
 /// The claim of one daemon on one node's pins, held for the daemon's life: a second
@@ -265,12 +278,16 @@ pub struct NodeLock {
 
 impl NodeLock {
     /// Locks `pin_dir` (created if missing) or says who holds it.
-    pub fn take(pin_dir: &Path, node: &str) -> std::result::Result<Self, String> {
+    pub fn take(pin_dir: &Path, node: &str) -> Result<Self> {
         use std::os::fd::{AsRawFd as _, OwnedFd};
-        fs::create_dir_all(pin_dir)
-            .map_err(|e| format!("creating the pin directory {}: {e}", pin_dir.display()))?;
+        let failed = |action, source| DataplaneError::PinDirLock {
+            action,
+            path: pin_dir.to_owned(),
+            source,
+        };
+        fs::create_dir_all(pin_dir).map_err(|e| failed("creating", e))?;
         let directory: OwnedFd = fs::File::open(pin_dir)
-            .map_err(|e| format!("opening the pin directory {}: {e}", pin_dir.display()))?
+            .map_err(|e| failed("opening", e))?
             .into();
         // A daemon restarted at once (SIGKILL, then start) can find the lock still held by the
         // previous worker, which the kernel is still tearing down: that is waited out for a
@@ -286,13 +303,12 @@ impl NodeLock {
                 continue;
             }
             return Err(if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                format!(
-                    "another fwclusterd already runs node {node} (it holds {}): stop it first \
-                     (one daemon per node)",
-                    pin_dir.display()
-                )
+                DataplaneError::NodeTaken {
+                    node: node.to_owned(),
+                    path: pin_dir.to_owned(),
+                }
             } else {
-                format!("locking {}: {error}", pin_dir.display())
+                failed("locking", error)
             });
         }
         Ok(Self {

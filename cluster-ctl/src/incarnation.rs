@@ -11,11 +11,33 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write as _,
+    io::{self, Write as _},
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result};
+/// A state file that cannot be read or written, or holds what this module did not write.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{path}: bad line {line:?}")]
+    BadLine { path: PathBuf, line: String },
+}
+
+type Result<T> = std::result::Result<T, StateFileError>;
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateFileError {
+    let path = path.to_owned();
+    move |source| StateFileError::Io {
+        action,
+        path,
+        source,
+    }
+}
 
 /// The state files of one node of one cluster.
 #[derive(Clone, Debug)]
@@ -27,7 +49,7 @@ pub struct Store {
 impl Store {
     pub fn new(state_dir: &Path, cluster: &str, node: &str) -> Result<Self> {
         fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+            .map_err(io_error("creating the state directory", state_dir))?;
         Ok(Self {
             own: state_dir.join(format!("{cluster}.{node}.incarnation")),
             peers: state_dir.join(format!("{cluster}.{node}.peer-incarnations")),
@@ -37,11 +59,16 @@ impl Store {
     /// The incarnation of this start, recorded before it is used.
     pub fn next(&self, wall_clock_ns: u64) -> Result<u64> {
         let stored = match fs::read_to_string(&self.own) {
-            Ok(text) => Some(text.trim().parse::<u64>().with_context(|| {
-                format!("{} does not hold an incarnation number", self.own.display())
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.own.display())),
+            Ok(text) => Some(
+                text.trim()
+                    .parse::<u64>()
+                    .map_err(|_| StateFileError::BadLine {
+                        path: self.own.clone(),
+                        line: text.trim().to_owned(),
+                    })?,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error("reading", &self.own)(e)),
         };
         let next = stored
             .map_or(0, |s| s.saturating_add(1))
@@ -55,21 +82,20 @@ impl Store {
     pub fn peers(&self) -> Result<BTreeMap<usize, u64>> {
         let text = match fs::read_to_string(&self.peers) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.peers.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(io_error("reading", &self.peers)(e)),
         };
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|line| {
-                let (peer, incarnation) = line
-                    .split_once(' ')
-                    .with_context(|| format!("{}: bad line {line:?}", self.peers.display()))?;
+                let bad = || StateFileError::BadLine {
+                    path: self.peers.clone(),
+                    line: line.to_owned(),
+                };
+                let (peer, incarnation) = line.split_once(' ').ok_or_else(bad)?;
                 Ok((
-                    peer.parse()
-                        .with_context(|| format!("{}: bad line {line:?}", self.peers.display()))?,
-                    incarnation
-                        .parse()
-                        .with_context(|| format!("{}: bad line {line:?}", self.peers.display()))?,
+                    peer.parse().map_err(|_| bad())?,
+                    incarnation.parse().map_err(|_| bad())?,
                 ))
             })
             .collect()
@@ -87,16 +113,15 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let mut aside = path.as_os_str().to_owned();
     aside.push(".new");
     let aside = PathBuf::from(aside);
-    let mut file =
-        fs::File::create(&aside).with_context(|| format!("writing {}", aside.display()))?;
+    let mut file = fs::File::create(&aside).map_err(io_error("writing", &aside))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", aside.display()))?;
-    fs::rename(&aside, path).with_context(|| format!("replacing {}", path.display()))?;
+        .map_err(io_error("writing", &aside))?;
+    fs::rename(&aside, path).map_err(io_error("replacing", path))?;
     if let Some(dir) = path.parent() {
         fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
+            .map_err(io_error("syncing", dir))?;
     }
     Ok(())
 }

@@ -101,9 +101,9 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(config: &MailConfig, node: &str) -> Result<Self> {
-        crate::private::private_dir(&config.outbox, "mail outbox").map_err(anyhow::Error::msg)?;
+        crate::private::private_dir(&config.outbox, "mail outbox")?;
         let dir = config.outbox.join(node);
-        crate::private::private_dir(&dir, "mail outbox").map_err(anyhow::Error::msg)?;
+        crate::private::private_dir(&dir, "mail outbox")?;
         Ok(Self { dir })
     }
 
@@ -158,8 +158,7 @@ fn transport(config: &MailConfig) -> Result<SmtpTransport> {
         other => anyhow::bail!("mail.smtp: unknown scheme {other:?} (smtp:// or smtps://)"),
     };
     if let (Some(user), Some(file)) = (&config.username, &config.password_file) {
-        crate::private::check_secret_file(file, "SMTP password file")
-            .map_err(anyhow::Error::msg)?;
+        crate::private::check_secret_file(file, "SMTP password file")?;
         let password =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         builder = builder.credentials(Credentials::new(user.clone(), password.trim().to_owned()));

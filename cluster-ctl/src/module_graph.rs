@@ -2,6 +2,10 @@
 //! understood, tested or changed without the other. This test reads the sources and fails on any
 //! circle between top-level modules, naming the `use` lines that close it. A module and its own
 //! submodules (`super::`) are one node.
+//!
+//! It also holds the error style of the layers (ARCHITECTURE.md): the modules below the side
+//! effects return typed errors (thiserror) that name what failed, and only the layers above
+//! them (resources, services, the daemon and the commands) collect those with anyhow.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -185,6 +189,49 @@ fn no_two_modules_import_each_other_in_a_circle() {
             );
         }
     }
+}
+
+/// Layers 1–3 of ARCHITECTURE.md: plain data and files, the kernel interfaces, views and wire.
+const TYPED_ERROR_MODULES: &[&str] = &[
+    "config",
+    "private",
+    "mapped",
+    "address_table",
+    "incarnation",
+    "arp_guard",
+    "netif",
+    "dataplane",
+    "catalog",
+    "status",
+    "heartbeat",
+];
+
+#[test]
+fn the_lower_layers_return_typed_errors_not_anyhow_or_strings() {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
+    let mut files = Vec::new();
+    sources(root, &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        let module = module_of(root, file);
+        if module == "module_graph" {
+            continue;
+        }
+        let text = fs::read_to_string(file).expect("readable source");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            let stringly = code.contains(", String>") && code.contains("Result<");
+            let anyhow = TYPED_ERROR_MODULES.contains(&module.as_str()) && code.contains("anyhow");
+            if stringly || anyhow {
+                found.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "an error without a type (a String, or anyhow below the side-effect layer):\n  {}",
+        found.join("\n  ")
+    );
 }
 
 #[test]

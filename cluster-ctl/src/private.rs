@@ -7,60 +7,117 @@
 //! the daemon's user, and is made 0700.
 
 use std::{
+    io,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
-    path::Path,
+    path::{Path, PathBuf},
 };
+
+/// Why a secret file or a private directory was refused; `what` names it for the operator
+/// ("key file", "mail outbox").
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateError {
+    #[error("cannot {action} the {what} {path}: {source}")]
+    Io {
+        action: &'static str,
+        what: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "the {what} {path} is accessible by group or others (mode {mode:04o}); run chmod 600 on it"
+    )]
+    OpenToOthers {
+        what: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error(
+        "the {what} {path} belongs to uid {owner}, neither root nor this daemon's user (uid \
+         {euid}): that user could replace it"
+    )]
+    SecretOwner {
+        what: String,
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error("the {what} {path} is not a directory (a symlink?); refusing it")]
+    NotADirectory { what: String, path: PathBuf },
+    #[error(
+        "the {what} {path} belongs to uid {owner}, not to this daemon's user (uid {euid}); \
+         refusing it"
+    )]
+    DirectoryOwner {
+        what: String,
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+}
+
+fn io_error(
+    action: &'static str,
+    what: &str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> PrivateError {
+    let (what, path) = (what.to_owned(), path.to_owned());
+    move |source| PrivateError::Io {
+        action,
+        what,
+        path,
+        source,
+    }
+}
 
 fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
 /// A secret (cluster key, SMTP password): mode without group/other bits, owned by root or us.
-pub fn check_secret_file(path: &Path, what: &str) -> Result<(), String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+pub fn check_secret_file(path: &Path, what: &str) -> Result<(), PrivateError> {
+    let meta = std::fs::metadata(path).map_err(io_error("read", what, path))?;
     if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "the {what} {} is accessible by group or others (mode {:04o}); run chmod 600 on it",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
+        return Err(PrivateError::OpenToOthers {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            mode: meta.mode() & 0o7777,
+        });
     }
     if meta.uid() != 0 && meta.uid() != euid() {
-        return Err(format!(
-            "the {what} {} belongs to uid {}, neither root nor this daemon's user (uid {}): \
-             that user could replace it",
-            path.display(),
-            meta.uid(),
-            euid()
-        ));
+        return Err(PrivateError::SecretOwner {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            owner: meta.uid(),
+            euid: euid(),
+        });
     }
     Ok(())
 }
 
 /// Creates (when missing) a directory only this daemon's user may enter, and refuses one that is
 /// a symlink or belongs to someone else (who could swap what is inside).
-pub fn private_dir(path: &Path, what: &str) -> Result<(), String> {
-    std::fs::create_dir_all(path)
-        .map_err(|e| format!("cannot create the {what} {}: {e}", path.display()))?;
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+pub fn private_dir(path: &Path, what: &str) -> Result<(), PrivateError> {
+    std::fs::create_dir_all(path).map_err(io_error("create", what, path))?;
+    let meta = std::fs::symlink_metadata(path).map_err(io_error("read", what, path))?;
     if !meta.is_dir() {
-        return Err(format!(
-            "the {what} {} is not a directory (a symlink?); refusing it",
-            path.display()
-        ));
+        return Err(PrivateError::NotADirectory {
+            what: what.to_owned(),
+            path: path.to_owned(),
+        });
     }
     if meta.uid() != euid() {
-        return Err(format!(
-            "the {what} {} belongs to uid {}, not to this daemon's user (uid {}); refusing it",
-            path.display(),
-            meta.uid(),
-            euid()
-        ));
+        return Err(PrivateError::DirectoryOwner {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            owner: meta.uid(),
+            euid: euid(),
+        });
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("cannot make the {what} {} private: {e}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io_error(
+        "make private",
+        what,
+        path,
+    ))
 }
 
 #[cfg(test)]
@@ -77,7 +134,9 @@ mod tests {
         let key = dir.path().join("key");
         std::fs::write(&key, "00").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let error = check_secret_file(&key, "cluster key").unwrap_err();
+        let error = check_secret_file(&key, "cluster key")
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("mode 0644") && error.contains("chmod 600"),
             "{error}"
@@ -100,9 +159,13 @@ mod tests {
         }
         // Root owning the key is fine, but root running the daemon cannot be tricked by
         // another user's file.
-        let error = check_secret_file(&key, "cluster key").unwrap_err();
+        let error = check_secret_file(&key, "cluster key")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("uid 65534"), "{error}");
-        let error = private_dir(&other, "run directory").unwrap_err();
+        let error = private_dir(&other, "run directory")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("uid 65534"), "{error}");
     }
 
@@ -113,7 +176,7 @@ mod tests {
         std::fs::create_dir(&target).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let error = private_dir(&link, "outbox").unwrap_err();
+        let error = private_dir(&link, "outbox").unwrap_err().to_string();
         assert!(error.contains("not a directory"), "{error}");
         let fresh = dir.path().join("a/b");
         private_dir(&fresh, "outbox").unwrap();

@@ -173,7 +173,7 @@ fn keygen_writes_a_private_key_that_the_daemon_accepts_and_guards_it() {
     assert!(!clpcfg().arg("keygen").arg(&key).status().unwrap().success());
     // A key readable by others is refused.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let error = load_key(&key).unwrap_err();
+    let error = load_key(&key).unwrap_err().to_string();
     assert!(error.contains("chmod 600"), "{error}");
 }
 

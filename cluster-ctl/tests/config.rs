@@ -293,7 +293,7 @@ fn the_node_comes_from_the_flag_and_must_be_a_server() {
         config.resolve_node(Some("fws2")).unwrap(),
         (1, "fws2".to_owned())
     );
-    let error = config.resolve_node(Some("fws9")).unwrap_err();
+    let error = config.resolve_node(Some("fws9")).unwrap_err().to_string();
     assert!(
         error.contains("fws9") && error.contains("fws1, fws2"),
         "{error}"

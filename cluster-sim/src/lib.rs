@@ -12,17 +12,35 @@
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap},
-    fmt::Write as _,
+    fmt::{self, Write as _},
     time::Duration,
 };
 
 use cluster_common::Lease;
 use cluster_engine::{
     Action, Command, Engine, EngineConfig, Event, Failback, GroupId, GroupSpec, GroupState,
-    Instant, NodeId, Notice, Recover, Report, StartMode, StepSpec,
+    Instant, NodeId, Notice, Recover, Refusal, Report, StartMode, StepSpec,
 };
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
+
+/// Why [`Sim::command`] did nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommandRefused {
+    /// The node's process is not running.
+    NotRunning,
+    /// The engine refused it, as `clpgrp` would show.
+    Engine(Refusal),
+}
+
+impl fmt::Display for CommandRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotRunning => f.write_str("not running"),
+            Self::Engine(refusal) => refusal.fmt(f),
+        }
+    }
+}
 
 /// The simulator's virtual time and its delays, in nanoseconds: a schedule is plain arithmetic
 /// on these. Times become [`Instant`]s where they enter an engine.
@@ -885,13 +903,16 @@ impl Sim {
         self.nodes[node].engine.as_ref()
     }
 
-    /// Runs an operator command on a node now; returns the refusal text if refused.
-    pub fn command(&mut self, node: NodeId, command: Command) -> Result<(), String> {
+    /// Runs an operator command on a node now.
+    pub fn command(&mut self, node: NodeId, command: Command) -> Result<(), CommandRefused> {
         let now = self.now;
-        let engine = self.nodes[node].engine.as_mut().ok_or("not running")?;
+        let engine = self.nodes[node]
+            .engine
+            .as_mut()
+            .ok_or(CommandRefused::NotRunning)?;
         let actions = engine
             .command(Instant::from_nanos(now), command)
-            .map_err(|r| r.to_string())?;
+            .map_err(CommandRefused::Engine)?;
         self.carry_out(node, actions);
         self.broadcast(node);
         Ok(())

@@ -55,7 +55,7 @@ fn manual_failback_leaves_the_group_until_clpgrp_moves_it() {
         },
     );
     assert_eq!(
-        refused.unwrap_err(),
+        refused.unwrap_err().to_string(),
         "group0 is not running on fws1 but on fws2; run the command there or use -h fws2"
     );
     sim.command(
@@ -254,12 +254,14 @@ fn clpgrp_refusals_follow_the_seed() {
     let mut sim = started(Shape::hot_standby(Failback::Manual));
     assert_eq!(
         sim.command(FWS2, Command::Start { group: GROUP0 })
-            .unwrap_err(),
+            .unwrap_err()
+            .to_string(),
         "group0 is already started on fws1"
     );
     assert_eq!(
         sim.command(FWS2, Command::Stop { group: GROUP0 })
-            .unwrap_err(),
+            .unwrap_err()
+            .to_string(),
         "group0 is not running on fws2 but on fws1; run the command there or use -h fws1"
     );
     sim.command(FWS1, Command::Stop { group: GROUP0 }).unwrap();
@@ -270,7 +272,8 @@ fn clpgrp_refusals_follow_the_seed() {
     );
     assert_eq!(
         sim.command(FWS1, Command::Stop { group: GROUP0 })
-            .unwrap_err(),
+            .unwrap_err()
+            .to_string(),
         "group0 is not started on fws1"
     );
     sim.command(FWS2, Command::Start { group: GROUP0 }).unwrap();
@@ -296,7 +299,8 @@ fn clpgrp_start_clears_start_deny() {
     );
     let refusal = sim
         .command(FWS1, Command::Start { group: GROUP0 })
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         refusal,
         "group0 is already started on fws2 (STARTING=DENY cleared here)"

@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
     if !args.worker {
         // A second daemon for the node is refused before it starts a worker.
         if let Err(e) = probe_node_lock(&args) {
-            eprintln!("fwclusterd: {e}");
+            eprintln!("fwclusterd: {e:#}");
             return std::process::ExitCode::FAILURE;
         }
         // The supervisor: the same arguments plus --worker, restarted per cluster.recover.
@@ -72,9 +72,10 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Takes and releases the node's lock: refused when another daemon holds it.
-fn probe_node_lock(args: &Args) -> Result<(), String> {
-    let config = cluster_ctl::config::Config::load(&args.config).map_err(|e| e.to_string())?;
+fn probe_node_lock(args: &Args) -> anyhow::Result<()> {
+    let config = cluster_ctl::config::Config::load(&args.config)?;
     let (_, node) = config.resolve_node(args.node.as_deref())?;
     let pin_dir = args.pin_root.join(&config.cluster.name).join(&node);
-    cluster_ctl::dataplane::NodeLock::take(&pin_dir, &node).map(drop)
+    cluster_ctl::dataplane::NodeLock::take(&pin_dir, &node)?;
+    Ok(())
 }

@@ -85,9 +85,7 @@ pub fn main(args: Args) -> Result<()> {
         Cmd::Check { file, local, node } => {
             let config = load(&file)?;
             if local {
-                let (me, name) = config
-                    .resolve_node(node.as_deref())
-                    .map_err(anyhow::Error::msg)?;
+                let (me, name) = config.resolve_node(node.as_deref())?;
                 let interfaces = crate::netif::interface_addresses()?;
                 let problems = crate::config::check_against_interfaces(&config, me, &interfaces);
                 if !problems.is_empty() {
@@ -130,7 +128,7 @@ pub fn main(args: Args) -> Result<()> {
 /// maps and the program with the last reference. Works on pins of any earlier build too, as it
 /// does not open them.
 fn uninstall(config: &Config, node: Option<&str>, pin_root: &Path, run_dir: &Path) -> Result<()> {
-    let (_, node) = config.resolve_node(node).map_err(anyhow::Error::msg)?;
+    let (_, node) = config.resolve_node(node)?;
     let socket = crate::control::socket_path(run_dir, &node);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         bail!(
@@ -323,7 +321,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
         &mut self,
         title: &str,
         entry: &str,
-        mut parse: impl FnMut(&str) -> Result<T, String>,
+        mut parse: impl FnMut(&str) -> Result<T>,
         show: impl Fn(&T) -> String,
         max: usize,
     ) -> Result<Vec<T>> {
@@ -347,7 +345,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                     let text = self.ask(&format!("Input {entry}"), None)?;
                     match parse(&text) {
                         Ok(item) => items.push(item),
-                        Err(e) => writeln!(self.output, "  {e}")?,
+                        Err(e) => writeln!(self.output, "  {e:#}")?,
                     }
                 }
                 "m" | "M" | "d" | "D" => {
@@ -362,7 +360,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                         let text = self.ask(&format!("Input {entry}"), None)?;
                         match parse(&text) {
                             Ok(item) => items[index - 1] = item,
-                            Err(e) => writeln!(self.output, "  {e}")?,
+                            Err(e) => writeln!(self.output, "  {e:#}")?,
                         }
                     }
                 }
@@ -401,11 +399,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             "address/prefix and interface (e.g. 192.0.2.10/24 eth0)",
             |text| {
                 let mut parts = text.split_whitespace();
-                let address: Ipv4Net = parts
-                    .next()
-                    .ok_or("an address is required")?
-                    .parse()
-                    .map_err(|e| format!("{e}"))?;
+                let address: Ipv4Net = parts.next().context("an address is required")?.parse()?;
                 Ok(FipConfig {
                     address,
                     interface: parts.next().map(str::to_owned),
@@ -428,7 +422,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                     .map(|t| {
                         t.trim()
                             .parse::<Ipv4Addr>()
-                            .map_err(|e| format!("{t:?}: {e}"))
+                            .with_context(|| format!("{t:?}"))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(IpwConfig {
@@ -453,12 +447,8 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             "address and interface (e.g. 192.0.2.20 eth0)",
             |text| {
                 let mut parts = text.split_whitespace();
-                let address: Ipv4Addr = parts
-                    .next()
-                    .ok_or("an address is required")?
-                    .parse()
-                    .map_err(|e| format!("{e}"))?;
-                let interface = parts.next().ok_or("an interface is required")?.to_owned();
+                let address: Ipv4Addr = parts.next().context("an address is required")?.parse()?;
+                let interface = parts.next().context("an interface is required")?.to_owned();
                 Ok(ParpConfig {
                     address,
                     interface,
@@ -500,10 +490,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             let interconnect = self.list(
                 &format!("interconnect addresses of {host}"),
                 "address/prefix (e.g. 169.254.12.1/24)",
-                |text| {
-                    text.parse::<Ipv4Net>()
-                        .map_err(|e| format!("{text:?}: {e}"))
-                },
+                |text| text.parse::<Ipv4Net>().with_context(|| format!("{text:?}")),
                 |n: &Ipv4Net| n.to_string(),
                 crate::config::MAX_INTERCONNECTS,
             )?;

@@ -35,7 +35,7 @@ impl Target {
         if let Some(socket) = &self.socket {
             return Ok(socket.clone());
         }
-        let node = crate::config::node_name(self.node.as_deref()).map_err(anyhow::Error::msg)?;
+        let node = crate::config::node_name(self.node.as_deref())?;
         Ok(control::socket_path(&self.run_dir, &node))
     }
 

@@ -105,10 +105,8 @@ struct Daemon {
 /// Runs the daemon until it has left the cluster (SIGTERM) or fails.
 pub fn run(options: Options) -> Result<()> {
     let config = Config::load(&options.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (me, node) = config
-        .resolve_node(options.node.as_deref())
-        .map_err(anyhow::Error::msg)?;
-    let key = heartbeat::load_key(&config.cluster.key_file).map_err(anyhow::Error::msg)?;
+    let (me, node) = config.resolve_node(options.node.as_deref())?;
+    let key = heartbeat::load_key(&config.cluster.key_file)?;
     let engine_config = config.engine_config(me);
     let lease = engine_config.lease();
 
@@ -116,12 +114,12 @@ pub fn run(options: Options) -> Result<()> {
     let (inputs, receiver) = mpsc::channel::<Input>();
     wiring::spawn_signals(inputs.clone())?;
 
-    dataplane::check_pin_root(&options.pin_root).map_err(anyhow::Error::msg)?;
+    dataplane::check_pin_root(&options.pin_root)?;
     // Before anything is attached or configured: the kernel must not answer for a cluster
     // address whatever happens to the XDP program.
     startup::guard_cluster_addresses(&config).context("installing the ARP guard")?;
     let pin_dir = options.pin_root.join(&config.cluster.name).join(&node);
-    let node_lock = dataplane::NodeLock::take(&pin_dir, &node).map_err(anyhow::Error::msg)?;
+    let node_lock = dataplane::NodeLock::take(&pin_dir, &node)?;
     let mut dataplane = Dataplane::open(&pin_dir, me as u32, false)
         .with_context(|| format!("data path in {}", pin_dir.display()))?;
     startup::attach_interfaces(&config, me, &mut dataplane)?;

@@ -373,11 +373,40 @@ impl Receiver {
 
 /// Reads the cluster key: hex text (as `clpcfg keygen` writes it) of at least 128 bits, in a
 /// file that only its owner can read.
-pub fn load_key(path: &std::path::Path) -> Result<Key, String> {
+pub fn load_key(path: &std::path::Path) -> Result<Key, KeyError> {
     crate::private::check_secret_file(path, "key file")?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
-    let bytes = hex::decode(text.trim())
-        .map_err(|e| format!("the key file {} is not hex text: {e}", path.display()))?;
-    Key::new(bytes).map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bytes = hex::decode(text.trim()).map_err(|source| KeyError::NotHex {
+        path: path.to_owned(),
+        source,
+    })?;
+    Key::new(bytes).map_err(|source| KeyError::Short {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Why the cluster key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    NotPrivate(#[from] crate::private::PrivateError),
+    #[error("cannot read the key file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the key file {path} is not hex text: {source}")]
+    NotHex {
+        path: std::path::PathBuf,
+        source: hex::FromHexError,
+    },
+    #[error("{path}: {source}")]
+    Short {
+        path: std::path::PathBuf,
+        source: wire::ShortKey,
+    },
 }

@@ -132,13 +132,15 @@ impl std::fmt::Debug for Key {
 /// Minimum key length: 128 bits.
 pub const MIN_KEY_LEN: usize = 16;
 
+/// A cluster key shorter than [`MIN_KEY_LEN`] (its length in bytes).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the cluster key has {0} bytes; at least {MIN_KEY_LEN} are required")]
+pub struct ShortKey(pub usize);
+
 impl Key {
-    pub fn new(bytes: Vec<u8>) -> Result<Self, String> {
+    pub fn new(bytes: Vec<u8>) -> Result<Self, ShortKey> {
         if bytes.len() < MIN_KEY_LEN {
-            return Err(format!(
-                "the cluster key has {} bytes; at least {MIN_KEY_LEN} are required",
-                bytes.len()
-            ));
+            return Err(ShortKey(bytes.len()));
         }
         Ok(Self(bytes))
     }

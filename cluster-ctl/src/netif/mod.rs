@@ -9,18 +9,41 @@ use std::{
     net::Ipv4Addr,
 };
 
-use anyhow::{Context as _, Result, bail};
 use ipnet::Ipv4Net;
 
 use crate::config::Config;
 
 pub use netlink::{add_address, remove_address};
 
+/// Why an interface could not be read or changed; each names the interface or address.
+#[derive(Debug, thiserror::Error)]
+pub enum NetifError {
+    #[error("listing the interfaces (getifaddrs): {0}")]
+    List(nix::Error),
+    #[error("interface {0} has no MAC address")]
+    NoMac(String),
+    #[error("no interface holds the subnet of {0}")]
+    NoSubnet(Ipv4Net),
+    #[error("no interface {0}")]
+    NoInterface(String),
+    #[error("tokio runtime for rtnetlink: {0}")]
+    Runtime(std::io::Error),
+    #[error("netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("{doing}: {source}")]
+    Netlink {
+        doing: String,
+        source: rtnetlink::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, NetifError>;
+
 /// The IPv4 addresses of every interface of this host (its network namespace).
 pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
     let mut out: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
     let mut names = BTreeSet::new();
-    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+    for ifaddr in nix::ifaddrs::getifaddrs().map_err(NetifError::List)? {
         // IPv4 addresses come with their label (`eth2:1` for a FIP held here); the interface
         // is the part before the colon (the kernel allows no colon in interface names).
         let name = match ifaddr.interface_name.split_once(':') {
@@ -47,7 +70,7 @@ pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
 
 /// The MAC address of an interface.
 pub fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
-    for ifaddr in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+    for ifaddr in nix::ifaddrs::getifaddrs().map_err(NetifError::List)? {
         if ifaddr.interface_name == ifname
             && let Some(link) = ifaddr.address.as_ref().and_then(|a| a.as_link_addr())
             && let Some(mac) = link.addr()
@@ -55,7 +78,7 @@ pub fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
             return Ok(mac);
         }
     }
-    bail!("interface {ifname} has no MAC address")
+    Err(NetifError::NoMac(ifname.to_owned()))
 }
 
 /// The interface whose subnet holds `address`, if any.
@@ -75,5 +98,5 @@ pub fn fip_interface(config: &Config, group: usize, fip: usize) -> Result<String
     let local = interface_addresses()?;
     subnet_interface(&local, f.address.addr())
         .map(str::to_owned)
-        .with_context(|| format!("no interface holds the subnet of {}", f.address))
+        .ok_or(NetifError::NoSubnet(f.address))
 }

@@ -2,16 +2,22 @@
 
 use std::net::IpAddr;
 
-use anyhow::{Context as _, Result, anyhow};
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+
+use super::{NetifError, Result};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .context("tokio runtime for rtnetlink")
+        .map_err(NetifError::Runtime)
+}
+
+/// What failed, for [`NetifError::Netlink`].
+fn failed(doing: String) -> impl FnOnce(rtnetlink::Error) -> NetifError {
+    move |source| NetifError::Netlink { doing, source }
 }
 
 fn index(handle: &rtnetlink::Handle, interface: &str) -> impl Future<Output = Result<u32>> {
@@ -25,8 +31,8 @@ fn index(handle: &rtnetlink::Handle, interface: &str) -> impl Future<Output = Re
             .execute()
             .try_next()
             .await
-            .with_context(|| format!("looking up {interface}"))?
-            .ok_or_else(|| anyhow!("no interface {interface}"))?;
+            .map_err(failed(format!("looking up {interface}")))?
+            .ok_or_else(|| NetifError::NoInterface(interface.clone()))?;
         Ok(link.header.index)
     }
 }
@@ -34,7 +40,7 @@ fn index(handle: &rtnetlink::Handle, interface: &str) -> impl Future<Output = Re
 /// Adds `address` to `interface` with `label` (`eth0:1` style); present already is fine.
 pub fn add_address(interface: &str, address: Ipv4Net, label: &str) -> Result<()> {
     runtime()?.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection().context("netlink socket")?;
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetifError::Socket)?;
         tokio::spawn(connection);
         let index = index(&handle, interface).await?;
         let mut request = handle
@@ -45,17 +51,16 @@ pub fn add_address(interface: &str, address: Ipv4Net, label: &str) -> Result<()>
             .message_mut()
             .attributes
             .push(AddressAttribute::Label(label.to_owned()));
-        request
-            .execute()
-            .await
-            .with_context(|| format!("adding {address} to {interface} as {label}"))
+        request.execute().await.map_err(failed(format!(
+            "adding {address} to {interface} as {label}"
+        )))
     })
 }
 
 /// Removes `address` from `interface`; absent already is fine.
 pub fn remove_address(interface: &str, address: Ipv4Net) -> Result<()> {
     runtime()?.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection().context("netlink socket")?;
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetifError::Socket)?;
         tokio::spawn(connection);
         let index = index(&handle, interface).await?;
         let mut addresses = handle
@@ -64,7 +69,11 @@ pub fn remove_address(interface: &str, address: Ipv4Net) -> Result<()> {
             .set_link_index_filter(index)
             .execute();
         let mut found: Option<AddressMessage> = None;
-        while let Some(message) = addresses.try_next().await? {
+        while let Some(message) = addresses
+            .try_next()
+            .await
+            .map_err(failed(format!("listing the addresses of {interface}")))?
+        {
             let matches = message.header.prefix_len == address.prefix_len()
                 && message.attributes.iter().any(|a| {
                     matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == address.addr())
@@ -80,7 +89,7 @@ pub fn remove_address(interface: &str, address: Ipv4Net) -> Result<()> {
                 .del(message)
                 .execute()
                 .await
-                .with_context(|| format!("removing {address} from {interface}")),
+                .map_err(failed(format!("removing {address} from {interface}"))),
             None => Ok(()),
         }
     })

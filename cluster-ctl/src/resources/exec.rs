@@ -62,7 +62,7 @@ pub struct Records {
 impl Records {
     /// Opens (creating) the private state directory `dir`.
     pub fn open(dir: PathBuf) -> Result<Self> {
-        crate::private::private_dir(&dir, "state directory").map_err(anyhow::Error::msg)?;
+        crate::private::private_dir(&dir, "state directory")?;
         Ok(Self { dir })
     }
 

@@ -331,7 +331,8 @@ impl Resources {
         let execs = self.execs.clone();
         std::thread::spawn(move || {
             let result = match &spec {
-                Step::Fip(fip) => crate::netif::remove_address(&fip.interface, fip.address),
+                Step::Fip(fip) => crate::netif::remove_address(&fip.interface, fip.address)
+                    .map_err(anyhow::Error::from),
                 // The lease was revoked first: nothing answers for it any more.
                 Step::Parp(_) => Ok(()),
                 Step::Exec(exec) => exec::stop(exec, &env, group, reason, &execs, step),
