@@ -1,8 +1,10 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
-/// Builds `cluster-ebpf` for bpfel-unknown-none with the nightly toolchain and bpf-linker; the
-/// object lands in OUT_DIR and is embedded by `dataplane::object`.
+/// Builds `cluster-ebpf` for bpfel-unknown-none with the nightly toolchain and bpf-linker: one
+/// object per binary of that package lands in OUT_DIR. The product's (`cluster-ebpf`) is
+/// embedded by `dataplane::OBJECT`; the benchmark's (`cluster-ebpf-bench`) is only named to
+/// the lab's build script (through this package's `links` key), never embedded here.
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
@@ -24,5 +26,8 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         Toolchain::default(),
-    )
+    )?;
+    let out_dir = std::env::var("OUT_DIR").context("OUT_DIR")?;
+    println!("cargo::metadata=bench_object={out_dir}/cluster-ebpf-bench");
+    Ok(())
 }

@@ -58,14 +58,6 @@ pub mod map_name {
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "fwcluster_xdp";
-/// Name of a trivial XDP program (returns `XDP_PASS`) kept in the object as the benchmark floor.
-pub const FLOOR_PROGRAM_NAME: &str = "fwcluster_floor";
-/// Name of the benchmark's idempotent variant of the ARP rewrite path.
-pub const BENCH_ARP_PROGRAM_NAME: &str = "fwcluster_bench_arp";
-/// Name of the benchmark's traffic generator (BPF_PROG_TEST_RUN live frames, `XDP_TX`).
-pub const BENCH_GEN_PROGRAM_NAME: &str = "fwcluster_bench_gen";
-/// Name of the benchmark's receiver (counts and drops every frame).
-pub const BENCH_SINK_PROGRAM_NAME: &str = "fwcluster_bench_sink";
 
 /// The `ifindex` of an [`AddressKey`] for an address answered on VLAN `vid` (1..=4095) of the
 /// interface `ifindex` (at most 2^19): requests that arrive with an 802.1Q tag are looked up

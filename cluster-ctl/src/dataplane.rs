@@ -431,7 +431,10 @@ fn check_pinned_maps(pin_dir: &Path) -> Result<()> {
 
 /// Loads the object with every map bound to its pin in `pin_dir` (a pinned map is reused, a
 /// missing one created and pinned); `log_level` is aya-log's (2 = warn, 4 = debug).
-fn load_object(pin_dir: &Path, log_level: u8) -> Result<Ebpf> {
+/// Loads an XDP object (the product's [`OBJECT`], or the benchmark's own) against the maps
+/// pinned in `pin_dir`, creating and pinning those that are missing: its programs then read and
+/// write this node's maps. `log_level` is the programs' aya-log level.
+pub fn load_against_pins(pin_dir: &Path, object: &[u8], log_level: u8) -> Result<Ebpf> {
     let flow_pin = pin_dir.join(map_name::FLOW);
     if !flow_pin.exists() {
         // The program's view of the flow-share tables (a data section) is bound to this pin
@@ -440,7 +443,7 @@ fn load_object(pin_dir: &Path, log_level: u8) -> Result<Ebpf> {
         // and pinned by a load of its own first; the rest of that load is dropped unused.
         let mut loader = EbpfLoader::new();
         loader.map_pin_path(map_name::FLOW, flow_pin.as_path());
-        loader.load(OBJECT)?;
+        loader.load(object)?;
     }
     // aya writes a data section's initial contents (zeros, for `.bss`) into its map on every
     // load, a reused pin included. Given the tables as they are instead, it rewrites them
@@ -453,7 +456,7 @@ fn load_object(pin_dir: &Path, log_level: u8) -> Result<Ebpf> {
         loader.map_pin_path(name, pin_dir.join(name));
     }
     loader.map_pin_path(FLOW_TABLES_SECTION, flow_pin);
-    Ok(loader.load(OBJECT)?)
+    Ok(loader.load(object)?)
 }
 
 fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
@@ -525,7 +528,7 @@ impl Dataplane {
     }
 
     fn load(pin_dir: &Path, prog_pin: &Path, kernel_debug_log: bool) -> Result<Xdp> {
-        let mut ebpf = load_object(pin_dir, if kernel_debug_log { 4 } else { 2 })?;
+        let mut ebpf = load_against_pins(pin_dir, OBJECT, if kernel_debug_log { 4 } else { 2 })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(ProgramError::NotLoaded)?
@@ -918,25 +921,9 @@ impl Dataplane {
         Ok(KernelLog { logger })
     }
 
-    /// Loads another program of the object against this node's pinned maps (the benchmark uses
-    /// the floor program and the idempotent ARP variant). The program is not pinned.
-    pub fn load_companion(&self, name: &str) -> Result<Xdp> {
-        let mut ebpf = load_object(&self.pin_dir, 2)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(ProgramError::NotLoaded)?
-            .try_into()?;
-        program.load()?;
-        // Keep the program past `ebpf` by pinning it in a temporary place and reopening it.
-        let pin = self.pin_dir.join(format!("tmp_{name}"));
-        let _ = fs::remove_file(&pin);
-        program.pin(&pin).map_err(|source| DataplaneError::Pin {
-            path: pin.clone(),
-            source,
-        })?;
-        let reopened = Xdp::from_pin(&pin, XdpAttachType::Interface);
-        let _ = fs::remove_file(&pin);
-        Ok(reopened?)
+    /// Where this node's maps and program are pinned.
+    pub fn pins(&self) -> &Path {
+        &self.pin_dir
     }
 
     /// The program, for BPF_PROG_TEST_RUN.
@@ -1062,4 +1049,20 @@ pub fn driver_name(ifname: &str) -> Option<String> {
     }
     let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_product_object_holds_the_data_path_program_and_nothing_else() {
+        let object = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
+        let programs: Vec<&str> = object.programs.keys().map(String::as_str).collect();
+        assert_eq!(
+            programs,
+            [PROGRAM_NAME],
+            "the benchmark's programs belong in its own object"
+        );
+    }
 }

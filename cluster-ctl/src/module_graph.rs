@@ -223,7 +223,12 @@ fn the_lower_layers_return_typed_errors_not_anyhow_or_strings() {
             let stringly = code.contains(", String>") && code.contains("Result<");
             let anyhow = TYPED_ERROR_MODULES.contains(&module.as_str()) && code.contains("anyhow");
             if stringly || anyhow {
-                found.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+                found.push(format!(
+                    "{}:{}: {}",
+                    file.display(),
+                    number + 1,
+                    line.trim()
+                ));
             }
         }
     }

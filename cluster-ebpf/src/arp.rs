@@ -19,8 +19,8 @@ use crate::{
 };
 
 const ARP_HTYPE_ETHERNET: u16 = 1;
-pub(crate) const ARP_OP_REQUEST: u16 = 1;
-pub(crate) const ARP_OP_REPLY: u16 = 2;
+pub const ARP_OP_REQUEST: u16 = 1;
+pub const ARP_OP_REPLY: u16 = 2;
 
 #[inline(always)]
 pub(crate) fn respond(

@@ -10,8 +10,8 @@ use aya_ebpf::programs::XdpContext;
 
 use crate::Malformed;
 
-pub(crate) const ETH_P_ARP: u16 = 0x0806;
-pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IP: u16 = 0x0800;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
@@ -106,8 +106,12 @@ impl Frame {
     }
 
     /// The ethertype behind at most one VLAN tag and the offset of the layer-3 header.
+    ///
+    /// # Safety
+    /// `eth` must come from `self.header::<EthHdr>(0)` (the caller has it already; fetching it
+    /// again would cost the hot path a second bounds check).
     #[inline(always)]
-    pub fn l3(&self, eth: *const EthHdr) -> Result<(u16, usize), Malformed> {
+    pub unsafe fn l3(&self, eth: *const EthHdr) -> Result<(u16, usize), Malformed> {
         // SAFETY: the caller got `eth` from `header`.
         let ethertype = u16::from_be(unsafe { (*eth).ethertype });
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {

@@ -1,111 +1,14 @@
-//! fwcluster's XDP data path.
-//!
-//! One program per data interface:
-//! - answers ARP requests for cluster addresses this node owns (R-XDP-1) by rewriting the request
-//!   into a reply in place and `XDP_TX`, also behind one 802.1Q/802.1ad tag;
-//! - drops ARP requests for cluster addresses it does not own, or whose lease has expired
-//!   (R-XDP-4 self-fencing, R-XDP-7), so the kernel cannot answer them either;
-//! - for IPv4 frames to a flow-share address (multicast MAC), passes the buckets this node owns
-//!   and drops the rest (R-XDP-2);
-//! - passes everything else untouched. Truncated or malformed frames are passed and counted.
-//!
-//! This file holds the entry and the dispatch by protocol; [`arp`] answers, [`lease`] decides
-//! ownership, [`flowshare`] filters, [`frame`] holds every bounds-checked header access, [`maps`]
-//! the maps, and [`bench`] the benchmark's own programs.
-// Built for bpfel-unknown-none by cluster-ctl/build.rs. On the host the same code compiles as a
-// normal program (so `cargo build/clippy --workspace` check it) that only says where it belongs.
+//! The product's XDP object: the one program the controller attaches to every data interface.
+//! Everything it does is in the library ([`cluster_ebpf::run`]).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
-mod arp;
-mod bench;
-mod flowshare;
-mod frame;
-mod lease;
-mod maps;
-
-use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext};
-use aya_log_ebpf::debug;
-use cluster_common::Counters;
-use frame::{ETH_P_ARP, ETH_P_IP, EthHdr, Frame};
-use maps::FWC_COUNTERS;
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 
 /// The data path program attached to every data interface.
 #[xdp]
 pub fn fwcluster_xdp(ctx: XdpContext) -> u32 {
-    run(&ctx)
-}
-
-#[inline(always)]
-pub(crate) fn run(ctx: &XdpContext) -> u32 {
-    // An array map with one entry: the lookup cannot fail. Checked once here, so that the paths
-    // below count without a test of their own.
-    let Some(counters) = FWC_COUNTERS.get_ptr_mut(0) else {
-        return XDP_PASS;
-    };
-    // SAFETY: per-CPU slot of this CPU; XDP programs do not nest on one CPU, and the slot is a
-    // map value valid for the whole run.
-    let counters = unsafe { &mut *counters };
-    counters.packets += 1;
-    process(ctx, &Frame::new(ctx), counters)
-}
-
-/// A frame that cannot be parsed: counted, logged at debug level, and passed. Called where the
-/// parse fails and returned from there: a `Result` carried to one exit packs and unpacks the
-/// action and the reason on every frame.
-#[inline(always)]
-pub(crate) fn malformed(ctx: &XdpContext, counters: &mut Counters, reason: Malformed) -> u32 {
-    counters.malformed += 1;
-    debug!(ctx, "malformed frame passed: {}", reason.reason());
-    XDP_PASS
-}
-
-/// Why a frame cannot be parsed; logged at debug level. A plain code rather than the message
-/// itself: the hot path then sets one register before each bounds check instead of a 64-bit
-/// string address and its length.
-#[derive(Clone, Copy)]
-pub enum Malformed {
-    ShortEthernet,
-    TruncatedVlan,
-    TruncatedArp,
-    ArpNotEthernetIpv4,
-    TruncatedIpv4,
-    BadIpv4Header,
-    TruncatedPorts,
-}
-
-impl Malformed {
-    fn reason(self) -> &'static str {
-        match self {
-            Self::ShortEthernet => "shorter than Ethernet",
-            Self::TruncatedVlan => "truncated VLAN tag",
-            Self::TruncatedArp => "truncated ARP",
-            Self::ArpNotEthernetIpv4 => "ARP not Ethernet/IPv4",
-            Self::TruncatedIpv4 => "truncated IPv4",
-            Self::BadIpv4Header => "bad IPv4 header",
-            Self::TruncatedPorts => "truncated L4 ports",
-        }
-    }
-}
-
-#[inline(always)]
-fn process(ctx: &XdpContext, frame: &Frame, counters: &mut Counters) -> u32 {
-    let Some(eth) = frame.header::<EthHdr>(0) else {
-        return malformed(ctx, counters, Malformed::ShortEthernet);
-    };
-    let (ethertype, l3) = match frame.l3(eth) {
-        Ok(found) => found,
-        Err(reason) => return malformed(ctx, counters, reason),
-    };
-    match ethertype {
-        ETH_P_ARP => arp::respond(ctx, frame, eth, l3, counters),
-        // Flow-share traffic is addressed to a multicast MAC; unicast frames skip the lookup.
-        // SAFETY: `eth` was bounds-checked by `Frame::header`.
-        ETH_P_IP if unsafe { (*eth).dst[0] } & 1 == 1 => {
-            flowshare::filter(ctx, frame, eth, l3, counters)
-        }
-        _ => XDP_PASS,
-    }
+    cluster_ebpf::run(&ctx)
 }
 
 #[cfg(target_arch = "bpf")]

@@ -38,7 +38,7 @@ pub(crate) static mut FWC_FLOW_TABLES: FlowShareTables = unsafe { core::mem::zer
 #[btf_map]
 pub(crate) static FWC_NODE: Array<NodeConfig, 1> = Array::new();
 #[btf_map]
-pub(crate) static FWC_COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
+pub static FWC_COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
 #[btf_map]
 pub(crate) static FWC_ADDR_HITS: PerCpuArray<AddressHits, { MAX_ADDRESSES as usize }> =
     PerCpuArray::new();

@@ -18,8 +18,7 @@ use anyhow::{Context as _, Result, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use clap::{Parser, Subcommand};
 use cluster_common::{
-    AddressEntry, AddressKey, AddressKind, BENCH_ARP_PROGRAM_NAME, BENCH_GEN_PROGRAM_NAME,
-    BENCH_SINK_PROGRAM_NAME, FLOOR_PROGRAM_NAME, FlowShare, HashMode, PROGRAM_NAME,
+    AddressEntry, AddressKey, AddressKind, FlowShare, HashMode, PROGRAM_NAME,
     flowhash::{self, bucket_of, hash_src},
 };
 use cluster_ctl::dataplane::{self, Dataplane, ModePreference};
@@ -97,6 +96,7 @@ fn main() -> Result<()> {
     }
 }
 
+mod companion;
 mod failover;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
@@ -191,7 +191,7 @@ impl CostMeter {
     ) -> Result<f64> {
         let mut per_load = Vec::with_capacity(Self::LOADS);
         for _ in 0..Self::LOADS {
-            let program = dataplane.load_companion(name)?;
+            let program = companion::load(dataplane, name)?;
             per_load.push(self.best_run(&program, frame, expected_action)?);
         }
         per_load.sort_by(f64::total_cmp);
@@ -263,7 +263,7 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
     dp.set_buckets(0, &(0..BUCKETS).map(|b| b % 2).collect::<Vec<_>>())?;
     dp.acquire(2, 1, LEASE)?;
 
-    let floor = dp.load_companion(FLOOR_PROGRAM_NAME)?;
+    let floor = companion::load(&dp, companion::FLOOR)?;
     let request = |target| ArpFrame::request(CLIENT_MAC, CLIENT_IP, target).encode();
     let unicast = Ipv4Packet {
         eth_dst: node_mac,
@@ -286,7 +286,7 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
     let cases: Vec<(&str, f64, &str)> = vec![
         (
             "ARP hit (reply, XDP_TX)",
-            meter.measure(&dp, BENCH_ARP_PROGRAM_NAME, &request(FIP), TX)?,
+            meter.measure(&dp, companion::ARP, &request(FIP), TX)?,
             "≤ 60 ns",
         ),
         (
@@ -453,9 +453,9 @@ fn blast(lab: &Lab, frame: Vec<u8>, duration: Duration, cpu: Option<usize>) -> R
         }
         let dp = Dataplane::open(&pin_dir, 9, false)?;
         let ifindex = dataplane::ifindex("eth0")?;
-        let mut sink = dp.load_companion(BENCH_SINK_PROGRAM_NAME)?;
+        let mut sink = companion::load(&dp, companion::SINK)?;
         sink.attach_to_if_index(ifindex, XdpMode::Driver)?;
-        let generator = dp.load_companion(BENCH_GEN_PROGRAM_NAME)?;
+        let generator = companion::load(&dp, companion::GENERATOR)?;
         let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
         let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let received_before = dp.counters()?.packets;

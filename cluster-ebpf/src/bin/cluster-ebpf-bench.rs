@@ -1,5 +1,9 @@
-//! Programs of the benchmark (`fwcluster-bench`), loaded only by it: a traffic generator, a
-//! sink, a trivial floor and the ARP path with an undo for repeated runs.
+//! The benchmark's XDP object (`fwcluster-bench` embeds it; the controller never sees it): a
+//! traffic generator, a sink, a trivial floor and the ARP path with an undo for repeated runs.
+//! Loaded against a node's pinned maps, so that it measures the product's code on the
+//! product's maps.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
@@ -8,7 +12,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::{
+use cluster_ebpf::{
     arp::{ARP_OP_REPLY, ARP_OP_REQUEST},
     frame::{ArpHdr, ETH_P_ARP, ETH_P_IP, EthHdr, Frame, Ipv4Hdr},
     maps::FWC_COUNTERS,
@@ -98,7 +102,8 @@ fn restore_request(frame: &Frame) {
     let Some(eth) = frame.header::<EthHdr>(0) else {
         return;
     };
-    let Ok((_, l3)) = frame.l3(eth) else {
+    // SAFETY: `eth` is the frame's bounds-checked Ethernet header.
+    let Ok((_, l3)) = (unsafe { frame.l3(eth) }) else {
         return;
     };
     let Some(arp) = frame.header::<ArpHdr>(l3) else {
@@ -116,3 +121,21 @@ fn restore_request(frame: &Frame) {
         (*arp).tpa = target;
     }
 }
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!(
+        "cluster-ebpf-bench holds the benchmark's XDP programs; cluster-ctl's build script builds it for bpfel-unknown-none"
+    );
+    std::process::exit(2);
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
