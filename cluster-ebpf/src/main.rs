@@ -13,7 +13,7 @@ pub fn fwcluster_xdp(ctx: XdpContext) -> u32 {
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
 
