@@ -28,6 +28,8 @@ catalog! {
     LEASE_LAPSED = "FWC010", "a group's lease ran out: the peers stopped acknowledging this server's heartbeats (or it stalled), so its data path does not answer for the group";
     LEASE_RESUMED = "FWC011", "acknowledgements came back (or every peer is gone): the data path answers for the group again (silent time follows)";
     PAUSED = "FWC013", "this daemon ran nothing for half the heartbeat timeout or longer (process stopped, machine stalled or CPU starved): its peers may have declared it dead";
+    PROXY_ARP_ON = "FWC014", "kernel proxy ARP is on for an interface with cluster addresses: the kernel may answer ARP beside the XDP program (set net.ipv4.conf.IF.proxy_arp=0)";
+    SYNC_NOT_AVAILABLE = "FWC015", "[sync] is configured but this release does not synchronize sessions yet: connections through the firewall do not survive a change of the active node";
     ADOPTED = "FWC006", "a group held by the previous process was adopted from the pinned lease";
     DAEMON_FAILED = "FWC007", "an internal failure of the daemon; cluster recovery action follows";
     CONFIG_RELOADED = "FWC008", "SIGHUP: the configuration file was read again ([mail] changes applied, or unchanged)";
@@ -38,6 +40,7 @@ catalog! {
     LINK_DOWN = "FWC104", "an interconnect to a peer lost its heartbeats (a warning while others work)";
     CONFIG_MISMATCH = "FWC106", "a peer runs a different configuration, or a fwcluster release with another flow hash: its state is ignored, nothing new is started";
     PACKET_REJECTED = "FWC107", "a heartbeat packet was refused (reason: bad_tag, replay, old_incarnation, …)";
+    DROPPED_LOCALLY = "FWC108", "a peer's heartbeats reach this server's interface but the local firewall drops them before fwclusterd (accept them: clpcfg nft), or no longer does";
     GROUP_ONLINE = "FWC201", "a group is active on this server (reason ACT_NORMAL/ACT_FAILOVER and cause)";
     GROUP_OFFLINE = "FWC202", "a group was deactivated on this server (reason DEACT_NORMAL/DEACT_ILLEGAL and cause)";
     GROUP_ERROR = "FWC203", "a group stopped in ERROR on this server; an operator must start it";

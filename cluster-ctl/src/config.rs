@@ -38,6 +38,24 @@ pub struct Config {
     pub group: Vec<GroupConfig>,
     #[serde(default)]
     pub flowshare: Vec<FlowShareConfig>,
+    /// Session synchronization over a dedicated interconnect (R-SYNC-1); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncConfig>,
+}
+
+/// `[sync]`: the interconnect that carries the connection-tracking entries between the nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Index into each server's interconnect list: the dedicated sync network.
+    pub interconnect: usize,
+    /// How long a starting or rejoining node waits for the peers' table before it takes groups
+    /// (R-SYNC-3).
+    #[serde(default = "defaults::sync_wait", with = "humantime_serde")]
+    pub wait: Duration,
+    /// UDP port of the sync traffic (conntrackd's FTFW default).
+    #[serde(default = "defaults::sync_port")]
+    pub port: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,6 +147,12 @@ mod defaults {
     }
     pub fn realtime_priority() -> u8 {
         0
+    }
+    pub fn sync_wait() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn sync_port() -> u16 {
+        3780
     }
 }
 
@@ -236,6 +260,9 @@ pub struct FipConfig {
     pub recover: Recover,
     #[serde(default = "defaults::address_retry")]
     pub retry: u32,
+    /// Hide NAT (R-FW-3): sources translated to this address when they leave by its interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hide: Vec<Ipv4Net>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,6 +279,10 @@ pub struct ParpConfig {
     pub recover: Recover,
     #[serde(default = "defaults::address_retry")]
     pub retry: u32,
+    /// Static NAT (R-FW-4): the inner host this public address stands for (destination
+    /// translation in, source translation out, on every node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_nat: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -703,7 +734,7 @@ pub fn node_name(flag: Option<&str>) -> Result<String, NodeError> {
 }
 
 /// What is wrong with a server name, if anything.
-fn host_name_problem(name: &str) -> Option<String> {
+pub fn host_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("must not be empty".into());
     }
@@ -722,7 +753,7 @@ fn host_name_problem(name: &str) -> Option<String> {
 }
 
 /// What is wrong with a cluster, group or exec name, if anything.
-fn name_problem(name: &str) -> Option<String> {
+pub fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() || name.len() > 63 {
         return Some("must be 1 to 63 characters".into());
     }
@@ -863,6 +894,10 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
     // Groups.
     let mut group_names = BTreeSet::new();
     let mut parp_owner: BTreeMap<Ipv4Addr, (String, KeyPath)> = BTreeMap::new();
+    // Hide-NAT sources seen so far: (source, group, key).
+    let mut hidden: Vec<(Ipv4Net, String, String)> = Vec::new();
+    // Static-NAT inner hosts seen so far, with the key that named them.
+    let mut static_inner: BTreeMap<Ipv4Addr, KeyPath> = BTreeMap::new();
     let mut total_addresses = 0usize;
     for (g, group) in config.group.iter().enumerate() {
         let gp = path("group").index(g);
@@ -910,6 +945,34 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             if fip.arp_count == 0 {
                 problems.add(&key.key("arp_count"), "must be at least 1");
             }
+            if !fip.hide.is_empty() && fip.interface.is_none() {
+                problems.add(
+                    &key.key("hide"),
+                    "needs `interface`: hide NAT translates what leaves by the address's interface",
+                );
+            }
+            for (h, source) in fip.hide.iter().enumerate() {
+                let hk = key.key("hide").index(h);
+                if source.contains(&fip.address.addr()) {
+                    problems.add(&hk, format!("{source} holds {} itself", fip.address.addr()));
+                }
+                match hidden
+                    .iter()
+                    .find(|(other, _, _)| other.contains(&source.network()) || source.contains(&other.network()))
+                {
+                    Some((other, owner, at)) if *owner != group.name => problems.add(
+                        &hk,
+                        format!(
+                            "{source} overlaps {other} ({at}) of group {owner}: a source is hidden behind one group's address"
+                        ),
+                    ),
+                    Some((other, _, at)) => problems.add(
+                        &hk,
+                        format!("{source} overlaps {other} ({at})"),
+                    ),
+                    None => hidden.push((*source, group.name.clone(), hk.to_string())),
+                }
+            }
         }
         for (k, parp) in group.parp.iter().enumerate() {
             let key = gp.key("parp").index(k);
@@ -934,6 +997,21 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
                 && mac.0[0] & 1 == 1
             {
                 problems.add(&key.key("mac"), format!("{mac} is a multicast MAC"));
+            }
+            if let Some(inner) = parp.static_nat {
+                let nk = key.key("static_nat");
+                if inner == parp.address {
+                    problems.add(&nk, format!("{inner} is the proxy-ARP address itself"));
+                } else if let Some(at) = static_inner.get(&inner) {
+                    problems.add(
+                        &nk,
+                        format!(
+                            "{inner} already stands behind {at}: one public address per inner host"
+                        ),
+                    );
+                } else {
+                    static_inner.insert(inner, nk.clone());
+                }
             }
         }
         total_addresses += group.fip.len() + group.parp.len();
@@ -1041,6 +1119,32 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
     if config.group.len() + config.flowshare.len() > cluster_common::MAX_LEASES as usize {
         problems.add(&path("group"), "too many groups and flow shares");
     }
+    for (inner, at) in &static_inner {
+        if let Some(first) = addresses.get(inner) {
+            problems.add(
+                at,
+                format!("{inner} is a cluster address ({first}), not an inner host"),
+            );
+        }
+    }
+    if let Some(sync) = &config.sync {
+        let links = config.server.first().map_or(0, |s| s.interconnect.len());
+        if sync.interconnect >= links {
+            problems.add(
+                &path("sync").key("interconnect"),
+                format!(
+                    "interconnect {} does not exist (each server has {links}, numbered from 0)",
+                    sync.interconnect
+                ),
+            );
+        }
+        if sync.port == config.cluster.heartbeat_port {
+            problems.add(
+                &path("sync").key("port"),
+                format!("{} is the heartbeat port", sync.port),
+            );
+        }
+    }
 }
 
 /// What is wrong with an interface name, if anything.
@@ -1103,10 +1207,25 @@ pub fn check_against_interfaces(
             }
         }
         for (k, parp) in group.parp.iter().enumerate() {
-            if !interfaces.contains_key(&parp.interface) {
-                problems.push(format!(
-                    "group[{g}].parp[{k}].interface: no interface {} on this node",
+            let key = format!("group[{g}].parp[{k}]");
+            match interfaces.get(&parp.interface) {
+                None => problems.push(format!(
+                    "{key}.interface: no interface {} on this node",
                     parp.interface
+                )),
+                Some(nets) if !nets.iter().any(|n| n.contains(&parp.address)) => {
+                    problems.push(format!(
+                        "{key}.address: {} is outside every subnet of {}: no ARP request for it arrives there",
+                        parp.address, parp.interface
+                    ))
+                }
+                Some(_) => {}
+            }
+            if let Some(inner) = parp.static_nat
+                && !interfaces.values().flatten().any(|n| n.contains(&inner))
+            {
+                problems.push(format!(
+                    "{key}.static_nat: {inner} is outside the subnet of every interface of this node"
                 ));
             }
         }

@@ -14,6 +14,7 @@ pub mod mail;
 pub mod mapped;
 pub mod metrics;
 pub mod netif;
+pub mod nft;
 pub mod peer;
 pub mod private;
 pub mod resources;

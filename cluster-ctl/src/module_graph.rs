@@ -200,6 +200,7 @@ const TYPED_ERROR_MODULES: &[&str] = &[
     "incarnation",
     "arp_guard",
     "netif",
+    "nft",
     "dataplane",
     "catalog",
     "status",

@@ -90,6 +90,9 @@ pub struct HeartbeatView {
     pub received: u64,
     /// Longest gap between two heartbeats, in microseconds (the interval when nothing is lost).
     pub max_gap_us: u64,
+    /// The interface on which this peer's heartbeats arrive but the local firewall drops them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_locally_on: Option<String>,
 }
 
 fn ordinal(n: usize) -> String {
@@ -388,8 +391,15 @@ pub fn render_interconnects(view: &StatusView) -> String {
                     } else {
                         None
                     };
+                    let dropped = n == view.local
+                        && view.heartbeats.iter().any(|hb| {
+                            hb.link == link
+                                && hb.peer == view.servers[k].name
+                                && hb.dropped_locally_on.is_some()
+                        });
                     match ok {
                         Some(true) => "OK".into(),
+                        Some(false) if dropped => "DROPPED".into(),
                         Some(false) => "NG".into(),
                         None => "-".into(),
                     }
@@ -397,6 +407,16 @@ pub fn render_interconnects(view: &StatusView) -> String {
                 .collect();
             let address = address.split('/').next().unwrap_or(address);
             row(&mut out, address, &cells);
+        }
+    }
+    for hb in view.heartbeats.iter() {
+        if let Some(interface) = &hb.dropped_locally_on {
+            let _ = writeln!(
+                out,
+                "\n! interconnect {}: heartbeats from {} reach {interface} but the local firewall \
+                 drops them; accept UDP {} from the servers' interconnect addresses (clpcfg nft)",
+                hb.link, hb.peer, view.config.cluster.heartbeat_port
+            );
         }
     }
     out
@@ -415,7 +435,6 @@ pub fn render_config(view: &StatusView) -> String {
     out.push_str("-----\nCLUSTER :\n");
     let secs = |d: std::time::Duration| humantime::format_duration(d).to_string();
     let fields: Vec<(&str, String)> = vec![
-        ("STARTUP", "AUTO".into()),
         ("WAIT timeout", secs(c.cluster.wait_timeout)),
         ("HB port", c.cluster.heartbeat_port.to_string()),
         ("HB interval", secs(c.cluster.heartbeat_interval)),
@@ -445,6 +464,12 @@ pub fn render_config(view: &StatusView) -> String {
     for (k, v) in fields {
         let _ = writeln!(out, "  {k:<14}: {v}");
     }
+    if let Some(sync) = &c.sync {
+        let _ = writeln!(out, "SYNC :");
+        let _ = writeln!(out, "  INTERCONNECT  : {}", sync.interconnect);
+        let _ = writeln!(out, "  UDP port      : {}", sync.port);
+        let _ = writeln!(out, "  WAIT          : {}", secs(sync.wait));
+    }
     for (n, server) in c.server.iter().enumerate() {
         let _ = writeln!(out, "SERVER{n} : {}", server.name);
         for (i, net) in server.interconnect.iter().enumerate() {
@@ -468,7 +493,8 @@ pub fn render_config(view: &StatusView) -> String {
             .enumerate()
             .map(|(i, n)| format!("{i}:{n}"))
             .collect();
-        let _ = writeln!(out, "  START          : {start}");
+        // The seed's STARTUP: whether the group starts by itself when the cluster does.
+        let _ = writeln!(out, "  STARTUP        : {start}");
         let _ = writeln!(out, "  FAILBACK       : {failback}");
         let _ = writeln!(out, "  ENVIRONMENT    : {}", gv.environment);
         let _ = writeln!(out, "  FAILOVER policy : {}", policy.join(" "));
@@ -502,6 +528,10 @@ pub fn render_config(view: &StatusView) -> String {
             );
             let _ = writeln!(out, "  INTERFACE      : {interface}:{n}");
             let _ = writeln!(out, "  PING count     : {}", fip.ping_count);
+            if !fip.hide.is_empty() {
+                let sources: Vec<String> = fip.hide.iter().map(|n| n.to_string()).collect();
+                let _ = writeln!(out, "  HIDE NAT       : {}", sources.join(" "));
+            }
             let _ = writeln!(out, "  ARP count      : {}", fip.arp_count);
             let _ = writeln!(out, "  RECOVER        : {}", recover_text(fip.recover));
             let _ = writeln!(out, "  RETRY count    : {}/{}", retry.0, retry.1);
@@ -519,6 +549,9 @@ pub fn render_config(view: &StatusView) -> String {
                     .map_or("(interface)".into(), |m| m.to_string().to_uppercase())
             );
             let _ = writeln!(out, "  INTERFACE      : {}", parp.interface);
+            if let Some(inner) = parp.static_nat {
+                let _ = writeln!(out, "  STATIC NAT     : {inner}");
+            }
             let _ = writeln!(out, "  ARP count      : {}", parp.arp_count);
             let _ = writeln!(out, "  RECOVER        : {}", recover_text(parp.recover));
             let _ = writeln!(out, "  RETRY count    : {}/{}", retry.0, retry.1);

@@ -10,6 +10,7 @@ use std::{
 use cluster_ctl::{cli::clpcfg::Wizard, config::Config, heartbeat::load_key};
 
 const LOAD_SHARE_ANSWERS: &str = "\
+y
 fws_cluster
 1s
 5s
@@ -30,39 +31,43 @@ l
 a
 203.0.113.2/24
 
-y
 fws1
 n
 a
-192.0.2.10/24 eth0
+192.0.2.10/24 eth0 hide 203.0.113.0/25
+a
+198.51.100.10/24 eth1
 a
 203.0.113.99/24 eth2
 m
-2
+3
 203.0.113.10/24 eth2
 
 a
 192.0.2.254
 
 a
-192.0.2.20 eth0
+192.0.2.20 eth0 nat 198.51.100.100
+
 
 fws2
 n
 a
-192.0.2.11/24 eth0
+192.0.2.11/24 eth0 hide 203.0.113.128/25
 a
 198.51.100.77/24 eth1
 a
 203.0.113.11/24 eth2
-d
+m
 2
+198.51.100.11/24 eth1
 
 a
 192.0.2.254
 
 a
-192.0.2.21 eth0
+192.0.2.21 eth0 nat 198.51.100.101
+
 
 
 ";
@@ -89,6 +94,41 @@ fn the_wizard_builds_the_load_share_example_from_the_seed_answers() {
     assert!(
         screen.contains("  1: 169.254.12.2/24"),
         "the l command lists: {screen}"
+    );
+}
+
+#[test]
+fn the_wizard_checks_each_answer_as_it_is_given_and_takes_the_seeds_forms() {
+    let answers = LOAD_SHARE_ANSWERS
+        // An FQDN is refused at once and asked again.
+        .replacen("fws1\na\n", "fws1.example.com\nfws1\na\n", 1)
+        // A WAIT timeout not above the HB timeout.
+        .replacen("10s\n", "5s\n10s\n", 1)
+        // A dotted netmask, as the seed's dialog takes it.
+        .replacen("169.254.12.1/24", "169.254.12.1 255.255.255.0", 1)
+        // A bad address: said, and the list goes on.
+        .replacen(
+            "a\n198.51.100.10/24 eth1\n",
+            "a\n198.51.100.300/24 eth1\na\n198.51.100.10/24 eth1\n",
+            1,
+        )
+        // `m N` on one line.
+        .replacen("m\n3\n", "m 3\n", 1);
+    let mut screen = Vec::new();
+    let config = Wizard::new(answers.as_bytes(), &mut screen).run().unwrap();
+    assert_eq!(config, example("load-share.toml"));
+    let screen = String::from_utf8(screen).unwrap();
+    for said in [
+        "\"fws1.example.com\" is an FQDN",
+        "\"5s\": must be longer than 5s",
+        "198.51.100.300/24",
+    ] {
+        assert!(screen.contains(said), "{said:?} not in:\n{screen}");
+    }
+    // The mode is the first question, as in the seed.
+    assert!(
+        screen.starts_with("---- START fwcluster configuration ----\nuse load share? (y/n) [n] : "),
+        "{screen}"
     );
 }
 
@@ -178,23 +218,54 @@ fn keygen_writes_a_private_key_that_the_daemon_accepts_and_guards_it() {
 }
 
 #[test]
-fn the_nft_snippet_is_valid_nftables_and_names_only_the_nodes() {
+fn the_nft_chains_load_inside_an_operators_table_with_the_nat_of_every_group() {
     let dir = tempfile::tempdir().unwrap();
     let out = clpcfg()
         .arg("nft")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hot-standby.toml"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/load-share.toml"))
         .output()
         .unwrap();
     assert!(out.status.success());
-    let snippet = String::from_utf8(out.stdout).unwrap();
+    let fragment = String::from_utf8(out.stdout).unwrap();
+    // No table and no base chain of its own: it goes inside the operator's table.
+    let rules: String = fragment
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
     assert!(
-        snippet.contains("169.254.12.1, 203.0.113.1, 169.254.12.2, 203.0.113.2"),
-        "{snippet}"
+        !rules.contains("table ") && !rules.contains("hook "),
+        "{fragment}"
     );
-    assert!(snippet.contains("udp dport 28002 accept") && snippet.contains("tcp dport 28001 drop"));
-    // `nft -c` checks the ruleset without loading it.
-    let file = dir.path().join("rules.nft");
-    std::fs::write(&file, &snippet).unwrap();
+    for expected in [
+        "elements = { 169.254.12.1, 169.254.12.2, 203.0.113.1, 203.0.113.2 }",
+        "ip saddr @fwcluster_peers ip daddr @fwcluster_peers udp dport 28002 counter accept",
+        "ip saddr @fwcluster_peers ip daddr @fwcluster_peers tcp dport 28001 counter accept",
+        "ip saddr @fwcluster_peers counter drop",
+        "ip daddr @fwcluster_addresses counter drop",
+        "oifname \"eth0\" ip saddr 203.0.113.0/25 snat ip to 192.0.2.10",
+        "oifname \"eth0\" ip saddr 203.0.113.128/25 snat ip to 192.0.2.11",
+        "ip daddr 192.0.2.20 dnat ip to 198.51.100.100",
+        "oifname \"eth0\" ip saddr 198.51.100.100 snat ip to 192.0.2.20",
+    ] {
+        assert!(
+            fragment.contains(expected),
+            "missing {expected:?} in:\n{fragment}"
+        );
+    }
+    // The example firewall with these chains included is valid nftables (`nft -c` checks
+    // without loading).
+    let fragment_file = dir.path().join("cluster.nft");
+    std::fs::write(&fragment_file, &fragment).unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/firewall.nft"),
+    )
+    .unwrap()
+    .replace(
+        "/etc/fwcluster/cluster.nft",
+        &fragment_file.display().to_string(),
+    );
+    let file = dir.path().join("firewall.nft");
+    std::fs::write(&file, &example).unwrap();
     let check = Command::new("nft")
         .arg("-c")
         .arg("-f")

@@ -324,3 +324,129 @@ fn addresses_are_checked_against_the_node_interfaces() {
         "{problems:?}"
     );
 }
+
+/// BASE with group0's FIP hiding `hide` and a second group whose FIP hides `other`.
+fn with_hides(hide: &str, other: &str) -> String {
+    BASE.replace(
+        "  interface = \"eth0\"\n\n  [[group.parp]]",
+        &format!("  interface = \"eth0\"\n  hide = [{hide}]\n\n  [[group.parp]]"),
+    ) + &format!(
+        "\n[[group]]\nname = \"group1\"\npolicy = [\"fws2\", \"fws1\"]\n\n  [[group.fip]]\n  address = \"192.0.2.11/24\"\n  interface = \"eth0\"\n  hide = [{other}] # group1's\n"
+    )
+}
+
+#[test]
+fn hide_nat_sources_are_validated() {
+    let good = with_hides("\"203.0.113.0/25\"", "\"203.0.113.128/25\"");
+    let config = Config::parse(Path::new("test.toml"), &good).unwrap();
+    assert_eq!(
+        config.group[0].fip[0].hide,
+        ["203.0.113.0/25".parse().unwrap()]
+    );
+    // One source behind two groups' addresses.
+    assert_error(
+        &with_hides("\"203.0.113.0/24\"", "\"203.0.113.128/25\""),
+        "group[1].fip[0].hide[0]",
+        "overlaps 203.0.113.0/24 (group[0].fip[0].hide[0]) of group group0",
+        "# group1's",
+    );
+    // A source that holds the address it hides behind.
+    assert_error(
+        &with_hides("\"192.0.2.0/24\"", "\"203.0.113.128/25\""),
+        "group[0].fip[0].hide[0]",
+        "holds 192.0.2.10 itself",
+        "hide = [\"192.0.2.0/24\"]",
+    );
+    // Hide NAT needs the interface the traffic leaves by.
+    let no_interface = BASE.replace(
+        "  address = \"192.0.2.10/24\"\n  interface = \"eth0\"",
+        "  address = \"192.0.2.10/24\"\n  hide = [\"203.0.113.0/24\"] # here",
+    );
+    assert_error(
+        &no_interface,
+        "group[0].fip[0].hide",
+        "needs `interface`",
+        "# here",
+    );
+}
+
+#[test]
+fn static_nat_hosts_are_validated() {
+    let nat = |inner: &str| {
+        BASE.replace(
+            "  address = \"192.0.2.20\"\n  interface = \"eth0\"",
+            &format!("  address = \"192.0.2.20\"\n  interface = \"eth0\"\n  static_nat = \"{inner}\" # inner"),
+        )
+    };
+    let config = Config::parse(Path::new("test.toml"), &nat("198.51.100.100")).unwrap();
+    assert_eq!(
+        config.group[0].parp[0].static_nat,
+        Some("198.51.100.100".parse().unwrap())
+    );
+    assert_error(
+        &nat("192.0.2.20"),
+        "group[0].parp[0].static_nat",
+        "is the proxy-ARP address itself",
+        "# inner",
+    );
+    assert_error(
+        &nat("192.0.2.10"),
+        "group[0].parp[0].static_nat",
+        "is a cluster address (group[0].fip[0].address)",
+        "# inner",
+    );
+    let twice = nat("198.51.100.100")
+        + "\n  [[group.parp]]\n  address = \"192.0.2.21\"\n  interface = \"eth0\"\n  static_nat = \"198.51.100.100\" # twice\n";
+    assert_error(
+        &twice,
+        "group[0].parp[1].static_nat",
+        "already stands behind group[0].parp[0].static_nat",
+        "# twice",
+    );
+    // On a node: the published address must be in its interface's subnet, the inner host in
+    // the subnet of some interface.
+    use std::collections::BTreeMap;
+    let config = Config::parse(Path::new("test.toml"), &nat("198.51.100.100")).unwrap();
+    let mut interfaces = BTreeMap::new();
+    interfaces.insert("eth0".to_owned(), vec!["192.0.2.1/24".parse().unwrap()]);
+    interfaces.insert("eth3".to_owned(), vec!["169.254.12.1/24".parse().unwrap()]);
+    let problems = cluster_ctl::config::check_against_interfaces(&config, 0, &interfaces);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p
+                .contains("static_nat: 198.51.100.100 is outside the subnet of every interface")),
+        "{problems:?}"
+    );
+    interfaces.insert("eth1".to_owned(), vec!["198.51.100.1/24".parse().unwrap()]);
+    assert!(cluster_ctl::config::check_against_interfaces(&config, 0, &interfaces).is_empty());
+    interfaces.insert("eth0".to_owned(), vec!["10.0.0.1/24".parse().unwrap()]);
+    let problems = cluster_ctl::config::check_against_interfaces(&config, 0, &interfaces);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p
+                .contains("group[0].parp[0].address: 192.0.2.20 is outside every subnet of eth0")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn the_sync_interconnect_must_exist() {
+    let config = Config::parse(
+        Path::new("test.toml"),
+        &format!("{BASE}\n[sync]\ninterconnect = 0\n"),
+    )
+    .unwrap();
+    let sync = config.sync.expect("[sync] present");
+    assert_eq!(
+        (sync.interconnect, sync.port, sync.wait.as_secs()),
+        (0, 3780, 30)
+    );
+    assert_error(
+        &format!("{BASE}\n[sync]\ninterconnect = 1 # beyond\n"),
+        "sync.interconnect",
+        "interconnect 1 does not exist (each server has 1",
+        "# beyond",
+    );
+}

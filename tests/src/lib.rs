@@ -12,6 +12,7 @@
 pub mod arp;
 pub mod chaos;
 pub mod cluster;
+pub mod firewall;
 pub mod frames;
 pub mod freezer;
 pub mod machine;

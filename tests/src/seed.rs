@@ -44,7 +44,8 @@ pub const INET_CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 pub const UPSTREAM_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 pub const DMZ_HOST_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 pub const INTRA_CLIENT1_ADDRESS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 101);
-pub const INTRA_CLIENT2_ADDRESS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 102);
+/// In the intranet's upper half (203.0.113.128/25), which load share hides behind group1.
+pub const INTRA_CLIENT2_ADDRESS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 130);
 
 /// Interconnect addresses (dedicated link, then the intranet) of fws1 and fws2.
 pub const FWS1_INTERCONNECT: [Ipv4Addr; 2] = [
@@ -135,7 +136,7 @@ pub fn topology() -> Topology {
         )
         .host(
             HostSpec::new(INTRA_CLIENT2)
-                .interface("eth0", "intra", &["203.0.113.102/24"])
+                .interface("eth0", "intra", &["203.0.113.130/24"])
                 .route("default", "203.0.113.11"),
         )
 }

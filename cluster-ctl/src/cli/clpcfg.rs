@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 use ipnet::Ipv4Net;
 
 use crate::config::{
-    ClusterConfig, ClusterRecover, Config, Failback, FipConfig, GroupConfig, IpwConfig, MailConfig,
-    ParpConfig, Recover, ServerConfig, StartMode, XdpModeConfig,
+    ClusterConfig, ClusterRecover, Config, ExecConfig, Failback, FipConfig, GroupConfig, IpwConfig,
+    MailConfig, ParpConfig, Recover, ServerConfig, StartMode, XdpModeConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -54,8 +54,9 @@ pub enum Cmd {
         #[arg(long, short, default_value = "cluster.toml")]
         output: PathBuf,
     },
-    /// Print an nftables snippet that accepts the cluster's heartbeat and API traffic between
-    /// the nodes only.
+    /// Print the cluster's nftables chains to include inside your own inet table: cluster
+    /// traffic (heartbeats, peer API, session sync) between the servers only, the stealth rule,
+    /// and hide and static NAT per group. Hook them in with `include` and `jump` (see README).
     Nft { file: PathBuf },
     /// Detach the XDP program from every interface and remove this node's pinned program, maps
     /// and links (a stopped fwclusterd leaves them, so that a restart adopts them). Refused
@@ -112,7 +113,7 @@ pub fn main(args: Args) -> Result<()> {
             Ok(())
         }
         Cmd::Nft { file } => {
-            print!("{}", nft_snippet(&load(&file)?));
+            print!("{}", crate::nft::fragment(&load(&file)?));
             Ok(())
         }
         Cmd::Uninstall {
@@ -214,28 +215,39 @@ fn write_config(path: &Path, config: &Config) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The nftables rules for the cluster's own traffic.
-pub fn nft_snippet(config: &Config) -> String {
-    let addresses: Vec<String> = config
-        .server
-        .iter()
-        .flat_map(|s| s.interconnect.iter().map(|n| n.addr().to_string()))
-        .collect();
-    let set = addresses.join(", ");
-    let hb = config.cluster.heartbeat_port;
-    let api = config.cluster.api_port;
-    format!(
-        "# fwcluster: heartbeats (UDP {hb}) and the peer API (TCP {api}) between the nodes only.\n\
-         table inet fwcluster {{\n\
-         \tchain input {{\n\
-         \t\ttype filter hook input priority filter - 10; policy accept;\n\
-         \t\tip saddr {{ {set} }} ip daddr {{ {set} }} udp dport {hb} accept\n\
-         \t\tip saddr {{ {set} }} ip daddr {{ {set} }} tcp dport {api} accept\n\
-         \t\tudp dport {hb} drop\n\
-         \t\ttcp dport {api} drop\n\
-         \t}}\n\
-         }}\n"
-    )
+/// An address with its prefix from the next words: `192.0.2.10/24`, or `192.0.2.10
+/// 255.255.255.0` as the seed's dialog takes it.
+fn address_and_prefix<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Ipv4Net> {
+    let first = words.next().context("an address is required")?;
+    if first.contains('/') {
+        return first.parse().with_context(|| format!("{first:?}"));
+    }
+    let address: Ipv4Addr = first.parse().with_context(|| format!("{first:?}"))?;
+    let mask_text = words
+        .next()
+        .with_context(|| format!("{first:?} needs a prefix (/24) or a netmask (255.255.255.0)"))?;
+    let mask: Ipv4Addr = mask_text
+        .parse()
+        .with_context(|| format!("netmask {mask_text:?}"))?;
+    let bits = u32::from(mask);
+    if bits.leading_ones() + bits.trailing_zeros() != 32 {
+        bail!("netmask {mask_text:?} is not contiguous");
+    }
+    Ok(Ipv4Net::new(address, bits.leading_ones() as u8)?)
+}
+
+/// The firewall health monitor every generated group runs (config/scripts/ckfwalive, installed
+/// under /usr/lib/fwcluster).
+fn ckfwalive() -> ExecConfig {
+    ExecConfig {
+        name: "ckfwalive".into(),
+        start: "/usr/lib/fwcluster/ckfwalive".into(),
+        stop: "/usr/lib/fwcluster/ckfwalive -k".into(),
+        monitor: true,
+        timeout: Duration::from_secs(30),
+        retry: 2,
+        recover: Recover::Failover,
+    }
 }
 
 /// The interactive configuration dialogue (the seed's `fwsetup` style): one question per line
@@ -292,10 +304,20 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
         }
     }
 
-    fn ask_duration(&mut self, question: &str, default: &str) -> Result<Duration> {
+    /// A duration longer than `above` (the interval for the timeout, the timeout for the wait,
+    /// as the configuration requires), asked again until it is one.
+    fn ask_duration(&mut self, question: &str, default: &str, above: Duration) -> Result<Duration> {
         loop {
             let answer = self.ask(question, Some(default))?;
             match humantime::parse_duration(&answer) {
+                Ok(d) if d < Duration::from_millis(1) => {
+                    writeln!(self.output, "  {answer:?}: at least 1ms")?
+                }
+                Ok(d) if d <= above => writeln!(
+                    self.output,
+                    "  {answer:?}: must be longer than {}",
+                    humantime::format_duration(above)
+                )?,
                 Ok(d) => return Ok(d),
                 Err(e) => writeln!(self.output, "  {answer:?}: {e} (e.g. 1s, 500ms)")?,
             }
@@ -334,7 +356,12 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
         loop {
             write!(self.output, "[a/m/d/l/Enter] : ")?;
             self.output.flush()?;
-            let command = self.line()?;
+            let line = self.line()?;
+            // `m 2` / `d 2` as well as `m` and then the number, as in the seed's dialog.
+            let (command, number) = match line.split_once(char::is_whitespace) {
+                Some((command, number)) => (command.to_owned(), Some(number.trim().to_owned())),
+                None => (line.clone(), None),
+            };
             match command.as_str() {
                 "" => return Ok(items),
                 "a" | "A" => {
@@ -349,7 +376,14 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                     }
                 }
                 "m" | "M" | "d" | "D" => {
-                    let index: usize = self.ask_parsed("Input the number", None)?;
+                    let index: usize = match number.map(|n| n.parse::<usize>()) {
+                        Some(Ok(index)) => index,
+                        Some(Err(e)) => {
+                            writeln!(self.output, "  {line:?}: {e}")?;
+                            continue;
+                        }
+                        None => self.ask_parsed("Input the number", None)?,
+                    };
                     if index == 0 || index > items.len() {
                         writeln!(self.output, "  no entry {index}")?;
                         continue;
@@ -396,21 +430,49 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
         };
         let fip = self.list(
             &format!("floating IP addresses of {name}"),
-            "address/prefix and interface (e.g. 192.0.2.10/24 eth0)",
+            "address/prefix, interface and the sources it hides (e.g. 192.0.2.10/24 eth0 hide 203.0.113.0/25)",
             |text| {
                 let mut parts = text.split_whitespace();
-                let address: Ipv4Net = parts.next().context("an address is required")?.parse()?;
+                let address = address_and_prefix(&mut parts)?;
+                let interface = parts.next().map(str::to_owned);
+                let hide = match parts.next() {
+                    None => Vec::new(),
+                    Some("hide") => {
+                        let sources: Vec<Ipv4Net> = parts
+                            .by_ref()
+                            .flat_map(|p| p.split(','))
+                            .filter(|p| !p.is_empty())
+                            .map(|p| p.parse().with_context(|| format!("hide source {p:?}")))
+                            .collect::<Result<_>>()?;
+                        if sources.is_empty() {
+                            bail!("hide names no source network");
+                        }
+                        sources
+                    }
+                    Some(other) => bail!("{other:?}: expected `hide` and source networks"),
+                };
+                if !hide.is_empty() && interface.is_none() {
+                    bail!("hide NAT needs the interface");
+                }
                 Ok(FipConfig {
                     address,
-                    interface: parts.next().map(str::to_owned),
+                    interface,
                     arp_count: 1,
                     ping_count: 0,
                     arp_refresh: Duration::ZERO,
                     recover: Recover::Retry,
                     retry: 5,
+                    hide,
                 })
             },
-            |f: &FipConfig| format!("{} {}", f.address, f.interface.clone().unwrap_or_default()),
+            |f: &FipConfig| {
+                let mut shown = format!("{} {}", f.address, f.interface.clone().unwrap_or_default());
+                if !f.hide.is_empty() {
+                    let sources: Vec<String> = f.hide.iter().map(Ipv4Net::to_string).collect();
+                    shown.push_str(&format!(" hide {}", sources.join(",")));
+                }
+                shown
+            },
             8,
         )?;
         let ipw = self.list(
@@ -444,11 +506,20 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
         )?;
         let parp = self.list(
             &format!("proxy ARP addresses of {name}"),
-            "address and interface (e.g. 192.0.2.20 eth0)",
+            "address, interface and the inner host it stands for (e.g. 192.0.2.20 eth0 nat 198.51.100.100)",
             |text| {
                 let mut parts = text.split_whitespace();
                 let address: Ipv4Addr = parts.next().context("an address is required")?.parse()?;
                 let interface = parts.next().context("an interface is required")?.to_owned();
+                let static_nat = match (parts.next(), parts.next()) {
+                    (None, _) => None,
+                    (Some("nat"), Some(inner)) => Some(
+                        inner
+                            .parse()
+                            .with_context(|| format!("static NAT host {inner:?}"))?,
+                    ),
+                    (Some(other), _) => bail!("{other:?}: expected `nat` and the inner host's address"),
+                };
                 Ok(ParpConfig {
                     address,
                     interface,
@@ -456,11 +527,25 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                     arp_count: 1,
                     recover: Recover::Retry,
                     retry: 5,
+                    static_nat,
                 })
             },
-            |p: &ParpConfig| format!("{} {}", p.address, p.interface),
+            |p: &ParpConfig| match p.static_nat {
+                Some(inner) => format!("{} {} nat {inner}", p.address, p.interface),
+                None => format!("{} {}", p.address, p.interface),
+            },
             256,
         )?;
+        // The seed's ckfwalive (R-FW-6): the firewall's own health as a monitored resource, so
+        // that a firewall that stopped filtering hands its groups over and is denied them.
+        let exec = if self.yes(
+            "monitor the firewall with ckfwalive (ruleset loaded, conntrack reachable)?",
+            true,
+        )? {
+            vec![ckfwalive()]
+        } else {
+            Vec::new()
+        };
         Ok(GroupConfig {
             name: name.to_owned(),
             policy,
@@ -469,28 +554,52 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             fip,
             parp,
             ipw,
-            exec: Vec::new(),
+            exec,
         })
     }
 
     /// Runs the dialogue and returns the configuration.
     pub fn run(mut self) -> Result<Config> {
         writeln!(self.output, "---- START fwcluster configuration ----")?;
-        let name = self.ask("Input cluster name", Some("fws_cluster"))?;
-        let heartbeat_interval = self.ask_duration("Input HB interval", "1s")?;
-        let heartbeat_timeout = self.ask_duration("Input HB timeout", "5s")?;
-        let wait_timeout = self.ask_duration("Input WAIT timeout", "10s")?;
+        // The seed's dialog asks for the mode first.
+        let load_share = self.yes("use load share?", false)?;
+        let name = loop {
+            let name = self.ask("Input cluster name", Some("fws_cluster"))?;
+            match crate::config::name_problem(&name) {
+                None => break name,
+                Some(problem) => writeln!(self.output, "  {problem}")?,
+            }
+        };
+        let heartbeat_interval = self.ask_duration("Input HB interval", "1s", Duration::ZERO)?;
+        let heartbeat_timeout = self.ask_duration("Input HB timeout", "5s", heartbeat_interval)?;
+        let wait_timeout = self.ask_duration("Input WAIT timeout", "10s", heartbeat_timeout)?;
         let api_port: u16 = self.ask_parsed("Input API TCP port number", Some("28001"))?;
         let heartbeat_port: u16 = self.ask_parsed("Input HB UDP port number", Some("28002"))?;
         let key_file =
             PathBuf::from(self.ask("Input key file", Some("/etc/fwcluster/cluster.key"))?);
         let mut server = Vec::new();
         for n in 1..=2 {
-            let host = self.ask(&format!("Input server{n} host name"), None)?;
+            let host = loop {
+                let host = self.ask(&format!("Input server{n} host name"), None)?;
+                match crate::config::host_name_problem(&host) {
+                    None if server.iter().any(|s: &ServerConfig| s.name == host) => {
+                        writeln!(self.output, "  {host:?} is already server1")?
+                    }
+                    None => break host,
+                    Some(problem) => writeln!(self.output, "  {problem}")?,
+                }
+            };
             let interconnect = self.list(
                 &format!("interconnect addresses of {host}"),
-                "address/prefix (e.g. 169.254.12.1/24)",
-                |text| text.parse::<Ipv4Net>().with_context(|| format!("{text:?}")),
+                "address/prefix or address and netmask (e.g. 169.254.12.1/24 or 169.254.12.1 255.255.255.0)",
+                |text| {
+                    let mut words = text.split_whitespace();
+                    let net = address_and_prefix(&mut words)?;
+                    if let Some(extra) = words.next() {
+                        bail!("{extra:?}: nothing follows the address");
+                    }
+                    Ok(net)
+                },
                 |n: &Ipv4Net| n.to_string(),
                 crate::config::MAX_INTERCONNECTS,
             )?;
@@ -500,7 +609,6 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             });
         }
         let names: Vec<String> = server.iter().map(|s| s.name.clone()).collect();
-        let load_share = self.yes("use load share?", false)?;
         let mut group = vec![self.group("group0", &names, &names[0])?];
         if load_share {
             group.push(self.group("group1", &names, &names[1])?);
@@ -548,6 +656,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             server,
             group,
             flowshare: Vec::new(),
+            sync: None,
         })
     }
 }

@@ -170,6 +170,14 @@ pub fn run(options: Options) -> Result<()> {
         incarnation,
         "fwclusterd started"
     );
+    if let Some(sync) = &config.sync {
+        tracing::warn!(
+            id = catalog::SYNC_NOT_AVAILABLE.id,
+            interconnect = sync.interconnect,
+            "[sync] is configured, but this release does not synchronize sessions yet: \
+             connections through the firewall are reset when another node takes over"
+        );
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mail = match &config.mail {
         Some(mail) => Some(crate::mail::start_sender(mail.clone(), &node)?),

@@ -77,24 +77,45 @@ impl Daemon {
                 .flowshares
                 .owned_by(&self.config, self.engine.config().me as u32),
             takeovers: self.takeovers.clone(),
-            heartbeats: self
-                .transport
-                .links
-                .snapshot()
-                .into_iter()
-                .map(|((peer, link), stats)| HeartbeatView {
-                    peer: self.config.server[peer].name.clone(),
-                    link,
-                    received: stats.received,
-                    max_gap_us: stats.max_gap.as_micros() as u64,
-                })
-                .collect(),
+            heartbeats: self.heartbeat_views(),
         };
         Ok(StatusView::build(
             &self.config,
             &self.engine.status(now),
             extras,
         ))
+    }
+}
+
+impl Daemon {
+    /// Heartbeats per peer and link, every link of every peer (also one that never delivered:
+    /// its heartbeats may be dropped by the local firewall).
+    fn heartbeat_views(&self) -> Vec<HeartbeatView> {
+        let stats = self.transport.links.snapshot();
+        let drops = self.transport.local_drops.snapshot();
+        let me = self.engine.config().me;
+        let links = self
+            .config
+            .server
+            .get(me)
+            .map_or(0, |s| s.interconnect.len());
+        let mut views = Vec::new();
+        for (peer, server) in self.config.server.iter().enumerate() {
+            if peer == me {
+                continue;
+            }
+            for link in 0..links {
+                let s = stats.get(&(peer, link)).copied().unwrap_or_default();
+                views.push(HeartbeatView {
+                    peer: server.name.clone(),
+                    link,
+                    received: s.received,
+                    max_gap_us: s.max_gap.as_micros() as u64,
+                    dropped_locally_on: drops.get(&(peer, link)).cloned(),
+                });
+            }
+        }
+        views
     }
 }
 

@@ -121,6 +121,7 @@ pub(super) fn guard_cluster_addresses(config: &Config) -> Result<()> {
     crate::arp_guard::install(&config.cluster.name, &addresses)?;
     for interface in &interfaces {
         crate::arp_guard::announce_from_primary(interface)?;
+        warn_about_proxy_arp(interface);
     }
     tracing::info!(
         id = catalog::ARP_GUARD.id,
@@ -130,6 +131,24 @@ pub(super) fn guard_cluster_addresses(config: &Config) -> Result<()> {
         "ARP guard installed"
     );
     Ok(())
+}
+
+/// Kernel proxy ARP on a cluster interface answers for routed addresses, cluster addresses among
+/// them, on every node alike (the seed turns FireWall-1's automatic ARP off for the same reason).
+/// The ARP guard keeps the kernel from answering for the cluster's own addresses, but a static
+/// NAT host or a route learnt later would still be answered twice: the operator is told.
+fn warn_about_proxy_arp(interface: &str) {
+    for scope in ["all", interface] {
+        let path = format!("/proc/sys/net/ipv4/conf/{scope}/proxy_arp");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "0") {
+            tracing::warn!(
+                id = catalog::PROXY_ARP_ON.id,
+                interface,
+                "kernel proxy ARP is on ({path}): the kernel may answer ARP for addresses of \
+                 {interface} on every node; set it to 0 and leave proxy ARP to fwcluster"
+            );
+        }
+    }
 }
 
 /// Writes the address table, with the pinned leases kept by group name: leases by slot are

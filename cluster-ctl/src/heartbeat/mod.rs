@@ -6,12 +6,13 @@
 //! thread that has not been scheduled yet cannot make a peer look dead. Rejected packets are
 //! counted by reason.
 
+pub mod local_drop;
 pub mod wire;
 
 use std::{
     collections::BTreeMap,
     io,
-    net::{SocketAddrV4, UdpSocket},
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -76,13 +77,36 @@ pub struct LinkStats {
     last: Option<Instant>,
 }
 
-/// Link statistics of every (peer, link).
+/// Link statistics of every (peer, link), and every datagram that reached a heartbeat socket by
+/// (link, source address), accepted or refused (what the local firewall let through).
 #[derive(Debug, Default)]
-pub struct LinkCounters(Mutex<BTreeMap<(usize, usize), LinkStats>>);
+pub struct LinkCounters {
+    stats: Mutex<BTreeMap<(usize, usize), LinkStats>>,
+    arrivals: Mutex<BTreeMap<(usize, Ipv4Addr), u64>>,
+}
 
 impl LinkCounters {
+    fn arrived(&self, link: usize, source: Ipv4Addr) {
+        *self
+            .arrivals
+            .lock()
+            .expect("arrival counters lock")
+            .entry((link, source))
+            .or_default() += 1;
+    }
+
+    /// Datagrams from `source` that reached the socket of `link`.
+    pub fn arrivals(&self, link: usize, source: Ipv4Addr) -> u64 {
+        self.arrivals
+            .lock()
+            .expect("arrival counters lock")
+            .get(&(link, source))
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn record(&self, peer: usize, link: usize) {
-        let mut map = self.0.lock().expect("link counters lock");
+        let mut map = self.stats.lock().expect("link counters lock");
         let stats = map.entry((peer, link)).or_default();
         let now = Instant::now();
         if let Some(last) = stats.last {
@@ -93,7 +117,7 @@ impl LinkCounters {
     }
 
     pub fn snapshot(&self) -> BTreeMap<(usize, usize), LinkStats> {
-        self.0.lock().expect("link counters lock").clone()
+        self.stats.lock().expect("link counters lock").clone()
     }
 }
 
@@ -120,6 +144,8 @@ pub struct Transport {
     peers: Vec<Vec<SocketAddrV4>>,
     pub rejected: Arc<RejectCounters>,
     pub links: Arc<LinkCounters>,
+    /// Peers' heartbeats that the local firewall drops, by (peer, link).
+    pub local_drops: Arc<local_drop::LocalDrops>,
 }
 
 impl Transport {
@@ -158,6 +184,13 @@ impl Transport {
         let freshness = Arc::new(Mutex::new(Freshness { windows, store }));
         let rejected = Arc::new(RejectCounters::default());
         let links = Arc::new(LinkCounters::default());
+        let local_drops = Arc::new(local_drop::LocalDrops::default());
+        {
+            let (config, links, drops) = (config.clone(), links.clone(), local_drops.clone());
+            std::thread::Builder::new()
+                .name("hb-local-drop".into())
+                .spawn(move || local_drop::watch(&config, me, links, drops))?;
+        }
         let mut sockets = Vec::new();
         let mut receivers = Vec::new();
         for (link, local) in peers[me].iter().enumerate() {
@@ -193,6 +226,7 @@ impl Transport {
             peers,
             rejected,
             links,
+            local_drops,
         })
     }
 
@@ -308,6 +342,7 @@ impl Receiver {
 
     /// Checks one datagram and counts it (refusals by reason, heartbeats per peer and link).
     fn take(&self, bytes: &[u8], source: SocketAddrV4) -> Inbound {
+        self.links.arrived(self.link, *source.ip());
         let event = self.check(bytes, source);
         match &event {
             Inbound::Rejected { reason, .. } => self.rejected.count(*reason),

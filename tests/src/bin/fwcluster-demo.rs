@@ -1,10 +1,12 @@
 //! `cargo xtask demo`: fwcluster on the seed network, end to end.
 //!
-//! Both firewalls start `fwclusterd` (hot standby, 10 ms heartbeats, 30 ms timeout); `clpstat`
-//! shows the cluster; the internet client probes the gateway every millisecond while the
-//! primary loses all its links; the standby takes over and the client-visible outage is
-//! printed; the primary returns (manual failback: the group stays), `clpgrp -m` moves it back,
-//! and everything is torn down.
+//! Both firewalls run the example firewall (`config/firewall.nft`: stateful, default drop, the
+//! cluster's chains from `clpcfg nft`, hide NAT for the intranet and static NAT for a DMZ host)
+//! and start `fwclusterd` (hot standby, 10 ms heartbeats, 30 ms timeout); `clpstat` shows the
+//! cluster; an intranet client probes the internet through the hidden gateway and the internet
+//! client probes the published DMZ host, every millisecond, while the primary loses all its
+//! links; the standby takes over and the client-visible outage is printed; the primary returns
+//! (manual failback: the group stays), `clpgrp -m` moves it back, and everything is torn down.
 
 use std::{process::Command, time::Duration};
 
@@ -13,7 +15,11 @@ use fwcluster_lab::{
     Lab,
     arp::format_mac,
     cluster::{self, Cluster},
-    seed::{self, FWS1, FWS2, GROUP0_INET_FIP, INET_CLIENT, INET_IF, INTRA_CLIENT1_ADDRESS},
+    firewall,
+    seed::{
+        self, FWS1, FWS2, GROUP0_INET_FIP, GROUP0_PARP, INET_CLIENT, INET_CLIENT_ADDRESS, INET_IF,
+        INTRA_CLIENT1,
+    },
     traffic::{Probe, ProbeResult},
 };
 
@@ -33,6 +39,7 @@ failback = "manual"
   [[group.fip]]
   address = "192.0.2.10/24"
   interface = "eth0"
+  hide = ["203.0.113.0/24"]
 
   [[group.fip]]
   address = "198.51.100.10/24"
@@ -45,6 +52,7 @@ failback = "manual"
   [[group.parp]]
   address = "192.0.2.20"
   interface = "eth0"
+  static_nat = "198.51.100.100"
 
   [[group.ipw]]
   targets = ["192.0.2.254"]
@@ -85,30 +93,33 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
-fn report(what: &str, gateway: &ProbeResult, through: &ProbeResult) {
+fn report(what: &str, outbound: &ProbeResult, published: &ProbeResult) {
     println!(
-        "  {what}: gateway {GROUP0_INET_FIP}: {} of {} probes lost, outage {:.0} ms; \
-         through it to {INTRA_CLIENT1_ADDRESS}: {} lost, outage {:.0} ms",
-        gateway.lost(),
-        gateway.sent(),
-        gateway.outage().as_secs_f64() * 1e3,
-        through.lost(),
-        through.outage().as_secs_f64() * 1e3
+        "  {what}: intranet → {INET_CLIENT_ADDRESS} (hidden behind {GROUP0_INET_FIP}): {} of {} \
+         probes lost, outage {:.0} ms; internet → {GROUP0_PARP} (static NAT to the DMZ host): {} \
+         lost, outage {:.0} ms",
+        outbound.lost(),
+        outbound.sent(),
+        outbound.outage().as_secs_f64() * 1e3,
+        published.lost(),
+        published.outage().as_secs_f64() * 1e3
     );
 }
 
+/// Through the firewall both ways: the intranet client out to the internet (hide NAT), and the
+/// internet client in to the published DMZ host (static NAT).
 fn probes(lab: &Lab) -> Result<(Probe, Probe)> {
     let period = Duration::from_millis(1);
     Ok((
-        Probe::start(lab.ns(INET_CLIENT), GROUP0_INET_FIP, period)?,
-        Probe::start(lab.ns(INET_CLIENT), INTRA_CLIENT1_ADDRESS, period)?,
+        Probe::start(lab.ns(INTRA_CLIENT1), INET_CLIENT_ADDRESS, period)?,
+        Probe::start(lab.ns(INET_CLIENT), GROUP0_PARP, period)?,
     ))
 }
 
 fn main() -> Result<()> {
-    println!("== fwcluster demo: hot standby on the seed network ==");
+    println!("== fwcluster demo: hot standby on the seed network, through the example firewall ==");
     // The tools the demo runs are built before the clock starts.
-    for name in ["fwclusterd", "clpstat", "clpgrp"] {
+    for name in ["fwclusterd", "clpstat", "clpgrp", "clpcfg"] {
         cluster::binary(name)?;
     }
     let lab = seed::build().context("building the seed network")?;
@@ -118,6 +129,13 @@ fn main() -> Result<()> {
         lab.prefix()
     );
     let mut cluster = Cluster::new(&lab, CONFIG)?;
+    for host in [FWS1, FWS2] {
+        firewall::load_example(&lab, &cluster, host)?;
+    }
+    println!(
+        "example firewall loaded on fws1 and fws2 (config/firewall.nft with `clpcfg nft`: \
+         default drop, hide NAT for the intranet, static NAT {GROUP0_PARP} → the DMZ host)"
+    );
     cluster.start(&lab, FWS1)?;
     cluster.start(&lab, FWS2)?;
     cluster.wait_for(
@@ -146,7 +164,7 @@ fn main() -> Result<()> {
     );
 
     println!("\n-- the primary fws1 loses every link --");
-    let (gateway, through) = probes(&lab)?;
+    let (outbound, published) = probes(&lab)?;
     std::thread::sleep(Duration::from_millis(300));
     lab.cut_host(FWS1)?;
     cluster.wait_for(
@@ -156,8 +174,8 @@ fn main() -> Result<()> {
         Duration::from_secs(5),
     )?;
     std::thread::sleep(Duration::from_millis(500));
-    let (gateway, through) = (gateway.finish()?, through.finish()?);
-    report("failover", &gateway, &through);
+    let (outbound, published) = (outbound.finish()?, published.finish()?);
+    report("failover", &outbound, &published);
     let answers = lab.arp_request(
         INET_CLIENT,
         "eth0",
@@ -203,7 +221,7 @@ fn main() -> Result<()> {
     println!("  group0 stays on fws2 (roles inverted)");
 
     println!("\n$ clpgrp -m -g group0    (on fws2, where it runs)");
-    let (gateway, through) = probes(&lab)?;
+    let (outbound, published) = probes(&lab)?;
     std::thread::sleep(Duration::from_millis(200));
     print!(
         "{}",
@@ -216,8 +234,8 @@ fn main() -> Result<()> {
         )?)
     );
     std::thread::sleep(Duration::from_millis(300));
-    let (gateway, through) = (gateway.finish()?, through.finish()?);
-    report("planned move", &gateway, &through);
+    let (outbound, published) = (outbound.finish()?, published.finish()?);
+    report("planned move", &outbound, &published);
     println!("\n$ clpstat -s    (on fws1)");
     print!(
         "{}",
