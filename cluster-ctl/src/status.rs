@@ -79,6 +79,9 @@ pub struct StatusView {
     pub takeovers: BTreeMap<String, BTreeMap<String, u64>>,
     /// Heartbeats received from each peer on each interconnect.
     pub heartbeats: Vec<HeartbeatView>,
+    /// The MAC each proxy-ARP address is answered with here, by resource name.
+    #[serde(default)]
+    pub proxy_arp_macs: BTreeMap<String, String>,
     pub config: Config,
 }
 
@@ -280,6 +283,7 @@ impl StatusView {
             flow_buckets: extras.flow_buckets,
             takeovers: extras.takeovers,
             heartbeats: extras.heartbeats,
+            proxy_arp_macs: extras.proxy_arp_macs,
             config: config.clone(),
         }
     }
@@ -295,6 +299,7 @@ pub struct Extras {
     pub flow_buckets: BTreeMap<String, usize>,
     pub takeovers: BTreeMap<String, BTreeMap<String, u64>>,
     pub heartbeats: Vec<HeartbeatView>,
+    pub proxy_arp_macs: BTreeMap<String, String>,
 }
 
 const LABEL: usize = 22;
@@ -350,6 +355,17 @@ pub fn render_status(view: &StatusView) -> String {
         }
     }
     rule(&mut out, view.servers.len());
+    for (n, server) in view.servers.iter().enumerate() {
+        if server.config_mismatch {
+            let _ = writeln!(
+                out,
+                "! server{n} ({}) runs a different configuration (or a release with another flow \
+                 hash): its state is ignored and nothing new is started until the files match \
+                 (FWC106)",
+                server.name
+            );
+        }
+    }
     for xdp in &view.xdp {
         let _ = writeln!(out, "XDP {} : {}", xdp.interface, xdp.mode);
     }
@@ -420,6 +436,12 @@ pub fn render_interconnects(view: &StatusView) -> String {
         }
     }
     out
+}
+
+/// The seed's RETRY count: retries left of those configured (`5/5` for a healthy address, `4/5`
+/// after one retry), the same form for every resource.
+fn retries_left((used, max): (u32, u32)) -> String {
+    format!("{}/{max}", max.saturating_sub(used))
 }
 
 fn recover_text(r: Recover) -> &'static str {
@@ -506,7 +528,8 @@ pub fn render_config(view: &StatusView) -> String {
             let _ = writeln!(out, "  INTERVAL       : {}", secs(ipw.interval));
             let _ = writeln!(out, "  TIMEOUT        : {}", secs(ipw.timeout));
             let _ = writeln!(out, "  RECOVER        : {}", recover_text(ipw.recover));
-            let _ = writeln!(out, "  RETRY count    : {}/{}", ipw.retry, ipw.retry);
+            // An IP watch entry's retries are its tolerated failed rounds, renewed each round.
+            let _ = writeln!(out, "  RETRY count    : {}", retries_left((0, ipw.retry)));
         }
         let resource = |name: &str| gv.resources.iter().find(|r| r.name == name);
         let mut labels: BTreeMap<String, usize> = BTreeMap::new();
@@ -534,7 +557,7 @@ pub fn render_config(view: &StatusView) -> String {
             }
             let _ = writeln!(out, "  ARP count      : {}", fip.arp_count);
             let _ = writeln!(out, "  RECOVER        : {}", recover_text(fip.recover));
-            let _ = writeln!(out, "  RETRY count    : {}/{}", retry.0, retry.1);
+            let _ = writeln!(out, "  RETRY count    : {}", retries_left(retry));
         }
         for (k, parp) in group.parp.iter().enumerate() {
             let name = format!("{}-parp{k}", group.name);
@@ -542,19 +565,18 @@ pub fn render_config(view: &StatusView) -> String {
             let _ = writeln!(out, "PARP{k} : {name}");
             let _ = writeln!(out, "  TYPE           : USR");
             let _ = writeln!(out, "  IP ADDRESS     : {}", parp.address);
-            let _ = writeln!(
-                out,
-                "  MAC ADDRESS    : {}",
+            let mac = view.proxy_arp_macs.get(&name).cloned().unwrap_or_else(|| {
                 parp.mac
                     .map_or("(interface)".into(), |m| m.to_string().to_uppercase())
-            );
+            });
+            let _ = writeln!(out, "  MAC ADDRESS    : {mac}");
             let _ = writeln!(out, "  INTERFACE      : {}", parp.interface);
             if let Some(inner) = parp.static_nat {
                 let _ = writeln!(out, "  STATIC NAT     : {inner}");
             }
             let _ = writeln!(out, "  ARP count      : {}", parp.arp_count);
             let _ = writeln!(out, "  RECOVER        : {}", recover_text(parp.recover));
-            let _ = writeln!(out, "  RETRY count    : {}/{}", retry.0, retry.1);
+            let _ = writeln!(out, "  RETRY count    : {}", retries_left(retry));
         }
         for (k, exec) in group.exec.iter().enumerate() {
             let name = format!("{}-exec{k}", group.name);
@@ -574,7 +596,7 @@ pub fn render_config(view: &StatusView) -> String {
             );
             let _ = writeln!(out, "  PID            : {pid}");
             let _ = writeln!(out, "  RECOVER        : {}", recover_text(exec.recover));
-            let _ = writeln!(out, "  RETRY count    : {}/{}", retry.0, retry.1);
+            let _ = writeln!(out, "  RETRY count    : {}", retries_left(retry));
         }
     }
     out.push_str("=====\n");

@@ -884,6 +884,12 @@ fn flow_share_buckets_go_only_to_nodes_that_are_ready_and_run_the_same_configura
     let fws1_socket = cluster_ctl::control::socket_path(dir.path(), FWS1);
     let result = (|| -> anyhow::Result<()> {
         cluster.wait_for(FWS2, "FWC106", "fws1", Duration::from_secs(5))?;
+        // clpstat -s says so too, not only the log.
+        let (_, screen) = cluster.tool(&lab, FWS2, "clpstat", &["-s"])?;
+        assert!(
+            screen.contains("! server0 (fws1) runs a different configuration"),
+            "{screen}"
+        );
         wait_buckets(&fws1_socket, 1024, Duration::from_secs(6))?;
         wait_buckets(&socket, 0, Duration::from_secs(1))?;
         // And it stays that way.

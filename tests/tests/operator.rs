@@ -71,6 +71,10 @@ fn started() -> anyhow::Result<(Lab, Cluster)> {
 
 /// Compares a screen with the expected one line by line, field by field (runs of spaces and the
 /// length of a rule line are layout, not content).
+fn format_mac_upper(mac: [u8; 6]) -> String {
+    fwcluster_lab::arp::format_mac(&mac).to_uppercase()
+}
+
 fn assert_screen(actual: &str, expected: &str) {
     let fields = |text: &str| -> Vec<Vec<String>> {
         text.lines()
@@ -199,7 +203,7 @@ address server0 server1
         "INTERCONNECT0 : 169.254.12.1/255.255.255.0",
         "INTERCONNECT1 : 203.0.113.2/255.255.255.0",
         "GROUP0 : group0",
-        "START : AUTO",
+        "STARTUP : AUTO",
         "FAILBACK : MANUAL",
         "ENVIRONMENT : ACT_NORMAL",
         "FAILOVER policy : 0:fws1 1:fws2",
@@ -213,9 +217,10 @@ address server0 server1
         "INTERFACE : eth0:1",
         "PING count : 0",
         "ARP count : 1",
-        "RETRY count : 0/5",
+        "RETRY count : 5/5",
         "PARP0 : group0-parp0",
         "IP ADDRESS : 192.0.2.20",
+        &format!("MAC ADDRESS : {}", format_mac_upper(lab.mac(FWS1, "eth0")?)),
         "EXEC0 : group0-exec0",
         "POLLING : NO",
         "RECOVER : STOP",

@@ -1,6 +1,8 @@
 //! Requests from the control socket, the peer API and the metrics endpoint: status views and
 //! operator commands (`clpgrp`), mapped onto the engine's commands.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 
 use super::Daemon;
@@ -78,6 +80,7 @@ impl Daemon {
                 .owned_by(&self.config, self.engine.config().me as u32),
             takeovers: self.takeovers.clone(),
             heartbeats: self.heartbeat_views(),
+            proxy_arp_macs: self.proxy_arp_macs(),
         };
         Ok(StatusView::build(
             &self.config,
@@ -88,6 +91,28 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// The MAC each proxy-ARP address is answered with: the configured one, else its
+    /// interface's (as the data path was given it).
+    fn proxy_arp_macs(&self) -> BTreeMap<String, String> {
+        let mut macs = BTreeMap::new();
+        for group in &self.config.group {
+            for (k, parp) in group.parp.iter().enumerate() {
+                let mac = match parp.mac {
+                    Some(mac) => mac.0,
+                    None => match crate::netif::interface_mac(&parp.interface) {
+                        Ok(mac) => mac,
+                        Err(_) => continue,
+                    },
+                };
+                macs.insert(
+                    format!("{}-parp{k}", group.name),
+                    crate::config::Mac(mac).to_string().to_uppercase(),
+                );
+            }
+        }
+        macs
+    }
+
     /// Heartbeats per peer and link, every link of every peer (also one that never delivered:
     /// its heartbeats may be dropped by the local firewall).
     fn heartbeat_views(&self) -> Vec<HeartbeatView> {
