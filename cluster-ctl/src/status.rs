@@ -456,7 +456,18 @@ pub fn render_config(view: &StatusView) -> String {
     let _ = writeln!(out, "SERVER : {local}");
     out.push_str("-----\nCLUSTER :\n");
     let secs = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    // The seed's STARTUP: whether the groups start by themselves when the cluster does, from
+    // the groups' `start` (MIXED when they differ; each group's own is its START below).
+    let startup = match (
+        c.group.iter().all(|g| g.start == StartMode::Auto),
+        c.group.iter().all(|g| g.start == StartMode::Manual),
+    ) {
+        (true, _) => "AUTO",
+        (_, true) => "MANUAL",
+        _ => "MIXED",
+    };
     let fields: Vec<(&str, String)> = vec![
+        ("STARTUP", startup.into()),
         ("WAIT timeout", secs(c.cluster.wait_timeout)),
         ("HB port", c.cluster.heartbeat_port.to_string()),
         ("HB interval", secs(c.cluster.heartbeat_interval)),
@@ -515,10 +526,13 @@ pub fn render_config(view: &StatusView) -> String {
             .enumerate()
             .map(|(i, n)| format!("{i}:{n}"))
             .collect();
-        // The seed's STARTUP: whether the group starts by itself when the cluster does.
-        let _ = writeln!(out, "  STARTUP        : {start}");
+        let _ = writeln!(out, "  START          : {start}");
         let _ = writeln!(out, "  FAILBACK       : {failback}");
         let _ = writeln!(out, "  ENVIRONMENT    : {}", gv.environment);
+        // A group recovers through its resources (each has its own RECOVER/RETRY below); the
+        // group itself has no recovery action or retries of its own, as in the seed's example.
+        let _ = writeln!(out, "  RECOVER        : IGNORE");
+        let _ = writeln!(out, "  RETRY count    : 0/0");
         let _ = writeln!(out, "  FAILOVER policy : {}", policy.join(" "));
         for (k, ipw) in group.ipw.iter().enumerate() {
             let _ = writeln!(out, "IPW{k} : {}-ipw{k}", group.name);

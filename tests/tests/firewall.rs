@@ -279,6 +279,13 @@ fn hot_standby_hides_the_intranet_and_publishes_the_dmz_host_before_and_after_a_
     let _inet = SourceEcho::start(&lab, INET_CLIENT, INET_SERVER)?;
     let _dmz = SourceEcho::start(&lab, DMZ_HOST, DMZ_SERVER)?;
     check_nat(&lab, &cluster, FWS1)?;
+    // The stealth rule: the internet gets no answer from the cluster's addresses; the intranet
+    // may ping its gateway (the example's exception).
+    assert_eq!(lab.ping(INET_CLIENT, GROUP0_INET_FIP, 3)?, 0, "stealth");
+    assert!(
+        lab.ping(INTRA_CLIENT1, seed::GROUP0_INTRA_FIP, 3)? > 0,
+        "the intranet's exception"
+    );
     cluster.kill(FWS1)?;
     cluster.wait_for(
         FWS2,
@@ -394,5 +401,31 @@ fn a_firewall_that_stops_filtering_hands_its_group_over_and_is_denied_it_until_c
     let (_, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-s", "-g", "group0"])?;
     assert!(out.contains("STARTING=DENY cleared"), "{out}");
     assert_eq!(cluster.status(FWS1)?.groups[0].starting[0], "ALLOW");
+    Ok(())
+}
+
+#[test]
+fn kernel_proxy_arp_on_a_cluster_interface_is_warned_about() -> anyhow::Result<()> {
+    let lab = seed::build()?;
+    lab.run(
+        FWS1,
+        "sysctl",
+        &["-qw", &format!("net.ipv4.conf.{INET_IF}.proxy_arp=1")],
+    )?;
+    let body = format!(
+        "{TIMING}{}{}",
+        fwcluster_lab::seed_servers!(),
+        fwcluster_lab::seed_group0!()
+    );
+    let mut cluster = Cluster::new(&lab, &body)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    let line = cluster.wait_for(FWS1, "FWC014", "proxy ARP is on", Duration::from_secs(5))?;
+    assert!(line.contains(INET_IF), "{line}");
+    cluster.wait_for(FWS2, "FWC101", "fws1 is ONLINE", Duration::from_secs(5))?;
+    assert!(
+        cluster.lines_with(FWS2, "FWC014").is_empty(),
+        "fws2 has it off"
+    );
     Ok(())
 }

@@ -91,6 +91,18 @@ fn a_group_with_manual_start_waits_for_clpgrp_s() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(cluster.holder(FWS1, "group0")?, None);
     assert!(cluster.lines_with(FWS1, "FWC201").is_empty());
+    // clpstat -i shows it from the configuration.
+    let (_, screen) = cluster.tool(&lab, FWS1, "clpstat", &["-i"])?;
+    let rows: Vec<String> = screen
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for expected in ["STARTUP : MANUAL", "START : MANUAL"] {
+        assert!(
+            rows.iter().any(|r| r == expected),
+            "{expected:?} in:\n{screen}"
+        );
+    }
     let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-s", "-g", "group0"])?;
     assert!(ok, "{out}");
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
