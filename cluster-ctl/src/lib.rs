@@ -20,6 +20,7 @@ pub mod private;
 pub mod resources;
 pub mod status;
 pub mod supervisor;
+pub mod sync;
 
 #[cfg(test)]
 mod module_graph;

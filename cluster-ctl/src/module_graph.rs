@@ -201,6 +201,7 @@ const TYPED_ERROR_MODULES: &[&str] = &[
     "arp_guard",
     "netif",
     "nft",
+    "sync",
     "dataplane",
     "catalog",
     "status",

@@ -4,8 +4,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-/// Debian packages: LLVM 22 for bpf-linker, the network tools the lab and the daemons use, and
-/// keepalived for the side-by-side benchmarks.
+/// Debian packages: LLVM 22 for bpf-linker, the network tools the lab and the daemons use,
+/// conntrack-tools for session synchronization, and keepalived for the side-by-side benchmarks.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -16,6 +16,10 @@ const PACKAGES: &[&str] = &[
     "arping",
     "ethtool",
     "keepalived",
+    // Session synchronization (conntrackd) and the connection-tracking tool ckfwalive and the
+    // tests use.
+    "conntrackd",
+    "conntrack",
     "tcpdump",
     // A real SMTP server for the mail tests.
     "python3-aiosmtpd",
