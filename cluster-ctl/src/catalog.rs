@@ -29,7 +29,6 @@ catalog! {
     LEASE_RESUMED = "FWC011", "acknowledgements came back (or every peer is gone): the data path answers for the group again (silent time follows)";
     PAUSED = "FWC013", "this daemon ran nothing for half the heartbeat timeout or longer (process stopped, machine stalled or CPU starved): its peers may have declared it dead";
     PROXY_ARP_ON = "FWC014", "kernel proxy ARP is on for an interface with cluster addresses: the kernel may answer ARP beside the XDP program (set net.ipv4.conf.IF.proxy_arp=0)";
-    SYNC_NOT_AVAILABLE = "FWC015", "[sync] is configured but this release does not synchronize sessions yet: connections through the firewall do not survive a change of the active node";
     ADOPTED = "FWC006", "a group held by the previous process was adopted from the pinned lease";
     DAEMON_FAILED = "FWC007", "an internal failure of the daemon; cluster recovery action follows";
     CONFIG_RELOADED = "FWC008", "SIGHUP: the configuration file was read again ([mail] changes applied, or unchanged)";
@@ -50,6 +49,8 @@ catalog! {
     STEP_DONE = "FWC301", "a resource was activated or deactivated";
     STEP_FAILED = "FWC302", "a resource failed (retry used/max follows)";
     MONITOR = "FWC303", "an IP watch entry changed state (all its targets unreachable, or one reachable again)";
+    SYNC_STARTED = "FWC601", "conntrackd started with the configuration generated from [sync]: connection tracking is replicated to the peers (interface, address)";
+    SYNC_DIED = "FWC602", "conntrackd exited: new connections are not replicated until it runs again; it is restarted (a warning, not a failover)";
     MAIL_QUEUED = "FWC401", "an alert mail was written to the outbox";
     MAIL_SENT = "FWC402", "an alert mail was accepted by the SMTP server";
     MAIL_RETRY = "FWC403", "an alert mail could not be delivered; it stays queued and is retried";

@@ -10,7 +10,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use cluster_ctl::{config::Config, sync::conntrackd_conf};
+use cluster_ctl::{
+    config::Config,
+    sync::{PeerState, conntrackd_conf},
+};
 use fwcluster_lab::{
     Lab,
     seed::{self, FWS1, FWS2, IC_IF},
@@ -73,7 +76,10 @@ fn conntrackd_with_the_generated_configuration_replicates_entries_and_commits_th
     let mut confs = Vec::new();
     for (node, host) in [FWS1, FWS2].into_iter().enumerate() {
         let conf = dir.path().join(format!("conntrackd-{host}.conf"));
-        std::fs::write(&conf, conntrackd_conf(&config, node, IC_IF, dir.path())?)?;
+        std::fs::write(
+            &conf,
+            conntrackd_conf(&config, node, IC_IF, dir.path(), PeerState::ExternalCache)?,
+        )?;
         daemons.push(start(&lab, host, &conf)?);
         confs.push(conf);
     }
@@ -144,5 +150,122 @@ fn conntrackd_with_the_generated_configuration_replicates_entries_and_commits_th
         "{committed}"
     );
     drop(daemons);
+    Ok(())
+}
+
+const TIMING: &str = r#"heartbeat_interval = "10ms"
+heartbeat_timeout = "30ms"
+wait_timeout = "3s"
+"#;
+
+const GROUP0: &str = r#"
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+failback = "manual"
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+  hide = ["203.0.113.0/24"]
+
+  [[group.fip]]
+  address = "203.0.113.10/24"
+  interface = "eth2"
+"#;
+
+/// A TCP connection from the intranet client to the internet server through group0's hide NAT:
+/// (client end, server end).
+fn connection(lab: &Lab) -> Result<(std::net::TcpStream, std::net::TcpStream)> {
+    use std::net::{SocketAddrV4, TcpListener, TcpStream};
+    let server = SocketAddrV4::new(seed::INET_CLIENT_ADDRESS, 8081);
+    let listener =
+        fwcluster_lab::in_netns(lab.ns(seed::INET_CLIENT), move || TcpListener::bind(server))??;
+    let client = fwcluster_lab::in_netns(lab.ns(seed::INTRA_CLIENT1), move || {
+        TcpStream::connect_timeout(&server.into(), Duration::from_secs(2))
+    })??;
+    let (accepted, seen) = listener.accept()?;
+    ensure!(
+        seen.ip() == std::net::IpAddr::V4(seed::GROUP0_INET_FIP),
+        "hidden behind group0's address, not {seen}"
+    );
+    for end in [&client, &accepted] {
+        end.set_read_timeout(Some(Duration::from_secs(3)))?;
+    }
+    Ok((client, accepted))
+}
+
+/// Sends `text` on `from` and reads it on `to`.
+fn exchange(from: &std::net::TcpStream, to: &std::net::TcpStream, text: &[u8]) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    (&*from).write_all(text)?;
+    let mut got = vec![0u8; text.len()];
+    (&*to).read_exact(&mut got)?;
+    ensure!(got == text, "read {got:?}");
+    Ok(())
+}
+
+/// Node loss of fws1 while a NAT'd TCP connection runs through it; then the *server* sends
+/// first (a node without the connection's entry would drop or reset it), then the client.
+fn connection_after_node_loss(sync: bool) -> Result<Result<()>> {
+    let lab = seed::build()?;
+    let body = format!(
+        "{TIMING}{}{GROUP0}{}",
+        fwcluster_lab::seed_servers!(),
+        if sync {
+            "\n[sync]\ninterconnect = 0\n"
+        } else {
+            ""
+        }
+    );
+    let mut cluster = fwcluster_lab::cluster::Cluster::new(&lab, &body)?;
+    for host in [FWS1, FWS2] {
+        fwcluster_lab::firewall::load_example(&lab, &cluster, host)?;
+        // Strict TCP tracking: a node does not pick up a connection it has no entry for.
+        lab.run(
+            host,
+            "sysctl",
+            &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
+        )?;
+    }
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC201",
+        "group0 is active on fws1",
+        Duration::from_secs(6),
+    )?;
+    if sync {
+        for host in [FWS1, FWS2] {
+            cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
+        }
+    }
+    let (client, server) = connection(&lab)?;
+    exchange(&client, &server, b"before")?;
+    exchange(&server, &client, b"answer")?;
+    // Replication is continuous; give it a moment on this machine.
+    std::thread::sleep(Duration::from_millis(300));
+    lab.cut_host(FWS1)?;
+    cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(3),
+    )?;
+    Ok((|| {
+        exchange(&server, &client, b"the server speaks first")?;
+        exchange(&client, &server, b"and the client answers")
+    })())
+}
+
+#[test]
+fn a_nated_connection_survives_node_loss_with_sync_and_not_without() -> Result<()> {
+    connection_after_node_loss(true)?
+        .context("with [sync] the connection must survive the loss of fws1")?;
+    ensure!(
+        connection_after_node_loss(false)?.is_err(),
+        "without [sync] the connection survived: the test would not see a lost entry"
+    );
     Ok(())
 }

@@ -100,6 +100,8 @@ struct Daemon {
     /// What the data path answers for, shared with the announcers.
     answering: Answering,
     inputs: Sender<Input>,
+    /// conntrackd, while `[sync]` is configured; stopped with the daemon.
+    _conntrackd: Option<crate::sync::process::Conntrackd>,
 }
 
 /// Runs the daemon until it has left the cluster (SIGTERM) or fails.
@@ -163,6 +165,10 @@ pub fn run(options: Options) -> Result<()> {
         &options.run_dir,
         wiring::forward_control(&inputs),
     )?;
+    // Session synchronization runs before the loop takes anything: peers' entries arrive in
+    // this node's kernel table from now on (R-SYNC-1, R-SYNC-2).
+    let conntrackd = crate::sync::process::Conntrackd::start(&config, me, &options.run_dir)
+        .context("starting session synchronization (conntrackd)")?;
     tracing::info!(
         id = catalog::DAEMON_STARTED.id,
         node,
@@ -170,14 +176,6 @@ pub fn run(options: Options) -> Result<()> {
         incarnation,
         "fwclusterd started"
     );
-    if let Some(sync) = &config.sync {
-        tracing::warn!(
-            id = catalog::SYNC_NOT_AVAILABLE.id,
-            interconnect = sync.interconnect,
-            "[sync] is configured, but this release does not synchronize sessions yet: \
-             connections through the firewall are reset when another node takes over"
-        );
-    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mail = match &config.mail {
         Some(mail) => Some(crate::mail::start_sender(mail.clone(), &node)?),
@@ -201,6 +199,7 @@ pub fn run(options: Options) -> Result<()> {
         _node_lock: node_lock,
         answering,
         inputs,
+        _conntrackd: conntrackd,
     };
     daemon.main_loop(&receiver)
 }

@@ -1,0 +1,171 @@
+//! conntrackd as part of the node: configured from the cluster configuration, started before
+//! the node takes anything, watched, and restarted when it dies (its death costs the peer its
+//! copy of new connections, not a failover: R-SYNC-5). Stopped with the daemon.
+
+use std::{
+    io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use super::{PeerState, SyncConfigError, conntrackd_conf};
+use crate::config::Config;
+
+/// Why conntrackd could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncProcessError {
+    #[error(transparent)]
+    Config(#[from] SyncConfigError),
+    #[error("no interface holds this server's sync address {0}")]
+    NoInterface(Ipv4Addr),
+    #[error("reading this host's interfaces: {0}")]
+    Interfaces(#[from] crate::netif::NetifError),
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("starting conntrackd (install conntrack-tools: cargo xtask setup, or conntrackd): {0}")]
+    Spawn(io::Error),
+}
+
+/// The running conntrackd of this node; stopped when dropped.
+pub struct Conntrackd {
+    conf: PathBuf,
+    pid: Arc<AtomicU32>,
+    stopping: Arc<AtomicBool>,
+    restarts: Arc<AtomicU64>,
+}
+
+impl Conntrackd {
+    /// Writes the configuration of server `me` into `run_dir` and starts conntrackd, unless the
+    /// cluster has no `[sync]` (then `None`).
+    pub fn start(
+        config: &Config,
+        me: usize,
+        run_dir: &Path,
+    ) -> Result<Option<Self>, SyncProcessError> {
+        let Some(sync) = &config.sync else {
+            return Ok(None);
+        };
+        let own = config.server[me]
+            .interconnect
+            .get(sync.interconnect)
+            .map(|n| n.addr())
+            .ok_or(SyncConfigError::NoAddress {
+                node: config.server[me].name.clone(),
+                link: sync.interconnect,
+            })?;
+        let interface = crate::netif::interface_addresses()?
+            .into_iter()
+            .find(|(_, nets)| nets.iter().any(|n| n.addr() == own))
+            .map(|(name, _)| name)
+            .ok_or(SyncProcessError::NoInterface(own))?;
+        let node = &config.server[me].name;
+        let text = conntrackd_conf(config, me, &interface, run_dir, PeerState::Kernel)?;
+        let conf = run_dir.join(format!("conntrackd-{node}.conf"));
+        std::fs::write(&conf, text).map_err(|source| SyncProcessError::Write {
+            path: conf.clone(),
+            source,
+        })?;
+        // A conntrackd that died with this node's previous daemon left its lock and socket;
+        // this daemon holds the node's lock, so no other conntrackd of the node runs.
+        for leftover in ["lock", "ctl"] {
+            let _ = std::fs::remove_file(run_dir.join(format!("conntrackd-{node}.{leftover}")));
+        }
+        let spawn = {
+            let conf = conf.clone();
+            move || {
+                Command::new("conntrackd")
+                    .arg("-C")
+                    .arg(&conf)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+            }
+        };
+        let first = spawn().map_err(SyncProcessError::Spawn)?;
+        let pid = Arc::new(AtomicU32::new(first.id()));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let restarts = Arc::new(AtomicU64::new(0));
+        tracing::info!(
+            id = crate::catalog::SYNC_STARTED.id,
+            interface,
+            address = %own,
+            "conntrackd started: connection tracking is replicated over interconnect {} ({own}), \
+             peers' entries kept in the kernel table",
+            sync.interconnect
+        );
+        {
+            let (pid, stopping, restarts) = (pid.clone(), stopping.clone(), restarts.clone());
+            std::thread::Builder::new()
+                .name("conntrackd".into())
+                .spawn(move || {
+                    let mut child = first;
+                    loop {
+                        let status = child.wait();
+                        if stopping.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        restarts.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            id = crate::catalog::SYNC_DIED.id,
+                            status = ?status,
+                            "conntrackd exited: new connections are not replicated until it \
+                             runs again; restarting it"
+                        );
+                        // Not in a tight loop when it cannot start at all.
+                        std::thread::sleep(Duration::from_secs(1));
+                        match spawn() {
+                            Ok(next) => {
+                                pid.store(next.id(), Ordering::SeqCst);
+                                child = next;
+                            }
+                            Err(e) => {
+                                tracing::error!(
+                                    id = crate::catalog::SYNC_DIED.id,
+                                    error = %e,
+                                    "conntrackd cannot be started again"
+                                );
+                                return;
+                            }
+                        }
+                    }
+                })
+                .map_err(SyncProcessError::Spawn)?;
+        }
+        Ok(Some(Self {
+            conf,
+            pid,
+            stopping,
+            restarts,
+        }))
+    }
+
+    /// The generated configuration file (for `conntrackd -C FILE -s` and the like).
+    pub fn conf(&self) -> &Path {
+        &self.conf
+    }
+
+    /// The process id of the running conntrackd.
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::SeqCst)
+    }
+
+    /// How often it was restarted after dying.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Conntrackd {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
