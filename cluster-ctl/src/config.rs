@@ -674,6 +674,7 @@ impl Config {
             timeout: self.cluster.heartbeat_timeout,
             wait: self.cluster.wait_timeout,
             tiebreakers: !self.cluster.tiebreakers.is_empty(),
+            sync_wait: self.sync.as_ref().map(|s| s.wait),
             groups,
         }
     }

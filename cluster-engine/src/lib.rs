@@ -183,6 +183,8 @@ pub struct Engine {
     /// After a stall of its own, a silence that begins before this time must last twice the
     /// timeout (see [`Silence`]).
     settling_until: Instant,
+    /// When this node began to wait for its peers' connection entries (see `awaits_sync`).
+    sync_since: Option<Instant>,
 }
 
 impl Engine {
@@ -240,6 +242,7 @@ impl Engine {
             last_tick: now,
             cautious_until: caution,
             settling_until: Instant::ZERO,
+            sync_since: None,
         }
     }
 

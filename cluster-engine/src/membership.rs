@@ -174,7 +174,9 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .all(|(n, p)| n == self.cfg.me || p.online);
-            if all_seen || now.saturating_since(self.started) >= self.cfg.alone_wait() {
+            if (all_seen || now.saturating_since(self.started) >= self.cfg.alone_wait())
+                && !self.awaits_sync(now)
+            {
                 self.ready = true;
                 out.push(Action::SendNow);
             }
@@ -184,6 +186,27 @@ impl Engine {
         } else {
             self.tiebreaker_ok = None;
         }
+    }
+
+    /// With session synchronization, a starting node that finds a peer running a group waits
+    /// `sync_wait` before it is ready (R-SYNC-3): until then it claims nothing and, since it
+    /// reports itself not ready, no group is failed back to it and no flow-share bucket dealt to
+    /// it. A peer that runs nothing has no entries to wait for, and a peer that goes silent meanwhile
+    /// ends the wait (its groups must be taken over at once).
+    fn awaits_sync(&mut self, now: Instant) -> bool {
+        let Some(wait) = self.cfg.sync_wait else {
+            return false;
+        };
+        let me = self.me();
+        let peer_runs_a_group = (0..self.peers.len())
+            .filter(|n| *n != me)
+            .filter_map(|n| self.fresh_report(n))
+            .any(|r| r.groups.iter().any(|g| g.state.holds()));
+        if !peer_runs_a_group {
+            return false;
+        }
+        let since = *self.sync_since.get_or_insert(now);
+        now.saturating_since(since) < wait
     }
 
     /// Declares links and peers whose heartbeats stopped for the timeout.

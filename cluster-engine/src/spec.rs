@@ -77,6 +77,10 @@ pub struct EngineConfig {
     pub timeout: Duration,
     pub wait: Duration,
     pub tiebreakers: bool,
+    /// With session synchronization (`[sync] wait`): how long a starting node that finds a
+    /// peer running groups waits for the peers' connection entries before it takes part
+    /// (R-SYNC-3). `None`: no synchronization.
+    pub sync_wait: Option<Duration>,
     pub groups: Vec<GroupSpec>,
 }
 

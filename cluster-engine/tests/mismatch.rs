@@ -37,6 +37,7 @@ fn config(me: usize, groups: &[&str]) -> EngineConfig {
         timeout: Duration::from_millis(30),
         wait: Duration::from_millis(60),
         tiebreakers: false,
+        sync_wait: None,
         groups: groups.iter().map(|g| group(g)).collect(),
     }
 }

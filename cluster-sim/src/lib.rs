@@ -57,6 +57,8 @@ pub struct Shape {
     pub timeout: Duration,
     pub wait: Duration,
     pub tiebreakers: bool,
+    /// `[sync] wait`, for the rule scenarios of session synchronization.
+    pub sync_wait: Option<Duration>,
     pub groups: Vec<GroupSpec>,
 }
 
@@ -93,6 +95,7 @@ impl Shape {
             timeout: Duration::from_millis(30),
             wait: Duration::from_millis(60),
             tiebreakers: false,
+            sync_wait: None,
             groups: vec![GroupSpec {
                 name: "group0".into(),
                 policy: vec![0, 1],
@@ -148,6 +151,7 @@ impl Shape {
             timeout: self.timeout,
             wait: self.wait,
             tiebreakers: self.tiebreakers,
+            sync_wait: self.sync_wait,
             groups: self.groups.clone(),
         }
     }

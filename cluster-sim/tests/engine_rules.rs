@@ -82,6 +82,41 @@ fn auto_failback_returns_the_group_to_the_primary() {
 }
 
 #[test]
+fn with_session_sync_a_returning_primary_takes_its_group_back_only_after_the_sync_wait() {
+    const MS: u64 = 1_000_000;
+    let mut shape = Shape::hot_standby(Failback::Auto);
+    shape.sync_wait = Some(std::time::Duration::from_millis(400));
+    let mut sim = started(shape);
+    sim.inject(Fault::Crash { node: FWS1 });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    sim.inject(Fault::Restart { node: FWS1 });
+    // Past its startup wait (fws1 hears fws2 at once), but inside the sync wait: fws2 keeps
+    // the group, whose connections fws1 does not have yet.
+    sim.advance(300 * MS).unwrap_or_else(|v| panic!("{v}"));
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+    // After it: failback.
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS1]);
+}
+
+#[test]
+fn with_session_sync_a_standby_takes_over_at_once_when_the_holder_dies_during_its_wait() {
+    const MS: u64 = 1_000_000;
+    let mut shape = Shape::hot_standby(Failback::Manual);
+    shape.sync_wait = Some(std::time::Duration::from_secs(60));
+    let mut sim = started(shape);
+    sim.inject(Fault::Crash { node: FWS2 });
+    settle(&mut sim);
+    sim.inject(Fault::Restart { node: FWS2 });
+    sim.advance(200 * MS).unwrap_or_else(|v| panic!("{v}"));
+    // fws2 waits for fws1's entries; fws1 dies: nothing left to wait for.
+    sim.inject(Fault::Crash { node: FWS1 });
+    settle(&mut sim);
+    assert_eq!(sim.holders(GROUP0), [FWS2]);
+}
+
+#[test]
 fn auto_failback_does_not_undo_an_operators_move() {
     let mut sim = started(Shape::hot_standby(Failback::Auto));
     sim.command(

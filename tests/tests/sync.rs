@@ -269,3 +269,77 @@ fn a_nated_connection_survives_node_loss_with_sync_and_not_without() -> Result<(
     );
     Ok(())
 }
+
+#[test]
+fn auto_failback_waits_for_the_sync_and_keeps_connections_from_before_and_from_while_away()
+-> Result<()> {
+    let lab = seed::build()?;
+    let body = format!(
+        "{TIMING}{}{}\n[sync]\ninterconnect = 0\nwait = \"2s\"\n",
+        fwcluster_lab::seed_servers!(),
+        GROUP0.replace("failback = \"manual\"", "failback = \"auto\"")
+    );
+    let mut cluster = fwcluster_lab::cluster::Cluster::new(&lab, &body)?;
+    for host in [FWS1, FWS2] {
+        fwcluster_lab::firewall::load_example(&lab, &cluster, host)?;
+        lab.run(
+            host,
+            "sysctl",
+            &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
+        )?;
+    }
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC201",
+        "group0 is active on fws1",
+        Duration::from_secs(6),
+    )?;
+    for host in [FWS1, FWS2] {
+        cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
+    }
+    let (client1, server1) = connection(&lab)?;
+    exchange(&client1, &server1, b"before").context("before the failover")?;
+    std::thread::sleep(Duration::from_millis(300));
+    // fws1's daemon dies (and its conntrackd with it); fws2 takes over.
+    cluster.kill(FWS1)?;
+    cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(3),
+    )?;
+    exchange(&server1, &client1, b"through fws2").context("after the failover")?;
+    // A connection that only fws2 has seen, and traffic that moves the first one's windows on.
+    let (client2, server2) = connection(&lab).context("a new connection through fws2")?;
+    for _ in 0..20 {
+        exchange(&client1, &server1, &[b'x'; 1000]).context("the first, through fws2")?;
+        exchange(&client2, &server2, &[b'y'; 1000]).context("the second, through fws2")?;
+    }
+    // fws1 returns: it takes the group back only after the sync wait.
+    let restarted = Instant::now();
+    cluster.start(&lab, FWS1)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    let waited = restarted.elapsed();
+    ensure!(
+        waited >= Duration::from_secs(2),
+        "failback after {waited:?}, before the sync wait"
+    );
+    for (n, (client, server)) in [(&client1, &server1), (&client2, &server2)]
+        .into_iter()
+        .enumerate()
+    {
+        exchange(server, client, b"the server speaks first, through fws1").with_context(|| {
+            format!(
+                "connection {} after the failback\nfws1:\n{}\nfws2:\n{}",
+                n + 1,
+                run(&lab, FWS1, "conntrack", &["-L", "-p", "tcp"]).unwrap_or_default(),
+                run(&lab, FWS2, "conntrack", &["-L", "-p", "tcp"]).unwrap_or_default()
+            )
+        })?;
+        exchange(client, server, b"and the client answers")
+            .with_context(|| format!("connection {} after the failback", n + 1))?;
+    }
+    Ok(())
+}

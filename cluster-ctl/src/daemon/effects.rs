@@ -29,6 +29,9 @@ impl Daemon {
                     // The first gratuitous ARP right after the map flip (R-XDP-6).
                     if granted {
                         self.resources.announce_now(group);
+                        if let Some(conntrackd) = &self.conntrackd {
+                            conntrackd.took_over();
+                        }
                     }
                 }
                 Action::RenewLease {

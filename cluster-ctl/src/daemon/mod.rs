@@ -101,7 +101,7 @@ struct Daemon {
     answering: Answering,
     inputs: Sender<Input>,
     /// conntrackd, while `[sync]` is configured; stopped with the daemon.
-    _conntrackd: Option<crate::sync::process::Conntrackd>,
+    conntrackd: Option<crate::sync::process::Conntrackd>,
 }
 
 /// Runs the daemon until it has left the cluster (SIGTERM) or fails.
@@ -167,8 +167,10 @@ pub fn run(options: Options) -> Result<()> {
     )?;
     // Session synchronization runs before the loop takes anything: peers' entries arrive in
     // this node's kernel table from now on (R-SYNC-1, R-SYNC-2).
-    let conntrackd = crate::sync::process::Conntrackd::start(&config, me, &options.run_dir)
-        .context("starting session synchronization (conntrackd)")?;
+    let runs_nothing = !adopted.iter().any(|a| *a);
+    let conntrackd =
+        crate::sync::process::Conntrackd::start(&config, me, &options.run_dir, runs_nothing)
+            .context("starting session synchronization (conntrackd)")?;
     tracing::info!(
         id = catalog::DAEMON_STARTED.id,
         node,
@@ -199,7 +201,7 @@ pub fn run(options: Options) -> Result<()> {
         _node_lock: node_lock,
         answering,
         inputs,
-        _conntrackd: conntrackd,
+        conntrackd,
     };
     daemon.main_loop(&receiver)
 }

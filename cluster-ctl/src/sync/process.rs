@@ -5,6 +5,7 @@
 use std::{
     io,
     net::Ipv4Addr,
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -42,11 +43,15 @@ pub struct Conntrackd {
 
 impl Conntrackd {
     /// Writes the configuration of server `me` into `run_dir` and starts conntrackd, unless the
-    /// cluster has no `[sync]` (then `None`).
+    /// cluster has no `[sync]` (then `None`). With `fresh_table` (the node runs no group: nothing
+    /// was adopted) the kernel's table is emptied first: what it holds is from before this
+    /// node went away, its TCP windows since moved on through a peer, and an entry that exists
+    /// is not replaced by the peers' resync, which follows at once (`StartupResync`).
     pub fn start(
         config: &Config,
         me: usize,
         run_dir: &Path,
+        fresh_table: bool,
     ) -> Result<Option<Self>, SyncProcessError> {
         let Some(sync) = &config.sync else {
             return Ok(None);
@@ -79,15 +84,37 @@ impl Conntrackd {
         let spawn = {
             let conf = conf.clone();
             move || {
-                Command::new("conntrackd")
+                let mut command = Command::new("conntrackd");
+                command
                     .arg("-C")
                     .arg(&conf)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
+                    .stderr(Stdio::null());
+                // SAFETY: prctl(2) only, which is async-signal-safe, between fork and exec.
+                // conntrackd dies with the thread that started it (this daemon's main thread or
+                // its watcher, both as long-lived as the process), also when the daemon is
+                // killed: a next daemon must not find the old one holding the sync port.
+                unsafe {
+                    command.pre_exec(|| {
+                        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                            .map_err(io::Error::from)
+                    });
+                }
+                command.spawn()
             }
         };
+        if fresh_table {
+            let flushed = Command::new("conntrack")
+                .arg("-F")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(SyncProcessError::Spawn)?;
+            if !flushed.success() {
+                tracing::warn!(status = %flushed, "conntrack -F failed: stale entries may stay");
+            }
+        }
         let first = spawn().map_err(SyncProcessError::Spawn)?;
         let pid = Arc::new(AtomicU32::new(first.id()));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -146,9 +173,32 @@ impl Conntrackd {
         }))
     }
 
-    /// The generated configuration file (for `conntrackd -C FILE -s` and the like).
-    pub fn conf(&self) -> &Path {
-        &self.conf
+    /// This node took a group over: the entries its peers injected into its kernel table
+    /// become its own in conntrackd's internal cache (`-R`), so that their updates from now on
+    /// are replicated back, and the peers get everything at once (`-B`), as conntrack-tools'
+    /// own primary-backup script does. In the background: the entries are in the kernel
+    /// already, and the takeover does not wait for this.
+    pub fn took_over(&self) {
+        let conf = self.conf.clone();
+        let spawned = std::thread::Builder::new()
+            .name("conntrackd-claim".into())
+            .spawn(move || {
+                for request in ["-R", "-B"] {
+                    let status = Command::new("conntrackd")
+                        .arg("-C")
+                        .arg(&conf)
+                        .arg(request)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    if !status.as_ref().is_ok_and(|s| s.success()) {
+                        tracing::warn!(request, status = ?status, "conntrackd request failed");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "conntrackd requests after a takeover not sent");
+        }
     }
 
     /// The process id of the running conntrackd.
