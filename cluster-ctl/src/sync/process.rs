@@ -129,6 +129,8 @@ impl Conntrackd {
         );
         {
             let (pid, stopping, restarts) = (pid.clone(), stopping.clone(), restarts.clone());
+            let conf = conf.clone();
+            let socket = run_dir.join(format!("conntrackd-{node}.ctl"));
             std::thread::Builder::new()
                 .name("conntrackd".into())
                 .spawn(move || {
@@ -151,6 +153,16 @@ impl Conntrackd {
                             Ok(next) => {
                                 pid.store(next.id(), Ordering::SeqCst);
                                 child = next;
+                                // A new conntrackd knows nothing of the kernel's entries: it
+                                // takes them in and sends them all, or their updates would not
+                                // reach the peers any more.
+                                if wait_for_socket(&socket, Duration::from_secs(5)) {
+                                    resync_and_send(&conf);
+                                }
+                                tracing::info!(
+                                    id = crate::catalog::SYNC_STARTED.id,
+                                    "conntrackd started again and sent its table to the peers"
+                                );
                             }
                             Err(e) => {
                                 tracing::error!(
@@ -182,20 +194,7 @@ impl Conntrackd {
         let conf = self.conf.clone();
         let spawned = std::thread::Builder::new()
             .name("conntrackd-claim".into())
-            .spawn(move || {
-                for request in ["-R", "-B"] {
-                    let status = Command::new("conntrackd")
-                        .arg("-C")
-                        .arg(&conf)
-                        .arg(request)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
-                    if !status.as_ref().is_ok_and(|s| s.success()) {
-                        tracing::warn!(request, status = ?status, "conntrackd request failed");
-                    }
-                }
-            });
+            .spawn(move || resync_and_send(&conf));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "conntrackd requests after a takeover not sent");
         }
@@ -210,6 +209,35 @@ impl Conntrackd {
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
     }
+}
+
+/// `conntrackd -R` (take the kernel's entries into the internal cache) and `-B` (send them all
+/// to the peers).
+fn resync_and_send(conf: &Path) {
+    for request in ["-R", "-B"] {
+        let status = Command::new("conntrackd")
+            .arg("-C")
+            .arg(conf)
+            .arg(request)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            tracing::warn!(request, status = ?status, "conntrackd request failed");
+        }
+    }
+}
+
+/// Whether conntrackd's control socket appeared within `timeout`.
+fn wait_for_socket(socket: &Path, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if socket.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 impl Drop for Conntrackd {
