@@ -122,14 +122,43 @@ fn the_cluster_chains_in_a_default_drop_ruleset_pass_cluster_traffic_and_nothing
     // The peer API.
     let (ok, screen) = cluster.tool(&lab, FWS1, "clpstat", &["-s", "-h", FWS2])?;
     assert!(ok, "clpstat -h fws2 through the peer API: {screen}");
-    // Session sync between the sync interconnect's addresses.
-    let fws1_sync = SocketAddrV4::new(seed::FWS1_INTERCONNECT[0], 3780);
-    let sync_receiver = udp_in(&lab, FWS1, fws1_sync);
+    // Session sync between the sync interconnect's addresses: the daemons' own conntrackd
+    // replicate an entry created on fws1 into fws2's kernel table through both rulesets.
+    for host in [FWS1, FWS2] {
+        cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
+    }
+    lab.run(
+        FWS1,
+        "conntrack",
+        &[
+            "-I",
+            "-p",
+            "udp",
+            "-s",
+            "203.0.113.101",
+            "-d",
+            "192.0.2.100",
+            "--sport",
+            "5000",
+            "--dport",
+            "53",
+            "-t",
+            "120",
+        ],
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let table = lab.run(FWS2, "conntrack", &["-L", "-p", "udp"])?;
+        if String::from_utf8_lossy(&table.stdout).contains("sport=5000") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sync traffic did not pass: fws2 lacks the entry"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let fws2_sender = udp_in(&lab, FWS2, SocketAddrV4::new(seed::FWS2_INTERCONNECT[0], 0));
-    assert!(
-        arrives(&sync_receiver, &fws2_sender, fws1_sync),
-        "sync traffic is accepted"
-    );
     // Nothing else from the other server's interconnect address: another UDP port, TCP, ping.
     let other = SocketAddrV4::new(seed::FWS1_INTERCONNECT[0], 4000);
     let other_receiver = udp_in(&lab, FWS1, other);

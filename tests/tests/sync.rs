@@ -371,6 +371,8 @@ fn planned_moves_a_stop_and_a_killed_conntrackd_keep_every_connection() -> Resul
     for host in [FWS1, FWS2] {
         cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
     }
+    // fws2 started while fws1 runs group0: it takes part once its sync wait is over.
+    std::thread::sleep(Duration::from_millis(1500));
     let mut connections = vec![connection(&lab)?];
     let check = |connections: &[(std::net::TcpStream, std::net::TcpStream)], when: &str| {
         for (n, (client, server)) in connections.iter().enumerate() {
@@ -394,12 +396,14 @@ fn planned_moves_a_stop_and_a_killed_conntrackd_keep_every_connection() -> Resul
     // conntrackd killed on the active node: restarted, a warning, no failover, and the
     // connections it had replicated stay replicated. (Connections opened after such a restart
     // are not taken by the peer's conntrackd yet: see the closing note.)
-    let pid = lab.run(FWS1, "pgrep", &["-x", "conntrackd"])?;
-    let pid: i32 = String::from_utf8_lossy(&pid.stdout)
-        .split_whitespace()
-        .next()
-        .context("conntrackd runs on fws1")?
-        .parse()?;
+    // fws1's own conntrackd: the one in its network namespace (pgrep would see the host's).
+    let pid = fwcluster_lab::netns::processes(lab.ns(FWS1))?
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "conntrackd")
+        })
+        .context("conntrackd runs on fws1")? as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
