@@ -174,6 +174,35 @@ failback = "manual"
   interface = "eth2"
 "#;
 
+/// The cluster of `body` on both firewalls of `lab`, each running the example firewall with
+/// strict TCP tracking (a node does not pick up a connection it has no entry for), group0 on
+/// fws1, and with `sync` both conntrackd running.
+fn started(lab: &Lab, body: &str, sync: bool) -> Result<fwcluster_lab::cluster::Cluster> {
+    let mut cluster = fwcluster_lab::cluster::Cluster::new(lab, body)?;
+    for host in [FWS1, FWS2] {
+        fwcluster_lab::firewall::load_example(lab, &cluster, host)?;
+        lab.run(
+            host,
+            "sysctl",
+            &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
+        )?;
+    }
+    cluster.start(lab, FWS1)?;
+    cluster.start(lab, FWS2)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC201",
+        "group0 is active on fws1",
+        Duration::from_secs(6),
+    )?;
+    if sync {
+        for host in [FWS1, FWS2] {
+            cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
+        }
+    }
+    Ok(cluster)
+}
+
 /// A TCP connection from the intranet client to the internet server through group0's hide NAT:
 /// (client end, server end).
 fn connection(lab: &Lab) -> Result<(std::net::TcpStream, std::net::TcpStream)> {
@@ -218,29 +247,7 @@ fn connection_after_node_loss(sync: bool) -> Result<Result<()>> {
             ""
         }
     );
-    let mut cluster = fwcluster_lab::cluster::Cluster::new(&lab, &body)?;
-    for host in [FWS1, FWS2] {
-        fwcluster_lab::firewall::load_example(&lab, &cluster, host)?;
-        // Strict TCP tracking: a node does not pick up a connection it has no entry for.
-        lab.run(
-            host,
-            "sysctl",
-            &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
-        )?;
-    }
-    cluster.start(&lab, FWS1)?;
-    cluster.start(&lab, FWS2)?;
-    cluster.wait_for(
-        FWS1,
-        "FWC201",
-        "group0 is active on fws1",
-        Duration::from_secs(6),
-    )?;
-    if sync {
-        for host in [FWS1, FWS2] {
-            cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
-        }
-    }
+    let cluster = started(&lab, &body, sync)?;
     let (client, server) = connection(&lab)?;
     exchange(&client, &server, b"before")?;
     exchange(&server, &client, b"answer")?;
@@ -279,26 +286,7 @@ fn auto_failback_waits_for_the_sync_and_keeps_connections_from_before_and_from_w
         fwcluster_lab::seed_servers!(),
         GROUP0.replace("failback = \"manual\"", "failback = \"auto\"")
     );
-    let mut cluster = fwcluster_lab::cluster::Cluster::new(&lab, &body)?;
-    for host in [FWS1, FWS2] {
-        fwcluster_lab::firewall::load_example(&lab, &cluster, host)?;
-        lab.run(
-            host,
-            "sysctl",
-            &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
-        )?;
-    }
-    cluster.start(&lab, FWS1)?;
-    cluster.start(&lab, FWS2)?;
-    cluster.wait_for(
-        FWS1,
-        "FWC201",
-        "group0 is active on fws1",
-        Duration::from_secs(6),
-    )?;
-    for host in [FWS1, FWS2] {
-        cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
-    }
+    let mut cluster = started(&lab, &body, true)?;
     let (client1, server1) = connection(&lab)?;
     exchange(&client1, &server1, b"before").context("before the failover")?;
     std::thread::sleep(Duration::from_millis(300));
@@ -351,26 +339,7 @@ fn planned_moves_a_stop_and_a_killed_conntrackd_keep_every_connection() -> Resul
         "{TIMING}{}{GROUP0}\n[sync]\ninterconnect = 0\nwait = \"1s\"\n",
         fwcluster_lab::seed_servers!()
     );
-    let mut cluster = fwcluster_lab::cluster::Cluster::new(&lab, &body)?;
-    for host in [FWS1, FWS2] {
-        fwcluster_lab::firewall::load_example(&lab, &cluster, host)?;
-        lab.run(
-            host,
-            "sysctl",
-            &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
-        )?;
-    }
-    cluster.start(&lab, FWS1)?;
-    cluster.start(&lab, FWS2)?;
-    cluster.wait_for(
-        FWS1,
-        "FWC201",
-        "group0 is active on fws1",
-        Duration::from_secs(6),
-    )?;
-    for host in [FWS1, FWS2] {
-        cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
-    }
+    let mut cluster = started(&lab, &body, true)?;
     // fws2 started while fws1 runs group0: it takes part once its sync wait is over.
     std::thread::sleep(Duration::from_millis(1500));
     let mut connections = vec![connection(&lab)?];
