@@ -103,6 +103,11 @@ impl Cluster {
             config_body.replace("{dir}", &dir.path().display().to_string())
         );
         fs::write(&config, text)?;
+        // The tools a test runs against the daemons are built now, not on their first use:
+        // a build beside daemons at 30 ms timeouts starves them into false failovers.
+        for tool in ["clpstat", "clpgrp"] {
+            binary(tool)?;
+        }
         Ok(Self {
             dir,
             config,

@@ -356,7 +356,11 @@ fn planned_moves_a_stop_and_a_killed_conntrackd_keep_every_connection() -> Resul
     // clpgrp -m to fws2 and back, a new connection each time.
     for (from, to) in [(FWS1, FWS2), (FWS2, FWS1)] {
         let (ok, out) = cluster.tool(&lab, from, "clpgrp", &["-m", "-g", "group0"])?;
-        ensure!(ok, "clpgrp -m on {from}: {out}");
+        ensure!(
+            ok,
+            "clpgrp -m on {from}: {out}\n{}",
+            cluster.all_logs_tail(40)
+        );
         cluster.wait_holder(from, "group0", to, Duration::from_secs(5))?;
         check(&connections, &format!("after clpgrp -m to {to}"))?;
         connections.push(connection(&lab)?);

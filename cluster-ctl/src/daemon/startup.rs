@@ -121,8 +121,8 @@ pub(super) fn guard_cluster_addresses(config: &Config) -> Result<()> {
     crate::arp_guard::install(&config.cluster.name, &addresses)?;
     for interface in &interfaces {
         crate::arp_guard::announce_from_primary(interface)?;
-        warn_about_proxy_arp(interface);
     }
+    warn_about_proxy_arp(&interfaces);
     tracing::info!(
         id = catalog::ARP_GUARD.id,
         table = crate::arp_guard::table_name(&config.cluster.name),
@@ -137,9 +137,9 @@ pub(super) fn guard_cluster_addresses(config: &Config) -> Result<()> {
 /// them, on every node alike (the seed turns FireWall-1's automatic ARP off for the same reason).
 /// The ARP guard keeps the kernel from answering for the cluster's own addresses, but a static
 /// NAT host or a route learnt later would still be answered twice: the operator is told.
-fn warn_about_proxy_arp(interface: &str) {
-    for scope in ["all", interface] {
-        let path = format!("/proc/sys/net/ipv4/conf/{scope}/proxy_arp");
+fn warn_about_proxy_arp(interfaces: &BTreeSet<String>) {
+    for interface in std::iter::once("all").chain(interfaces.iter().map(String::as_str)) {
+        let path = format!("/proc/sys/net/ipv4/conf/{interface}/proxy_arp");
         if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "0") {
             tracing::warn!(
                 id = catalog::PROXY_ARP_ON.id,

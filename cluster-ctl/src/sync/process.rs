@@ -10,7 +10,7 @@ use std::{
     process::{Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -38,7 +38,6 @@ pub struct Conntrackd {
     conf: PathBuf,
     pid: Arc<AtomicU32>,
     stopping: Arc<AtomicBool>,
-    restarts: Arc<AtomicU64>,
 }
 
 impl Conntrackd {
@@ -118,7 +117,6 @@ impl Conntrackd {
         let first = spawn().map_err(SyncProcessError::Spawn)?;
         let pid = Arc::new(AtomicU32::new(first.id()));
         let stopping = Arc::new(AtomicBool::new(false));
-        let restarts = Arc::new(AtomicU64::new(0));
         tracing::info!(
             id = crate::catalog::SYNC_STARTED.id,
             interface,
@@ -128,7 +126,7 @@ impl Conntrackd {
             sync.interconnect
         );
         {
-            let (pid, stopping, restarts) = (pid.clone(), stopping.clone(), restarts.clone());
+            let (pid, stopping) = (pid.clone(), stopping.clone());
             let conf = conf.clone();
             let socket = run_dir.join(format!("conntrackd-{node}.ctl"));
             std::thread::Builder::new()
@@ -140,7 +138,6 @@ impl Conntrackd {
                         if stopping.load(Ordering::SeqCst) {
                             return;
                         }
-                        restarts.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(
                             id = crate::catalog::SYNC_DIED.id,
                             status = ?status,
@@ -181,7 +178,6 @@ impl Conntrackd {
             conf,
             pid,
             stopping,
-            restarts,
         }))
     }
 
@@ -203,11 +199,6 @@ impl Conntrackd {
     /// The process id of the running conntrackd.
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::SeqCst)
-    }
-
-    /// How often it was restarted after dying.
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
     }
 }
 
