@@ -129,7 +129,7 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let run_dir = self.dir.path().join(format!("run-{host}"));
+        let run_dir = self.run_dir(host);
         fs::create_dir_all(&run_dir)?;
         let binary = self.binary.to_str().context("path")?;
         let mut command = match launch {
@@ -236,6 +236,11 @@ impl Cluster {
         }
     }
 
+    /// The run directory of a host's daemon (its control socket, conntrackd's files).
+    pub fn run_dir(&self, host: &str) -> PathBuf {
+        self.dir.path().join(format!("run-{host}"))
+    }
+
     /// The state directory of a host's daemon (its incarnations).
     pub fn state_dir(&self, host: &str) -> PathBuf {
         self.dir.path().join(format!("state-{host}"))
@@ -248,7 +253,7 @@ impl Cluster {
 
     /// The control socket of a host's daemon (a file: reachable from any namespace).
     pub fn socket(&self, host: &str) -> PathBuf {
-        cluster_ctl::control::socket_path(&self.dir.path().join(format!("run-{host}")), host)
+        cluster_ctl::control::socket_path(&self.run_dir(host), host)
     }
 
     /// The status view of a host's daemon.
@@ -270,7 +275,7 @@ impl Cluster {
             .command(host, binary.to_str().context("path")?)
             .args(args)
             .args(["--node", host, "--run-dir"])
-            .arg(self.dir.path().join(format!("run-{host}")))
+            .arg(self.run_dir(host))
             .output()?;
         Ok((
             output.status.success(),

@@ -367,8 +367,7 @@ fn planned_moves_a_stop_and_a_killed_conntrackd_keep_every_connection() -> Resul
         std::thread::sleep(Duration::from_millis(300));
     }
     // conntrackd killed on the active node: restarted, a warning, no failover, and the
-    // connections it had replicated stay replicated. (Connections opened after such a restart
-    // are not taken by the peer's conntrackd yet: see the closing note.)
+    // connections it had replicated stay replicated.
     // fws1's own conntrackd: the one in its network namespace (pgrep would see the host's).
     let pid = fwcluster_lab::netns::processes(lab.ns(FWS1))?
         .into_iter()
@@ -387,6 +386,46 @@ fn planned_moves_a_stop_and_a_killed_conntrackd_keep_every_connection() -> Resul
         cluster.holder(FWS2, "group0")?.as_deref() == Some(FWS1),
         "a dead conntrackd is no failover"
     );
+    // A connection opened after the restart is replicated too.
+    connections.push(connection(&lab)?);
+    let port = connections
+        .last()
+        .context("just pushed")?
+        .0
+        .local_addr()?
+        .port();
+    let on_fws2 = wait_until(Duration::from_secs(3), || {
+        Ok(run(
+            &lab,
+            FWS2,
+            "conntrack",
+            &["-L", "-p", "tcp", "--orig-port-src", &port.to_string()],
+        )?
+        .contains("ESTABLISHED"))
+    })?;
+    if !on_fws2 {
+        let stats = |host: &str| {
+            let conf = cluster
+                .run_dir(host)
+                .join(format!("conntrackd-{host}.conf"));
+            run(
+                &lab,
+                host,
+                "conntrackd",
+                &["-C", conf.to_str().unwrap_or_default(), "-s"],
+            )
+            .unwrap_or_default()
+        };
+        anyhow::bail!(
+            "a connection opened after conntrackd's restart on fws1 is not on fws2\nfws1 stats:\n{}\nfws2 stats:\n{}\nfws1 log:\n{}\nfws2 log:\n{}",
+            stats(FWS1),
+            stats(FWS2),
+            std::fs::read_to_string(cluster.run_dir(FWS1).join("conntrackd-fws1.log"))
+                .unwrap_or_default(),
+            std::fs::read_to_string(cluster.run_dir(FWS2).join("conntrackd-fws2.log"))
+                .unwrap_or_default(),
+        );
+    }
     // A planned stop of fws1 (SIGTERM): every connection continues on fws2.
     cluster.stop(FWS1, Duration::from_secs(10))?;
     cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;

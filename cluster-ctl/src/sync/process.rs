@@ -75,14 +75,18 @@ impl Conntrackd {
             path: conf.clone(),
             source,
         })?;
-        // A conntrackd that died with this node's previous daemon left its lock and socket;
-        // this daemon holds the node's lock, so no other conntrackd of the node runs.
-        for leftover in ["lock", "ctl"] {
-            let _ = std::fs::remove_file(run_dir.join(format!("conntrackd-{node}.{leftover}")));
-        }
         let spawn = {
             let conf = conf.clone();
+            let leftovers =
+                ["lock", "ctl"].map(|file| run_dir.join(format!("conntrackd-{node}.{file}")));
             move || {
+                // A conntrackd that was killed (with this node's previous daemon, or alone)
+                // left its lock and socket, and a new one refuses to start beside the lock.
+                // No other conntrackd of the node runs: this daemon holds the node's lock, and
+                // its previous conntrackd has been waited for.
+                for leftover in &leftovers {
+                    let _ = std::fs::remove_file(leftover);
+                }
                 let mut command = Command::new("conntrackd");
                 command
                     .arg("-C")
@@ -155,11 +159,11 @@ impl Conntrackd {
                                 // reach the peers any more.
                                 if wait_for_socket(&socket, Duration::from_secs(5)) {
                                     resync_and_send(&conf);
+                                    tracing::info!(
+                                        id = crate::catalog::SYNC_STARTED.id,
+                                        "conntrackd started again and sent its table to the peers"
+                                    );
                                 }
-                                tracing::info!(
-                                    id = crate::catalog::SYNC_STARTED.id,
-                                    "conntrackd started again and sent its table to the peers"
-                                );
                             }
                             Err(e) => {
                                 tracing::error!(
