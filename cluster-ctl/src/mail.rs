@@ -91,6 +91,44 @@ pub fn takeover(group: &str, host: &str, address: &str, cause: &str) -> Alert {
     alert
 }
 
+/// "WARNING: session sync from fws1 to fws2 is lost": new connections through `host` are not
+/// copied to `peer` (a takeover would reset them), while the cluster itself is fine.
+pub fn sync_lost(host: &str, address: &str, peer: &str, why: &str) -> Alert {
+    let mut alert = Alert::now(
+        format!("WARNING: session sync from {host} to {peer} is lost"),
+        String::new(),
+    );
+    alert.body = format!(
+        "!!WARNING!!\n\
+         Connections through Firewall({host}[{address}]) are not copied to {peer}\n\
+         any more: a change of the active firewall now would reset the\n\
+         connections opened from this time on. No failover was made.\n\
+         Check the sync interconnect and conntrackd on both firewalls.\n\
+         \n\
+         Cause: {why}\n\
+         Time of the event: {}\n",
+        stamp(alert.system_time())
+    );
+    alert
+}
+
+/// "NOTICE: session sync from fws1 to fws2 works again".
+pub fn sync_restored(host: &str, address: &str, peer: &str) -> Alert {
+    let mut alert = Alert::now(
+        format!("NOTICE: session sync from {host} to {peer} works again"),
+        String::new(),
+    );
+    alert.body = format!(
+        "!!NOTICE!!\n\
+         Connections through Firewall({host}[{address}]) are copied to {peer}\n\
+         again; the whole table was sent.\n\
+         \n\
+         Time of the event: {}\n",
+        stamp(alert.system_time())
+    );
+    alert
+}
+
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// The outbox of one node: `<outbox>/<node>/`.

@@ -135,9 +135,103 @@ pub fn render(view: &StatusView) -> String {
             .get_or_create(&labels(&[("flowshare", name)]))
             .set(*owned as i64);
     }
+    if let Some(sync) = &view.sync {
+        register_sync(&mut registry, view, sync);
+    }
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out
+}
+
+/// Session synchronization (R-SYNC-5): per server whether its connections are replicated, and
+/// conntrackd's counters on this node.
+fn register_sync(registry: &mut Registry, view: &StatusView, sync: &crate::status::SyncView) {
+    let ok = Family::<Labels, Gauge>::default();
+    registry.register(
+        "sync_ok",
+        "1 when the server's connections are replicated (SYNC OK in clpstat -s)",
+        ok.clone(),
+    );
+    for (n, server) in view.servers.iter().enumerate() {
+        ok.get_or_create(&labels(&[("server", &server.name)]))
+            .set(i64::from(sync.states[n] == "OK"));
+    }
+    let entries = Family::<Labels, Gauge>::default();
+    registry.register(
+        "sync_entries",
+        "connection-tracking entries here: kernel (the whole table, peers' included), \
+         replicated (this node's, sent to the peers)",
+        entries.clone(),
+    );
+    if let Some(kernel) = sync.kernel_entries {
+        entries
+            .get_or_create(&labels(&[("table", "kernel")]))
+            .set(kernel as i64);
+    }
+    let Some(stats) = &sync.stats else {
+        return;
+    };
+    entries
+        .get_or_create(&labels(&[("table", "replicated")]))
+        .set(stats.replicated as i64);
+    let received = Family::<Labels, Counter>::default();
+    registry.register(
+        "sync_received_entries",
+        "peers' entry changes written into the kernel table, by operation (failed: refused)",
+        received.clone(),
+    );
+    for (operation, count) in [
+        ("created", stats.injected_created),
+        ("updated", stats.injected_updated),
+        ("destroyed", stats.injected_destroyed),
+        ("failed", stats.injected_failed),
+    ] {
+        received
+            .get_or_create(&labels(&[("operation", operation)]))
+            .inc_by(count);
+    }
+    let unacknowledged = Gauge::<i64>::default();
+    registry.register(
+        "sync_unacknowledged_messages",
+        "sync messages sent and not yet acknowledged by the peer (the lag, in messages)",
+        unacknowledged.clone(),
+    );
+    unacknowledged.set(stats.unacknowledged as i64);
+    let lost = Counter::<u64>::default();
+    registry.register(
+        "sync_lost_messages",
+        "sync messages from the peer that were lost and asked for again (resends)",
+        lost.clone(),
+    );
+    lost.inc_by(stats.lost_messages);
+    let silence = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    registry.register(
+        "sync_peer_silence_seconds",
+        "since the peer's sync messages last arrived (it sends at least one a second)",
+        silence.clone(),
+    );
+    if let Some(ms) = sync.silent_ms {
+        silence.set(ms as f64 / 1000.0);
+    }
+    let bulk = Gauge::<i64>::default();
+    registry.register(
+        "sync_last_bulk_sent_timestamp_seconds",
+        "when this node last sent its whole table to the peers (takeover, restart, restored link)",
+        bulk.clone(),
+    );
+    if let Some(at) = sync.last_bulk_sent {
+        bulk.set(at as i64);
+    }
+    let claim = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    registry.register(
+        "sync_last_claim_seconds",
+        "how long the last takeover's claim of the peers' entries took (in the background: \
+         the takeover itself adds no time)",
+        claim.clone(),
+    );
+    if let Some(ms) = sync.last_claim_ms {
+        claim.set(ms as f64 / 1000.0);
+    }
 }
 
 /// Reads a request's head up to its blank line (at most 8 KiB) and returns its first line.

@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Failback, Recover, StartMode};
+use crate::{
+    config::{Config, Failback, Recover, StartMode},
+    sync::monitor::{ConntrackdStats, SyncLink, SyncSnapshot},
+};
 use cluster_engine::{GroupState, Status};
 
 /// One resource line of `clpstat -s`.
@@ -82,7 +85,74 @@ pub struct StatusView {
     /// The MAC each proxy-ARP address is answered with here, by resource name.
     #[serde(default)]
     pub proxy_arp_macs: BTreeMap<String, String>,
+    /// Session synchronization, when `[sync]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncView>,
     pub config: Config,
+}
+
+/// Session synchronization as this node sees it (R-SYNC-5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncView {
+    /// Per server: OK (its connections are replicated), SYNCING (starting: it waits for the
+    /// peers' entries), NG (not replicated: conntrackd down or the sync link lost) or `-`
+    /// (offline).
+    pub states: Vec<String>,
+    /// The sync link to the peer: up, silent, peer offline, conntrackd not running.
+    pub link: String,
+    pub conntrackd_pid: u32,
+    /// Entries in this node's kernel table, the peers' included.
+    pub kernel_entries: Option<u64>,
+    /// conntrackd's counters; `None` while it does not answer.
+    pub stats: Option<ConntrackdStats>,
+    /// Since the peer's sync messages last arrived, in milliseconds.
+    pub silent_ms: Option<u64>,
+    /// When this node last sent its whole table to the peers, in seconds since the Unix epoch.
+    pub last_bulk_sent: Option<u64>,
+    /// How long the last takeover's claim of the peers' entries took, in the background.
+    pub last_claim_ms: Option<u64>,
+}
+
+impl SyncView {
+    /// The view from the engine's snapshot, the judged link and conntrackd's snapshot.
+    pub fn build(
+        status: &Status,
+        link: SyncLink,
+        snapshot: &SyncSnapshot,
+        conntrackd_pid: u32,
+        now: std::time::Instant,
+    ) -> Self {
+        let states = (0..status.online.len())
+            .map(|n| {
+                if !status.online[n] {
+                    "-"
+                } else if link.lost() {
+                    "NG"
+                } else if status.syncing[n] {
+                    "SYNCING"
+                } else {
+                    "OK"
+                }
+                .to_owned()
+            })
+            .collect();
+        Self {
+            states,
+            link: link.as_str().to_owned(),
+            conntrackd_pid,
+            kernel_entries: snapshot.kernel_entries,
+            stats: snapshot.stats.clone(),
+            silent_ms: snapshot
+                .heard_at
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            last_bulk_sent: snapshot.last_bulk.and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs())
+            }),
+            last_claim_ms: snapshot.last_claim.map(|d| d.as_millis() as u64),
+        }
+    }
 }
 
 /// Heartbeats from one peer on one interconnect.
@@ -284,6 +354,7 @@ impl StatusView {
             takeovers: extras.takeovers,
             heartbeats: extras.heartbeats,
             proxy_arp_macs: extras.proxy_arp_macs,
+            sync: extras.sync,
             config: config.clone(),
         }
     }
@@ -300,6 +371,7 @@ pub struct Extras {
     pub takeovers: BTreeMap<String, BTreeMap<String, u64>>,
     pub heartbeats: Vec<HeartbeatView>,
     pub proxy_arp_macs: BTreeMap<String, String>,
+    pub sync: Option<SyncView>,
 }
 
 const LABEL: usize = 22;
@@ -338,6 +410,9 @@ pub fn render_status(view: &StatusView) -> String {
     rule(&mut out, view.servers.len());
     let statuses: Vec<String> = view.servers.iter().map(|s| s.status.clone()).collect();
     row(&mut out, "SERVER STATUS", &statuses);
+    if let Some(sync) = &view.sync {
+        row(&mut out, "SYNC", &sync.states);
+    }
     for (g, group) in view.groups.iter().enumerate() {
         row(&mut out, &format!("GROUP{g} STATUS"), &group.states);
         row(&mut out, "POLICY", &group.policy);
@@ -366,6 +441,9 @@ pub fn render_status(view: &StatusView) -> String {
             );
         }
     }
+    if let Some(sync) = &view.sync {
+        let _ = writeln!(out, "{}", sync_line(sync));
+    }
     for xdp in &view.xdp {
         let _ = writeln!(out, "XDP {} : {}", xdp.interface, xdp.mode);
     }
@@ -375,6 +453,33 @@ pub fn render_status(view: &StatusView) -> String {
         let _ = writeln!(out, "FLOWSHARE {name} : {buckets}/{total} buckets here");
     }
     out
+}
+
+/// The sync summary under `clpstat -s`: the link, the table, what is unacknowledged.
+fn sync_line(sync: &SyncView) -> String {
+    let mut line = format!("SYNC : link {}", sync.link);
+    if let Some(entries) = sync.kernel_entries {
+        let _ = write!(line, ", {entries} entries in the kernel table");
+    }
+    if let Some(stats) = &sync.stats {
+        let _ = write!(
+            line,
+            ", {} replicated from here, {} received, {} unacknowledged, {} lost and resent",
+            stats.replicated, stats.injected_created, stats.unacknowledged, stats.lost_messages
+        );
+    }
+    if let Some(silent) = sync.silent_ms {
+        let _ = write!(line, ", peer heard {:.1} s ago", silent as f64 / 1000.0);
+    }
+    if let Some(bulk) = sync.last_bulk_sent {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(bulk);
+        let _ = write!(
+            line,
+            ", last bulk sent {}",
+            humantime::format_rfc3339_seconds(at)
+        );
+    }
+    line
 }
 
 /// `clpstat -n`: every server's interconnects as seen from each server. For the local server
@@ -502,6 +607,11 @@ pub fn render_config(view: &StatusView) -> String {
         let _ = writeln!(out, "  INTERCONNECT  : {}", sync.interconnect);
         let _ = writeln!(out, "  UDP port      : {}", sync.port);
         let _ = writeln!(out, "  WAIT          : {}", secs(sync.wait));
+        let _ = writeln!(out, "  TRANSPORT     : conntrackd FTFW over UDP");
+        let _ = writeln!(
+            out,
+            "  PEER ENTRIES  : in the kernel table as they arrive (no commit at takeover)"
+        );
     }
     for (n, server) in c.server.iter().enumerate() {
         let _ = writeln!(out, "SERVER{n} : {}", server.name);
@@ -615,4 +725,88 @@ pub fn render_config(view: &StatusView) -> String {
     }
     out.push_str("=====\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(online: [bool; 2], syncing: [bool; 2]) -> Status {
+        Status {
+            me: 0,
+            ready: !syncing[0],
+            online: online.to_vec(),
+            links: vec![vec![true], vec![online[1]]],
+            peer_links: vec![None, online[1].then_some(1)],
+            mismatch: vec![false, false],
+            syncing: syncing.to_vec(),
+            groups: Vec::new(),
+        }
+    }
+
+    fn snapshot() -> SyncSnapshot {
+        SyncSnapshot {
+            answers: true,
+            stats: Some(ConntrackdStats {
+                replicated: 40,
+                injected_created: 7,
+                unacknowledged: 3,
+                ..Default::default()
+            }),
+            kernel_entries: Some(47),
+            heard_at: None,
+            started_at: std::time::Instant::now(),
+            last_bulk: None,
+            last_claim: None,
+        }
+    }
+
+    #[test]
+    fn the_sync_row_says_ok_syncing_ng_or_offline_per_server() {
+        let now = std::time::Instant::now();
+        let row = |online, syncing, link| {
+            SyncView::build(&status(online, syncing), link, &snapshot(), 1, now).states
+        };
+        assert_eq!(
+            row([true, true], [false, false], SyncLink::Up),
+            ["OK", "OK"]
+        );
+        assert_eq!(
+            row([true, true], [true, false], SyncLink::Up),
+            ["SYNCING", "OK"],
+            "this node waits for the peer's entries"
+        );
+        assert_eq!(
+            row([true, true], [false, true], SyncLink::Up),
+            ["OK", "SYNCING"]
+        );
+        assert_eq!(
+            row([true, true], [false, false], SyncLink::Silent),
+            ["NG", "NG"]
+        );
+        assert_eq!(
+            row([true, false], [false, false], SyncLink::PeerAway),
+            ["OK", "-"]
+        );
+        assert_eq!(
+            row([true, false], [false, false], SyncLink::NotRunning),
+            ["NG", "-"]
+        );
+    }
+
+    #[test]
+    fn the_sync_summary_names_the_link_and_the_table() {
+        let view = SyncView::build(
+            &status([true, true], [false, false]),
+            SyncLink::Silent,
+            &snapshot(),
+            1,
+            std::time::Instant::now(),
+        );
+        assert_eq!(
+            sync_line(&view),
+            "SYNC : link silent, 47 entries in the kernel table, 40 replicated from here, 7 \
+             received, 3 unacknowledged, 0 lost and resent"
+        );
+    }
 }

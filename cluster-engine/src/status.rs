@@ -15,6 +15,9 @@ pub struct Status {
     /// `links_heard` as each online peer reports it.
     pub peer_links: Vec<Option<u32>>,
     pub mismatch: Vec<bool>,
+    /// Per node, with session synchronization: starting, and not ready yet (for this node: in
+    /// its sync wait; for a peer: it reports itself not ready).
+    pub syncing: Vec<bool>,
     pub groups: Vec<GroupStatus>,
 }
 
@@ -97,6 +100,16 @@ impl Engine {
                 })
                 .collect(),
             mismatch: self.peers.iter().map(|p| p.mismatch).collect(),
+            syncing: (0..nodes)
+                .map(|n| {
+                    self.cfg.sync_wait.is_some()
+                        && if n == me {
+                            !self.ready && self.sync_since.is_some()
+                        } else {
+                            self.fresh_report(n).is_some_and(|r| !r.ready)
+                        }
+                })
+                .collect(),
             groups: (0..self.groups.len())
                 .map(|g| GroupStatus {
                     nodes: (0..nodes)

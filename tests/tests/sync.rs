@@ -176,7 +176,8 @@ failback = "manual"
 
 /// The cluster of `body` on both firewalls of `lab`, each running the example firewall with
 /// strict TCP tracking (a node does not pick up a connection it has no entry for), group0 on
-/// fws1, and with `sync` both conntrackd running.
+/// fws1 and then fws2 joining (with `sync`, it waits `sync.wait` for fws1's entries before
+/// it takes part), and with `sync` both conntrackd running.
 fn started(lab: &Lab, body: &str, sync: bool) -> Result<fwcluster_lab::cluster::Cluster> {
     let mut cluster = fwcluster_lab::cluster::Cluster::new(lab, body)?;
     for host in [FWS1, FWS2] {
@@ -188,13 +189,14 @@ fn started(lab: &Lab, body: &str, sync: bool) -> Result<fwcluster_lab::cluster::
         )?;
     }
     cluster.start(lab, FWS1)?;
-    cluster.start(lab, FWS2)?;
     cluster.wait_for(
         FWS1,
         "FWC201",
         "group0 is active on fws1",
         Duration::from_secs(6),
     )?;
+    cluster.start(lab, FWS2)?;
+    cluster.wait_for(FWS2, "FWC101", "fws1 is ONLINE", Duration::from_secs(3))?;
     if sync {
         for host in [FWS1, FWS2] {
             cluster.wait_for(host, "FWC601", "conntrackd started", Duration::from_secs(3))?;
@@ -430,5 +432,131 @@ fn planned_moves_a_stop_and_a_killed_conntrackd_keep_every_connection() -> Resul
     cluster.stop(FWS1, Duration::from_secs(10))?;
     cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
     check(&connections, "after fws1 stopped")?;
+    Ok(())
+}
+
+/// Sync traffic (conntrackd's port) dropped on `host` in both directions, or let through again;
+/// heartbeats on the same interconnect are not touched.
+fn cut_sync(lab: &Lab, host: &str, cut: bool) -> Result<()> {
+    if cut {
+        lab.nft(
+            host,
+            "table inet synccut {\n chain in { type filter hook input priority -10; udp dport 3780 drop\n }\n chain out { type filter hook output priority -10; udp dport 3780 drop\n }\n}\n",
+        )
+    } else {
+        lab.run(host, "nft", &["delete", "table", "inet", "synccut"])?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_lost_sync_link_is_a_warning_and_a_mail_not_a_failover_and_shows_in_clpstat() -> Result<()> {
+    use fwcluster_lab::smtp::{smtp, wait_mails};
+    let lab = seed::build()?;
+    let dir = tempfile::tempdir()?;
+    let maildir = dir.path().join("maildir");
+    let _server = smtp(&lab, &maildir)?;
+    let body = format!(
+        "{TIMING}\n[mail]\nsmtp = \"smtp://{}\"\nfrom = \"cluster@fws.example\"\nto = [\"admin@example.com\"]\noutbox = \"{{dir}}/outbox\"\n\n{}{GROUP0}\n[sync]\ninterconnect = 0\nwait = \"3s\"\n",
+        fwcluster_lab::smtp::LISTEN,
+        fwcluster_lab::seed_servers!()
+    );
+    let cluster = started(&lab, &body, true)?;
+    let states = |host: &str| -> Result<Vec<String>> {
+        Ok(cluster.status(host)?.sync.context("a sync view")?.states)
+    };
+    // fws2 started beside the running group0: it waits for fws1's entries.
+    ensure!(
+        wait_until(Duration::from_secs(2), || Ok(states(FWS2)?
+            == ["OK", "SYNCING"]
+            && states(FWS1)? == ["OK", "SYNCING"]))?,
+        "{:?} {:?}",
+        states(FWS1)?,
+        states(FWS2)?
+    );
+    ensure!(
+        wait_until(Duration::from_secs(6), || Ok(
+            states(FWS1)? == ["OK", "OK"] && states(FWS2)? == ["OK", "OK"]
+        ))?,
+        "{:?} {:?}",
+        states(FWS1)?,
+        states(FWS2)?
+    );
+    let (ok, screen) = cluster.tool(&lab, FWS1, "clpstat", &["-s"])?;
+    ensure!(
+        ok && screen.contains("SYNC                  OK       OK"),
+        "{screen}"
+    );
+    ensure!(screen.contains("SYNC : link up,"), "{screen}");
+
+    // conntrackd's traffic dropped on fws2: both sides warn and mail, nothing fails over.
+    cut_sync(&lab, FWS2, true)?;
+    for host in [FWS1, FWS2] {
+        cluster.wait_for(host, "FWC603", "sync link lost", Duration::from_secs(8))?;
+    }
+    ensure!(states(FWS1)? == ["NG", "NG"], "{:?}", states(FWS1)?);
+    let view = cluster.status(FWS1)?;
+    let metrics = cluster_ctl::metrics::render(&view);
+    ensure!(
+        metrics.contains("fwcluster_sync_ok{server=\"fws2\"} 0"),
+        "{metrics}"
+    );
+    ensure!(
+        cluster.holder(FWS2, "group0")?.as_deref() == Some(FWS1)
+            && cluster.lines_with(FWS2, "FWC201").is_empty(),
+        "a lost sync link is no failover"
+    );
+    let mails = wait_mails(&maildir, 2, Duration::from_secs(15));
+    let mut subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    subjects.sort();
+    ensure!(
+        subjects
+            == [
+                "WARNING: session sync from fws1 to fws2 is lost",
+                "WARNING: session sync from fws2 to fws1 is lost"
+            ],
+        "{subjects:?}\n{}",
+        cluster.all_logs_tail(30)
+    );
+    // A connection opened while the link is down is not on fws2 yet; when the link works
+    // again fws1 sends its whole table, and it is.
+    let (client, server) = connection(&lab)?;
+    exchange(&client, &server, b"while the sync link is down")?;
+    let port = client.local_addr()?.port().to_string();
+    let on_fws2 = || -> Result<bool> {
+        Ok(run(
+            &lab,
+            FWS2,
+            "conntrack",
+            &["-L", "-p", "tcp", "--orig-port-src", &port],
+        )?
+        .contains("ESTABLISHED"))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(!on_fws2()?, "replicated through a dropped link?");
+    cut_sync(&lab, FWS2, false)?;
+    for host in [FWS1, FWS2] {
+        cluster.wait_for(
+            host,
+            "FWC604",
+            "sync link works again",
+            Duration::from_secs(8),
+        )?;
+    }
+    ensure!(
+        wait_until(Duration::from_secs(5), on_fws2)?,
+        "the connection opened during the outage did not reach fws2 after the link came back"
+    );
+    ensure!(states(FWS1)? == ["OK", "OK"], "{:?}", states(FWS1)?);
+    let mails = wait_mails(&maildir, 4, Duration::from_secs(15));
+    let restored = mails
+        .iter()
+        .filter(|m| m.subject.contains("works again"))
+        .count();
+    ensure!(
+        restored == 2,
+        "{:?}",
+        mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
     Ok(())
 }

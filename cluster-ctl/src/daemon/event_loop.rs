@@ -137,6 +137,7 @@ impl Daemon {
             tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
         }
         self.rebalance();
+        self.watch_sync();
         self.send(Kind::Heartbeat);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         Ok(false)

@@ -17,6 +17,7 @@ mod notices;
 mod placement;
 mod reload;
 mod requests;
+mod session_sync;
 mod startup;
 mod wake;
 mod wiring;
@@ -102,6 +103,8 @@ struct Daemon {
     inputs: Sender<Input>,
     /// conntrackd, while `[sync]` is configured; stopped with the daemon.
     conntrackd: Option<crate::sync::process::Conntrackd>,
+    /// The sync link's judgement, acted on at the tick.
+    sync_watch: crate::sync::monitor::SyncWatch,
 }
 
 /// Runs the daemon until it has left the cluster (SIGTERM) or fails.
@@ -202,6 +205,7 @@ pub fn run(options: Options) -> Result<()> {
         answering,
         inputs,
         conntrackd,
+        sync_watch: Default::default(),
     };
     daemon.main_loop(&receiver)
 }

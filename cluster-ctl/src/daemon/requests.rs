@@ -10,7 +10,7 @@ use crate::{
     catalog,
     config::Config,
     control::{GroupOp, Request, Response},
-    status::{Extras, HeartbeatView, StatusView, XdpView},
+    status::{Extras, HeartbeatView, StatusView, SyncView, XdpView},
 };
 use cluster_engine::{Command, Instant as EngineInstant};
 
@@ -56,6 +56,16 @@ impl Daemon {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
+        let status = self.engine.status(now);
+        let sync = self.conntrackd.as_ref().map(|conntrackd| {
+            SyncView::build(
+                &status,
+                self.sync_watch.state(),
+                &conntrackd.snapshot(),
+                conntrackd.pid(),
+                std::time::Instant::now(),
+            )
+        });
         let extras = Extras {
             xdp: self
                 .dataplane
@@ -81,12 +91,9 @@ impl Daemon {
             takeovers: self.takeovers.clone(),
             heartbeats: self.heartbeat_views(),
             proxy_arp_macs: self.proxy_arp_macs(),
+            sync,
         };
-        Ok(StatusView::build(
-            &self.config,
-            &self.engine.status(now),
-            extras,
-        ))
+        Ok(StatusView::build(&self.config, &status, extras))
     }
 }
 

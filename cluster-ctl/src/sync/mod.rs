@@ -7,6 +7,7 @@
 //! external cache, committed into the kernel table when it takes a group over, or in the kernel
 //! table itself all the time ([`PeerState`]); [`process`] runs it as part of the node.
 
+pub mod monitor;
 pub mod process;
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::Path};

@@ -15,7 +15,10 @@ use std::{
     time::Duration,
 };
 
-use super::{PeerState, SyncConfigError, conntrackd_conf};
+use super::{
+    PeerState, SyncConfigError, conntrackd_conf,
+    monitor::{self, Shared},
+};
 use crate::config::Config;
 
 /// Why conntrackd could not be set up.
@@ -38,6 +41,7 @@ pub struct Conntrackd {
     conf: PathBuf,
     pid: Arc<AtomicU32>,
     stopping: Arc<AtomicBool>,
+    snapshot: Shared,
 }
 
 impl Conntrackd {
@@ -121,6 +125,9 @@ impl Conntrackd {
         let first = spawn().map_err(SyncProcessError::Spawn)?;
         let pid = Arc::new(AtomicU32::new(first.id()));
         let stopping = Arc::new(AtomicBool::new(false));
+        let snapshot = monitor::shared();
+        monitor::spawn_poller(conf.clone(), snapshot.clone(), stopping.clone())
+            .map_err(SyncProcessError::Spawn)?;
         tracing::info!(
             id = crate::catalog::SYNC_STARTED.id,
             interface,
@@ -130,7 +137,7 @@ impl Conntrackd {
             sync.interconnect
         );
         {
-            let (pid, stopping) = (pid.clone(), stopping.clone());
+            let (pid, stopping, snapshot) = (pid.clone(), stopping.clone(), snapshot.clone());
             let conf = conf.clone();
             let socket = run_dir.join(format!("conntrackd-{node}.ctl"));
             std::thread::Builder::new()
@@ -158,7 +165,7 @@ impl Conntrackd {
                                 // takes them in and sends them all, or their updates would not
                                 // reach the peers any more.
                                 if wait_for_socket(&socket, Duration::from_secs(5)) {
-                                    resync_and_send(&conf);
+                                    resync_and_send(&conf, &snapshot);
                                     tracing::info!(
                                         id = crate::catalog::SYNC_STARTED.id,
                                         "conntrackd started again and sent its table to the peers"
@@ -182,6 +189,7 @@ impl Conntrackd {
             conf,
             pid,
             stopping,
+            snapshot,
         }))
     }
 
@@ -191,12 +199,28 @@ impl Conntrackd {
     /// own primary-backup script does. In the background: the entries are in the kernel
     /// already, and the takeover does not wait for this.
     pub fn took_over(&self) {
-        let conf = self.conf.clone();
+        let (conf, snapshot) = (self.conf.clone(), self.snapshot.clone());
         let spawned = std::thread::Builder::new()
             .name("conntrackd-claim".into())
-            .spawn(move || resync_and_send(&conf));
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                resync_and_send(&conf, &snapshot);
+                monitor::update(&snapshot, |s| s.last_claim = Some(started.elapsed()));
+            });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "conntrackd requests after a takeover not sent");
+        }
+    }
+
+    /// The sync link works again after a loss: the peers get the whole table (`-B`), since
+    /// what was queued for them may have overflowed meanwhile. In the background.
+    pub fn send_table(&self) {
+        let (conf, snapshot) = (self.conf.clone(), self.snapshot.clone());
+        let spawned = std::thread::Builder::new()
+            .name("conntrackd-bulk".into())
+            .spawn(move || request(&conf, "-B", &snapshot));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "conntrackd bulk send not started");
         }
     }
 
@@ -204,22 +228,35 @@ impl Conntrackd {
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::SeqCst)
     }
+
+    /// What conntrackd reported last.
+    pub fn snapshot(&self) -> monitor::SyncSnapshot {
+        monitor::read(&self.snapshot)
+    }
 }
 
 /// `conntrackd -R` (take the kernel's entries into the internal cache) and `-B` (send them all
 /// to the peers).
-fn resync_and_send(conf: &Path) {
-    for request in ["-R", "-B"] {
-        let status = Command::new("conntrackd")
-            .arg("-C")
-            .arg(conf)
-            .arg(request)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !status.as_ref().is_ok_and(|s| s.success()) {
-            tracing::warn!(request, status = ?status, "conntrackd request failed");
-        }
+fn resync_and_send(conf: &Path, snapshot: &Shared) {
+    request(conf, "-R", snapshot);
+    request(conf, "-B", snapshot);
+}
+
+/// One request to the running conntrackd; a bulk send is recorded in the snapshot.
+fn request(conf: &Path, request: &str, snapshot: &Shared) {
+    let status = Command::new("conntrackd")
+        .arg("-C")
+        .arg(conf)
+        .arg(request)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !status.as_ref().is_ok_and(|s| s.success()) {
+        tracing::warn!(request, status = ?status, "conntrackd request failed");
+    } else if request == "-B" {
+        monitor::update(snapshot, |s| {
+            s.last_bulk = Some(std::time::SystemTime::now())
+        });
     }
 }
 
