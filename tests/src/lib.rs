@@ -18,6 +18,7 @@ pub mod freezer;
 pub mod machine;
 pub mod netns;
 pub mod seed;
+pub mod sessions;
 pub mod smtp;
 pub mod traffic;
 pub mod verdict;

@@ -560,3 +560,146 @@ fn a_lost_sync_link_is_a_warning_and_a_mail_not_a_failover_and_shows_in_clpstat(
     );
     Ok(())
 }
+
+/// TCP, UDP and ICMP flows through group0, more after every event.
+#[derive(Default)]
+struct Flows {
+    tcp: Vec<fwcluster_lab::sessions::TcpFlow>,
+    udp: Vec<fwcluster_lab::sessions::UdpFlow>,
+    icmp: Vec<fwcluster_lab::sessions::IcmpFlow>,
+}
+
+impl Flows {
+    /// One more flow of each kind.
+    fn open(&mut self, lab: &Lab) -> Result<()> {
+        use fwcluster_lab::sessions::{IcmpFlow, TcpFlow, UdpFlow};
+        let n = self.tcp.len() as u16;
+        self.tcp.push(TcpFlow::open(lab, 8100 + n)?);
+        self.udp.push(UdpFlow::open(lab, 9100 + n)?);
+        self.icmp.push(IcmpFlow::open(lab, 0x4100 + n)?);
+        Ok(())
+    }
+
+    /// Every flow still exchanges data, the server side first.
+    fn check(&mut self, when: &str) -> Result<()> {
+        for (n, flow) in self.tcp.iter().enumerate() {
+            flow.check()
+                .with_context(|| format!("TCP connection {} {when}", n + 1))?;
+        }
+        for (n, flow) in self.udp.iter().enumerate() {
+            flow.check()
+                .with_context(|| format!("UDP flow {} {when}", n + 1))?;
+        }
+        for (n, flow) in self.icmp.iter_mut().enumerate() {
+            flow.check()
+                .with_context(|| format!("ICMP flow {} {when}", n + 1))?;
+        }
+        Ok(())
+    }
+
+    /// Every flow's entry is in `host`'s kernel table (replicated to it).
+    fn on(&self, lab: &Lab, host: &str) -> Result<bool> {
+        use fwcluster_lab::sessions::tracked;
+        for flow in &self.tcp {
+            if !tracked(lab, host, "tcp", flow.client_port()?)? {
+                return Ok(false);
+            }
+        }
+        for flow in &self.udp {
+            if !tracked(lab, host, "udp", flow.client_port()?)? {
+                return Ok(false);
+            }
+        }
+        for flow in &self.icmp {
+            if !tracked(lab, host, "icmp", flow.id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[test]
+fn tcp_udp_and_icmp_flows_survive_ip_watch_failover_a_killed_process_and_a_restart_in_the_lease()
+-> Result<()> {
+    let lab = seed::build()?;
+    // 200 ms heartbeats, 1 s timeout: a daemon restart fits in its lease.
+    let body = format!(
+        "heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1s\"\nwait_timeout = \"3s\"\n{}{GROUP0}
+  [[group.ipw]]
+  targets = [\"192.0.2.254\"]
+  interval = \"50ms\"
+  timeout = \"100ms\"
+  retry = 1
+
+  [[group.exec]]
+  name = \"fwalive\"
+  start = \"exec sleep 1000\"
+  stop = \"true\"
+  monitor = true
+  retry = 0
+  recover = \"failover\"
+
+[sync]
+interconnect = 0
+wait = \"1s\"
+",
+        fwcluster_lab::seed_servers!()
+    );
+    let mut cluster = started(&lab, &body, true)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut flows = Flows::default();
+    flows.open(&lab)?;
+    flows.check("at the start")?;
+    let replicated_to = |flows: &Flows, host: &str| -> Result<()> {
+        ensure!(
+            wait_until(Duration::from_secs(3), || flows.on(&lab, host))?,
+            "not every flow is on {host}:\n{}",
+            run(&lab, host, "conntrack", &["-L"]).unwrap_or_default()
+        );
+        Ok(())
+    };
+    replicated_to(&flows, FWS2)?;
+
+    // IP watch: fws1 loses its target; the group moves to fws2.
+    let ipw_cut = "table inet ipwcut {\n chain in { type filter hook input priority -10; ip saddr 192.0.2.254 icmp type echo-reply drop\n }\n}\n";
+    lab.nft(FWS1, ipw_cut)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
+    flows.check("after the IP-watch failover to fws2")?;
+    lab.run(FWS1, "nft", &["delete", "table", "inet", "ipwcut"])?;
+    cluster.wait_for(FWS1, "FWC206", "STARTING=ALLOW", Duration::from_secs(5))?;
+    flows.open(&lab)?;
+    replicated_to(&flows, FWS1)?;
+
+    // The monitored process dies on fws2; the group moves back to fws1.
+    let pid = *cluster
+        .status(FWS2)?
+        .exec_pids
+        .get("group0-exec0")
+        .context("the monitored process runs on fws2")?;
+    fwcluster_lab::kill(pid)?;
+    cluster.wait_holder(FWS1, "group0", FWS1, Duration::from_secs(5))?;
+    flows.check("after the monitored process died on fws2")?;
+    flows.open(&lab)?;
+    replicated_to(&flows, FWS2)?;
+
+    // fws1's daemon restarts within its lease: adopted, no failover; its conntrackd restarts
+    // with it and goes on replicating, also what is opened afterwards.
+    cluster.kill(FWS1)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.wait_for(FWS1, "FWC006", "adopted", Duration::from_secs(3))?;
+    ensure!(
+        cluster.holder(FWS2, "group0")?.as_deref() == Some(FWS1),
+        "a restart within the lease is no failover"
+    );
+    cluster.wait_for(FWS1, "FWC601", "conntrackd started", Duration::from_secs(3))?;
+    flows.check("after fws1's daemon restarted")?;
+    flows.open(&lab)?;
+    replicated_to(&flows, FWS2)?;
+
+    // And they all continue on fws2 when fws1 stops.
+    cluster.stop(FWS1, Duration::from_secs(10))?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
+    flows.check("after fws1 stopped")?;
+    Ok(())
+}
