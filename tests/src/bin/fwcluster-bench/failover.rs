@@ -395,7 +395,7 @@ fn keepalived(advert: &str, priorities: Priorities) -> Result<(Run, Vec<bool>)> 
     finish(running, keepalived.logged(FWS2, "Entering MASTER STATE"))
 }
 
-fn percentile(values: &[f64], p: f64) -> f64 {
+pub fn percentile(values: &[f64], p: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     if sorted.is_empty() {
@@ -453,7 +453,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
+pub fn rss_kib(pid: u32) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -66,6 +66,19 @@ enum Bench {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Session synchronization: replication lag, takeover wait and memory of conntrackd's two
+    /// ways of holding the peer's entries.
+    Sessions {
+        /// Runs per row.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Table sizes (tracked entries).
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000, 100_000])]
+        entries: Vec<usize>,
+        /// Write the raw results (JSON) here, for the report.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 /// The parts of the XDP benchmark.
@@ -93,11 +106,17 @@ fn main() -> Result<()> {
             soak_minutes,
             json,
         } => failover::run(runs, soak_minutes, json.as_deref()),
+        Bench::Sessions {
+            runs,
+            entries,
+            json,
+        } => sessions::run(runs, &entries, json.as_deref()),
     }
 }
 
 mod companion;
 mod failover;
+mod sessions;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
