@@ -67,11 +67,18 @@ enum Bench {
         json: Option<std::path::PathBuf>,
     },
     /// Session synchronization: replication lag, takeover wait and memory of conntrackd's two
-    /// ways of holding the peer's entries.
+    /// ways of holding the peer's entries; connections through a change of the active
+    /// firewall without sync, with keepalived + conntrackd, and with fwcluster.
     Sessions {
-        /// Runs per row.
-        #[arg(long, default_value_t = 3)]
+        /// Runs per setup and kind of run of the connection part (node loss; move and back).
+        #[arg(long, default_value_t = 30)]
         runs: usize,
+        /// Runs per row of the replication part.
+        #[arg(long, default_value_t = 3)]
+        replication_runs: usize,
+        /// Run only this part (default: both).
+        #[arg(long, value_enum)]
+        only: Option<SessionsPart>,
         /// Table sizes (tracked entries).
         #[arg(long, value_delimiter = ',', default_values_t = [10_000, 100_000])]
         entries: Vec<usize>,
@@ -79,6 +86,13 @@ enum Bench {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+}
+
+/// The parts of the sessions benchmark.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SessionsPart {
+    Replication,
+    Connections,
 }
 
 /// The parts of the XDP benchmark.
@@ -108,15 +122,34 @@ fn main() -> Result<()> {
         } => failover::run(runs, soak_minutes, json.as_deref()),
         Bench::Sessions {
             runs,
+            replication_runs,
+            only,
             entries,
             json,
-        } => sessions::run(runs, &entries, json.as_deref()),
+        } => {
+            let json = |part: &str| {
+                json.as_ref().map(|p| {
+                    p.with_file_name(format!(
+                        "{part}-{}",
+                        p.file_name().unwrap_or_default().to_string_lossy()
+                    ))
+                })
+            };
+            if only != Some(SessionsPart::Connections) {
+                sessions::run(replication_runs, &entries, json("replication").as_deref())?;
+            }
+            if only != Some(SessionsPart::Replication) {
+                survival::run(runs, json("connections").as_deref())?;
+            }
+            Ok(())
+        }
     }
 }
 
 mod companion;
 mod failover;
 mod sessions;
+mod survival;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
