@@ -343,6 +343,11 @@ pub struct FlowShareConfig {
     pub hash: HashModeConfig,
     #[serde(default = "defaults::buckets")]
     pub buckets: u32,
+    /// Deal this instance's flows with the buckets, hash and seed of the instance named here
+    /// (the other side of a shared gateway): with a symmetric hash both directions of a flow
+    /// pass through one node, so its connection tracking sees the whole conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets_of: Option<String>,
 }
 
 /// A MAC address written `aa:bb:cc:dd:ee:ff`.
@@ -675,6 +680,7 @@ impl Config {
             wait: self.cluster.wait_timeout,
             tiebreakers: !self.cluster.tiebreakers.is_empty(),
             sync_wait: self.sync.as_ref().map(|s| s.wait),
+            flow_share: !self.flowshare.is_empty(),
             groups,
         }
     }
@@ -1106,6 +1112,30 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
                 &key.key("buckets"),
                 format!("must be 1 to {}", cluster_common::MAX_BUCKETS),
             );
+        }
+        if let Some(leader) = &share.buckets_of {
+            match config.flowshare.iter().find(|f| &f.name == leader) {
+                None => problems.add(
+                    &key.key("buckets_of"),
+                    format!("no flow share named {leader:?}"),
+                ),
+                Some(l) if l.name == share.name || l.buckets_of.is_some() => problems.add(
+                    &key.key("buckets_of"),
+                    format!("{leader:?} deals its flows with another instance's buckets itself; name that one"),
+                ),
+                Some(l) if l.hash != share.hash || l.buckets != share.buckets => problems.add(
+                    &key.key("buckets_of"),
+                    format!(
+                        "{leader:?} hashes with {:?} over {} buckets; this instance must use the same",
+                        l.hash, l.buckets
+                    ),
+                ),
+                Some(_) if share.hash == HashModeConfig::Src => problems.add(
+                    &key.key("buckets_of"),
+                    "\"src\" is not symmetric: the two directions of a flow would land on different nodes; use \"src-dst\" or \"5tuple\"",
+                ),
+                Some(_) => {}
+            }
         }
         total_addresses += 1;
     }

@@ -20,8 +20,12 @@ use crate::{
 };
 
 struct Instance {
+    name: String,
     slot: u32,
+    /// The bucket table: this instance's own, or the one it deals its flows with
+    /// (`buckets_of`), which that instance deals.
     table: u32,
+    deals: bool,
     buckets: u32,
     interface: String,
     address: ipnet::Ipv4Net,
@@ -127,6 +131,19 @@ impl FlowShares {
         let mut instances = Vec::new();
         for (k, share) in config.flowshare.iter().enumerate() {
             let slot = lease_slot(config, k);
+            // An instance dealing its flows with another's buckets uses that one's table and
+            // seed (validated: same hash mode and bucket count).
+            let (table, seed_name) = match &share.buckets_of {
+                Some(leader) => (
+                    config
+                        .flowshare
+                        .iter()
+                        .position(|f| &f.name == leader)
+                        .with_context(|| format!("flow share {leader:?}"))?,
+                    leader.as_str(),
+                ),
+                None => (k, share.name.as_str()),
+            };
             let ifindex = dataplane::ifindex(&share.interface)?;
             let local_mac = netif::interface_mac(&share.interface)?;
             let hash_mode = match share.hash {
@@ -137,9 +154,9 @@ impl FlowShares {
             dataplane.set_flowshare(&FlowShare {
                 ifindex,
                 lease: slot,
-                table: k as u32,
+                table: table as u32,
                 buckets: share.buckets,
-                seed: seed(&config.cluster.name, &share.name),
+                seed: seed(&config.cluster.name, seed_name),
                 mac: share.mac.0,
                 local_mac,
                 hash_mode: hash_mode as u8,
@@ -158,8 +175,10 @@ impl FlowShares {
             let epoch = dataplane.lease(slot)?.map_or(0, |l| l.epoch) + 1;
             dataplane.acquire(slot, epoch, lease)?;
             instances.push(Instance {
+                name: share.name.clone(),
                 slot,
-                table: k as u32,
+                table: table as u32,
+                deals: share.buckets_of.is_none(),
                 buckets: share.buckets,
                 interface: share.interface.clone(),
                 address: share.address,
@@ -202,7 +221,11 @@ impl FlowShares {
         for instance in &mut self.instances {
             let owners = deal(instance.buckets, live);
             if owners != instance.owners {
-                dataplane.set_buckets(instance.table, &owners)?;
+                // A table shared by two instances is written once, by the one that deals it
+                // (the same owners: both deal over the same live nodes).
+                if instance.deals {
+                    dataplane.set_buckets(instance.table, &owners)?;
+                }
                 tracing::info!(
                     table = instance.table,
                     live = ?live,
@@ -215,16 +238,12 @@ impl FlowShares {
     }
 
     /// Buckets owned by `node`, per instance name.
-    pub fn owned_by(
-        &self,
-        config: &Config,
-        node: u32,
-    ) -> std::collections::BTreeMap<String, usize> {
+    pub fn owned_by(&self, node: u32) -> std::collections::BTreeMap<String, usize> {
         self.instances
             .iter()
             .map(|i| {
                 (
-                    config.flowshare[i.table as usize].name.clone(),
+                    i.name.clone(),
                     i.owners.iter().filter(|o| **o == node).count(),
                 )
             })

@@ -287,6 +287,54 @@ fn a_unicast_flow_share_mac_is_refused() {
 }
 
 #[test]
+fn a_flow_share_dealing_with_anothers_buckets_must_name_one_that_hashes_alike_and_symmetric() {
+    let share = |name: &str, interface: &str, hash: &str, extra: &str| {
+        format!(
+            "\n[[flowshare]]\nname = \"{name}\"\naddress = \"192.0.2.3{}/24\"\ninterface = \"{interface}\"\nmac = \"01:00:5e:00:02:1{}\"\nhash = \"{hash}\"\n{extra}",
+            name.len() % 10,
+            interface.len() % 10,
+        )
+    };
+    let ls0 = share("ls0", "eth0", "src-dst", "");
+    let unknown = format!(
+        "{BASE}{ls0}{}",
+        share("ls11", "eth01", "src-dst", "buckets_of = \"lsX\"\n")
+    );
+    assert_error(
+        &unknown,
+        "flowshare[1].buckets_of",
+        "no flow share named \"lsX\"",
+        "lsX",
+    );
+    let other_hash = format!(
+        "{BASE}{ls0}{}",
+        share("ls11", "eth01", "5tuple", "buckets_of = \"ls0\"\n")
+    );
+    assert_error(
+        &other_hash,
+        "flowshare[1].buckets_of",
+        "must use the same",
+        "buckets_of",
+    );
+    let not_symmetric = format!(
+        "{BASE}{}{}",
+        share("ls0", "eth0", "src", ""),
+        share("ls11", "eth01", "src", "buckets_of = \"ls0\"\n")
+    );
+    assert_error(
+        &not_symmetric,
+        "flowshare[1].buckets_of",
+        "not symmetric",
+        "buckets_of",
+    );
+    let fine = format!(
+        "{BASE}{ls0}{}",
+        share("ls11", "eth01", "src-dst", "buckets_of = \"ls0\"\n")
+    );
+    Config::parse(Path::new("test.toml"), &fine).unwrap();
+}
+
+#[test]
 fn the_node_comes_from_the_flag_and_must_be_a_server() {
     let config = Config::parse(Path::new("test.toml"), BASE).unwrap();
     assert_eq!(

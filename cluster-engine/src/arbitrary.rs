@@ -30,6 +30,7 @@ pub fn cluster(me: usize) -> EngineConfig {
         wait: Duration::from_millis(60),
         tiebreakers: me == 2,
         sync_wait: (me == 1).then_some(Duration::from_millis(90)),
+        flow_share: false,
         groups: (0..2)
             .map(|g| GroupSpec {
                 name: format!("group{g}"),

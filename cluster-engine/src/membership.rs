@@ -188,21 +188,23 @@ impl Engine {
         }
     }
 
-    /// With session synchronization, a starting node that finds a peer running a group waits
-    /// `sync_wait` before it is ready (R-SYNC-3): until then it claims nothing and, since it
-    /// reports itself not ready, no group is failed back to it and no flow-share bucket dealt to
-    /// it. A peer that runs nothing has no entries to wait for, and a peer that goes silent meanwhile
-    /// ends the wait (its groups must be taken over at once).
+    /// With session synchronization, a starting node that finds a peer running a group (or, with
+    /// flow share, passing flows: any ready peer) waits `sync_wait` before it is ready
+    /// (R-SYNC-3, R-SYNC-4): until then it claims nothing and, since it reports itself not
+    /// ready, no group is failed back to it and no flow-share bucket dealt to it. A peer that
+    /// runs nothing has no entries to wait for, and a peer that goes silent meanwhile ends the
+    /// wait (its groups and buckets must be taken over at once).
     fn awaits_sync(&mut self, now: Instant) -> bool {
         let Some(wait) = self.cfg.sync_wait else {
             return false;
         };
         let me = self.me();
-        let peer_runs_a_group = (0..self.peers.len())
+        let flow_share = self.cfg.flow_share;
+        let peer_has_entries = (0..self.peers.len())
             .filter(|n| *n != me)
             .filter_map(|n| self.fresh_report(n))
-            .any(|r| r.groups.iter().any(|g| g.state.holds()));
-        if !peer_runs_a_group {
+            .any(|r| r.groups.iter().any(|g| g.state.holds()) || (flow_share && r.ready));
+        if !peer_has_entries {
             return false;
         }
         let since = *self.sync_since.get_or_insert(now);

@@ -81,6 +81,10 @@ pub struct EngineConfig {
     /// peer running groups waits for the peers' connection entries before it takes part
     /// (R-SYNC-3). `None`: no synchronization.
     pub sync_wait: Option<Duration>,
+    /// The cluster shares flows (flow-share instances): every ready node passes some of them,
+    /// so with synchronization a starting node waits for its peers' entries also when they run
+    /// no group (R-SYNC-4).
+    pub flow_share: bool,
     pub groups: Vec<GroupSpec>,
 }
 

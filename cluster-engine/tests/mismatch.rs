@@ -38,6 +38,7 @@ fn config(me: usize, groups: &[&str]) -> EngineConfig {
         wait: Duration::from_millis(60),
         tiebreakers: false,
         sync_wait: None,
+        flow_share: false,
         groups: groups.iter().map(|g| group(g)).collect(),
     }
 }

@@ -59,6 +59,8 @@ pub struct Shape {
     pub tiebreakers: bool,
     /// `[sync] wait`, for the rule scenarios of session synchronization.
     pub sync_wait: Option<Duration>,
+    /// The cluster has flow-share instances.
+    pub flow_share: bool,
     pub groups: Vec<GroupSpec>,
 }
 
@@ -96,6 +98,7 @@ impl Shape {
             wait: Duration::from_millis(60),
             tiebreakers: false,
             sync_wait: None,
+            flow_share: false,
             groups: vec![GroupSpec {
                 name: "group0".into(),
                 policy: vec![0, 1],
@@ -152,6 +155,7 @@ impl Shape {
             wait: self.wait,
             tiebreakers: self.tiebreakers,
             sync_wait: self.sync_wait,
+            flow_share: self.flow_share,
             groups: self.groups.clone(),
         }
     }

@@ -468,3 +468,24 @@ fn with_every_target_lost_the_group_moves_once_the_standby_reaches_its_target_ag
     assert_eq!(sim.holders(GROUP0), [FWS2]);
     assert_eq!(sim.engine(FWS1).unwrap().deny(GROUP0), Some(DenyCause::Ipw));
 }
+
+#[test]
+fn with_session_sync_and_flow_share_a_returning_node_gets_buckets_only_after_the_sync_wait() {
+    const MS: u64 = 1_000_000;
+    // No group at all: the peer's entries are those of the flows it passes.
+    let mut shape = Shape::hot_standby(Failback::Manual);
+    shape.groups.clear();
+    shape.flow_share = true;
+    shape.sync_wait = Some(std::time::Duration::from_millis(400));
+    let mut sim = started(shape);
+    sim.inject(Fault::Crash { node: FWS2 });
+    settle(&mut sim);
+    sim.inject(Fault::Restart { node: FWS2 });
+    let deals_to_fws2 =
+        |sim: &Sim| [FWS1, FWS2].map(|n| sim.engine(n).is_some_and(|e| e.shares_flows(FWS2)));
+    // Past its startup wait, inside the sync wait: no buckets for fws2, in either view.
+    sim.advance(300 * MS).unwrap_or_else(|v| panic!("{v}"));
+    assert_eq!(deals_to_fws2(&sim), [false, false]);
+    settle(&mut sim);
+    assert_eq!(deals_to_fws2(&sim), [true, true]);
+}

@@ -703,3 +703,126 @@ wait = \"1s\"
     flows.check("after fws1 stopped")?;
     Ok(())
 }
+
+#[test]
+fn with_flow_share_both_nodes_hold_every_flow_and_a_dead_nodes_connections_continue_on_the_survivor()
+-> Result<()> {
+    let lab = seed::build()?;
+    // A shared gateway on both sides of the firewall: the internet reaches the DMZ through
+    // 192.0.2.30, the DMZ host leaves through 198.51.100.30; one bucket table (symmetric
+    // five-tuple hash), so both directions of a connection pass through one node.
+    let body = format!(
+        "{TIMING}{}
+[[flowshare]]
+name = \"ls0\"
+address = \"192.0.2.30/24\"
+interface = \"eth0\"
+mac = \"01:00:5e:00:02:1e\"
+hash = \"5tuple\"
+buckets = 64
+
+[[flowshare]]
+name = \"ls1\"
+address = \"198.51.100.30/24\"
+interface = \"eth1\"
+mac = \"01:00:5e:00:02:1f\"
+hash = \"5tuple\"
+buckets = 64
+buckets_of = \"ls0\"
+
+[sync]
+interconnect = 0
+wait = \"1s\"
+",
+        fwcluster_lab::seed_servers!()
+    );
+    let mut cluster = fwcluster_lab::cluster::Cluster::new(&lab, &body)?;
+    for host in [FWS1, FWS2] {
+        fwcluster_lab::firewall::load_example(&lab, &cluster, host)?;
+        lab.run(
+            host,
+            "sysctl",
+            &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
+        )?;
+    }
+    lab.run(
+        seed::INET_CLIENT,
+        "ip",
+        &["route", "replace", "198.51.100.0/24", "via", "192.0.2.30"],
+    )?;
+    lab.run(
+        seed::DMZ_HOST,
+        "ip",
+        &["route", "replace", "default", "via", "198.51.100.30"],
+    )?;
+    cluster.start(&lab, FWS1)?;
+    cluster.wait_for(FWS1, "FWC004", "eth1", Duration::from_secs(5))?;
+    cluster.start(&lab, FWS2)?;
+    // fws2 joins beside fws1, which passes flows: buckets for fws2 after its sync wait.
+    let buckets = |host: &str| -> Result<usize> {
+        Ok(cluster
+            .status(host)?
+            .flow_buckets
+            .get("ls1")
+            .copied()
+            .unwrap_or_default())
+    };
+    ensure!(
+        wait_until(Duration::from_secs(5), || Ok(buckets(FWS1).ok()
+            == Some(32)
+            && buckets(FWS2).ok() == Some(32)))?,
+        "buckets {:?} / {:?}\n{}",
+        buckets(FWS1).ok(),
+        buckets(FWS2).ok(),
+        cluster.all_logs_tail(30)
+    );
+    // Connections from the DMZ host to the internet client, spread over both nodes.
+    use std::net::{SocketAddrV4, TcpListener, TcpStream};
+    let server = SocketAddrV4::new(seed::INET_CLIENT_ADDRESS, 8300);
+    let listener =
+        fwcluster_lab::in_netns(lab.ns(seed::INET_CLIENT), move || TcpListener::bind(server))??;
+    let passed =
+        |host: &str| -> Result<u64> { Ok(cluster.status(host)?.xdp_counters["flow_passed"]) };
+    let fws1_before = passed(FWS1)?;
+    let mut connections = Vec::new();
+    for _ in 0..16 {
+        let client = fwcluster_lab::in_netns(lab.ns(seed::DMZ_HOST), move || {
+            TcpStream::connect_timeout(&server.into(), Duration::from_secs(2))
+        })??;
+        let (accepted, _) = listener.accept()?;
+        for end in [&client, &accepted] {
+            end.set_read_timeout(Some(Duration::from_secs(3)))?;
+        }
+        exchange(&client, &accepted, b"hello")?;
+        exchange(&accepted, &client, b"hello back")?;
+        connections.push((client, accepted));
+    }
+    ensure!(
+        passed(FWS1)? > fws1_before && passed(FWS2)? > 0,
+        "both nodes pass some of the connections"
+    );
+    // Both nodes hold every connection's entry.
+    for (client, _) in &connections {
+        let port = client.local_addr()?.port();
+        for host in [FWS1, FWS2] {
+            ensure!(
+                wait_until(Duration::from_secs(3), || fwcluster_lab::sessions::tracked(
+                    &lab, host, "tcp", port
+                ))?,
+                "{host} lacks the connection from port {port}"
+            );
+        }
+    }
+    // fws1 dies: fws2 takes its buckets, and every connection continues, the server first.
+    lab.cut_host(FWS1)?;
+    ensure!(
+        wait_until(Duration::from_secs(3), || Ok(buckets(FWS2)? == 64))?,
+        "fws2 did not take every bucket"
+    );
+    for (n, (client, accepted)) in connections.iter().enumerate() {
+        exchange(accepted, client, b"the server speaks first")
+            .and_then(|()| exchange(client, accepted, b"and the client answers"))
+            .with_context(|| format!("connection {} after fws1 died", n + 1))?;
+    }
+    Ok(())
+}

@@ -85,9 +85,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
             exec_pids: self.resources.exec_pids(),
-            flow_buckets: self
-                .flowshares
-                .owned_by(&self.config, self.engine.config().me as u32),
+            flow_buckets: self.flowshares.owned_by(self.engine.config().me as u32),
             takeovers: self.takeovers.clone(),
             heartbeats: self.heartbeat_views(),
             proxy_arp_macs: self.proxy_arp_macs(),
