@@ -52,7 +52,7 @@ catalog! {
     SYNC_STARTED = "FWC601", "conntrackd started with the configuration generated from [sync]: connection tracking is replicated to the peers (interface, address)";
     SYNC_DIED = "FWC602", "conntrackd exited: new connections are not replicated until it runs again; it is restarted (a warning, not a failover)";
     SYNC_LINK_LOST = "FWC603", "the sync link to a peer is lost (its conntrackd messages stopped while its heartbeats arrive, or this node's conntrackd does not answer): new connections are not replicated; a warning and a mail, not a failover";
-    SYNC_LINK_RESTORED = "FWC604", "the sync link to a peer works again: connections are replicated again (conntrackd sends its whole table)";
+    SYNC_LINK_RESTORED = "FWC604", "the sync link to a peer works again: connections are replicated again (what was queued is resent; the whole table when the resend queue overflowed)";
     MAIL_QUEUED = "FWC401", "an alert mail was written to the outbox";
     MAIL_SENT = "FWC402", "an alert mail was accepted by the SMTP server";
     MAIL_RETRY = "FWC403", "an alert mail could not be delivered; it stays queued and is retried";

@@ -121,7 +121,7 @@ pub fn sync_restored(host: &str, address: &str, peer: &str) -> Alert {
     alert.body = format!(
         "!!NOTICE!!\n\
          Connections through Firewall({host}[{address}]) are copied to {peer}\n\
-         again; the whole table was sent.\n\
+         again, and what was queued meanwhile has been resent.\n\
          \n\
          Time of the event: {}\n",
         stamp(alert.system_time())

@@ -105,6 +105,8 @@ struct Daemon {
     conntrackd: Option<crate::sync::process::Conntrackd>,
     /// The sync link's judgement, acted on at the tick.
     sync_watch: crate::sync::monitor::SyncWatch,
+    /// conntrackd's resend-queue overflows when the sync link was lost.
+    sync_overflows_at_loss: Option<u64>,
 }
 
 /// Runs the daemon until it has left the cluster (SIGTERM) or fails.
@@ -206,6 +208,7 @@ pub fn run(options: Options) -> Result<()> {
         inputs,
         conntrackd,
         sync_watch: Default::default(),
+        sync_overflows_at_loss: None,
     };
     daemon.main_loop(&receiver)
 }

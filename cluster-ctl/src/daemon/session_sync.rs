@@ -1,5 +1,5 @@
 //! The sync link as the daemon acts on it (R-SYNC-5): its loss is logged and mailed, never a
-//! failover; its return is logged and mailed, and the peer gets the whole table again.
+//! failover; its return is logged and mailed, and the peer gets what it missed.
 
 use super::Daemon;
 use crate::{catalog, sync::monitor::SyncLink};
@@ -28,7 +28,12 @@ impl Daemon {
             .map(|n| n.addr().to_string())
             .unwrap_or_default();
         let link = self.config.sync.as_ref().map_or(0, |s| s.interconnect);
+        let overflows = snapshot
+            .stats
+            .as_ref()
+            .map_or(0, |s| s.resend_queue_overflows);
         let alert = if now.lost() {
+            self.sync_overflows_at_loss = Some(overflows);
             let why = match now {
                 SyncLink::NotRunning => "conntrackd on this firewall does not answer".to_owned(),
                 _ => format!(
@@ -46,12 +51,26 @@ impl Daemon {
             );
             Some(crate::mail::sync_lost(host, &address, peer_name, &why))
         } else if before.lost() {
+            // FTFW resends what it queued for the peer; only what did not fit is lost, and then
+            // the whole table goes (a bulk send has a cost: see `Conntrackd::took_over`).
+            let overflowed = self
+                .sync_overflows_at_loss
+                .take()
+                .is_some_and(|at_loss| overflows > at_loss);
             tracing::info!(
                 id = catalog::SYNC_LINK_RESTORED.id,
                 peer = peer_name,
-                "sync link works again; sending the whole table"
+                overflowed,
+                "sync link works again; {}",
+                if overflowed {
+                    "the resend queue overflowed meanwhile: sending the whole table"
+                } else {
+                    "what was queued meanwhile is resent"
+                }
             );
-            conntrackd.send_table();
+            if overflowed {
+                conntrackd.send_table();
+            }
             Some(crate::mail::sync_restored(host, &address, peer_name))
         } else {
             None

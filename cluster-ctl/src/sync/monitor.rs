@@ -44,6 +44,9 @@ pub struct ConntrackdStats {
     pub malformed_messages: u64,
     /// Messages sent and not yet acknowledged by the peer (the resend queue).
     pub unacknowledged: u64,
+    /// Messages that did not fit in the resend queue (a long loss of the sync link): the peer
+    /// misses them for good.
+    pub resend_queue_overflows: u64,
 }
 
 /// A line of `conntrackd -s` that is not what conntrackd 1.4 prints.
@@ -112,6 +115,9 @@ impl ConntrackdStats {
                     paired().ok_or_else(|| bad(line))?;
             } else if section == "queue rsqueue:" && trimmed.starts_with("current elements:") {
                 stats.unacknowledged = labelled().ok_or_else(|| bad(line))?.0;
+            } else if section == "queue rsqueue:" && trimmed.starts_with("not enough space errors:")
+            {
+                stats.resend_queue_overflows = labelled().ok_or_else(|| bad(line))?.0;
             }
         }
         Ok(stats)
@@ -354,7 +360,7 @@ not enough space errors:\t           0
 queue rsqueue:
 current elements:\t\t           7
 maximum elements:\t\t      131072
-not enough space errors:\t           0
+not enough space errors:\t           3
 ";
 
     #[test]
@@ -374,6 +380,7 @@ not enough space errors:\t           0
                 lost_messages: 5,
                 malformed_messages: 0,
                 unacknowledged: 7,
+                resend_queue_overflows: 3,
             })
         );
     }

@@ -198,6 +198,14 @@ impl Conntrackd {
     /// are replicated back, and the peers get everything at once (`-B`), as conntrack-tools'
     /// own primary-backup script does. In the background: the entries are in the kernel
     /// already, and the takeover does not wait for this.
+    ///
+    /// The bulk matters for a peer that stays up (a planned move): it re-creates its entries
+    /// from it, so their TCP windows are learnt anew from the next packets. Its own entries
+    /// stopped seeing the connections at the move, and an acknowledgement of data they never
+    /// saw is invalid to them: without the bulk, moving a group back reset its connections
+    /// (found by the planned-move test). Its cost: expectations (FTP, SIP) pending at that
+    /// moment are re-created on the peer too, and the events of that come back and remove them
+    /// here; a client opens its next data connection with a new command.
     pub fn took_over(&self) {
         let (conf, snapshot) = (self.conf.clone(), self.snapshot.clone());
         let spawned = std::thread::Builder::new()
@@ -212,8 +220,8 @@ impl Conntrackd {
         }
     }
 
-    /// The sync link works again after a loss: the peers get the whole table (`-B`), since
-    /// what was queued for them may have overflowed meanwhile. In the background.
+    /// The sync link works again after a loss and conntrackd's resend queue overflowed
+    /// meanwhile: the peers get the whole table (`-B`). In the background.
     pub fn send_table(&self) {
         let (conf, snapshot) = (self.conf.clone(), self.snapshot.clone());
         let spawned = std::thread::Builder::new()
@@ -235,8 +243,9 @@ impl Conntrackd {
     }
 }
 
-/// `conntrackd -R` (take the kernel's entries into the internal cache) and `-B` (send them all
-/// to the peers).
+/// `-R` (take the kernel's entries into the internal cache) and `-B` (send them all to the
+/// peers): after a takeover (see [`Conntrackd::took_over`]), and after a restart of conntrackd
+/// (entries created or changed while none ran were never sent).
 fn resync_and_send(conf: &Path, snapshot: &Shared) {
     request(conf, "-R", snapshot);
     request(conf, "-B", snapshot);
