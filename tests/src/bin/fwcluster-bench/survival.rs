@@ -364,29 +364,45 @@ impl Load {
         }
         let tcp_survived = failed.iter().filter(|f| !**f).count();
         // UDP: the server first (the NAT binding must exist on the active firewall), then
-        // the client.
-        let mut udp_survived = 0;
-        for (client, server, seen) in &self.udp[..UDP_FLOWS] {
+        // the client; all flows at once, within one deadline.
+        let flows = &self.udp[..UDP_FLOWS];
+        for (client, server, seen) in flows {
+            client.set_nonblocking(true)?;
+            server.set_nonblocking(true)?;
             server.send_to(text, seen)?;
-            client.set_read_timeout(Some(Duration::from_millis(300)))?;
         }
-        for (client, server, seen) in &self.udp[..UDP_FLOWS] {
-            let mut buffer = [0u8; 64];
-            let Ok(n) = client.recv(&mut buffer) else {
-                continue;
-            };
-            if &buffer[..n] != text {
-                continue;
+        let mut state = vec![0u8; flows.len()]; // 0 waiting for the server's, 1 for the client's, 2 done
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut buffer = [0u8; 64];
+        while state.iter().any(|s| *s < 2) && Instant::now() < deadline {
+            for (k, (client, server, seen)) in flows.iter().enumerate() {
+                match state[k] {
+                    0 => {
+                        if let Ok(n) = client.recv(&mut buffer)
+                            && &buffer[..n] == text
+                        {
+                            client.send(text)?;
+                            state[k] = 1;
+                        }
+                    }
+                    1 => {
+                        if let Ok((n, from)) = server.recv_from(&mut buffer)
+                            && &buffer[..n] == text
+                            && from == *seen
+                        {
+                            state[k] = 2;
+                        }
+                    }
+                    _ => {}
+                }
             }
-            client.send(text)?;
-            server.set_read_timeout(Some(Duration::from_millis(300)))?;
-            if let Ok((n, from)) = server.recv_from(&mut buffer)
-                && &buffer[..n] == text
-                && from == *seen
-            {
-                udp_survived += 1;
-            }
+            std::thread::sleep(Duration::from_millis(1));
         }
+        for (client, server, _) in flows {
+            client.set_nonblocking(false)?;
+            server.set_nonblocking(false)?;
+        }
+        let udp_survived = state.iter().filter(|s| **s == 2).count();
         Ok((tcp_survived, udp_survived, resets))
     }
 }
