@@ -78,6 +78,21 @@ pub fn run(runs: usize, chaos: usize, soak_minutes: u64) -> Result<()> {
         bail!("the failover benchmark failed");
     }
 
+    let sessions_json = dir.join("sessions.json");
+    let mut args = crate::util::LAB_BINARY.to_vec();
+    args.extend([
+        "fwcluster-bench",
+        "--",
+        "sessions",
+        "--runs",
+        &runs,
+        "--json",
+        path(&sessions_json)?,
+    ]);
+    if !cargo_tee(&args, &dir.join("sessions.md"))? {
+        bail!("the sessions benchmark failed");
+    }
+
     // A failed chaos run still goes into the report (with its seed); the task fails after.
     let chaos_json = dir.join("chaos.json");
     let iterations = chaos.to_string();
