@@ -91,18 +91,19 @@ pub fn takeover(group: &str, host: &str, address: &str, cause: &str) -> Alert {
     alert
 }
 
-/// "WARNING: session sync from fws1 to fws2 is lost": new connections through `host` are not
-/// copied to `peer` (a takeover would reset them), while the cluster itself is fine.
-pub fn sync_lost(host: &str, address: &str, peer: &str, why: &str) -> Alert {
+/// "WARNING: session sync from fws2 to fws1 is lost", mailed by `host` (fws1): connections
+/// opened through `from` are not copied to `to` any more (a takeover by `to` would reset
+/// them), while the cluster itself is fine.
+pub fn sync_lost(host: &str, address: &str, from: &str, to: &str, why: &str) -> Alert {
     let mut alert = Alert::now(
-        format!("WARNING: session sync from {host} to {peer} is lost"),
+        format!("WARNING: session sync from {from} to {to} is lost"),
         String::new(),
     );
     alert.body = format!(
         "!!WARNING!!\n\
-         Connections through Firewall({host}[{address}]) are not copied to {peer}\n\
-         any more: a change of the active firewall now would reset the\n\
-         connections opened from this time on. No failover was made.\n\
+         Firewall({host}[{address}]) reports: connections opened through {from}\n\
+         from this time on are not copied to {to}; if {to} took over now,\n\
+         they would be reset. No failover was made.\n\
          Check the sync interconnect and conntrackd on both firewalls.\n\
          \n\
          Cause: {why}\n\
@@ -112,15 +113,15 @@ pub fn sync_lost(host: &str, address: &str, peer: &str, why: &str) -> Alert {
     alert
 }
 
-/// "NOTICE: session sync from fws1 to fws2 works again".
+/// "NOTICE: session sync between fws1 and fws2 works again", mailed by `host`.
 pub fn sync_restored(host: &str, address: &str, peer: &str) -> Alert {
     let mut alert = Alert::now(
-        format!("NOTICE: session sync from {host} to {peer} works again"),
+        format!("NOTICE: session sync between {host} and {peer} works again"),
         String::new(),
     );
     alert.body = format!(
         "!!NOTICE!!\n\
-         Connections through Firewall({host}[{address}]) are copied to {peer}\n\
+         Firewall({host}[{address}]) reports: its sync link to {peer} works\n\
          again, and what was queued meanwhile has been resent.\n\
          \n\
          Time of the event: {}\n",

@@ -518,8 +518,23 @@ fn a_lost_sync_link_is_a_warning_and_a_mail_not_a_failover_and_shows_in_clpstat(
         "{subjects:?}\n{}",
         cluster.all_logs_tail(30)
     );
+    // Each side reports what no longer reaches it: "from fws1 to fws2" comes from fws2, on
+    // its sync address.
+    for mail in &mails {
+        let reporter = if mail.subject.contains("to fws2") {
+            "Firewall(fws2[169.254.12.2])"
+        } else {
+            "Firewall(fws1[169.254.12.1])"
+        };
+        ensure!(
+            mail.body.contains(reporter),
+            "{}\n{}",
+            mail.subject,
+            mail.body
+        );
+    }
     // A connection opened while the link is down is not on fws2 yet; when the link works
-    // again fws1 sends its whole table, and it is.
+    // again FTFW resends what fws1 queued for it (nothing overflowed), and it is.
     let (client, server) = connection(&lab)?;
     exchange(&client, &server, b"while the sync link is down")?;
     let port = client.local_addr()?.port().to_string();
@@ -570,13 +585,15 @@ struct Flows {
 }
 
 impl Flows {
-    /// One more flow of each kind.
-    fn open(&mut self, lab: &Lab) -> Result<()> {
+    /// One more TCP and UDP flow, and with `icmp` an ICMP one.
+    fn open(&mut self, lab: &Lab, icmp: bool) -> Result<()> {
         use fwcluster_lab::sessions::{IcmpFlow, TcpFlow, UdpFlow};
         let n = self.tcp.len() as u16;
         self.tcp.push(TcpFlow::open(lab, 8100 + n)?);
         self.udp.push(UdpFlow::open(lab, 9100 + n)?);
-        self.icmp.push(IcmpFlow::open(lab, 0x4100 + n)?);
+        if icmp {
+            self.icmp.push(IcmpFlow::open(lab, 0x4100 + n)?);
+        }
         Ok(())
     }
 
@@ -649,8 +666,16 @@ wait = \"1s\"
     let mut cluster = started(&lab, &body, true)?;
     std::thread::sleep(Duration::from_millis(1500));
     let mut flows = Flows::default();
-    flows.open(&lab)?;
+    flows.open(&lab, true)?;
     flows.check("at the start")?;
+    // From now on neither node lets a new ICMP flow through: the echo flow continues on a
+    // node only through its replicated entry (otherwise any node would pass it as new).
+    for host in [FWS1, FWS2] {
+        lab.nft(
+            host,
+            "table inet icmpnonew {\n chain no_new_icmp { type filter hook forward priority -5; ct state new ip protocol icmp drop\n }\n}\n",
+        )?;
+    }
     let replicated_to = |flows: &Flows, host: &str| -> Result<()> {
         ensure!(
             wait_until(Duration::from_secs(3), || flows.on(&lab, host))?,
@@ -668,7 +693,7 @@ wait = \"1s\"
     flows.check("after the IP-watch failover to fws2")?;
     lab.run(FWS1, "nft", &["delete", "table", "inet", "ipwcut"])?;
     cluster.wait_for(FWS1, "FWC206", "STARTING=ALLOW", Duration::from_secs(5))?;
-    flows.open(&lab)?;
+    flows.open(&lab, false)?;
     replicated_to(&flows, FWS1)?;
 
     // The monitored process dies on fws2; the group moves back to fws1.
@@ -680,7 +705,7 @@ wait = \"1s\"
     fwcluster_lab::kill(pid)?;
     cluster.wait_holder(FWS1, "group0", FWS1, Duration::from_secs(5))?;
     flows.check("after the monitored process died on fws2")?;
-    flows.open(&lab)?;
+    flows.open(&lab, false)?;
     replicated_to(&flows, FWS2)?;
 
     // fws1's daemon restarts within its lease: adopted, no failover; its conntrackd restarts
@@ -694,7 +719,7 @@ wait = \"1s\"
     );
     cluster.wait_for(FWS1, "FWC601", "conntrackd started", Duration::from_secs(3))?;
     flows.check("after fws1's daemon restarted")?;
-    flows.open(&lab)?;
+    flows.open(&lab, false)?;
     replicated_to(&flows, FWS2)?;
 
     // And they all continue on fws2 when fws1 stops.
@@ -823,6 +848,22 @@ wait = \"1s\"
         exchange(accepted, client, b"the server speaks first")
             .and_then(|()| exchange(client, accepted, b"and the client answers"))
             .with_context(|| format!("connection {} after fws1 died", n + 1))?;
+    }
+    // fws1 comes back: half of the buckets return to it, with connections whose windows moved
+    // on through fws2 meanwhile; they continue too.
+    lab.restore_host(FWS1)?;
+    ensure!(
+        wait_until(Duration::from_secs(5), || Ok(buckets(FWS1).ok()
+            == Some(32)
+            && buckets(FWS2).ok() == Some(32)))?,
+        "the buckets were not dealt back: {:?} / {:?}",
+        buckets(FWS1).ok(),
+        buckets(FWS2).ok()
+    );
+    for (n, (client, accepted)) in connections.iter().enumerate() {
+        exchange(accepted, client, b"the server speaks first")
+            .and_then(|()| exchange(client, accepted, b"and the client answers"))
+            .with_context(|| format!("connection {} after fws1 came back", n + 1))?;
     }
     Ok(())
 }

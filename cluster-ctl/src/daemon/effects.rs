@@ -106,14 +106,27 @@ impl Daemon {
             .send(kind, |peer| engine.report_for(peer, now));
     }
 
-    /// Deals the flow-share buckets over the nodes that share flows now.
+    /// Deals the flow-share buckets over the nodes that share flows now. Buckets taken from a
+    /// peer are a takeover of its connections: conntrackd claims their entries, as for a group.
     pub(super) fn rebalance(&mut self) {
         let live: Vec<u32> = (0..self.config.server.len())
             .filter(|n| self.engine.shares_flows(*n))
             .map(|n| n as u32)
             .collect();
+        let me = self.engine.config().me as u32;
+        let owned = |flowshares: &crate::flowshare::FlowShares| -> usize {
+            flowshares.owned_by(me).values().sum()
+        };
+        let before = owned(&self.flowshares);
         if let Err(e) = self.flowshares.rebalance(&mut self.dataplane, &live) {
             tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
+        }
+        // Not at this node's own start (it owned nothing): it has taken no one's connections.
+        if before > 0
+            && owned(&self.flowshares) > before
+            && let Some(conntrackd) = &self.conntrackd
+        {
+            conntrackd.took_over();
         }
     }
 }

@@ -177,6 +177,9 @@ pub fn spawn_poller(
         .name("conntrackd-stats".into())
         .spawn(move || {
             let mut warned = false;
+            // The received count of the last reading that had one: a failed reading in
+            // between does not make the next one look like news from the peer.
+            let mut last_received: Option<u64> = None;
             while !stopping.load(Ordering::SeqCst) {
                 let answer = poll(&conf);
                 let answers = answer.is_some();
@@ -194,13 +197,15 @@ pub fn spawn_poller(
                     std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
                         .ok()
                         .and_then(|s| s.trim().parse().ok());
+                let received = stats.as_ref().map(|s| s.packets_received);
+                let news = received.is_some_and(|now| {
+                    now > 0 && last_received.is_some_and(|before| before != now)
+                });
+                if received.is_some() {
+                    last_received = received;
+                }
                 update(&shared, |snapshot| {
-                    let received =
-                        |s: &Option<ConntrackdStats>| s.as_ref().map(|s| s.packets_received);
-                    if let Some(now) = received(&stats)
-                        && received(&snapshot.stats) != Some(now)
-                        && now > 0
-                    {
+                    if news {
                         snapshot.heard_at = Some(Instant::now());
                     }
                     snapshot.answers = answers;
@@ -213,22 +218,43 @@ pub fn spawn_poller(
         .map(drop)
 }
 
+/// How long a statistics request may take: a conntrackd that does not answer in that time
+/// (stopped, hung) counts as not answering, not as a silent peer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// conntrackd's statistics; `None` when it does not answer.
 fn poll(conf: &Path) -> Option<Result<ConntrackdStats, StatsError>> {
     let mut text = String::new();
     for request in [&["-s"][..], &["-s", "queue"][..]] {
-        let output = Command::new("conntrackd")
+        let mut child = Command::new("conntrackd")
             .arg("-C")
             .arg(conf)
             .args(request)
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .output()
+            .spawn()
             .ok()?;
-        if !output.status.success() {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        };
+        let mut output = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take()?, &mut output).ok()?;
+        if !status.success() {
             return None;
         }
-        text.push_str(&String::from_utf8_lossy(&output.stdout));
+        text.push_str(&output);
     }
     Some(ConntrackdStats::parse(&text))
 }
@@ -298,6 +324,10 @@ impl SyncWatch {
             SyncLink::NotRunning
         } else if !peer_online {
             SyncLink::PeerAway
+        } else if snapshot.stats.is_none() && snapshot.answers {
+            // conntrackd answers but its statistics were not understood (logged once): the
+            // peer's traffic cannot be judged, and is not blamed.
+            SyncLink::Up
         } else {
             let since = *self.peer_online_since.get_or_insert(now);
             let last_sign = [Some(since), Some(snapshot.started_at), snapshot.heard_at]

@@ -84,10 +84,11 @@ impl Conntrackd {
             let leftovers =
                 ["lock", "ctl"].map(|file| run_dir.join(format!("conntrackd-{node}.{file}")));
             move || {
-                // A conntrackd that was killed (with this node's previous daemon, or alone)
+                // A conntrackd that was killed (alone, or with this node's previous daemon)
                 // left its lock and socket, and a new one refuses to start beside the lock.
-                // No other conntrackd of the node runs: this daemon holds the node's lock, and
-                // its previous conntrackd has been waited for.
+                // No other conntrackd of the node runs by now: this daemon holds the node's
+                // lock, the previous daemon's one has exited (see below), and the watcher
+                // waited for its own.
                 for leftover in &leftovers {
                     let _ = std::fs::remove_file(leftover);
                 }
@@ -122,6 +123,15 @@ impl Conntrackd {
                 tracing::warn!(status = %flushed, "conntrack -F failed: stale entries may stay");
             }
         }
+        // The previous daemon's conntrackd gets SIGTERM when that daemon dies, and may still
+        // be exiting: on exit it removes its socket and lock, which would be the new one's.
+        let socket = run_dir.join(format!("conntrackd-{node}.ctl"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let first = spawn().map_err(SyncProcessError::Spawn)?;
         let pid = Arc::new(AtomicU32::new(first.id()));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -139,7 +149,6 @@ impl Conntrackd {
         {
             let (pid, stopping, snapshot) = (pid.clone(), stopping.clone(), snapshot.clone());
             let conf = conf.clone();
-            let socket = run_dir.join(format!("conntrackd-{node}.ctl"));
             std::thread::Builder::new()
                 .name("conntrackd".into())
                 .spawn(move || {

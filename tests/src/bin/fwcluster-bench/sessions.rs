@@ -288,12 +288,20 @@ fn replication(mode: PeerState, entries: usize) -> Result<Replication> {
     let fill_replicated_ms = filled.elapsed().as_secs_f64() * 1e3;
 
     // Probe flows at a steady rate; the k-th one is on the peer when the count first reaches
-    // base + entries + k (FTFW delivers in order).
+    // the count before the probes + k (FTFW delivers in order). That count is read once the
+    // table is quiet, so entries of conntrackd's own traffic that appeared since the start do
+    // not shift the matching (a shift of one is a millisecond at this rate).
+    std::thread::sleep(Duration::from_millis(200));
+    let before = peer_count(&lab, peer, mode)?;
+    std::thread::sleep(Duration::from_millis(100));
+    ensure!(
+        peer_count(&lab, peer, mode)? == before,
+        "the peer's table is not quiet before the probes"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_peer(&lab, peer, mode, stop.clone());
     std::thread::sleep(Duration::from_millis(50));
     let sent = send_flows(&lab, 30_000, PROBES, PROBE_RATE)?;
-    let before = base + entries as u64;
     let deadline = Instant::now() + Duration::from_secs(30);
     while peer_count(&lab, peer, mode)? < before + PROBES as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));

@@ -825,7 +825,10 @@ pub fn run(runs: usize, json: Option<&Path>) -> Result<()> {
          \"resets seen\" counts connections that read a reset or an end of stream. The stall is \
          the longest silence of a probe stream across the event, its period subtracted, over the \
          streams that flow again (a dead stream is lost, not stalled): for UDP it is the address \
-         outage as a flow sees it, for TCP it adds TCP's own retransmission timing. Not shown: bulk throughput during the event, and flows of more than one group.)"
+         outage as a flow sees it, for TCP it adds TCP's own retransmission timing. Each event's \
+         check covers every connection, also one that stalled at an earlier event: without \
+         synchronization a connection stalled by the planned move works again after the move \
+         back, through the node that still has its entry, and counts as surviving that event. Not shown: bulk throughput during the event, and flows of more than one group.)"
     );
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
