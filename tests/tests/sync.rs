@@ -614,25 +614,26 @@ impl Flows {
         Ok(())
     }
 
-    /// Every flow's entry is in `host`'s kernel table (replicated to it).
-    fn on(&self, lab: &Lab, host: &str) -> Result<bool> {
+    /// The flows whose entry is not in `host`'s kernel table (not replicated to it).
+    fn missing_on(&self, lab: &Lab, host: &str) -> Result<Vec<String>> {
         use fwcluster_lab::sessions::tracked;
+        let mut missing = Vec::new();
         for flow in &self.tcp {
             if !tracked(lab, host, "tcp", flow.client_port()?)? {
-                return Ok(false);
+                missing.push(format!("TCP from port {}", flow.client_port()?));
             }
         }
         for flow in &self.udp {
             if !tracked(lab, host, "udp", flow.client_port()?)? {
-                return Ok(false);
+                missing.push(format!("UDP from port {}", flow.client_port()?));
             }
         }
         for flow in &self.icmp {
             if !tracked(lab, host, "icmp", flow.id)? {
-                return Ok(false);
+                missing.push(format!("ICMP id {}", flow.id));
             }
         }
-        Ok(true)
+        Ok(missing)
     }
 }
 
@@ -676,11 +677,20 @@ wait = \"1s\"
             "table inet icmpnonew {\n chain no_new_icmp { type filter hook forward priority -5; ct state new ip protocol icmp drop\n }\n}\n",
         )?;
     }
+    let run_dirs = [FWS1, FWS2].map(|host| cluster.run_dir(host));
     let replicated_to = |flows: &Flows, host: &str| -> Result<()> {
         ensure!(
-            wait_until(Duration::from_secs(3), || flows.on(&lab, host))?,
-            "not every flow is on {host}:\n{}",
-            run(&lab, host, "conntrack", &["-L"]).unwrap_or_default()
+            wait_until(Duration::from_secs(3), || Ok(flows
+                .missing_on(&lab, host)?
+                .is_empty()))?,
+            "not on {host}: {:?}\n{}\nconntrackd's logs:\n{}\n{}",
+            flows.missing_on(&lab, host)?,
+            run(&lab, host, "conntrack", &["-L"]).unwrap_or_default(),
+            std::fs::read_to_string(
+                run_dirs[usize::from(host == FWS2)].join(format!("conntrackd-{host}.log"))
+            )
+            .unwrap_or_default(),
+            std::fs::read_to_string(run_dirs[0].join("conntrackd-fws1.log")).unwrap_or_default()
         );
         Ok(())
     };

@@ -138,14 +138,32 @@ impl Conntrackd {
         let snapshot = monitor::shared();
         monitor::spawn_poller(conf.clone(), snapshot.clone(), stopping.clone())
             .map_err(SyncProcessError::Spawn)?;
-        tracing::info!(
-            id = crate::catalog::SYNC_STARTED.id,
-            interface,
-            address = %own,
-            "conntrackd started: connection tracking is replicated over interconnect {} ({own}), \
-             peers' entries kept in the kernel table",
-            sync.interconnect
-        );
+        // Announced once it answers, so that "started" means replicating. A node that adopted
+        // groups (this daemon restarted) has entries the new conntrackd never saw created,
+        // some of them perhaps made while none ran: it takes them in and sends them all.
+        {
+            let (conf, snapshot, socket) = (conf.clone(), snapshot.clone(), socket.clone());
+            let link = sync.interconnect;
+            std::thread::Builder::new()
+                .name("conntrackd-ready".into())
+                .spawn(move || {
+                    if !wait_for_socket(&socket, Duration::from_secs(5)) {
+                        // The watcher reports its death and restarts it.
+                        return;
+                    }
+                    if !fresh_table {
+                        resync_and_send(&conf, &snapshot);
+                    }
+                    tracing::info!(
+                        id = crate::catalog::SYNC_STARTED.id,
+                        interface,
+                        address = %own,
+                        "conntrackd started: connection tracking is replicated over \
+                         interconnect {link} ({own}), peers' entries kept in the kernel table"
+                    );
+                })
+                .map_err(SyncProcessError::Spawn)?;
+        }
         {
             let (pid, stopping, snapshot) = (pid.clone(), stopping.clone(), snapshot.clone());
             let conf = conf.clone();
