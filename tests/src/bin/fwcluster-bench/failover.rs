@@ -305,7 +305,7 @@ fn has_address(lab: &Lab, host: &str, address: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn wait_address(lab: &Lab, host: &str, address: &str, timeout: Duration) -> Result<()> {
+pub fn wait_address(lab: &Lab, host: &str, address: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while !has_address(lab, host, address) {
         if Instant::now() > deadline {

@@ -598,14 +598,9 @@ fn start_anchor(lab: &Lab, dir: &Path) -> Result<Anchor> {
     Ok(anchor)
 }
 
-fn has_address(lab: &Lab, host: &str) -> bool {
-    lab.run(host, "ip", &["-o", "addr", "show", "dev", "eth0"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("192.0.2.10/"))
-        .unwrap_or(false)
-}
-
+/// group0's internet address appears on `host` (keepalived sets it there).
 fn wait_address(lab: &Lab, host: &str) -> Result<()> {
-    wait_for(|| Ok(has_address(lab, host)), "keepalived's address")
+    crate::failover::wait_address(lab, host, "192.0.2.10", Duration::from_secs(10))
 }
 
 fn wait_for(mut done: impl FnMut() -> Result<bool>, what: &str) -> Result<()> {
