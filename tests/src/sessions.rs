@@ -18,6 +18,24 @@ use crate::{
 
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// group0 of the seed on the internet and intranet sides, hiding the intranet behind its
+/// internet address, manual failback: the group the session tests and benchmark move.
+pub const GROUP0_HIDE_NAT: &str = r#"
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+failback = "manual"
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+  hide = ["203.0.113.0/24"]
+
+  [[group.fip]]
+  address = "203.0.113.10/24"
+  interface = "eth2"
+"#;
+
 /// A TCP connection: (client end, server end).
 pub struct TcpFlow {
     pub client: TcpStream,
@@ -56,7 +74,8 @@ impl TcpFlow {
     }
 }
 
-fn exchange(from: &TcpStream, to: &TcpStream, text: &[u8]) -> Result<()> {
+/// Sends `text` on `from` and reads it on `to`.
+pub fn exchange(from: &TcpStream, to: &TcpStream, text: &[u8]) -> Result<()> {
     (&*from).write_all(text)?;
     let mut got = vec![0u8; text.len()];
     (&*to).read_exact(&mut got)?;

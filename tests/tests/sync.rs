@@ -17,6 +17,7 @@ use cluster_ctl::{
 use fwcluster_lab::{
     Lab,
     seed::{self, FWS1, FWS2, IC_IF},
+    sessions::exchange,
 };
 
 /// conntrackd of one firewall, stopped when dropped.
@@ -158,21 +159,7 @@ heartbeat_timeout = "30ms"
 wait_timeout = "3s"
 "#;
 
-const GROUP0: &str = r#"
-[[group]]
-name = "group0"
-policy = ["fws1", "fws2"]
-failback = "manual"
-
-  [[group.fip]]
-  address = "192.0.2.10/24"
-  interface = "eth0"
-  hide = ["203.0.113.0/24"]
-
-  [[group.fip]]
-  address = "203.0.113.10/24"
-  interface = "eth2"
-"#;
+const GROUP0: &str = fwcluster_lab::sessions::GROUP0_HIDE_NAT;
 
 /// The cluster of `body` on both firewalls of `lab`, each running the example firewall with
 /// strict TCP tracking (a node does not pick up a connection it has no entry for), group0 on
@@ -208,32 +195,8 @@ fn started(lab: &Lab, body: &str, sync: bool) -> Result<fwcluster_lab::cluster::
 /// A TCP connection from the intranet client to the internet server through group0's hide NAT:
 /// (client end, server end).
 fn connection(lab: &Lab) -> Result<(std::net::TcpStream, std::net::TcpStream)> {
-    use std::net::{SocketAddrV4, TcpListener, TcpStream};
-    let server = SocketAddrV4::new(seed::INET_CLIENT_ADDRESS, 8081);
-    let listener =
-        fwcluster_lab::in_netns(lab.ns(seed::INET_CLIENT), move || TcpListener::bind(server))??;
-    let client = fwcluster_lab::in_netns(lab.ns(seed::INTRA_CLIENT1), move || {
-        TcpStream::connect_timeout(&server.into(), Duration::from_secs(2))
-    })??;
-    let (accepted, seen) = listener.accept()?;
-    ensure!(
-        seen.ip() == std::net::IpAddr::V4(seed::GROUP0_INET_FIP),
-        "hidden behind group0's address, not {seen}"
-    );
-    for end in [&client, &accepted] {
-        end.set_read_timeout(Some(Duration::from_secs(3)))?;
-    }
-    Ok((client, accepted))
-}
-
-/// Sends `text` on `from` and reads it on `to`.
-fn exchange(from: &std::net::TcpStream, to: &std::net::TcpStream, text: &[u8]) -> Result<()> {
-    use std::io::{Read as _, Write as _};
-    (&*from).write_all(text)?;
-    let mut got = vec![0u8; text.len()];
-    (&*to).read_exact(&mut got)?;
-    ensure!(got == text, "read {got:?}");
-    Ok(())
+    let flow = fwcluster_lab::sessions::TcpFlow::open(lab, 8081)?;
+    Ok((flow.client, flow.server))
 }
 
 /// Node loss of fws1 while a NAT'd TCP connection runs through it; then the *server* sends

@@ -105,21 +105,7 @@ pub struct Outcome {
 const TIMING: &str =
     "heartbeat_interval = \"10ms\"\nheartbeat_timeout = \"30ms\"\nwait_timeout = \"1s\"\n";
 
-const GROUP0: &str = r#"
-[[group]]
-name = "group0"
-policy = ["fws1", "fws2"]
-failback = "manual"
-
-  [[group.fip]]
-  address = "192.0.2.10/24"
-  interface = "eth0"
-  hide = ["203.0.113.0/24"]
-
-  [[group.fip]]
-  address = "203.0.113.10/24"
-  interface = "eth2"
-"#;
+const GROUP0: &str = fwcluster_lab::sessions::GROUP0_HIDE_NAT;
 
 fn cluster_config(sync: bool) -> String {
     format!(
