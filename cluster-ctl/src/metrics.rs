@@ -232,6 +232,23 @@ fn register_sync(registry: &mut Registry, view: &StatusView, sync: &crate::statu
     if let Some(ms) = sync.last_claim_ms {
         claim.set(ms as f64 / 1000.0);
     }
+    let refreshed = Counter::<u64>::default();
+    registry.register(
+        "sync_refreshed_entries",
+        "entries of flows this node passes whose copies on the peers were refreshed (a UDP or \
+         echo flow reports no change while it carries packets; its copy would expire)",
+        refreshed.clone(),
+    );
+    refreshed.inc_by(sync.refreshed.unwrap_or(0));
+    let scan = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    registry.register(
+        "sync_refresh_scan_seconds",
+        "how long the last reading of the table for those refreshes took",
+        scan.clone(),
+    );
+    if let Some(ms) = sync.refresh_took_ms {
+        scan.set(ms as f64 / 1000.0);
+    }
 }
 
 /// Reads a request's head up to its blank line (at most 8 KiB) and returns its first line.

@@ -111,6 +111,16 @@ pub struct SyncView {
     pub last_bulk_sent: Option<u64>,
     /// How long the last takeover's claim of the peers' entries took, in the background.
     pub last_claim_ms: Option<u64>,
+    /// How often this node reads its table to keep the peers' copies of its flows from
+    /// expiring, in seconds; entries refreshed so far; the last reading's entries and time.
+    #[serde(default)]
+    pub refresh_period_s: Option<u64>,
+    #[serde(default)]
+    pub refreshed: Option<u64>,
+    #[serde(default)]
+    pub refresh_read: Option<u64>,
+    #[serde(default)]
+    pub refresh_took_ms: Option<u64>,
 }
 
 impl SyncView {
@@ -151,6 +161,10 @@ impl SyncView {
                     .map(|d| d.as_secs())
             }),
             last_claim_ms: snapshot.last_claim.map(|d| d.as_millis() as u64),
+            refresh_period_s: snapshot.refresh_period.map(|d| d.as_secs()),
+            refreshed: snapshot.refresh.map(|r| r.refreshed),
+            refresh_read: snapshot.refresh.map(|r| r.read),
+            refresh_took_ms: snapshot.refresh.map(|r| r.took.as_millis() as u64),
         }
     }
 }
@@ -479,6 +493,12 @@ fn sync_line(sync: &SyncView) -> String {
             humantime::format_rfc3339_seconds(at)
         );
     }
+    if let Some(period) = sync.refresh_period_s {
+        let _ = write!(line, ", live flows' copies refreshed every {period} s");
+        if let Some(refreshed) = sync.refreshed {
+            let _ = write!(line, " ({refreshed} so far)");
+        }
+    }
     line
 }
 
@@ -758,6 +778,12 @@ mod tests {
             started_at: std::time::Instant::now(),
             last_bulk: None,
             last_claim: None,
+            refresh_period: Some(std::time::Duration::from_secs(10)),
+            refresh: Some(crate::sync::refresh::RefreshStats {
+                refreshed: 12,
+                read: 47,
+                took: std::time::Duration::from_millis(3),
+            }),
         }
     }
 
@@ -806,7 +832,8 @@ mod tests {
         assert_eq!(
             sync_line(&view),
             "SYNC : link silent, 47 entries in the kernel table, 40 replicated from here, 7 \
-             received, 3 unacknowledged, 0 lost and resent"
+             received, 3 unacknowledged, 0 lost and resent, live flows' copies refreshed every \
+             10 s (12 so far)"
         );
     }
 }

@@ -166,14 +166,25 @@ const GROUP0: &str = fwcluster_lab::sessions::GROUP0_HIDE_NAT;
 /// fws1 and then fws2 joining (with `sync`, it waits `sync.wait` for fws1's entries before
 /// it takes part), and with `sync` both conntrackd running.
 fn started(lab: &Lab, body: &str, sync: bool) -> Result<fwcluster_lab::cluster::Cluster> {
+    started_with(lab, body, sync, &[])
+}
+
+/// [`started`], with more netfilter `settings` (`name=value`) on both firewalls.
+fn started_with(
+    lab: &Lab,
+    body: &str,
+    sync: bool,
+    settings: &[&str],
+) -> Result<fwcluster_lab::cluster::Cluster> {
     let mut cluster = fwcluster_lab::cluster::Cluster::new(lab, body)?;
     for host in [FWS1, FWS2] {
         fwcluster_lab::firewall::load_example(lab, &cluster, host)?;
-        lab.run(
-            host,
-            "sysctl",
-            &["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
-        )?;
+        for setting in ["net.netfilter.nf_conntrack_tcp_loose=0"]
+            .iter()
+            .chain(settings)
+        {
+            lab.run(host, "sysctl", &["-qw", setting])?;
+        }
     }
     cluster.start(lab, FWS1)?;
     cluster.wait_for(
@@ -700,6 +711,66 @@ wait = \"1s\"
     cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
     flows.check("after fws1 stopped")?;
     Ok(())
+}
+
+/// A UDP flow and an echo flow carry packets every second without changing state, so the
+/// kernel reports nothing of them after their start; their copies on fws2 must not expire
+/// (timeouts lowered to 6 s here, 120 s and 30 s by default), and they continue on fws2.
+#[test]
+fn udp_and_echo_flows_that_change_no_state_keep_their_copies_past_their_timeout_and_survive()
+-> Result<()> {
+    let lab = seed::build()?;
+    let body = format!(
+        "{TIMING}{}{GROUP0}\n[sync]\ninterconnect = 0\n",
+        fwcluster_lab::seed_servers!()
+    );
+    let timeouts = [
+        "net.netfilter.nf_conntrack_udp_timeout=6",
+        "net.netfilter.nf_conntrack_udp_timeout_stream=6",
+        "net.netfilter.nf_conntrack_icmp_timeout=6",
+    ];
+    let cluster = started_with(&lab, &body, true, &timeouts)?;
+    let mut flows = Flows::default();
+    flows.open(&lab, true)?;
+    // The echo continues on fws2 only through its copy.
+    for host in [FWS1, FWS2] {
+        lab.nft(
+            host,
+            "table inet icmpnonew {\n chain no_new_icmp { type filter hook forward priority -5; ct state new ip protocol icmp drop\n }\n}\n",
+        )?;
+    }
+    // Three timeouts' worth of packets, one exchange a second; the copies are checked all
+    // along, not only at the end.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(18) {
+        let (udp, echo) = (&flows.udp[0], &mut flows.icmp[0]);
+        udp.check().context("the UDP flow through fws1")?;
+        echo.check().context("the echo flow through fws1")?;
+        if started.elapsed() > Duration::from_secs(2) {
+            let missing = flows.missing_on(&lab, FWS2)?;
+            ensure!(
+                missing.is_empty(),
+                "after {:?} fws2 has lost its copy of {missing:?}:\n{}",
+                started.elapsed(),
+                run(&lab, FWS2, "conntrack", &["-L"]).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let refreshed = cluster
+        .status(FWS1)?
+        .sync
+        .and_then(|s| s.refreshed)
+        .unwrap_or(0);
+    ensure!(refreshed > 0, "fws1 reports no refreshed copy");
+    lab.cut_host(FWS1)?;
+    cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(3),
+    )?;
+    flows.check("after fws1 was lost")
 }
 
 #[test]

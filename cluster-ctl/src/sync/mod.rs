@@ -9,6 +9,7 @@
 
 pub mod monitor;
 pub mod process;
+pub mod refresh;
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
 

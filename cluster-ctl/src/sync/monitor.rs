@@ -141,6 +141,10 @@ pub struct SyncSnapshot {
     /// How long the last takeover's claim of the peers' entries took (`-R`, `-B`; in the
     /// background: the entries were in the kernel already, the takeover did not wait for it).
     pub last_claim: Option<Duration>,
+    /// How often this node reads its table to keep the peers' copies of its flows from
+    /// expiring, and what the last reading did (`None` until the first).
+    pub refresh_period: Option<Duration>,
+    pub refresh: Option<super::refresh::RefreshStats>,
 }
 
 pub type Shared = Arc<Mutex<SyncSnapshot>>;
@@ -154,6 +158,8 @@ pub fn shared() -> Shared {
         started_at: Instant::now(),
         last_bulk: None,
         last_claim: None,
+        refresh_period: None,
+        refresh: None,
     }))
 }
 
@@ -431,6 +437,8 @@ not enough space errors:\t           3
             started_at,
             last_bulk: None,
             last_claim: None,
+            refresh_period: None,
+            refresh: None,
         }
     }
 

@@ -18,6 +18,7 @@ use std::{
 use super::{
     PeerState, SyncConfigError, conntrackd_conf,
     monitor::{self, Shared},
+    refresh,
 };
 use crate::config::Config;
 
@@ -138,6 +139,7 @@ impl Conntrackd {
         let snapshot = monitor::shared();
         monitor::spawn_poller(conf.clone(), snapshot.clone(), stopping.clone())
             .map_err(SyncProcessError::Spawn)?;
+        spawn_refresher(snapshot.clone(), stopping.clone()).map_err(SyncProcessError::Spawn)?;
         // Announced once it answers, so that "started" means replicating. A node that adopted
         // groups (this daemon restarted) has entries the new conntrackd never saw created,
         // some of them perhaps made while none ran: it takes them in and sends them all.
@@ -294,6 +296,48 @@ fn request(conf: &Path, request: &str, snapshot: &Shared) {
             s.last_bulk = Some(std::time::SystemTime::now())
         });
     }
+}
+
+/// Keeps the peers' copies of the flows this node passes from expiring (see [`refresh`]),
+/// until `stopping`.
+fn spawn_refresher(snapshot: Shared, stopping: Arc<AtomicBool>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("conntrack-refresh".into())
+        .spawn(move || {
+            let mut refresher = match refresh::Refresher::new() {
+                Ok(refresher) => refresher,
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "the peers' copies of idle-looking UDP and echo flows cannot be kept \
+                         from expiring"
+                    );
+                    return;
+                }
+            };
+            let period = refresher.period();
+            monitor::update(&snapshot, |s| s.refresh_period = Some(period));
+            let mut failing = false;
+            while !stopping.load(Ordering::SeqCst) {
+                std::thread::sleep(period);
+                match refresher.run_once() {
+                    Ok(stats) => {
+                        failing = false;
+                        monitor::update(&snapshot, |s| s.refresh = Some(stats));
+                    }
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(
+                                error = %e,
+                                "the table could not be read to keep the peers' copies of \
+                                 flows from expiring; trying again"
+                            );
+                        }
+                    }
+                }
+            }
+        })
+        .map(drop)
 }
 
 /// Whether conntrackd's control socket appeared within `timeout`.
