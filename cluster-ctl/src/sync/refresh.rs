@@ -24,8 +24,8 @@ use std::{
 };
 
 use netlink_packet_core::{
-    DefaultNla, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, Nla as _,
+    DefaultNla, Emitable as _, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, Nla as _,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner,
@@ -411,8 +411,20 @@ fn counter_packets(nest: &[u8]) -> Option<u64> {
 }
 
 fn hash_tuple(tuple: &[Tuple], hasher: &mut DefaultHasher) {
-    // The debug form of the parsed tuple: addresses, protocol, ports or echo id.
-    format!("{tuple:?}").hash(hasher);
+    // Its wire form: addresses, protocol, ports or echo id.
+    let mut bytes = [0u8; 128];
+    let mut at = 0;
+    for part in tuple {
+        let length = part.buffer_len();
+        let Some(slot) = bytes.get_mut(at..at + length) else {
+            // Longer than any tuple the kernel makes: hashed by its form instead.
+            format!("{tuple:?}").hash(hasher);
+            return;
+        };
+        part.emit(slot);
+        at += length;
+    }
+    bytes[..at].hash(hasher);
 }
 
 fn tuple_family(identity: &[ConntrackAttribute]) -> u8 {

@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use cluster_ctl::{
     config::Config,
-    sync::{PeerState, conntrackd_conf},
+    sync::{PeerState, conntrackd_conf, refresh::Refresher},
 };
 use fwcluster_lab::{
     Lab, in_netns,
@@ -53,6 +53,10 @@ pub struct Replication {
     pub takeover_wait_ms: f64,
     /// The background claim after a takeover (`conntrackd -R`, `-B`), kernel-table mode.
     pub claim_ms: f64,
+    /// Kernel-table mode: one reading of the active node's table by fwclusterd's refresher
+    /// (which keeps the peers' copies of UDP and echo flows from expiring), done every 10 s
+    /// with the default timeouts. The filled flows are idle: nothing is refreshed.
+    pub refresh_read_ms: f64,
     /// conntrackd's resident memory on the active node and on the peer.
     pub rss_active_kib: u64,
     pub rss_peer_kib: u64,
@@ -267,6 +271,12 @@ fn replication(mode: PeerState, entries: usize) -> Result<Replication> {
     let lab = seed::build()?;
     let dir = tempfile::tempdir()?;
     active_fws1(&lab)?;
+    // As fwclusterd sets it for its refresher: the entries carry packet counts.
+    lab.run(
+        FWS1,
+        "sysctl",
+        &["-qw", "net.netfilter.nf_conntrack_acct=1"],
+    )?;
     let daemons = start_conntrackd(&lab, dir.path(), mode)?;
     let [active, peer] = &daemons;
     let base = peer_count(&lab, peer, mode)?;
@@ -339,6 +349,22 @@ fn replication(mode: PeerState, entries: usize) -> Result<Replication> {
             (0.0, start.elapsed().as_secs_f64() * 1e3)
         }
     };
+    let refresh_read_ms = match mode {
+        PeerState::ExternalCache => 0.0,
+        PeerState::Kernel => in_netns(lab.ns(FWS1), move || -> Result<f64> {
+            let mut refresher = Refresher::new()?;
+            // The first reading learns the counts; the second is the steady state.
+            refresher.run_once()?;
+            let start = Instant::now();
+            let read = refresher.run_once()?;
+            ensure!(
+                read.read as usize >= entries,
+                "the refresher read {} entries of {entries}",
+                read.read
+            );
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        })??,
+    };
     let total = (entries + PROBES) as u64;
     if mode == PeerState::ExternalCache {
         let in_kernel = peer_count(&lab, peer, PeerState::Kernel)?;
@@ -356,6 +382,7 @@ fn replication(mode: PeerState, entries: usize) -> Result<Replication> {
         lag_max_ms: percentile(&lags, 1.0),
         takeover_wait_ms,
         claim_ms,
+        refresh_read_ms,
         rss_active_kib: active.rss_kib()?,
         rss_peer_kib: peer.rss_kib()?,
     })
@@ -392,13 +419,13 @@ pub fn run(runs: usize, sizes: &[usize], json: Option<&Path>) -> Result<()> {
         }
     }
     println!(
-        "\n| peer's entries held in | tracked entries | fill replicated | lag p50 | lag p99 | lag max | takeover waits (commit) | background claim | conntrackd RSS active / peer |"
+        "\n| peer's entries held in | tracked entries | fill replicated | lag p50 | lag p99 | lag max | takeover waits (commit) | background claim | table read for refreshes (every 10 s) | conntrackd RSS active / peer |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (mode, entries, results) in &rows {
         let m = |f: fn(&Replication) -> f64| median(results.iter().map(f));
         println!(
-            "| {} | {entries} | {:.0} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms | {:.0} ms | {:.0} / {:.0} KiB |",
+            "| {} | {entries} | {:.0} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms | {:.0} ms | {} | {:.0} / {:.0} KiB |",
             mode_name(*mode),
             m(|r| r.fill_replicated_ms),
             m(|r| r.lag_p50_ms),
@@ -406,6 +433,10 @@ pub fn run(runs: usize, sizes: &[usize], json: Option<&Path>) -> Result<()> {
             m(|r| r.lag_max_ms),
             m(|r| r.takeover_wait_ms),
             m(|r| r.claim_ms),
+            match mode {
+                PeerState::ExternalCache => "-".to_owned(),
+                PeerState::Kernel => format!("{:.0} ms", m(|r| r.refresh_read_ms)),
+            },
             m(|r| r.rss_active_kib as f64),
             m(|r| r.rss_peer_kib as f64),
         );
