@@ -79,6 +79,11 @@ pub enum Request {
         host: String,
         inner: Box<Request>,
     },
+    /// What connection-tracking helpers did on the sending server: expectations made or
+    /// removed, sequence adjustments (session synchronization).
+    HelperCopies {
+        copies: Vec<crate::sync::helpers::HelperCopy>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

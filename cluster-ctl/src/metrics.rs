@@ -240,6 +240,22 @@ fn register_sync(registry: &mut Registry, view: &StatusView, sync: &crate::statu
         refreshed.clone(),
     );
     refreshed.inc_by(sync.refreshed.unwrap_or(0));
+    let helper_copies = Family::<Vec<(String, String)>, Counter<u64>>::default();
+    registry.register(
+        "sync_helper_copies",
+        "helpers' state (FTP, SIP expectations; sequence adjustments) replicated by fwclusterd: \
+         sent to the peers, written here from them, refused here",
+        helper_copies.clone(),
+    );
+    for (way, count) in [
+        ("sent", sync.helper_copies_sent),
+        ("written", sync.helper_copies_written),
+        ("refused", sync.helper_copies_refused),
+    ] {
+        helper_copies
+            .get_or_create(&vec![("way".to_owned(), way.to_owned())])
+            .inc_by(count);
+    }
     let scan = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     registry.register(
         "sync_refresh_scan_seconds",

@@ -121,6 +121,14 @@ pub struct SyncView {
     pub refresh_read: Option<u64>,
     #[serde(default)]
     pub refresh_took_ms: Option<u64>,
+    /// Helpers' state (FTP, SIP expectations; sequence adjustments) sent to the peers,
+    /// written here from them, refused here.
+    #[serde(default)]
+    pub helper_copies_sent: u64,
+    #[serde(default)]
+    pub helper_copies_written: u64,
+    #[serde(default)]
+    pub helper_copies_refused: u64,
 }
 
 impl SyncView {
@@ -165,6 +173,9 @@ impl SyncView {
             refreshed: snapshot.refresh.map(|r| r.refreshed),
             refresh_read: snapshot.refresh.map(|r| r.read),
             refresh_took_ms: snapshot.refresh.map(|r| r.took.as_millis() as u64),
+            helper_copies_sent: snapshot.helper_copies.sent,
+            helper_copies_written: snapshot.helper_copies.written,
+            helper_copies_refused: snapshot.helper_copies.refused,
         }
     }
 }
@@ -493,6 +504,14 @@ fn sync_line(sync: &SyncView) -> String {
             humantime::format_rfc3339_seconds(at)
         );
     }
+    let _ = write!(
+        line,
+        ", helpers' state {} sent, {} received",
+        sync.helper_copies_sent, sync.helper_copies_written
+    );
+    if sync.helper_copies_refused > 0 {
+        let _ = write!(line, " ({} refused)", sync.helper_copies_refused);
+    }
     if let Some(period) = sync.refresh_period_s {
         let _ = write!(line, ", live flows' copies refreshed every {period} s");
         if let Some(refreshed) = sync.refreshed {
@@ -784,6 +803,11 @@ mod tests {
                 read: 47,
                 took: std::time::Duration::from_millis(3),
             }),
+            helper_copies: crate::sync::helpers::HelperCounts {
+                sent: 2,
+                written: 1,
+                refused: 0,
+            },
         }
     }
 
@@ -832,8 +856,8 @@ mod tests {
         assert_eq!(
             sync_line(&view),
             "SYNC : link silent, 47 entries in the kernel table, 40 replicated from here, 7 \
-             received, 3 unacknowledged, 0 lost and resent, live flows' copies refreshed every \
-             10 s (12 so far)"
+             received, 3 unacknowledged, 0 lost and resent, helpers' state 2 sent, 1 received, live \
+             flows' copies refreshed every 10 s (12 so far)"
         );
     }
 }

@@ -930,16 +930,24 @@ fn port_command_address(line: &str) -> Result<std::net::SocketAddrV4> {
     ))
 }
 
+/// How group0 gets from fws1 to fws2.
+#[derive(Clone, Copy)]
+enum Takeover {
+    NodeLoss,
+    PlannedMove,
+}
+
 /// An active-mode FTP control connection from `client` (in `client_ns`) to the internet
 /// client, through group0 on fws1 with the operator's ruleset running the FTP helper; its
-/// `PORT` command's expectation replicated to fws2; then fws1 lost and fws2 active, still
-/// holding the expectation. Returns the control connection (client end, server end) and the
-/// address the `PORT` command names as the server sees it.
-fn ftp_expectation_through_node_loss(
+/// `PORT` command's expectation replicated to fws2; then group0 on fws2 by `takeover`, which
+/// still holds the expectation. Returns the control connection (client end, server end) and
+/// the address the `PORT` command names as the server sees it.
+fn ftp_expectation_through(
     lab: &Lab,
     cluster: &fwcluster_lab::cluster::Cluster,
     client_ns: &'static str,
     client: std::net::Ipv4Addr,
+    takeover: Takeover,
 ) -> Result<(
     std::net::TcpStream,
     std::net::TcpStream,
@@ -989,14 +997,18 @@ fn ftp_expectation_through_node_loss(
         "the expectation did not reach fws2:\n{}",
         run(lab, FWS2, "conntrack", &["-L", "expect"]).unwrap_or_default()
     );
-    // fws1 is lost: fws2 keeps the expectation through its takeover. (A planned move costs a
-    // pending expectation: see `Conntrackd::took_over`.)
-    lab.cut_host(FWS1)?;
+    match takeover {
+        Takeover::NodeLoss => lab.cut_host(FWS1)?,
+        Takeover::PlannedMove => {
+            let (ok, out) = cluster.tool(lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
+            ensure!(ok, "clpgrp -m: {out}");
+        }
+    }
     cluster.wait_for(
         FWS2,
         "FWC201",
         "group0 is active on fws2",
-        Duration::from_secs(3),
+        Duration::from_secs(5),
     )?;
     std::thread::sleep(Duration::from_millis(300));
     ensure!(
@@ -1007,41 +1019,106 @@ fn ftp_expectation_through_node_loss(
     Ok((client_end, server_end, expected))
 }
 
+/// After the takeover: the server opens the data connection to `connect_to`, as active-mode
+/// FTP does, and only the expectation lets it through fws2 (the forward chain drops new
+/// connections from the internet), to `listen_at` on the client; it carries data, and the
+/// control connection goes on, the server first.
+fn ftp_data_connection_and_control_continue(
+    lab: &Lab,
+    client_ns: &'static str,
+    listen_at: std::net::SocketAddrV4,
+    connect_to: std::net::SocketAddrV4,
+    (mut client, mut server): (std::net::TcpStream, std::net::TcpStream),
+) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    let data_listener =
+        fwcluster_lab::in_netns(lab.ns(client_ns), move || TcpListener::bind(listen_at))??;
+    let mut data_from_server = fwcluster_lab::in_netns(lab.ns(seed::INET_CLIENT), move || {
+        TcpStream::connect_timeout(&connect_to.into(), Duration::from_secs(2))
+    })?
+    .with_context(|| {
+        format!(
+            "the server's data connection to {connect_to} through fws2:\n{}",
+            run(lab, FWS2, "conntrack", &["-L", "expect"]).unwrap_or_default()
+        )
+    })?;
+    let (mut data_at_client, _) = data_listener.accept()?;
+    data_at_client.set_read_timeout(Some(Duration::from_secs(3)))?;
+    data_from_server.write_all(b"file contents")?;
+    let mut buffer = [0u8; 13];
+    data_at_client
+        .read_exact(&mut buffer)
+        .context("the data at the client")?;
+    ensure!(&buffer == b"file contents");
+    server.write_all(b"226 Transfer complete\r\n")?;
+    let mut reply = [0u8; 23];
+    client
+        .read_exact(&mut reply)
+        .context("the server's reply on the control connection")?;
+    ensure!(&reply == b"226 Transfer complete\r\n");
+    client.write_all(b"QUIT\r\n")?;
+    let mut quit = [0u8; 6];
+    server
+        .read_exact(&mut quit)
+        .context("the client's command on the control connection")?;
+    ensure!(&quit == b"QUIT\r\n");
+    Ok(())
+}
+
+/// The whole of an FTP session through a takeover, hidden behind group0's address: the NAT
+/// helper rewrote the `PORT` command on fws1 (3 bytes shorter), and after the takeover the
+/// data connection the server opens for that expectation is translated back to the client by
+/// fws2, and the control connection goes on with its sequence numbers adjusted.
 #[test]
-fn an_ftp_expectation_with_its_nat_rewrite_is_replicated_and_kept_through_a_takeover() -> Result<()>
-{
+fn a_nated_ftp_session_continues_through_node_loss() -> Result<()> {
+    nated_ftp_session_through(Takeover::NodeLoss)
+}
+
+/// The same through `clpgrp -m`: the pending expectation is not lost on the way.
+#[test]
+fn a_nated_ftp_session_continues_through_a_planned_move() -> Result<()> {
+    nated_ftp_session_through(Takeover::PlannedMove)
+}
+
+fn nated_ftp_session_through(takeover: Takeover) -> Result<()> {
     let lab = seed::build()?;
     let body = format!(
         "{TIMING}{}{GROUP0}\n[sync]\ninterconnect = 0\nwait = \"1s\"\n",
         fwcluster_lab::seed_servers!()
     );
     let cluster = started(&lab, &body, true)?;
-    // From the intranet, hidden behind group0's address: the NAT helper rewrites the PORT
-    // command. (The data connection through fws2 needs the expectation's NAT, which does not
-    // reach fws2's kernel: see README, session synchronization.)
-    let (_client, _server, expected) = ftp_expectation_through_node_loss(
+    let (client, server, expected) = ftp_expectation_through(
         &lab,
         &cluster,
         seed::INTRA_CLIENT1,
         seed::INTRA_CLIENT1_ADDRESS,
+        takeover,
     )?;
     ensure!(
         *expected.ip() == seed::GROUP0_INET_FIP,
         "the FTP NAT helper did not rewrite the PORT command to group0's address: {expected}"
     );
-    Ok(())
+    let status = cluster.status(FWS2)?.sync.context("fws2's sync view")?;
+    ensure!(
+        status.helper_copies_written > 0,
+        "fws2 reports no expectation written from fws1: {status:?}"
+    );
+    ftp_data_connection_and_control_continue(
+        &lab,
+        seed::INTRA_CLIENT1,
+        std::net::SocketAddrV4::new(seed::INTRA_CLIENT1_ADDRESS, 200 * 256 + 10),
+        expected,
+        (client, server),
+    )
 }
 
-/// The whole of an FTP session through a takeover: the data connection the server opens after
-/// it, for an expectation made on fws1, is let through by fws2 as related, and both
-/// connections carry data.
+/// The same, from the DMZ, which is not hidden: the expectation carries no NAT.
 #[test]
 fn an_ftp_data_connection_for_an_expectation_made_before_a_takeover_passes_the_new_node()
 -> Result<()> {
-    use std::io::{Read as _, Write as _};
-    use std::net::{TcpListener, TcpStream};
     let lab = seed::build()?;
-    // group0 with the DMZ's gateway as well; the DMZ is not hidden.
+    // group0 with the DMZ's gateway as well.
     let body = format!(
         "{TIMING}{}{GROUP0}
   [[group.fip]]
@@ -1055,39 +1132,22 @@ wait = \"1s\"
         fwcluster_lab::seed_servers!()
     );
     let cluster = started(&lab, &body, true)?;
-    let (mut client, mut server, expected) =
-        ftp_expectation_through_node_loss(&lab, &cluster, seed::DMZ_HOST, seed::DMZ_HOST_ADDRESS)?;
+    let (client, server, expected) = ftp_expectation_through(
+        &lab,
+        &cluster,
+        seed::DMZ_HOST,
+        seed::DMZ_HOST_ADDRESS,
+        Takeover::NodeLoss,
+    )?;
     ensure!(
         *expected.ip() == seed::DMZ_HOST_ADDRESS,
         "not NAT'd, the PORT command is unchanged: {expected}"
     );
-    let data_listener =
-        fwcluster_lab::in_netns(lab.ns(seed::DMZ_HOST), move || TcpListener::bind(expected))??;
-    // The server opens the data connection, as active-mode FTP does; only the expectation
-    // lets it through (the forward chain drops new connections from the internet).
-    let mut data_from_server = fwcluster_lab::in_netns(lab.ns(seed::INET_CLIENT), move || {
-        TcpStream::connect_timeout(&expected.into(), Duration::from_secs(2))
-    })?
-    .with_context(|| {
-        format!(
-            "the server's data connection to {expected} through fws2:\n{}",
-            run(&lab, FWS2, "conntrack", &["-L", "expect"]).unwrap_or_default()
-        )
-    })?;
-    let (mut data_at_client, _) = data_listener.accept()?;
-    data_at_client.set_read_timeout(Some(Duration::from_secs(3)))?;
-    data_from_server.write_all(b"file contents")?;
-    let mut buffer = [0u8; 13];
-    data_at_client.read_exact(&mut buffer)?;
-    ensure!(&buffer == b"file contents");
-    // The control connection goes on too, the server first.
-    server.write_all(b"226 Transfer complete\r\n")?;
-    let mut reply = [0u8; 23];
-    client.read_exact(&mut reply)?;
-    ensure!(&reply == b"226 Transfer complete\r\n");
-    client.write_all(b"QUIT\r\n")?;
-    let mut quit = [0u8; 6];
-    server.read_exact(&mut quit)?;
-    ensure!(&quit == b"QUIT\r\n");
-    Ok(())
+    ftp_data_connection_and_control_continue(
+        &lab,
+        seed::DMZ_HOST,
+        expected,
+        expected,
+        (client, server),
+    )
 }

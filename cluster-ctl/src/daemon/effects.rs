@@ -18,6 +18,10 @@ impl Daemon {
                     epoch,
                     until,
                 } => {
+                    // The peers' sequence adjustments before the addresses are answered.
+                    if let Some(conntrackd) = &self.conntrackd {
+                        conntrackd.helpers().take_over();
+                    }
                     let result =
                         self.dataplane
                             .acquire_until(group as u32, epoch, until.as_nanos());
@@ -30,6 +34,7 @@ impl Daemon {
                     if granted {
                         self.resources.announce_now(group);
                         if let Some(conntrackd) = &self.conntrackd {
+                            conntrackd.helpers().set_passing(true);
                             conntrackd.took_over();
                         }
                     }
@@ -51,6 +56,9 @@ impl Daemon {
                     self.answering.set(group, 0);
                     if let Err(e) = self.dataplane.release(group as u32, epoch) {
                         tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "lease release");
+                    }
+                    if let Some(conntrackd) = &self.conntrackd {
+                        conntrackd.helpers().set_passing(self.passes_traffic());
                     }
                 }
                 Action::Activate {
@@ -118,15 +126,31 @@ impl Daemon {
             flowshares.owned_by(me).values().sum()
         };
         let before = owned(&self.flowshares);
+        // Not at this node's own start (it owned nothing): it has taken no one's connections.
+        let takes = |after: usize| before > 0 && after > before;
+        if let Some(conntrackd) = &self.conntrackd
+            && live.len() < self.config.server.len()
+            && before > 0
+        {
+            // Perhaps buckets are taken over: the peers' sequence adjustments first.
+            conntrackd.helpers().take_over();
+        }
         if let Err(e) = self.flowshares.rebalance(&mut self.dataplane, &live) {
             tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
         }
-        // Not at this node's own start (it owned nothing): it has taken no one's connections.
-        if before > 0
-            && owned(&self.flowshares) > before
-            && let Some(conntrackd) = &self.conntrackd
-        {
-            conntrackd.took_over();
+        if let Some(conntrackd) = &self.conntrackd {
+            conntrackd.helpers().set_passing(self.passes_traffic());
+            if takes(owned(&self.flowshares)) {
+                conntrackd.took_over();
+            }
         }
+    }
+
+    /// Whether this node passes traffic now: it answers for a group, or deals flow-share
+    /// buckets.
+    pub(super) fn passes_traffic(&self) -> bool {
+        let me = self.engine.config().me as u32;
+        (0..self.config.group.len()).any(|group| self.answering.now(group))
+            || self.flowshares.owned_by(me).values().any(|&n| n > 0)
     }
 }

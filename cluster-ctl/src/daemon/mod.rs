@@ -162,6 +162,7 @@ pub fn run(options: Options) -> Result<()> {
         answering.clone(),
     )?;
     resources.adopt(&adopted);
+    let send_helper_copies = wiring::send_helper_copies(&config, me, key.clone());
     wiring::serve_control(
         &config,
         me,
@@ -173,9 +174,14 @@ pub fn run(options: Options) -> Result<()> {
     // Session synchronization runs before the loop takes anything: peers' entries arrive in
     // this node's kernel table from now on (R-SYNC-1, R-SYNC-2).
     let runs_nothing = !adopted.iter().any(|a| *a);
-    let conntrackd =
-        crate::sync::process::Conntrackd::start(&config, me, &options.run_dir, runs_nothing)
-            .context("starting session synchronization (conntrackd)")?;
+    let conntrackd = crate::sync::process::Conntrackd::start(
+        &config,
+        me,
+        &options.run_dir,
+        runs_nothing,
+        send_helper_copies,
+    )
+    .context("starting session synchronization (conntrackd)")?;
     tracing::info!(
         id = catalog::DAEMON_STARTED.id,
         node,

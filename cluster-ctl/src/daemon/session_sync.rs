@@ -35,6 +35,10 @@ impl Daemon {
         };
         let cfg = self.engine.config();
         let (me, peer) = (cfg.me, 1 - cfg.me);
+        conntrackd
+            .helpers()
+            .set_peer_online(self.engine.is_online(peer));
+        conntrackd.helpers().set_passing(self.passes_traffic());
         let snapshot = conntrackd.snapshot();
         let Some(before) = self.sync_watch.observe(
             std::time::Instant::now(),

@@ -125,6 +125,43 @@ pub(super) fn serve_control(
     )
 }
 
+/// Sends helpers' state (expectations, sequence adjustments) to the other server's daemon
+/// over the peer API.
+pub(super) fn send_helper_copies(
+    config: &Config,
+    me: usize,
+    key: Key,
+) -> crate::sync::helpers::SendCopies {
+    use crate::sync::helpers::NotDelivered;
+    // Session synchronization runs between two servers (see `sync::conntrackd_conf`).
+    let addresses: Vec<SocketAddr> = config
+        .server
+        .iter()
+        .enumerate()
+        .find(|(n, _)| *n != me)
+        .map(|(_, server)| {
+            server
+                .interconnect
+                .iter()
+                .map(|net| SocketAddr::from((net.addr(), config.cluster.api_port)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let node = config.server[me].name.clone();
+    Box::new(move |copies| {
+        let request = control::Request::HelperCopies { copies };
+        match crate::peer::request(&addresses, &key, &node, &request) {
+            Ok(control::Response::Accepted { .. }) => Ok(()),
+            Ok(other) => Err(NotDelivered {
+                why: format!("it answered {other:?}"),
+            }),
+            Err(e) => Err(NotDelivered {
+                why: format!("{e:#}"),
+            }),
+        }
+    })
+}
+
 /// Probes the tie-breakers in a thread of its own; the verdict reaches the loop as
 /// [`Input::Tiebreaker`].
 pub(super) fn probe_tiebreakers(targets: Vec<Ipv4Addr>, inputs: Sender<Input>) {

@@ -7,6 +7,8 @@
 //! external cache, committed into the kernel table when it takes a group over, or in the kernel
 //! table itself all the time ([`PeerState`]); [`process`] runs it as part of the node.
 
+pub mod ctnetlink;
+pub mod helpers;
 pub mod monitor;
 pub mod process;
 pub mod refresh;
@@ -103,8 +105,10 @@ pub fn conntrackd_conf(
          \t\tRcvSocketBuffer 1249280\n\
          \t\tChecksum on\n\
          \t}}\n\
+         \t# Expectations are replicated by fwclusterd (sync::helpers): through conntrackd\n\
+         \t# their NAT would not reach the peer's kernel.\n\
          \tOptions {{\n\
-         \t\tExpectationSync On\n\
+         \t\tExpectationSync Off\n\
          \t}}\n\
          }}\n\
          General {{\n\
@@ -173,6 +177,8 @@ interconnect = ["169.254.12.2/24", "169.254.13.2/24"]
             );
             assert!(text.contains("Mode FTFW {"), "{text}");
             assert!(text.contains("Port 3780\n") && text.contains("Interface eth4\n"));
+            // fwclusterd replicates expectations itself (sync::helpers).
+            assert!(text.contains("ExpectationSync Off\n"), "{text}");
             // The cluster's own traffic is not synchronized.
             for address in ["169.254.12.1", "169.254.12.2", "127.0.0.1"] {
                 assert!(

@@ -145,6 +145,8 @@ pub struct SyncSnapshot {
     /// expiring, and what the last reading did (`None` until the first).
     pub refresh_period: Option<Duration>,
     pub refresh: Option<super::refresh::RefreshStats>,
+    /// Helpers' state (expectations, sequence adjustments) replicated by fwclusterd.
+    pub helper_copies: super::helpers::HelperCounts,
 }
 
 pub type Shared = Arc<Mutex<SyncSnapshot>>;
@@ -160,6 +162,7 @@ pub fn shared() -> Shared {
         last_claim: None,
         refresh_period: None,
         refresh: None,
+        helper_copies: Default::default(),
     }))
 }
 
@@ -439,6 +442,7 @@ not enough space errors:\t           3
             last_claim: None,
             refresh_period: None,
             refresh: None,
+            helper_copies: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use std::{
 
 use super::{
     PeerState, SyncConfigError, conntrackd_conf,
+    helpers::{HelperSync, SendCopies},
     monitor::{self, Shared},
     refresh,
 };
@@ -35,6 +36,8 @@ pub enum SyncProcessError {
     Write { path: PathBuf, source: io::Error },
     #[error("starting conntrackd (install conntrack-tools: cargo xtask setup, or conntrackd): {0}")]
     Spawn(io::Error),
+    #[error("replicating helpers' state: {0}")]
+    Helpers(#[from] super::ctnetlink::CtnetlinkError),
 }
 
 /// The running conntrackd of this node; stopped when dropped.
@@ -43,6 +46,7 @@ pub struct Conntrackd {
     pid: Arc<AtomicU32>,
     stopping: Arc<AtomicBool>,
     snapshot: Shared,
+    helpers: HelperSync,
 }
 
 impl Conntrackd {
@@ -51,11 +55,13 @@ impl Conntrackd {
     /// was adopted) the kernel's table is emptied first: what it holds is from before this
     /// node went away, its TCP windows since moved on through a peer, and an entry that exists
     /// is not replaced by the peers' resync, which follows at once (`StartupResync`).
+    /// What helpers leave goes to the peers with `send_helper_copies` ([`HelperSync`]).
     pub fn start(
         config: &Config,
         me: usize,
         run_dir: &Path,
         fresh_table: bool,
+        send_helper_copies: SendCopies,
     ) -> Result<Option<Self>, SyncProcessError> {
         let Some(sync) = &config.sync else {
             return Ok(None);
@@ -140,6 +146,7 @@ impl Conntrackd {
         monitor::spawn_poller(conf.clone(), snapshot.clone(), stopping.clone())
             .map_err(SyncProcessError::Spawn)?;
         spawn_refresher(snapshot.clone(), stopping.clone()).map_err(SyncProcessError::Spawn)?;
+        let helpers = HelperSync::start(send_helper_copies, snapshot.clone(), stopping.clone())?;
         // Announced once it answers, so that "started" means replicating. A node that adopted
         // groups (this daemon restarted) has entries the new conntrackd never saw created,
         // some of them perhaps made while none ran: it takes them in and sends them all.
@@ -219,6 +226,7 @@ impl Conntrackd {
             pid,
             stopping,
             snapshot,
+            helpers,
         }))
     }
 
@@ -232,9 +240,8 @@ impl Conntrackd {
     /// from it, so their TCP windows are learnt anew from the next packets. Its own entries
     /// stopped seeing the connections at the move, and an acknowledgement of data they never
     /// saw is invalid to them: without the bulk, moving a group back reset its connections
-    /// (found by the planned-move test). Its cost: expectations (FTP, SIP) pending at that
-    /// moment are re-created on the peer too, and the events of that come back and remove them
-    /// here; a client opens its next data connection with a new command.
+    /// (found by the planned-move test). Expectations are not part of it: fwclusterd replicates
+    /// them itself (`sync::helpers`).
     pub fn took_over(&self) {
         let (conf, snapshot) = (self.conf.clone(), self.snapshot.clone());
         let spawned = std::thread::Builder::new()
@@ -264,6 +271,12 @@ impl Conntrackd {
     /// The process id of the running conntrackd.
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::SeqCst)
+    }
+
+    /// The replication of what connection-tracking helpers leave (expectations, sequence
+    /// adjustments), which fwclusterd does itself.
+    pub fn helpers(&self) -> &HelperSync {
+        &self.helpers
     }
 
     /// What conntrackd reported last.

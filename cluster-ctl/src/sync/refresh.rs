@@ -18,20 +18,17 @@
 use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash as _, Hasher as _},
-    io,
     path::Path,
     time::{Duration, Instant},
 };
 
-use netlink_packet_core::{
-    DefaultNla, Emitable as _, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, Nla as _,
-};
+use netlink_packet_core::{DefaultNla, Emitable as _, Nla as _};
 use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner,
+    NetfilterMessageInner,
     conntrack::{ConntrackAttribute, ConntrackMessage, IPTuple, Tuple},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+use super::ctnetlink::{Ctnetlink, CtnetlinkError};
 
 const AF_UNSPEC: u8 = libc::AF_UNSPEC as u8;
 const AF_INET: u8 = libc::AF_INET as u8;
@@ -117,19 +114,6 @@ pub fn period_for(timeouts: impl IntoIterator<Item = u64>) -> Duration {
     Duration::from_secs((shortest / 3).clamp(1, 60))
 }
 
-/// Why the table cannot be read or refreshed.
-#[derive(Debug, thiserror::Error)]
-pub enum RefreshError {
-    #[error("ctnetlink socket: {0}")]
-    Socket(io::Error),
-    #[error("reading the connection tracking table: {0}")]
-    Receive(io::Error),
-    #[error("the kernel's answer to the table dump cannot be read: {0}")]
-    Decode(String),
-    #[error("the kernel refused a table request: {}", io::Error::from_raw_os_error(*.0))]
-    Refused(i32),
-}
-
 /// What the last reading found and did, for `clpstat -i` and the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RefreshStats {
@@ -143,10 +127,9 @@ pub struct RefreshStats {
 
 /// The node's reader of its own table.
 pub struct Refresher {
-    socket: Socket,
+    ctnetlink: Ctnetlink,
     plan: RefreshPlan,
     period: Duration,
-    sequence: u32,
     stats: RefreshStats,
 }
 
@@ -157,12 +140,8 @@ impl Refresher {
     /// Opens ctnetlink in this network namespace, turns the kernel's per-connection packet
     /// counting on (logged when it was off) and derives the period from the namespace's
     /// timeouts.
-    pub fn new() -> Result<Self, RefreshError> {
-        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(RefreshError::Socket)?;
-        socket
-            .bind_auto()
-            .and_then(|_| socket.connect(&SocketAddr::new(0, 0)))
-            .map_err(RefreshError::Socket)?;
+    pub fn new() -> Result<Self, CtnetlinkError> {
+        let ctnetlink = Ctnetlink::open()?;
         if std::fs::read_to_string(ACCOUNTING).is_ok_and(|v| v.trim() == "0") {
             match std::fs::write(ACCOUNTING, "1") {
                 Ok(()) => tracing::info!(
@@ -183,10 +162,9 @@ impl Refresher {
                 .unwrap_or(0)
         });
         Ok(Self {
-            socket,
+            ctnetlink,
             plan: RefreshPlan::default(),
             period: period_for(timeouts),
-            sequence: 0,
             stats: RefreshStats::default(),
         })
     }
@@ -197,9 +175,21 @@ impl Refresher {
     }
 
     /// One reading, and the refreshes it calls for.
-    pub fn run_once(&mut self) -> Result<RefreshStats, RefreshError> {
+    pub fn run_once(&mut self) -> Result<RefreshStats, CtnetlinkError> {
         let started = Instant::now();
-        let entries = self.dump()?;
+        let entries: Vec<Entry> = self
+            .ctnetlink
+            .dump(NetfilterMessageInner::Conntrack(ConntrackMessage::Get(
+                Vec::new(),
+            )))?
+            .into_iter()
+            .filter_map(|message| match message.inner {
+                NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)) => {
+                    Entry::read(u8::from(message.header.family), attributes)
+                }
+                _ => None,
+            })
+            .collect();
         let readings: Vec<EntryReading> = entries.iter().map(|e| e.reading.clone()).collect();
         let refresh = self.plan.decide(started, self.period, &readings);
         for &index in &refresh {
@@ -212,111 +202,18 @@ impl Refresher {
         Ok(self.stats)
     }
 
-    fn next_sequence(&mut self) -> u32 {
-        self.sequence = self.sequence.wrapping_add(1);
-        self.sequence
-    }
-
-    fn send(&mut self, family: u8, flags: u16, attributes: Vec<ConntrackAttribute>, dump: bool) {
-        let inner = if dump {
-            ConntrackMessage::Get(attributes)
-        } else {
-            ConntrackMessage::New(attributes)
-        };
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        header.sequence_number = self.next_sequence();
-        let mut message = NetlinkMessage::new(
-            header,
-            NetlinkPayload::from(NetfilterMessage::new(
-                NetfilterHeader::new(family.into(), 0, 0),
-                inner,
-            )),
-        );
-        message.finalize();
-        let mut buffer = vec![0; message.buffer_len()];
-        message.serialize(&mut buffer);
-        if let Err(e) = self.socket.send(&buffer, 0) {
-            tracing::debug!(error = %e, "ctnetlink request not sent");
-        }
-    }
-
-    /// Every entry of both families.
-    fn dump(&mut self) -> Result<Vec<Entry>, RefreshError> {
-        self.send(AF_UNSPEC, NLM_F_REQUEST | NLM_F_DUMP, Vec::new(), true);
-        let sequence = self.sequence;
-        let mut entries = Vec::new();
-        let mut buffer = vec![0u8; 1 << 20];
-        loop {
-            let size = self
-                .socket
-                .recv(&mut &mut buffer[..], 0)
-                .map_err(RefreshError::Receive)?;
-            let mut offset = 0;
-            while offset < size {
-                let bytes = &buffer[offset..size];
-                let length = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|e| RefreshError::Decode(e.to_string()))?
-                    .length() as usize;
-                if length == 0 || length > bytes.len() {
-                    return Err(RefreshError::Decode(format!(
-                        "a message of {length} bytes in {} received",
-                        bytes.len()
-                    )));
-                }
-                offset += length.next_multiple_of(4);
-                let message = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes[..length])
-                    .map_err(|e| RefreshError::Decode(e.to_string()))?;
-                if message.header.sequence_number != sequence {
-                    // A late acknowledgement of a refresh.
-                    continue;
-                }
-                match message.payload {
-                    NetlinkPayload::Done(_) => return Ok(entries),
-                    NetlinkPayload::Error(e) => {
-                        return Err(RefreshError::Refused(e.code.map_or(0, |c| -c.get())));
-                    }
-                    NetlinkPayload::InnerMessage(NetfilterMessage {
-                        header,
-                        inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)),
-                        ..
-                    }) => entries.extend(Entry::read(u8::from(header.family), attributes)),
-                    _ => {}
-                }
-            }
-        }
-    }
-
     /// Asks for an update of `entry` that changes nothing (its original tuple and zone only),
     /// which the kernel reports to conntrackd as a change. `false` when the entry is gone
     /// (expired or removed since the dump).
-    fn touch(&mut self, entry: &Entry) -> Result<bool, RefreshError> {
-        self.send(
+    fn touch(&mut self, entry: &Entry) -> Result<bool, CtnetlinkError> {
+        match self.ctnetlink.request(
             entry.family,
-            NLM_F_REQUEST | NLM_F_ACK,
-            entry.identity.clone(),
-            false,
-        );
-        let sequence = self.sequence;
-        let mut buffer = vec![0u8; 8192];
-        loop {
-            let size = self
-                .socket
-                .recv(&mut &mut buffer[..], 0)
-                .map_err(RefreshError::Receive)?;
-            let message = NetlinkMessage::<NetfilterMessage>::deserialize(&buffer[..size])
-                .map_err(|e| RefreshError::Decode(e.to_string()))?;
-            if message.header.sequence_number != sequence {
-                continue;
-            }
-            return match message.payload {
-                NetlinkPayload::Error(e) => match e.code.map_or(0, |c| -c.get()) {
-                    0 => Ok(true),
-                    libc::ENOENT => Ok(false),
-                    code => Err(RefreshError::Refused(code)),
-                },
-                _ => Ok(true),
-            };
+            0,
+            NetfilterMessageInner::Conntrack(ConntrackMessage::New(entry.identity.clone())),
+        ) {
+            Ok(()) => Ok(true),
+            Err(CtnetlinkError::Refused(libc::ENOENT)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }
