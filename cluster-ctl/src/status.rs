@@ -802,6 +802,7 @@ mod tests {
                 refreshed: 12,
                 read: 47,
                 took: std::time::Duration::from_millis(3),
+                failed: 0,
             }),
             helper_copies: crate::sync::helpers::HelperCounts {
                 sent: 2,

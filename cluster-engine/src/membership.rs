@@ -83,6 +83,12 @@ impl Engine {
         peer == self.me() || self.peers.get(peer).is_some_and(|p| p.online)
     }
 
+    /// The life of `peer` last heard (its daemon's incarnation; 0: never heard): a change means
+    /// the peer's daemon restarted, perhaps within a timeout, with what it kept in memory lost.
+    pub fn incarnation_of(&self, peer: NodeId) -> u64 {
+        self.peers.get(peer).map_or(0, |p| p.incarnation)
+    }
+
     /// Whether `report` from `from` is the newest heard from that peer: a heartbeat overtaken
     /// by a newer one (another link, a delay) still proves the peer alive, but its report and
     /// echo are older than what is known and are not used.

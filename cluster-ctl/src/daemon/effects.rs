@@ -19,8 +19,8 @@ impl Daemon {
                     until,
                 } => {
                     // The peers' sequence adjustments before the addresses are answered.
-                    if let Some(conntrackd) = &self.conntrackd {
-                        conntrackd.helpers().take_over();
+                    if let Some(helpers) = self.conntrackd.as_ref().and_then(|c| c.helpers()) {
+                        helpers.take_over(Some(&self.group_addresses(group)));
                     }
                     let result =
                         self.dataplane
@@ -34,7 +34,9 @@ impl Daemon {
                     if granted {
                         self.resources.announce_now(group);
                         if let Some(conntrackd) = &self.conntrackd {
-                            conntrackd.helpers().set_passing(true);
+                            if let Some(helpers) = conntrackd.helpers() {
+                                helpers.set_passing(true);
+                            }
                             conntrackd.took_over();
                         }
                     }
@@ -57,8 +59,8 @@ impl Daemon {
                     if let Err(e) = self.dataplane.release(group as u32, epoch) {
                         tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "lease release");
                     }
-                    if let Some(conntrackd) = &self.conntrackd {
-                        conntrackd.helpers().set_passing(self.passes_traffic());
+                    if let Some(helpers) = self.conntrackd.as_ref().and_then(|c| c.helpers()) {
+                        helpers.set_passing(self.passes_traffic());
                     }
                 }
                 Action::Activate {
@@ -126,24 +128,37 @@ impl Daemon {
             flowshares.owned_by(me).values().sum()
         };
         let before = owned(&self.flowshares);
-        // Not at this node's own start (it owned nothing): it has taken no one's connections.
-        let takes = |after: usize| before > 0 && after > before;
-        if let Some(conntrackd) = &self.conntrackd
-            && live.len() < self.config.server.len()
-            && before > 0
-        {
-            // Perhaps buckets are taken over: the peers' sequence adjustments first.
-            conntrackd.helpers().take_over();
-        }
         if let Err(e) = self.flowshares.rebalance(&mut self.dataplane, &live) {
             tracing::error!(id = catalog::LEASE_REFUSED.id, error = %e, "flow share");
         }
+        let after = owned(&self.flowshares);
         if let Some(conntrackd) = &self.conntrackd {
-            conntrackd.helpers().set_passing(self.passes_traffic());
-            if takes(owned(&self.flowshares)) {
+            if let Some(helpers) = conntrackd.helpers() {
+                helpers.set_passing(self.passes_traffic());
+                // Buckets taken (also back, at a return): the peers' sequence adjustments,
+                // just after the buckets moved (flows are not told apart by group).
+                if after > before {
+                    helpers.take_over(None);
+                }
+            }
+            // Not at this node's own start (it owned nothing): it has taken no one's
+            // connections.
+            if before > 0 && after > before {
                 conntrackd.took_over();
             }
         }
+    }
+
+    /// The addresses of `group` (floating and proxy-ARP): the connections a takeover of it
+    /// takes over are NAT'd to, or addressed to, one of them.
+    fn group_addresses(&self, group: usize) -> Vec<std::net::IpAddr> {
+        self.config.group.get(group).map_or_else(Vec::new, |g| {
+            g.fip
+                .iter()
+                .map(|f| std::net::IpAddr::V4(f.address.addr()))
+                .chain(g.parp.iter().map(|p| std::net::IpAddr::V4(p.address)))
+                .collect()
+        })
     }
 
     /// Whether this node passes traffic now: it answers for a group, or deals flow-share

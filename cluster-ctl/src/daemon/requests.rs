@@ -24,26 +24,28 @@ impl Daemon {
             Request::Remote { host, .. } => Response::Error {
                 message: format!("{host}: not forwarded"),
             },
-            Request::HelperCopies { copies } => match &self.conntrackd {
-                None => Response::Refused {
-                    message: "this server has no [sync]".into(),
-                },
-                Some(conntrackd) => match conntrackd.helpers().receive(copies) {
-                    Ok(count) => Response::Accepted {
-                        message: format!("{count} copies"),
+            Request::HelperCopies { copies } => {
+                match self.conntrackd.as_ref().and_then(|c| c.helpers()) {
+                    None => Response::Refused {
+                        message: "this server does not replicate helpers' state (no [sync])".into(),
                     },
-                    Err(e) => {
-                        tracing::warn!(
-                            id = catalog::PACKET_REJECTED.id,
-                            error = %e,
-                            "helpers' state from a peer refused"
-                        );
-                        Response::Refused {
-                            message: e.to_string(),
+                    Some(helpers) => match helpers.receive(copies) {
+                        Ok(count) => Response::Accepted {
+                            message: format!("{count} copies"),
+                        },
+                        Err(e) => {
+                            tracing::warn!(
+                                id = catalog::PACKET_REJECTED.id,
+                                error = %e,
+                                "helpers' state from a peer refused"
+                            );
+                            Response::Refused {
+                                message: e.to_string(),
+                            }
                         }
-                    }
-                },
-            },
+                    },
+                }
+            }
             Request::Group { op, group, to } => {
                 let command = match command_for(&self.config, op, &group, to.as_deref()) {
                     Ok(command) => command,

@@ -35,10 +35,13 @@ impl Daemon {
         };
         let cfg = self.engine.config();
         let (me, peer) = (cfg.me, 1 - cfg.me);
-        conntrackd
-            .helpers()
-            .set_peer_online(self.engine.is_online(peer));
-        conntrackd.helpers().set_passing(self.passes_traffic());
+        if let Some(helpers) = conntrackd.helpers() {
+            helpers.set_peer(
+                self.engine.is_online(peer),
+                self.engine.incarnation_of(peer),
+            );
+            helpers.set_passing(self.passes_traffic());
+        }
         let snapshot = conntrackd.snapshot();
         let Some(before) = self.sync_watch.observe(
             std::time::Instant::now(),

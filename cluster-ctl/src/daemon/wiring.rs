@@ -152,12 +152,10 @@ pub(super) fn send_helper_copies(
         let request = control::Request::HelperCopies { copies };
         match crate::peer::request(&addresses, &key, &node, &request) {
             Ok(control::Response::Accepted { .. }) => Ok(()),
-            Ok(other) => Err(NotDelivered {
-                why: format!("it answered {other:?}"),
-            }),
-            Err(e) => Err(NotDelivered {
-                why: format!("{e:#}"),
-            }),
+            // Busy (it did not answer in time): asked again later.
+            Ok(control::Response::Error { message }) => Err(NotDelivered::Unreachable(message)),
+            Ok(other) => Err(NotDelivered::Refused(format!("{other:?}"))),
+            Err(e) => Err(NotDelivered::Unreachable(format!("{e:#}"))),
         }
     })
 }

@@ -16,6 +16,8 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 pub enum CtnetlinkError {
     #[error("ctnetlink socket: {0}")]
     Socket(io::Error),
+    #[error("writing to ctnetlink: {0}")]
+    Send(io::Error),
     #[error("reading from ctnetlink: {0}")]
     Receive(io::Error),
     #[error("the kernel's ctnetlink message cannot be read: {0}")]
@@ -23,6 +25,10 @@ pub enum CtnetlinkError {
     #[error("the kernel refused a ctnetlink request: {}", io::Error::from_raw_os_error(*.0))]
     Refused(i32),
 }
+
+/// How long the kernel may take to answer a request (it answers at once, unless the socket is
+/// broken): no caller waits for good.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A ctnetlink socket of this network namespace.
 pub struct Ctnetlink {
@@ -43,12 +49,14 @@ impl Ctnetlink {
         socket
             .connect(&SocketAddr::new(0, 0))
             .map_err(CtnetlinkError::Socket)?;
-        Ok(Self {
+        let this = Self {
             socket,
             port,
             sequence: 0,
             buffer: vec![0; 1 << 20],
-        })
+        };
+        this.wake_every(ANSWER_TIMEOUT)?;
+        Ok(this)
     }
 
     /// A socket that receives the kernel's events of `groups` (`NFNLGRP_*`), waking at least
@@ -60,13 +68,21 @@ impl Ctnetlink {
                 .add_membership(group)
                 .map_err(CtnetlinkError::Socket)?;
         }
-        nix::sys::socket::setsockopt(
-            &this.socket,
-            nix::sys::socket::sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(tick.as_secs() as i64, i64::from(tick.subsec_micros())),
-        )
-        .map_err(|e| CtnetlinkError::Socket(e.into()))?;
+        this.wake_every(tick)?;
         Ok(this)
+    }
+
+    /// A receive returns after `timeout` at the latest.
+    fn wake_every(&self, timeout: Duration) -> Result<(), CtnetlinkError> {
+        nix::sys::socket::setsockopt(
+            &self.socket,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(
+                timeout.as_secs() as i64,
+                i64::from(timeout.subsec_micros()),
+            ),
+        )
+        .map_err(|e| CtnetlinkError::Socket(e.into()))
     }
 
     /// The socket's netlink port: the kernel names it as the origin of the events its
@@ -75,7 +91,12 @@ impl Ctnetlink {
         self.port
     }
 
-    fn send(&mut self, family: u8, flags: u16, inner: NetfilterMessageInner) -> u32 {
+    fn send(
+        &mut self,
+        family: u8,
+        flags: u16,
+        inner: NetfilterMessageInner,
+    ) -> Result<u32, CtnetlinkError> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = flags;
@@ -90,10 +111,8 @@ impl Ctnetlink {
         message.finalize();
         let mut bytes = vec![0; message.buffer_len()];
         message.serialize(&mut bytes);
-        if let Err(e) = self.socket.send(&bytes, 0) {
-            tracing::debug!(error = %e, "ctnetlink request not sent");
-        }
-        self.sequence
+        self.socket.send(&bytes, 0).map_err(CtnetlinkError::Send)?;
+        Ok(self.sequence)
     }
 
     /// One request, answered with an acknowledgement: `Ok(())`, or the error the kernel gave.
@@ -103,7 +122,7 @@ impl Ctnetlink {
         flags: u16,
         inner: NetfilterMessageInner,
     ) -> Result<(), CtnetlinkError> {
-        let sequence = self.send(family, NLM_F_REQUEST | NLM_F_ACK | flags, inner);
+        let sequence = self.send(family, NLM_F_REQUEST | NLM_F_ACK | flags, inner)?;
         let mut answer = Err(CtnetlinkError::Decode("no answer".into()));
         self.receive(sequence, |message| {
             if let NetlinkPayload::Error(e) = message.payload {
@@ -124,7 +143,7 @@ impl Ctnetlink {
         family: u8,
         inner: NetfilterMessageInner,
     ) -> Result<Option<NetfilterMessage>, CtnetlinkError> {
-        let sequence = self.send(family, NLM_F_REQUEST, inner);
+        let sequence = self.send(family, NLM_F_REQUEST, inner)?;
         let mut answer = Ok(None);
         self.receive(sequence, |message| {
             answer = match message.payload {
@@ -145,7 +164,7 @@ impl Ctnetlink {
         &mut self,
         inner: NetfilterMessageInner,
     ) -> Result<Vec<NetfilterMessage>, CtnetlinkError> {
-        let sequence = self.send(libc::AF_UNSPEC as u8, NLM_F_REQUEST | NLM_F_DUMP, inner);
+        let sequence = self.send(libc::AF_UNSPEC as u8, NLM_F_REQUEST | NLM_F_DUMP, inner)?;
         let mut objects = Vec::new();
         let mut refused = None;
         self.receive(sequence, |message| match message.payload {
@@ -193,6 +212,7 @@ impl Ctnetlink {
     }
 
     /// Reads messages of request `sequence`, handing each to `each` until it returns `false`.
+    /// A receive timeout is an error: the kernel answers at once.
     fn receive(
         &mut self,
         sequence: u32,

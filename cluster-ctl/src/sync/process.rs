@@ -36,8 +36,6 @@ pub enum SyncProcessError {
     Write { path: PathBuf, source: io::Error },
     #[error("starting conntrackd (install conntrack-tools: cargo xtask setup, or conntrackd): {0}")]
     Spawn(io::Error),
-    #[error("replicating helpers' state: {0}")]
-    Helpers(#[from] super::ctnetlink::CtnetlinkError),
 }
 
 /// The running conntrackd of this node; stopped when dropped.
@@ -46,7 +44,7 @@ pub struct Conntrackd {
     pid: Arc<AtomicU32>,
     stopping: Arc<AtomicBool>,
     snapshot: Shared,
-    helpers: HelperSync,
+    helpers: Option<HelperSync>,
 }
 
 impl Conntrackd {
@@ -146,7 +144,18 @@ impl Conntrackd {
         monitor::spawn_poller(conf.clone(), snapshot.clone(), stopping.clone())
             .map_err(SyncProcessError::Spawn)?;
         spawn_refresher(snapshot.clone(), stopping.clone()).map_err(SyncProcessError::Spawn)?;
-        let helpers = HelperSync::start(send_helper_copies, snapshot.clone(), stopping.clone())?;
+        let helpers =
+            match HelperSync::start(send_helper_copies, snapshot.clone(), stopping.clone()) {
+                Ok(helpers) => Some(helpers),
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "expectations and sequence adjustments of FTP/SIP sessions are not \
+                         replicated: such sessions may not survive a takeover"
+                    );
+                    None
+                }
+            };
         // Announced once it answers, so that "started" means replicating. A node that adopted
         // groups (this daemon restarted) has entries the new conntrackd never saw created,
         // some of them perhaps made while none ran: it takes them in and sends them all.
@@ -275,8 +284,8 @@ impl Conntrackd {
 
     /// The replication of what connection-tracking helpers leave (expectations, sequence
     /// adjustments), which fwclusterd does itself.
-    pub fn helpers(&self) -> &HelperSync {
-        &self.helpers
+    pub fn helpers(&self) -> Option<&HelperSync> {
+        self.helpers.as_ref()
     }
 
     /// What conntrackd reported last.
@@ -331,11 +340,21 @@ fn spawn_refresher(snapshot: Shared, stopping: Arc<AtomicBool>) -> io::Result<()
             let period = refresher.period();
             monitor::update(&snapshot, |s| s.refresh_period = Some(period));
             let mut failing = false;
+            let mut next = std::time::Instant::now() + period;
             while !stopping.load(Ordering::SeqCst) {
-                std::thread::sleep(period);
+                // On a fixed cadence: a reading's own time does not delay the next.
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+                next += period;
                 match refresher.run_once() {
                     Ok(stats) => {
                         failing = false;
+                        if stats.failed > 0 {
+                            tracing::warn!(
+                                refused = stats.failed,
+                                "the kernel refused refreshes of the peers' copies; they are \
+                                 tried again at the next reading"
+                            );
+                        }
                         monitor::update(&snapshot, |s| s.refresh = Some(stats));
                     }
                     Err(e) => {

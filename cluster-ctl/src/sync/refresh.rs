@@ -78,11 +78,10 @@ impl RefreshPlan {
             let passes_here = before.is_some_and(|b| {
                 reading.packets.is_some() && b.packets.is_some() && b.packets != reading.packets
             });
-            let mut copy_expires = before.and_then(|b| b.copy_expires);
+            let copy_expires = before.and_then(|b| b.copy_expires);
             // The next reading may find it quiet; the one after that refreshes it in time.
             if passes_here && copy_expires.is_none_or(|at| at <= now + 2 * period) {
                 refresh.push(index);
-                copy_expires = Some(now + reading.remaining);
             }
             tracked.insert(
                 reading.key,
@@ -94,6 +93,14 @@ impl RefreshPlan {
         }
         self.tracked = tracked;
         refresh
+    }
+
+    /// The entry read under `key` was refreshed at `now` with `remaining` left: its copy on the
+    /// peers expires then.
+    pub fn refreshed(&mut self, key: u64, now: Instant, remaining: Duration) {
+        if let Some(tracked) = self.tracked.get_mut(&key) {
+            tracked.copy_expires = Some(now + remaining);
+        }
     }
 }
 
@@ -123,6 +130,8 @@ pub struct RefreshStats {
     pub read: u64,
     /// How long the last reading and its refreshes took.
     pub took: Duration,
+    /// Refreshes the kernel refused in the last reading (other than for entries gone).
+    pub failed: u64,
 }
 
 /// The node's reader of its own table.
@@ -191,10 +200,22 @@ impl Refresher {
             })
             .collect();
         let readings: Vec<EntryReading> = entries.iter().map(|e| e.reading.clone()).collect();
-        let refresh = self.plan.decide(started, self.period, &readings);
+        // The readings are `period` apart plus the time one takes.
+        let interval = self.period + self.stats.took;
+        let refresh = self.plan.decide(started, interval, &readings);
+        self.stats.failed = 0;
         for &index in &refresh {
-            if self.touch(&entries[index])? {
-                self.stats.refreshed += 1;
+            let entry = &entries[index];
+            match self.touch(entry) {
+                Ok(true) => {
+                    self.stats.refreshed += 1;
+                    self.plan
+                        .refreshed(entry.reading.key, started, entry.reading.remaining);
+                }
+                Ok(false) => {}
+                // One refused refresh does not stop the others; it is tried at the next
+                // reading.
+                Err(_) => self.stats.failed += 1,
             }
         }
         self.stats.read = readings.len() as u64;
@@ -355,31 +376,53 @@ mod tests {
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         let mut plan = RefreshPlan::default();
+        // Every chosen refresh succeeds.
+        let mut step = |s: u64, readings: &[EntryReading]| {
+            let chosen = plan.decide(at(s), period, readings);
+            for &i in &chosen {
+                plan.refreshed(readings[i].key, at(s), readings[i].remaining);
+            }
+            chosen
+        };
         // An echo flow (30 s) and a UDP stream (120 s), both carrying packets.
-        assert!(
-            plan.decide(at(0), period, &[reading(1, 5, 30), reading(2, 5, 120)])
-                .is_empty()
-        );
+        assert!(step(0, &[reading(1, 5, 30), reading(2, 5, 120)]).is_empty());
         assert_eq!(
-            plan.decide(at(10), period, &[reading(1, 15, 30), reading(2, 15, 120)]),
+            step(10, &[reading(1, 15, 30), reading(2, 15, 120)]),
             vec![0, 1],
             "first moving count: refreshed, the copies' age is unknown"
         );
         // The echo's copy (expires at 40) could expire before the reading at 30 refreshes it.
         assert_eq!(
-            plan.decide(at(20), period, &[reading(1, 25, 30), reading(2, 25, 120)]),
+            step(20, &[reading(1, 25, 30), reading(2, 25, 120)]),
             vec![0]
         );
         // The stream's copy expires at 130: refreshed from the reading at 110 on.
         let mut refreshed_stream_at = None;
         for s in (30..=120).step_by(10) {
-            let chosen = plan.decide(at(s), period, &[reading(1, s, 30), reading(2, s, 120)]);
+            let chosen = step(s, &[reading(1, s, 30), reading(2, s, 120)]);
             assert!(chosen.contains(&0), "echo refreshed at every reading ({s})");
             if chosen.contains(&1) && refreshed_stream_at.is_none() {
                 refreshed_stream_at = Some(s);
             }
         }
         assert_eq!(refreshed_stream_at, Some(110));
+    }
+
+    #[test]
+    fn a_refresh_the_kernel_refused_is_chosen_again_at_the_next_reading() {
+        let period = Duration::from_secs(10);
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut plan = RefreshPlan::default();
+        plan.decide(at(0), period, &[reading(2, 1, 120)]);
+        // Chosen, not refreshed (refused).
+        assert_eq!(plan.decide(at(10), period, &[reading(2, 2, 120)]), vec![0]);
+        assert_eq!(plan.decide(at(20), period, &[reading(2, 3, 120)]), vec![0]);
+        plan.refreshed(2, at(20), Duration::from_secs(120));
+        assert!(
+            plan.decide(at(30), period, &[reading(2, 4, 120)])
+                .is_empty()
+        );
     }
 
     #[test]
