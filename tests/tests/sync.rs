@@ -948,6 +948,7 @@ fn ftp_expectation_through(
     client_ns: &'static str,
     client: std::net::Ipv4Addr,
     takeover: Takeover,
+    wait_before_takeover: Duration,
 ) -> Result<(
     std::net::TcpStream,
     std::net::TcpStream,
@@ -995,6 +996,24 @@ fn ftp_expectation_through(
     ensure!(
         wait_until(Duration::from_secs(3), || expectation_on(FWS2))?,
         "the expectation did not reach fws2:\n{}",
+        run(lab, FWS2, "conntrack", &["-L", "expect"]).unwrap_or_default()
+    );
+    // The control connection stays busy meanwhile (fws1 refreshes the copies of flows it
+    // passes).
+    let waited = Instant::now();
+    while waited.elapsed() < wait_before_takeover {
+        client_end.write_all(b"NOOP\r\n")?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        ensure!(line == "NOOP\r\n", "{line:?}");
+        (&server_end).write_all(b"200 NOOP ok\r\n")?;
+        let mut reply = [0u8; 13];
+        std::io::Read::read_exact(&mut client_end, &mut reply)?;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    ensure!(
+        expectation_on(FWS2)?,
+        "fws2 lost the expectation before the takeover:\n{}",
         run(lab, FWS2, "conntrack", &["-L", "expect"]).unwrap_or_default()
     );
     match takeover {
@@ -1069,7 +1088,9 @@ fn ftp_data_connection_and_control_continue(
 /// The whole of an FTP session through a takeover, hidden behind group0's address: the NAT
 /// helper rewrote the `PORT` command on fws1 (3 bytes shorter), and after the takeover the
 /// data connection the server opens for that expectation is translated back to the client by
-/// fws2, and the control connection goes on with its sequence numbers adjusted.
+/// fws2, and the control connection goes on with its sequence numbers adjusted. The takeover
+/// comes after fws1 refreshed fws2's copy of the control connection (timeouts lowered: a
+/// reading every 2 s), which must not cost fws2 its copy of the expectation.
 #[test]
 fn a_nated_ftp_session_continues_through_node_loss() -> Result<()> {
     nated_ftp_session_through(Takeover::NodeLoss)
@@ -1087,17 +1108,38 @@ fn nated_ftp_session_through(takeover: Takeover) -> Result<()> {
         "{TIMING}{}{GROUP0}\n[sync]\ninterconnect = 0\nwait = \"1s\"\n",
         fwcluster_lab::seed_servers!()
     );
-    let cluster = started(&lab, &body, true)?;
+    let cluster = started_with(
+        &lab,
+        &body,
+        true,
+        &[
+            "net.netfilter.nf_conntrack_icmp_timeout=6",
+            "net.netfilter.nf_conntrack_udp_timeout=6",
+        ],
+    )?;
+    let refreshed = || -> Result<u64> {
+        Ok(cluster
+            .status(FWS1)?
+            .sync
+            .and_then(|s| s.refreshed)
+            .unwrap_or(0))
+    };
+    let before = refreshed()?;
     let (client, server, expected) = ftp_expectation_through(
         &lab,
         &cluster,
         seed::INTRA_CLIENT1,
         seed::INTRA_CLIENT1_ADDRESS,
         takeover,
+        Duration::from_secs(5),
     )?;
     ensure!(
         *expected.ip() == seed::GROUP0_INET_FIP,
         "the FTP NAT helper did not rewrite the PORT command to group0's address: {expected}"
+    );
+    ensure!(
+        refreshed()? > before,
+        "fws1 refreshed no copy before the takeover: the test would not see its effect"
     );
     let status = cluster.status(FWS2)?.sync.context("fws2's sync view")?;
     ensure!(
@@ -1138,6 +1180,7 @@ wait = \"1s\"
         seed::DMZ_HOST,
         seed::DMZ_HOST_ADDRESS,
         Takeover::NodeLoss,
+        Duration::ZERO,
     )?;
     ensure!(
         *expected.ip() == seed::DMZ_HOST_ADDRESS,
