@@ -24,6 +24,13 @@ pub const ADDRESS_BUCKETS: u32 = 65_536;
 pub const ADDRESS_TABLE_BUCKETS: u32 = 2 * ADDRESS_BUCKETS;
 /// Addresses the table takes: half its slots.
 pub const ADDRESS_TABLE_CAPACITY: usize = ADDRESS_BUCKETS as usize;
+/// Buckets of one half of the IPv6 address table ([`Address6Bucket`]), laid out and flipped as
+/// the IPv4 one (the same [`NodeConfig::address_half`] names the half in use of both).
+pub const ADDRESS6_BUCKETS: u32 = 8_192;
+/// Both halves of the IPv6 address table.
+pub const ADDRESS6_TABLE_BUCKETS: u32 = 2 * ADDRESS6_BUCKETS;
+/// IPv6 addresses the table takes: half its slots.
+pub const ADDRESS6_TABLE_CAPACITY: usize = ADDRESS6_BUCKETS as usize;
 /// Maximum number of ownership slots (groups and flow-share instances together).
 pub const MAX_LEASES: u32 = 1024;
 /// Maximum number of flow-share instances per node.
@@ -52,8 +59,19 @@ pub mod map_name {
     pub const COUNTERS: &str = "FWC_COUNTERS";
     /// [`crate::AddressEntry::hit_slot`] → per-CPU [`crate::AddressHits`].
     pub const ADDRESS_HITS: &str = "FWC_ADDR_HITS";
+    /// `half * ADDRESS6_BUCKETS + bucket` → [`crate::Address6Bucket`] (memory-mapped by the
+    /// controller), the IPv6 addresses answered with Neighbor Advertisements.
+    pub const ADDRESSES6: &str = "FWC_ADDR6";
     /// Every map, in pin order.
-    pub const ALL: [&str; 6] = [ADDRESSES, LEASES, FLOW, NODE, COUNTERS, ADDRESS_HITS];
+    pub const ALL: [&str; 7] = [
+        ADDRESSES,
+        LEASES,
+        FLOW,
+        NODE,
+        COUNTERS,
+        ADDRESS_HITS,
+        ADDRESSES6,
+    ];
 }
 
 /// Name of the XDP program in the object.
@@ -129,6 +147,90 @@ impl AddressKey {
     }
 }
 
+/// Key of an IPv6 address the cluster answers for (see [`AddressKey`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AddressKey6 {
+    /// Interface index the address is answered on (for a VLAN of it, see
+    /// [`vlan_key_ifindex`]); 0 marks an empty slot.
+    pub ifindex: u32,
+    pub _pad: u32,
+    /// The address as four words in wire order (`u32::from_ne_bytes` of each 4 octets).
+    pub addr: [u32; 4],
+}
+
+impl AddressKey6 {
+    /// The key of `octets` on `ifindex`.
+    pub const fn new(ifindex: u32, octets: [u8; 16]) -> Self {
+        const fn word(octets: &[u8; 16], i: usize) -> u32 {
+            u32::from_ne_bytes([octets[i], octets[i + 1], octets[i + 2], octets[i + 3]])
+        }
+        Self {
+            ifindex,
+            _pad: 0,
+            addr: [
+                word(&octets, 0),
+                word(&octets, 4),
+                word(&octets, 8),
+                word(&octets, 12),
+            ],
+        }
+    }
+
+    /// The address's octets.
+    pub const fn octets(&self) -> [u8; 16] {
+        let [a, b, c, d] = self.addr;
+        let (a, b, c, d) = (
+            a.to_ne_bytes(),
+            b.to_ne_bytes(),
+            c.to_ne_bytes(),
+            d.to_ne_bytes(),
+        );
+        [
+            a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1],
+            d[2], d[3],
+        ]
+    }
+
+    /// The key folded into one word, to choose its buckets ([`address6_buckets`]): the
+    /// prefix half scrambled by an odd multiplier (a bijection), then the interface identifier
+    /// half and the interface, likewise scrambled, xored in. Addresses that differ in one half
+    /// only (a prefix's hosts, one host's prefixes) never fold alike; others rarely do.
+    #[inline(always)]
+    pub const fn fold(&self) -> u64 {
+        let [a, b, c, d] = self.addr;
+        let prefix = ((a as u64) << 32) | b as u64;
+        let host = ((c as u64) << 32) | d as u64;
+        prefix.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ host
+            ^ (self.ifindex as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+    }
+}
+
+/// One slot of the IPv6 address table; `key.ifindex == 0` marks it empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address6Slot {
+    pub key: AddressKey6,
+    pub entry: AddressEntry,
+}
+
+/// A bucket of the IPv6 address table.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address6Bucket {
+    pub slots: [Address6Slot; 2],
+}
+
+/// The two candidate buckets (within a half of the IPv6 table) of a folded key.
+#[inline(always)]
+pub const fn address6_buckets(folded: u64) -> (u32, u32) {
+    let (first, second) = address_buckets(folded);
+    let first = first & (ADDRESS6_BUCKETS - 1);
+    let second = second & (ADDRESS6_BUCKETS - 1);
+    (first, if second == first { first ^ 1 } else { second })
+}
+
 /// The two candidate buckets (within a half) of an address: distinct, from the top and the
 /// middle bits of one SplitMix64 finalizer over the key.
 #[inline(always)]
@@ -154,7 +256,9 @@ pub struct AddressEntry {
     pub mac: [u8; 6],
     /// [`AddressKind`] as `u8`.
     pub kind: u8,
-    pub _pad: u8,
+    /// [`ENTRY_ROUTER`]: an IPv6 address that is a gateway (Neighbor Advertisements carry the
+    /// Router flag).
+    pub flags: u8,
     /// Ethernet source of the replies: `mac` for FIP and PARP; the interface's own MAC for a
     /// shared address, whose multicast MAC may not be a frame's source (bridges drop those).
     pub eth_source: [u8; 6],
@@ -176,10 +280,21 @@ impl AddressEntry {
             hit_slot,
             mac,
             kind: kind as u8,
-            _pad: 0,
+            flags: 0,
             eth_source,
             _pad2: [0; 2],
         }
+    }
+}
+
+/// [`AddressEntry::flags`]: the address is a router's (IPv6 gateway).
+pub const ENTRY_ROUTER: u8 = 1;
+
+impl AddressEntry {
+    /// The same entry, answered as a router's address (or not).
+    pub const fn router(mut self, router: bool) -> Self {
+        self.flags = if router { ENTRY_ROUTER } else { 0 };
+        self
     }
 }
 
@@ -408,7 +523,7 @@ pub struct NodeConfig {
 /// with every change to either, so that a controller refuses, by name, pins that a build with
 /// other layouts left behind instead of adopting them (a layout change that keeps every size
 /// would otherwise go unnoticed).
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Per-CPU counters of the data path.
 #[repr(C)]
@@ -430,11 +545,19 @@ pub struct Counters {
     pub flow_passed: u64,
     /// Flow-share frames in other nodes' buckets or with an expired lease (dropped).
     pub flow_dropped: u64,
+    /// Neighbor Solicitations seen (any target).
+    pub ns_requests: u64,
+    /// Neighbor Advertisements sent for owned addresses.
+    pub na_sent: u64,
+    /// Neighbor Solicitations for cluster addresses this node does not own (dropped).
+    pub ns_not_owned: u64,
+    /// Neighbor Solicitations for owned addresses whose lease expired (dropped).
+    pub ns_lease_expired: u64,
 }
 
 impl Counters {
     /// Every counter with its name (as `clpstat --json` and the metrics name them).
-    pub const fn named(&self) -> [(&'static str, u64); 8] {
+    pub const fn named(&self) -> [(&'static str, u64); 12] {
         [
             ("packets", self.packets),
             ("arp_requests", self.arp_requests),
@@ -444,6 +567,10 @@ impl Counters {
             ("malformed", self.malformed),
             ("flow_passed", self.flow_passed),
             ("flow_dropped", self.flow_dropped),
+            ("ns_requests", self.ns_requests),
+            ("na_sent", self.na_sent),
+            ("ns_not_owned", self.ns_not_owned),
+            ("ns_lease_expired", self.ns_lease_expired),
         ]
     }
 
@@ -457,6 +584,10 @@ impl Counters {
         self.malformed += other.malformed;
         self.flow_passed += other.flow_passed;
         self.flow_dropped += other.flow_dropped;
+        self.ns_requests += other.ns_requests;
+        self.na_sent += other.na_sent;
+        self.ns_not_owned += other.ns_not_owned;
+        self.ns_lease_expired += other.ns_lease_expired;
     }
 }
 
@@ -464,7 +595,7 @@ impl Counters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AddressHits {
-    /// ARP replies sent for this address.
+    /// ARP replies or Neighbor Advertisements sent for this address.
     pub replies: u64,
 }
 
@@ -482,6 +613,9 @@ mod pod {
     unsafe impl aya::Pod for AddressEntry {}
     unsafe impl aya::Pod for AddressSlot {}
     unsafe impl aya::Pod for AddressBucket {}
+    unsafe impl aya::Pod for AddressKey6 {}
+    unsafe impl aya::Pod for Address6Slot {}
+    unsafe impl aya::Pod for Address6Bucket {}
     unsafe impl aya::Pod for Lease {}
     unsafe impl aya::Pod for FlowShare {}
     unsafe impl aya::Pod for BucketOwner {}
@@ -551,7 +685,27 @@ mod tests {
         assert_eq!(size_of::<NodeConfig>(), 12);
         assert_eq!(size_of::<AddressSlot>(), 32);
         assert_eq!(size_of::<AddressBucket>(), 64);
-        assert_eq!(size_of::<Counters>(), 64);
+        assert_eq!(size_of::<Counters>(), 96);
+        assert_eq!(size_of::<AddressKey6>(), 24);
+        assert_eq!(size_of::<Address6Slot>(), 48);
+        assert_eq!(size_of::<Address6Bucket>(), 96);
+    }
+
+    #[test]
+    fn an_ipv6_key_keeps_its_octets_and_chooses_two_buckets_of_its_table() {
+        let octets = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let key = AddressKey6::new(7, octets);
+        assert_eq!(key.octets(), octets);
+        // Wire order: the first word holds the first four octets as they are.
+        assert_eq!(key.addr[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+        for n in 0..1000u16 {
+            let mut octets = octets;
+            octets[14..].copy_from_slice(&n.to_be_bytes());
+            let (a, b) = address6_buckets(AddressKey6::new(7, octets).fold());
+            assert!(a != b && a < ADDRESS6_BUCKETS && b < ADDRESS6_BUCKETS);
+        }
     }
 
     #[test]

@@ -28,14 +28,14 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use cluster_common::{
-    ABI_VERSION, ADDRESS_BUCKETS, ADDRESS_TABLE_BUCKETS, AddressBucket, AddressEntry, AddressHits,
-    AddressKey, BucketOwner, Counters, FLOW_TABLES_SECTION, FLOW_TABLES_SYMBOL, FlowShare,
-    FlowShareTables, Lease, LeaseRefusal, MAX_BUCKETS, MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES,
-    MAX_LEASES, NodeConfig, PROGRAM_NAME, map_name,
+    ABI_VERSION, ADDRESS_TABLE_BUCKETS, ADDRESS6_TABLE_BUCKETS, Address6Bucket, AddressBucket,
+    AddressEntry, AddressHits, AddressKey, AddressKey6, BucketOwner, Counters, FLOW_TABLES_SECTION,
+    FLOW_TABLES_SYMBOL, FlowShare, FlowShareTables, Lease, LeaseRefusal, MAX_BUCKETS,
+    MAX_FLOWSHARE_INTERFACES, MAX_FLOWSHARES, MAX_LEASES, NodeConfig, PROGRAM_NAME, map_name,
 };
 
 use crate::{
-    address_table::{self, LayoutError},
+    address_table::{self, Ipv4Table, Ipv6Table, LayoutError, Table},
     mapped::MappedArray,
 };
 
@@ -227,8 +227,11 @@ pub struct Dataplane {
     /// `FWC_ADDRESSES`, mapped only while it is read or written: 8 MiB of table would
     /// otherwise count as the daemon's resident memory (all of it under `mlockall`).
     address_table: MapData,
-    /// What the half in use holds.
+    /// `FWC_ADDR6`, mapped likewise only while it is read or written.
+    address6_table: MapData,
+    /// What the half in use holds, of each table.
     addresses: BTreeMap<AddressKey, AddressEntry>,
+    addresses6: BTreeMap<AddressKey6, AddressEntry>,
     node_config: NodeConfig,
     /// `FWC_LEASES`, mapped: fields are written one store at a time.
     leases: MappedArray<Lease>,
@@ -368,6 +371,10 @@ fn map_table(pin_dir: &Path, table: &MapData) -> Result<MappedArray<AddressBucke
     map_array(pin_dir, map_name::ADDRESSES, table, ADDRESS_TABLE_BUCKETS)
 }
 
+fn map_table6(pin_dir: &Path, table: &MapData) -> Result<MappedArray<Address6Bucket>> {
+    map_array(pin_dir, map_name::ADDRESSES6, table, ADDRESS6_TABLE_BUCKETS)
+}
+
 /// Refuses maps pinned in `pin_dir` by a build with other layouts: a map whose key or value
 /// size, number of entries or flags differ from this build's object. Adopting one would let the
 /// program and the controller read each other's fields wrongly, and loading over it fails in the
@@ -492,6 +499,8 @@ impl Dataplane {
         };
         let address_table = MapData::from_pin(pin_dir.join(map_name::ADDRESSES))
             .map_err(map_err(map_name::ADDRESSES))?;
+        let address6_table = MapData::from_pin(pin_dir.join(map_name::ADDRESSES6))
+            .map_err(map_err(map_name::ADDRESSES6))?;
         let mut node: Array<MapData, NodeConfig> = open_map(pin_dir, map_name::NODE)?
             .try_into()
             .map_err(map_err(map_name::NODE))?;
@@ -504,16 +513,24 @@ impl Dataplane {
         };
         node.set(0, node_config, 0)
             .map_err(map_err(map_name::NODE))?;
-        let addresses = address_table::entries(map_table(pin_dir, &address_table)?.slice(
-            address_table::half_start(node_config.address_half),
-            ADDRESS_BUCKETS as usize,
-        ));
+        let addresses =
+            address_table::entries::<Ipv4Table>(map_table(pin_dir, &address_table)?.slice(
+                address_table::half_start::<Ipv4Table>(node_config.address_half),
+                Ipv4Table::BUCKETS as usize,
+            ));
+        let addresses6 =
+            address_table::entries::<Ipv6Table>(map_table6(pin_dir, &address6_table)?.slice(
+                address_table::half_start::<Ipv6Table>(node_config.address_half),
+                Ipv6Table::BUCKETS as usize,
+            ));
         Ok(Self {
             pin_dir: pin_dir.to_owned(),
             origin,
             program,
             address_table,
+            address6_table,
             addresses,
+            addresses6,
             node_config,
             leases: map_pinned_array(pin_dir, map_name::LEASES, MAX_LEASES)?,
             flow: map_pinned_array(pin_dir, map_name::FLOW, 1)?,
@@ -686,16 +703,27 @@ impl Dataplane {
     ) -> Result<()> {
         let mut addresses = self.addresses.clone();
         addresses.extend(entries.into_iter().map(|(k, v)| (*k, *v)));
-        self.install_addresses(addresses)
+        self.install_addresses(addresses, self.addresses6.clone())
+    }
+
+    /// Adds or replaces cluster IPv6 addresses.
+    pub fn set_addresses6<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'a AddressKey6, &'a AddressEntry)>,
+    ) -> Result<()> {
+        let mut addresses6 = self.addresses6.clone();
+        addresses6.extend(entries.into_iter().map(|(k, v)| (*k, *v)));
+        self.install_addresses(self.addresses.clone(), addresses6)
     }
 
     /// Replaces the whole address set (a configuration's; what a restarted controller's
-    /// configuration no longer has is gone at once).
+    /// configuration no longer has is gone at once). A configuration names IPv4 addresses
+    /// only, so the IPv6 set is emptied.
     pub fn replace_addresses(
         &mut self,
         entries: impl IntoIterator<Item = (AddressKey, AddressEntry)>,
     ) -> Result<()> {
-        self.install_addresses(entries.into_iter().collect())
+        self.install_addresses(entries.into_iter().collect(), BTreeMap::new())
     }
 
     /// The addresses in use.
@@ -703,21 +731,43 @@ impl Dataplane {
         &self.addresses
     }
 
+    /// The IPv6 addresses in use.
+    pub fn addresses6(&self) -> &BTreeMap<AddressKey6, AddressEntry> {
+        &self.addresses6
+    }
+
     /// Lays the set out into the half not in use, then flips to it. Nothing changes when the
     /// set does not fit.
-    fn install_addresses(&mut self, addresses: BTreeMap<AddressKey, AddressEntry>) -> Result<()> {
-        if addresses == self.addresses {
+    fn install_addresses(
+        &mut self,
+        addresses: BTreeMap<AddressKey, AddressEntry>,
+        addresses6: BTreeMap<AddressKey6, AddressEntry>,
+    ) -> Result<()> {
+        if addresses == self.addresses && addresses6 == self.addresses6 {
             return Ok(());
         }
+        // Both tables' spare halves, then one flip for both.
         let spare = self.node_config.address_half ^ 1;
         let mut table = map_table(&self.pin_dir, &self.address_table)?;
-        address_table::layout_into(
+        address_table::layout_into::<Ipv4Table>(
             &addresses,
-            table.slice_mut(address_table::half_start(spare), ADDRESS_BUCKETS as usize),
+            table.slice_mut(
+                address_table::half_start::<Ipv4Table>(spare),
+                Ipv4Table::BUCKETS as usize,
+            ),
         )?;
-        // The flip below must not become visible before the half's stores.
+        let mut table6 = map_table6(&self.pin_dir, &self.address6_table)?;
+        address_table::layout_into::<Ipv6Table>(
+            &addresses6,
+            table6.slice_mut(
+                address_table::half_start::<Ipv6Table>(spare),
+                Ipv6Table::BUCKETS as usize,
+            ),
+        )?;
+        // The flip below must not become visible before the halves' stores.
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         drop(table);
+        drop(table6);
         let flipped = NodeConfig {
             address_half: spare,
             ..self.node_config
@@ -727,6 +777,7 @@ impl Dataplane {
             .map_err(map_err(map_name::NODE))?;
         self.node_config = flipped;
         self.addresses = addresses;
+        self.addresses6 = addresses6;
         Ok(())
     }
 

@@ -6,13 +6,11 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     programs::XdpContext,
 };
-use cluster_common::{
-    ADDRESS_BUCKETS, AddressEntry, AddressKey, Counters, address_buckets, vlan_key_ifindex,
-};
+use cluster_common::{ADDRESS_BUCKETS, AddressEntry, AddressKey, Counters, address_buckets};
 
 use crate::{
-    Malformed,
-    frame::{ArpHdr, ETH_P_IP, EthHdr, Frame, VlanHdr, ipv4_raw, mac_words},
+    Malformed, answered_ifindex,
+    frame::{ArpHdr, ETH_P_IP, EthHdr, Frame, ipv4_raw, mac_words},
     lease::{Ownership, ownership},
     malformed,
     maps::{FWC_ADDR_HITS, FWC_ADDRESSES, FWC_NODE},
@@ -51,16 +49,8 @@ pub(crate) fn respond(
         if ipv4_raw((*arp).spa) == target {
             return XDP_PASS;
         }
-        // A tagged request is looked up under its VLAN: an address of the interface itself is
-        // not answered on the interface's VLANs.
-        let ifindex = ctx.ingress_ifindex() as u32;
-        let ifindex = if l3 == core::mem::size_of::<EthHdr>() {
-            ifindex
-        } else {
-            match frame.header::<VlanHdr>(core::mem::size_of::<EthHdr>()) {
-                Some(vlan) => vlan_key_ifindex(ifindex, u16::from_be((*vlan).tci)),
-                None => return malformed(ctx, counters, Malformed::TruncatedVlan),
-            }
+        let Some(ifindex) = answered_ifindex(ctx, frame, l3) else {
+            return malformed(ctx, counters, Malformed::TruncatedVlan);
         };
         let key = AddressKey {
             ifindex,

@@ -12,6 +12,7 @@ use crate::Malformed;
 
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
@@ -72,6 +73,40 @@ pub struct Ipv4Hdr {
     pub checksum: u16,
     pub src: Ipv4Words,
     pub dst: Ipv4Words,
+}
+
+/// An IPv6 address as eight wire-order words.
+pub type Ipv6Words = [u16; 8];
+
+#[repr(C)]
+pub struct Ipv6Hdr {
+    /// Version, traffic class and flow label.
+    pub version_class_flow: [u16; 2],
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: Ipv6Words,
+    pub dst: Ipv6Words,
+}
+
+/// A Neighbor Solicitation or Advertisement (RFC 4861 4.3, 4.4), options apart.
+#[repr(C)]
+pub struct NeighborMessage {
+    pub kind: u8,
+    pub code: u8,
+    pub checksum: u16,
+    /// The advertisement's R, S and O flags in the first byte; reserved otherwise.
+    pub flags_reserved: [u16; 2],
+    pub target: Ipv6Words,
+}
+
+/// A link-layer address option of Neighbor Discovery (RFC 4861 4.6.1) for Ethernet.
+#[repr(C)]
+pub struct LinkLayerOption {
+    pub kind: u8,
+    /// In units of 8 octets: 1.
+    pub len: u8,
+    pub mac: MacWords,
 }
 
 /// The first four bytes of TCP, UDP and SCTP headers.

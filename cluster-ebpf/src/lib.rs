@@ -7,6 +7,8 @@
 //!   (R-XDP-4 self-fencing, R-XDP-7), so the kernel cannot answer them either;
 //! - for IPv4 frames to a flow-share address (multicast MAC), passes the buckets this node owns
 //!   and drops the rest (R-XDP-2);
+//! - answers IPv6 Neighbor Solicitations for cluster addresses this node owns, and drops those
+//!   for addresses it does not own, in the same way (R-V6-1, [`ndp`]);
 //! - passes everything else untouched. Truncated or malformed frames are passed and counted.
 //!
 //! This library holds the dispatch by protocol ([`run`]); [`arp`] answers, [`lease`] decides
@@ -24,11 +26,12 @@ pub mod flowshare;
 pub mod frame;
 pub mod lease;
 pub mod maps;
+pub mod ndp;
 
 use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use aya_log_ebpf::debug;
 use cluster_common::Counters;
-use frame::{ETH_P_ARP, ETH_P_IP, EthHdr, Frame};
+use frame::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, EthHdr, Frame, VlanHdr};
 use maps::FWC_COUNTERS;
 
 /// The data path: what `fwcluster_xdp` does with every frame.
@@ -68,6 +71,10 @@ pub enum Malformed {
     TruncatedIpv4,
     BadIpv4Header,
     TruncatedPorts,
+    TruncatedIpv6,
+    TruncatedIcmpv6,
+    InvalidSolicitation,
+    NoRoomForAdvertisement,
 }
 
 impl Malformed {
@@ -80,6 +87,10 @@ impl Malformed {
             Self::TruncatedIpv4 => "truncated IPv4",
             Self::BadIpv4Header => "bad IPv4 header",
             Self::TruncatedPorts => "truncated L4 ports",
+            Self::TruncatedIpv6 => "truncated IPv6",
+            Self::TruncatedIcmpv6 => "truncated ICMPv6",
+            Self::InvalidSolicitation => "invalid Neighbor Solicitation (RFC 4861 7.1.1)",
+            Self::NoRoomForAdvertisement => "no room for the Neighbor Advertisement",
         }
     }
 }
@@ -101,6 +112,22 @@ fn process(ctx: &XdpContext, frame: &Frame, counters: &mut Counters) -> u32 {
         ETH_P_IP if unsafe { (*eth).dst[0] } & 1 == 1 => {
             flowshare::filter(ctx, frame, eth, l3, counters)
         }
+        ETH_P_IPV6 => ndp::respond(ctx, frame, eth, l3, counters),
         _ => XDP_PASS,
     }
+}
+
+/// The interface index a request arriving at layer-3 offset `l3` is looked up under: the
+/// receiving interface's, or for a tagged frame that of its VLAN (an address of the interface
+/// itself is not answered on the interface's VLANs). `None` for a truncated tag.
+#[inline(always)]
+pub(crate) fn answered_ifindex(ctx: &XdpContext, frame: &Frame, l3: usize) -> Option<u32> {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    if l3 == core::mem::size_of::<EthHdr>() {
+        return Some(ifindex);
+    }
+    let vlan = frame.header::<VlanHdr>(core::mem::size_of::<EthHdr>())?;
+    // SAFETY: bounds-checked by `header`.
+    let tci = u16::from_be(unsafe { (*vlan).tci });
+    Some(cluster_common::vlan_key_ifindex(ifindex, tci))
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use cluster_common::{
-    ADDRESS_TABLE_BUCKETS, AddressBucket, AddressHits, Counters, FlowShareTables, Lease,
-    MAX_ADDRESSES, MAX_LEASES, NodeConfig,
+    ADDRESS_TABLE_BUCKETS, ADDRESS6_TABLE_BUCKETS, Address6Bucket, AddressBucket, AddressHits,
+    Counters, FlowShareTables, Lease, MAX_ADDRESSES, MAX_LEASES, NodeConfig,
 };
 
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -17,6 +17,13 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 pub(crate) static FWC_ADDRESSES: Array<
     AddressBucket,
     { ADDRESS_TABLE_BUCKETS as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
+/// The IPv6 addresses, laid out and flipped as [`FWC_ADDRESSES`] (the same half in use).
+#[btf_map]
+pub(crate) static FWC_ADDR6: Array<
+    Address6Bucket,
+    { ADDRESS6_TABLE_BUCKETS as usize },
     { BPF_F_MMAPABLE as usize },
 > = Array::new();
 /// Memory-mapped: the controller renews a lease with one store.

@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod frames;
 pub mod freezer;
 pub mod machine;
+pub mod ndp;
 pub mod netns;
 pub mod seed;
 pub mod sessions;

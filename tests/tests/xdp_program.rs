@@ -1,13 +1,14 @@
 //! Table tests of the XDP program with BPF_PROG_TEST_RUN on crafted frames.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use cluster_common::{
-    AddressEntry, AddressKey, AddressKind, Counters, FlowShare, HashMode, MAX_FLOWSHARE_INTERFACES,
+    AddressEntry, AddressKey, AddressKey6, AddressKind, Counters, FlowShare, HashMode,
+    MAX_FLOWSHARE_INTERFACES,
     flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
 };
 use cluster_ctl::dataplane::{Dataplane, DataplaneError, Origin};
@@ -15,6 +16,7 @@ use fwcluster_lab::{
     HostSpec, Lab, Scratch, Topology,
     arp::{ArpFrame, BROADCAST},
     frames::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ipv6_frame},
+    ndp::{Advertisement, OVERRIDE, ROUTER, SOLICITED, Solicitation},
 };
 
 const XDP_DROP: u32 = 1;
@@ -36,6 +38,13 @@ const RELEASED_FIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 const UNLEASED_FIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
 const SHARED_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
 
+const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+const OWNED_FIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+const OWNED_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const OWNED_PARP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
+const RELEASED_FIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
+const UNLEASED_FIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x12);
+
 const OWNED_SLOT: u32 = 0;
 const RELEASED_SLOT: u32 = 1;
 const UNLEASED_SLOT: u32 = 2;
@@ -51,6 +60,10 @@ fn key(addr: Ipv4Addr) -> AddressKey {
         ifindex: IFINDEX,
         addr: u32::from_ne_bytes(addr.octets()),
     }
+}
+
+fn key6(addr: Ipv6Addr) -> AddressKey6 {
+    AddressKey6::new(IFINDEX, addr.octets())
 }
 
 fn entry(slot: u32, hit_slot: u32, mac: [u8; 6], kind: AddressKind) -> AddressEntry {
@@ -88,6 +101,31 @@ impl Harness {
         ];
         dataplane
             .set_addresses(addresses.iter().map(|(k, v)| (k, v)))
+            .unwrap();
+        let addresses6 = [
+            (
+                key6(OWNED_FIP6),
+                entry(OWNED_SLOT, 10, NODE_MAC, AddressKind::Fip),
+            ),
+            (
+                key6(OWNED_GATEWAY6),
+                entry(OWNED_SLOT, 11, NODE_MAC, AddressKind::Fip).router(true),
+            ),
+            (
+                key6(OWNED_PARP6),
+                entry(OWNED_SLOT, 12, PARP_MAC, AddressKind::Parp),
+            ),
+            (
+                key6(RELEASED_FIP6),
+                entry(RELEASED_SLOT, 13, NODE_MAC, AddressKind::Fip),
+            ),
+            (
+                key6(UNLEASED_FIP6),
+                entry(UNLEASED_SLOT, 14, NODE_MAC, AddressKind::Fip),
+            ),
+        ];
+        dataplane
+            .set_addresses6(addresses6.iter().map(|(k, v)| (k, v)))
             .unwrap();
         dataplane.acquire(OWNED_SLOT, 1, LEASE).unwrap();
         dataplane.acquire(RELEASED_SLOT, 1, LEASE).unwrap();
@@ -956,4 +994,179 @@ fn pins_of_another_build_are_refused_by_name_and_left_alone() {
         node.get(&0, 0).unwrap().abi_version,
         cluster_common::ABI_VERSION + 1
     );
+}
+
+// IPv6 Neighbor Discovery (R-V6-1).
+
+fn solicit(target: Ipv6Addr) -> Solicitation {
+    Solicitation::multicast(CLIENT_MAC, CLIENT_IP6, target)
+}
+
+#[test]
+fn an_owned_ipv6_address_is_answered_with_a_correct_advertisement() {
+    let h = Harness::new(0);
+    let (action, out) = h.run(&solicit(OWNED_FIP6).encode());
+    assert_eq!(action, XDP_TX);
+    let na = Advertisement::decode(&out).expect("an advertisement with a right checksum");
+    assert_eq!(
+        na,
+        Advertisement {
+            dst_mac: CLIENT_MAC,
+            src_mac: NODE_MAC,
+            vlan: None,
+            src: OWNED_FIP6,
+            dst: CLIENT_IP6,
+            hop_limit: 255,
+            flags: SOLICITED | OVERRIDE,
+            target: OWNED_FIP6,
+            target_mac: Some(NODE_MAC),
+            exact_length: true,
+        }
+    );
+    let c = h.counters();
+    assert_eq!((c.ns_requests, c.na_sent, c.malformed), (1, 1, 0));
+    assert_eq!(h.dataplane.address_replies(10).unwrap(), 1);
+    // A proxy address is answered with its own MAC; a gateway's with the Router flag.
+    let na = Advertisement::decode(&h.run(&solicit(OWNED_PARP6).encode()).1).unwrap();
+    assert_eq!((na.src_mac, na.target_mac), (PARP_MAC, Some(PARP_MAC)));
+    let na = Advertisement::decode(&h.run(&solicit(OWNED_GATEWAY6).encode()).1).unwrap();
+    assert_eq!(na.flags, ROUTER | SOLICITED | OVERRIDE);
+}
+
+#[test]
+fn unicast_reachability_probes_and_duplicate_address_detection_are_answered() {
+    let h = Harness::new(0);
+    // Reachability: to the address itself, answered to the prober.
+    let probe = Solicitation::unicast(CLIENT_MAC, CLIENT_IP6, OWNED_FIP6, NODE_MAC);
+    let (action, out) = h.run(&probe.encode());
+    assert_eq!(action, XDP_TX);
+    let na = Advertisement::decode(&out).unwrap();
+    assert_eq!(
+        (na.dst_mac, na.dst, na.flags),
+        (CLIENT_MAC, CLIENT_IP6, SOLICITED | OVERRIDE)
+    );
+    // Duplicate-address detection from `::` (no source link-layer option, 8 bytes shorter):
+    // defended to all nodes, not solicited, the frame grown for the target's option.
+    let dad = Solicitation::duplicate_address_detection(CLIENT_MAC, OWNED_FIP6);
+    let frame = dad.encode();
+    let (action, out) = h.run(&frame);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(out.len(), frame.len() + 8);
+    let na = Advertisement::decode(&out).unwrap();
+    let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
+    assert_eq!(
+        (na.dst_mac, na.dst, na.flags, na.target_mac, na.exact_length),
+        (
+            [0x33, 0x33, 0, 0, 0, 1],
+            all_nodes,
+            OVERRIDE,
+            Some(NODE_MAC),
+            true
+        )
+    );
+    // Trailing bytes after the solicitation are cut off.
+    let mut padded = solicit(OWNED_FIP6);
+    padded.trailer = vec![0; 20];
+    let (action, out) = h.run(&padded.encode());
+    assert_eq!(action, XDP_TX);
+    assert!(Advertisement::decode(&out).unwrap().exact_length);
+    assert_eq!(h.counters().na_sent, 3);
+}
+
+#[test]
+fn ipv6_cluster_addresses_not_owned_here_are_dropped_and_others_pass() {
+    let h = Harness::new(0);
+    for target in [RELEASED_FIP6, UNLEASED_FIP6] {
+        let frame = solicit(target).encode();
+        assert_eq!(h.run(&frame).0, XDP_DROP, "{target}");
+    }
+    let c = h.counters();
+    assert_eq!(c.ns_not_owned + c.ns_lease_expired, 2);
+    assert_eq!(c.na_sent, 0);
+    // Not a cluster address: the kernel's.
+    let other = solicit("2001:db8::99".parse().unwrap()).encode();
+    let (action, out) = h.run(&other);
+    assert_eq!((action, out), (XDP_PASS, other));
+}
+
+#[test]
+fn a_vlan_tagged_solicitation_is_answered_with_its_tag_only_for_an_address_of_that_vlan() {
+    let mut h = Harness::new(0);
+    let vlan_address: Ipv6Addr = "2001:db8:42::10".parse().unwrap();
+    h.dataplane
+        .set_addresses6([(
+            &AddressKey6::new(
+                cluster_common::vlan_key_ifindex(IFINDEX, 42),
+                vlan_address.octets(),
+            ),
+            &entry(OWNED_SLOT, 20, NODE_MAC, AddressKind::Fip),
+        )])
+        .unwrap();
+    let tagged = |target, vlan| {
+        let mut ns = solicit(target);
+        ns.vlan = vlan;
+        h.run(&ns.encode())
+    };
+    let (action, out) = tagged(vlan_address, Some(42));
+    assert_eq!(action, XDP_TX);
+    assert_eq!(Advertisement::decode(&out).unwrap().vlan, Some(42));
+    assert_eq!(tagged(vlan_address, None).0, XDP_PASS);
+    assert_eq!(tagged(vlan_address, Some(43)).0, XDP_PASS);
+    assert_eq!(tagged(OWNED_FIP6, Some(42)).0, XDP_PASS);
+    assert_eq!(tagged(OWNED_FIP6, Some(0)).0, XDP_TX);
+}
+
+#[test]
+fn invalid_or_truncated_solicitations_pass_untouched_and_count_as_malformed() {
+    let h = Harness::new(0);
+    // RFC 4861 7.1.1: hop limit 255 and code 0, or the kernel discards it (so does not answer).
+    for change in [
+        (|ns: &mut Solicitation| ns.hop_limit = 254) as fn(&mut Solicitation),
+        |ns| ns.code = 1,
+    ] {
+        let mut ns = solicit(OWNED_FIP6);
+        change(&mut ns);
+        let frame = ns.encode();
+        let (action, out) = h.run(&frame);
+        assert_eq!((action, out), (XDP_PASS, frame));
+    }
+    assert_eq!(h.counters().malformed, 2);
+    for vlan in [None, Some(0)] {
+        let mut ns = solicit(OWNED_FIP6);
+        ns.vlan = vlan;
+        let full = ns.encode();
+        let l3 = if vlan.is_some() { 18 } else { 14 };
+        // Shorter than the IPv6 header, than the ICMPv6 type, than the solicitation.
+        for len in l3..l3 + 40 + 24 {
+            let before = h.counters().malformed;
+            let (action, out) = h.run(&full[..len]);
+            assert_eq!(action, XDP_PASS, "length {len} vlan {vlan:?}");
+            assert_eq!(out, &full[..len], "length {len} untouched");
+            assert_eq!(h.counters().malformed, before + 1, "length {len} counted");
+        }
+        // Without its option it is still a solicitation, and answered.
+        assert_eq!(h.run(&full[..l3 + 40 + 24]).0, XDP_TX);
+    }
+    assert_eq!(h.counters().na_sent, 2);
+}
+
+#[test]
+fn other_icmpv6_and_extension_headers_pass_untouched() {
+    let h = Harness::new(0);
+    let frame = solicit(OWNED_FIP6).encode();
+    // An echo request (type 128) in place of the solicitation.
+    let mut echo = frame.clone();
+    echo[54] = 128;
+    // A hop-by-hop header announced before ICMPv6 (RFC 4861 solicitations carry none).
+    let mut extension = frame.clone();
+    extension[20] = 0;
+    // An advertisement (type 136) from someone else.
+    let mut advertisement = frame.clone();
+    advertisement[54] = 136;
+    for frame in [echo, extension, advertisement] {
+        let (action, out) = h.run(&frame);
+        assert_eq!((action, out), (XDP_PASS, frame));
+    }
+    let c = h.counters();
+    assert_eq!((c.ns_requests, c.na_sent, c.malformed), (0, 0, 0));
 }

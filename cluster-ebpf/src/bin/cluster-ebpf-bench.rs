@@ -1,5 +1,6 @@
 //! The benchmark's XDP object (`fwcluster-bench` embeds it; the controller never sees it): a
-//! traffic generator, a sink, a trivial floor and the ARP path with an undo for repeated runs.
+//! traffic generator, a sink, a trivial floor and the ARP and Neighbor Discovery paths with an
+//! undo for repeated runs.
 //! Loaded against a node's pinned maps, so that it measures the product's code on the
 //! product's maps.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -14,8 +15,12 @@ use aya_ebpf::{
 
 use cluster_ebpf::{
     arp::{ARP_OP_REPLY, ARP_OP_REQUEST},
-    frame::{ArpHdr, ETH_P_ARP, ETH_P_IP, EthHdr, Frame, Ipv4Hdr},
+    frame::{
+        ArpHdr, ETH_P_ARP, ETH_P_IP, EthHdr, Frame, Ipv4Hdr, Ipv6Hdr, LinkLayerOption,
+        NeighborMessage,
+    },
     maps::FWC_COUNTERS,
+    ndp::ND_NEIGHBOR_SOLICIT,
     run,
 };
 
@@ -95,6 +100,67 @@ pub fn fwcluster_bench_arp(ctx: XdpContext) -> u32 {
         restore_request(&Frame::new(&ctx));
     }
     action
+}
+
+/// The data path followed by turning its Neighbor Advertisement back into the multicast
+/// solicitation it answered (with its source link-layer option, so the frame keeps its
+/// length), like [`fwcluster_bench_arp`]. The restored solicitation's checksum is not
+/// recomputed: the data path does not verify it (the kernel does, for what it passes).
+#[xdp]
+pub fn fwcluster_bench_ns(ctx: XdpContext) -> u32 {
+    let action = run(&ctx);
+    if action == XDP_TX {
+        restore_solicitation(&Frame::new(&ctx));
+    }
+    action
+}
+
+#[inline(always)]
+fn restore_solicitation(frame: &Frame) {
+    let Some(eth) = frame.header::<EthHdr>(0) else {
+        return;
+    };
+    // SAFETY: `eth` is the frame's bounds-checked Ethernet header.
+    let Ok((_, l3)) = (unsafe { frame.l3(eth) }) else {
+        return;
+    };
+    let at = l3 + core::mem::size_of::<Ipv6Hdr>();
+    let (Some(ip), Some(na), Some(option)) = (
+        frame.header::<Ipv6Hdr>(l3),
+        frame.header::<NeighborMessage>(at),
+        frame.header::<LinkLayerOption>(at + core::mem::size_of::<NeighborMessage>()),
+    ) else {
+        return;
+    };
+    // SAFETY: bounds-checked pointers into the frame.
+    unsafe {
+        let target = (*na).target;
+        let requester = (*eth).dst;
+        // ff02::1:ffXX:XXXX and 33:33:ff:XX:XX:XX from the target's last 24 bits.
+        let low = u16::from_be(target[6]) & 0x00ff;
+        let solicited_node = [
+            u16::from_ne_bytes([0xff, 0x02]),
+            0,
+            0,
+            0,
+            0,
+            1u16.to_be(),
+            (0xff00 | low).to_be(),
+            target[7],
+        ];
+        (*eth).src = requester;
+        (*eth).dst = [
+            u16::from_ne_bytes([0x33, 0x33]),
+            (0xff00 | low).to_be(),
+            target[7],
+        ];
+        (*ip).src = (*ip).dst;
+        (*ip).dst = solicited_node;
+        (*na).kind = ND_NEIGHBOR_SOLICIT;
+        (*na).flags_reserved = [0, 0];
+        (*option).kind = 1;
+        (*option).mac = requester;
+    }
 }
 
 #[inline(always)]

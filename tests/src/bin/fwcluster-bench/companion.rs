@@ -15,6 +15,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("FWCLUSTER_BENCH_OBJECT"
 pub const FLOOR: &str = "fwcluster_floor";
 /// The data path followed by turning its ARP reply back into the request.
 pub const ARP: &str = "fwcluster_bench_arp";
+/// The data path followed by turning its Neighbor Advertisement back into the solicitation.
+pub const NS: &str = "fwcluster_bench_ns";
 /// The traffic generator (BPF_PROG_TEST_RUN live frames, `XDP_TX`).
 pub const GENERATOR: &str = "fwcluster_bench_gen";
 /// The receiver: counts and drops every frame.

@@ -10,7 +10,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use clap::{Parser, Subcommand};
 use cluster_common::{
-    AddressEntry, AddressKey, AddressKind, FlowShare, HashMode, PROGRAM_NAME,
+    AddressEntry, AddressKey, AddressKey6, AddressKind, FlowShare, HashMode, PROGRAM_NAME,
     flowhash::{self, bucket_of, hash_src},
 };
 use cluster_ctl::dataplane::{self, Dataplane, ModePreference};
@@ -27,6 +27,7 @@ use fwcluster_lab::{
     arp::{ArpFrame, interface_mac},
     frames::{IPPROTO_UDP, Ipv4Packet},
     in_netns,
+    ndp::Solicitation,
 };
 use nix::{
     sched::{CpuSet, sched_getaffinity, sched_setaffinity},
@@ -310,6 +311,15 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
         (&address_key(1, FIP), &fip_entry(0, node_mac)),
         (&address_key(1, released), &fip_entry(1, node_mac)),
     ])?;
+    let fip6: Ipv6Addr = "2001:db8::10".parse()?;
+    let released6: Ipv6Addr = "2001:db8::11".parse()?;
+    dp.set_addresses6([
+        (&AddressKey6::new(1, fip6.octets()), &fip_entry(0, node_mac)),
+        (
+            &AddressKey6::new(1, released6.octets()),
+            &fip_entry(1, node_mac),
+        ),
+    ])?;
     dp.acquire(0, 1, LEASE)?;
     dp.release(1, 1)?;
     dp.set_buckets(0, &(0..BUCKETS).map(|b| b % 2).collect::<Vec<_>>())?;
@@ -330,6 +340,8 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
     }
     .encode();
 
+    let client6: Ipv6Addr = "2001:db8::100".parse()?;
+    let solicit = |target| Solicitation::multicast(CLIENT_MAC, client6, target).encode();
     let mut meter = CostMeter {
         floor,
         floor_frame: request(FIP),
@@ -354,6 +366,21 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
         (
             "IPv4 unicast (pass)",
             meter.measure(&dp, PROGRAM_NAME, &unicast, PASS)?,
+            "",
+        ),
+        (
+            "NS hit (advertisement, XDP_TX)",
+            meter.measure(&dp, companion::NS, &solicit(fip6), TX)?,
+            "≤ ARP hit + 15 ns",
+        ),
+        (
+            "NS not owned (XDP_DROP)",
+            meter.measure(&dp, PROGRAM_NAME, &solicit(released6), DROP)?,
+            "",
+        ),
+        (
+            "NS other address (pass)",
+            meter.measure(&dp, PROGRAM_NAME, &solicit("2001:db8::99".parse()?), PASS)?,
             "",
         ),
     ];
@@ -409,7 +436,10 @@ fn prog_test_run() -> Result<Vec<PacketCost>> {
             ns - floor_ns
         );
     }
-    println!("(the ARP hit path runs the idempotent bench variant: it also restores the request)");
+    println!(
+        "(the ARP and NS hit paths run the idempotent bench variants: they also restore the \
+         request or solicitation)"
+    );
     Ok(std::iter::once(PacketCost {
         path: "floor: trivial XDP_PASS".into(),
         ns: floor_ns,
