@@ -1170,3 +1170,57 @@ fn other_icmpv6_and_extension_headers_pass_untouched() {
     let c = h.counters();
     assert_eq!((c.ns_requests, c.na_sent, c.malformed), (0, 0, 0));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Any solicitation-shaped frame, bytes changed, cut short or lengthened: the program
+    /// answers only with a well-formed advertisement for an owned address (right checksum,
+    /// exact length), and otherwise leaves the frame untouched.
+    #[test]
+    fn the_ndp_path_answers_only_right_and_never_corrupts_what_it_passes(
+        target in proptest::sample::select(vec![OWNED_FIP6, OWNED_PARP6, RELEASED_FIP6, CLIENT_IP6]),
+        dad in proptest::bool::ANY,
+        vlan in proptest::option::of(0u16..3),
+        flips in proptest::collection::vec((0usize..120, proptest::num::u8::ANY), 0..4),
+        cut in proptest::option::of(0usize..120),
+        trailer in proptest::collection::vec(proptest::num::u8::ANY, 0..24),
+    ) {
+        let h = HARNESS.with(|h| h.clone());
+        let mut ns = if dad {
+            Solicitation::duplicate_address_detection(CLIENT_MAC, target)
+        } else {
+            solicit(target)
+        };
+        ns.vlan = vlan;
+        ns.trailer = trailer;
+        let mut frame = ns.encode();
+        for (at, value) in flips {
+            if let Some(byte) = frame.get_mut(at) {
+                *byte = value;
+            }
+        }
+        if let Some(len) = cut {
+            frame.truncate(len.max(14));
+        }
+        let (action, out) = run_program(&h.dataplane, IFINDEX, &frame);
+        match action {
+            XDP_TX => {
+                let na = Advertisement::decode(&out);
+                proptest::prop_assert!(na.is_some(), "an advertisement with a right checksum");
+                let na = na.unwrap();
+                proptest::prop_assert!(na.exact_length);
+                proptest::prop_assert!([OWNED_FIP6, OWNED_PARP6, OWNED_GATEWAY6].contains(&na.target));
+                proptest::prop_assert_eq!(na.src, na.target);
+                proptest::prop_assert_eq!(na.hop_limit, 255);
+            }
+            XDP_PASS | XDP_DROP => proptest::prop_assert_eq!(out, frame),
+            other => proptest::prop_assert!(false, "action {}", other),
+        }
+    }
+}
+
+thread_local! {
+    /// One loaded program for all the property's cases (loading costs milliseconds).
+    static HARNESS: std::rc::Rc<Harness> = std::rc::Rc::new(Harness::new(0));
+}
