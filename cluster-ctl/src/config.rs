@@ -7,7 +7,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -15,7 +15,7 @@ use std::{
 use cluster_common::flowhash::FLOW_HASH_VERSION;
 use cluster_engine::{EngineConfig, GroupSpec, NodeId, StepSpec};
 pub use cluster_engine::{Failback, Recover, StartMode};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -86,7 +86,7 @@ pub struct ClusterConfig {
     /// Ping tie-breakers for partition resolution: when all interconnects are lost, a node that
     /// reaches none of them takes nothing over.
     #[serde(default)]
-    pub tiebreakers: Vec<Ipv4Addr>,
+    pub tiebreakers: Vec<IpAddr>,
     /// XDP attach mode.
     #[serde(default)]
     pub xdp_mode: XdpModeConfig,
@@ -126,6 +126,9 @@ mod defaults {
     }
     pub fn arp_count() -> u32 {
         1
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn address_retry() -> u32 {
         5
@@ -212,6 +215,10 @@ pub struct ServerConfig {
     pub interconnect: Vec<Ipv4Net>,
 }
 
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
 fn recover_retry() -> Recover {
     Recover::Retry
 }
@@ -245,7 +252,8 @@ pub struct GroupConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FipConfig {
-    pub address: Ipv4Net,
+    /// IPv4 or IPv6 address with the prefix of its subnet.
+    pub address: IpNet,
     /// Interface; optional when the address's subnet identifies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
@@ -263,12 +271,18 @@ pub struct FipConfig {
     /// Hide NAT (R-FW-3): sources translated to this address when they leave by its interface.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hide: Vec<Ipv4Net>,
+    /// IPv6: the Router flag of the address's Neighbor Advertisements. On by default, since a
+    /// floating address is the gateway of its network; a host that hears an advertisement
+    /// without it for its gateway drops the gateway from its default routers (RFC 4861 7.2.5).
+    #[serde(default = "defaults::yes", skip_serializing_if = "is_true")]
+    pub router: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParpConfig {
-    pub address: Ipv4Addr,
+    /// IPv4 (answered in ARP) or IPv6 (answered in Neighbor Discovery).
+    pub address: IpAddr,
     pub interface: String,
     /// MAC answered with; default: the interface's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,13 +297,17 @@ pub struct ParpConfig {
     /// translation in, source translation out, on every node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_nat: Option<Ipv4Addr>,
+    /// IPv6: the Router flag of the address's Neighbor Advertisements (off: a proxied address
+    /// usually stands for a host).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub router: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpwConfig {
     /// One entry: fails only when every target is unreachable (`a | b | c`).
-    pub targets: Vec<Ipv4Addr>,
+    pub targets: Vec<IpAddr>,
     #[serde(default = "defaults::ipw_interval", with = "humantime_serde")]
     pub interval: Duration,
     #[serde(default = "defaults::ipw_timeout", with = "humantime_serde")]
@@ -823,8 +841,8 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
     if config.server.is_empty() {
         problems.add(&path("server"), "at least one [[server]] is required");
     }
-    let mut addresses: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
-    let mut claim = |problems: &mut Problems<'_>, address: Ipv4Addr, key: &KeyPath| {
+    let mut addresses: BTreeMap<IpAddr, String> = BTreeMap::new();
+    let mut claim = |problems: &mut Problems<'_>, address: IpAddr, key: &KeyPath| {
         if let Some(first) = addresses.get(&address) {
             problems.add(key, format!("address {address} is also used by {first}"));
         } else {
@@ -858,7 +876,11 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             );
         }
         for (k, net) in server.interconnect.iter().enumerate() {
-            claim(problems, net.addr(), &s.key("interconnect").index(k));
+            claim(
+                problems,
+                IpAddr::V4(net.addr()),
+                &s.key("interconnect").index(k),
+            );
         }
     }
     // Interconnect i of every server must be in one subnet.
@@ -900,7 +922,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
 
     // Groups.
     let mut group_names = BTreeSet::new();
-    let mut parp_owner: BTreeMap<Ipv4Addr, (String, KeyPath)> = BTreeMap::new();
+    let mut parp_owner: BTreeMap<IpAddr, (String, KeyPath)> = BTreeMap::new();
     // Hide-NAT sources seen so far: (source, group, key).
     let mut hidden: Vec<(Ipv4Net, String, String)> = Vec::new();
     // Static-NAT inner hosts seen so far, with the key that named them.
@@ -938,10 +960,44 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
         for (k, fip) in group.fip.iter().enumerate() {
             let key = gp.key("fip").index(k);
             claim(problems, fip.address.addr(), &key.key("address"));
-            if fip.address.prefix_len() == 32 || fip.address.prefix_len() == 0 {
+            if fip.address.prefix_len() == fip.address.max_prefix_len()
+                || fip.address.prefix_len() == 0
+            {
+                let example = match fip.address {
+                    IpNet::V4(_) => "/24",
+                    IpNet::V6(_) => "/64",
+                };
                 problems.add(
                     &key.key("address"),
-                    format!("{} needs the prefix of its subnet (e.g. /24)", fip.address),
+                    format!(
+                        "{} needs the prefix of its subnet (e.g. {example})",
+                        fip.address
+                    ),
+                );
+            }
+            if let Some(problem) = ipv6_address_problem(fip.address.addr()) {
+                problems.add(&key.key("address"), problem);
+            }
+            if let IpNet::V6(address) = fip.address
+                && address.addr().is_unicast_link_local()
+                && fip.interface.is_none()
+            {
+                problems.add(
+                    &key.key("address"),
+                    format!(
+                        "{} is link-local: every interface holds fe80::/64, so name the interface",
+                        address.addr()
+                    ),
+                );
+            }
+            if fip.address.addr().is_ipv6() && !fip.hide.is_empty() {
+                problems.add(
+                    &key.key("hide"),
+                    format!(
+                        "hide NAT translates IPv4 sources and {} is IPv6 (fwcluster offers no NAT66: \
+                         route the inner IPv6 prefix instead)",
+                        fip.address.addr()
+                    ),
                 );
             }
             if let Some(interface) = &fip.interface
@@ -960,8 +1016,10 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             }
             for (h, source) in fip.hide.iter().enumerate() {
                 let hk = key.key("hide").index(h);
-                if source.contains(&fip.address.addr()) {
-                    problems.add(&hk, format!("{source} holds {} itself", fip.address.addr()));
+                if let IpAddr::V4(address) = fip.address.addr()
+                    && source.contains(&address)
+                {
+                    problems.add(&hk, format!("{source} holds {address} itself"));
                 }
                 match hidden
                     .iter()
@@ -1005,9 +1063,20 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             {
                 problems.add(&key.key("mac"), format!("{mac} is a multicast MAC"));
             }
+            if let Some(problem) = ipv6_address_problem(parp.address) {
+                problems.add(&key.key("address"), problem);
+            }
             if let Some(inner) = parp.static_nat {
                 let nk = key.key("static_nat");
-                if inner == parp.address {
+                if parp.address.is_ipv6() {
+                    problems.add(
+                        &nk,
+                        format!(
+                            "static NAT maps IPv4 addresses and {} is IPv6 (fwcluster offers no NAT66)",
+                            parp.address
+                        ),
+                    );
+                } else if IpAddr::V4(inner) == parp.address {
                     problems.add(&nk, format!("{inner} is the proxy-ARP address itself"));
                 } else if let Some(at) = static_inner.get(&inner) {
                     problems.add(
@@ -1085,7 +1154,11 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
                 ),
             );
         }
-        claim(problems, share.address.addr(), &key.key("address"));
+        claim(
+            problems,
+            IpAddr::V4(share.address.addr()),
+            &key.key("address"),
+        );
         if let Some(e) = interface_name_problem(&share.interface) {
             problems.add(&key.key("interface"), e);
         }
@@ -1151,7 +1224,7 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
         problems.add(&path("group"), "too many groups and flow shares");
     }
     for (inner, at) in &static_inner {
-        if let Some(first) = addresses.get(inner) {
+        if let Some(first) = addresses.get(&IpAddr::V4(*inner)) {
             problems.add(
                 at,
                 format!("{inner} is a cluster address ({first}), not an inner host"),
@@ -1179,6 +1252,25 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
 }
 
 /// What is wrong with an interface name, if anything.
+/// What makes an IPv6 address unfit for a cluster address: multicast, unspecified, loopback
+/// or IPv4-mapped addresses are never answered in Neighbor Discovery.
+fn ipv6_address_problem(address: IpAddr) -> Option<String> {
+    let IpAddr::V6(address) = address else {
+        return None;
+    };
+    if address.is_multicast() {
+        Some(format!("{address} is a multicast address"))
+    } else if address.is_unspecified() || address.is_loopback() {
+        Some(format!("{address} is not an address of a network"))
+    } else if address.to_ipv4_mapped().is_some() {
+        Some(format!(
+            "{address} is IPv4-mapped; write the IPv4 address itself"
+        ))
+    } else {
+        None
+    }
+}
+
 fn interface_name_problem(name: &str) -> Option<String> {
     // IFNAMSIZ is 16 with the NUL.
     if name.is_empty()
@@ -1197,7 +1289,7 @@ fn interface_name_problem(name: &str) -> Option<String> {
 pub fn check_against_interfaces(
     config: &Config,
     node: usize,
-    interfaces: &BTreeMap<String, Vec<Ipv4Net>>,
+    interfaces: &BTreeMap<String, Vec<IpNet>>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for (g, group) in config.group.iter().enumerate() {
@@ -1245,15 +1337,22 @@ pub fn check_against_interfaces(
                     parp.interface
                 )),
                 Some(nets) if !nets.iter().any(|n| n.contains(&parp.address)) => {
+                    let request = match parp.address {
+                        IpAddr::V4(_) => "ARP request",
+                        IpAddr::V6(_) => "Neighbor Solicitation",
+                    };
                     problems.push(format!(
-                        "{key}.address: {} is outside every subnet of {}: no ARP request for it arrives there",
+                        "{key}.address: {} is outside every subnet of {}: no {request} for it arrives there",
                         parp.address, parp.interface
                     ))
                 }
                 Some(_) => {}
             }
             if let Some(inner) = parp.static_nat
-                && !interfaces.values().flatten().any(|n| n.contains(&inner))
+                && !interfaces
+                    .values()
+                    .flatten()
+                    .any(|n| n.contains(&IpAddr::V4(inner)))
             {
                 problems.push(format!(
                     "{key}.static_nat: {inner} is outside the subnet of every interface of this node"
@@ -1266,7 +1365,7 @@ pub fn check_against_interfaces(
             if !interfaces
                 .values()
                 .flatten()
-                .any(|n| n.addr() == net.addr())
+                .any(|n| n.addr() == IpAddr::V4(net.addr()))
             {
                 problems.push(format!(
                     "server[{node}].interconnect[{k}]: {net} is not configured on any interface of this node"

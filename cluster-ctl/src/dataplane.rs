@@ -716,14 +716,17 @@ impl Dataplane {
         self.install_addresses(self.addresses.clone(), addresses6)
     }
 
-    /// Replaces the whole address set (a configuration's; what a restarted controller's
-    /// configuration no longer has is gone at once). A configuration names IPv4 addresses
-    /// only, so the IPv6 set is emptied.
+    /// Replaces the whole address set, IPv4 and IPv6 (a configuration's; what a restarted
+    /// controller's configuration no longer has is gone at once).
     pub fn replace_addresses(
         &mut self,
         entries: impl IntoIterator<Item = (AddressKey, AddressEntry)>,
+        entries6: impl IntoIterator<Item = (AddressKey6, AddressEntry)>,
     ) -> Result<()> {
-        self.install_addresses(entries.into_iter().collect(), BTreeMap::new())
+        self.install_addresses(
+            entries.into_iter().collect(),
+            entries6.into_iter().collect(),
+        )
     }
 
     /// The addresses in use.

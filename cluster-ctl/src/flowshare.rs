@@ -165,7 +165,7 @@ impl FlowShares {
             })?;
             netif::add_address(
                 &share.interface,
-                share.address,
+                share.address.into(),
                 &format!("{}:fs{k}", share.interface),
             )?;
             // ARP this node sends never names the shared address as its sender (clients would
@@ -254,7 +254,7 @@ impl FlowShares {
     pub fn stop(&mut self, dataplane: &mut Dataplane) {
         for instance in &self.instances {
             let _ = dataplane.release(instance.slot, instance.epoch);
-            let _ = netif::remove_address(&instance.interface, instance.address);
+            let _ = netif::remove_address(&instance.interface, instance.address.into());
             let _ = multicast(&instance.interface, instance.mac, false);
         }
     }

@@ -23,7 +23,11 @@
 //! The rules are the same on every node and do not change on failover: only who answers ARP
 //! for an address moves (the data path), so the NAT of a group follows it for free.
 
-use std::{collections::BTreeSet, fmt::Write as _, net::Ipv4Addr};
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use crate::config::Config;
 
@@ -40,25 +44,35 @@ pub const PREROUTING_CHAIN: &str = "fwcluster_prerouting";
 /// Source NAT (hide NAT and static NAT out), jumped to from a nat postrouting base chain.
 pub const POSTROUTING_CHAIN: &str = "fwcluster_postrouting";
 
-fn set(out: &mut String, name: &str, comment: &str, addresses: &BTreeSet<Ipv4Addr>) {
+fn set<A: ToString>(out: &mut String, name: &str, comment: &str, addresses: &BTreeSet<A>) {
     let _ = writeln!(out, "set {name} {{");
-    let _ = writeln!(out, "\ttype ipv4_addr");
+    let kind = if name.ends_with('6') {
+        "ipv6_addr"
+    } else {
+        "ipv4_addr"
+    };
+    let _ = writeln!(out, "\ttype {kind}");
     let _ = writeln!(out, "\tcomment \"{comment}\"");
     if !addresses.is_empty() {
-        let list: Vec<String> = addresses.iter().map(Ipv4Addr::to_string).collect();
+        let list: Vec<String> = addresses.iter().map(A::to_string).collect();
         let _ = writeln!(out, "\telements = {{ {} }}", list.join(", "));
     }
     let _ = writeln!(out, "}}");
 }
 
 /// The addresses the stealth rule guards: floating, proxy-ARP and shared addresses.
-pub fn cluster_addresses(config: &Config) -> BTreeSet<Ipv4Addr> {
+pub fn cluster_addresses(config: &Config) -> BTreeSet<IpAddr> {
     let mut addresses = BTreeSet::new();
     for group in &config.group {
         addresses.extend(group.fip.iter().map(|f| f.address.addr()));
         addresses.extend(group.parp.iter().map(|p| p.address));
     }
-    addresses.extend(config.flowshare.iter().map(|s| s.address.addr()));
+    addresses.extend(
+        config
+            .flowshare
+            .iter()
+            .map(|s| IpAddr::V4(s.address.addr())),
+    );
     addresses
 }
 
@@ -101,11 +115,20 @@ pub fn fragment(config: &Config) -> String {
         "the servers' interconnect addresses",
         &peers,
     );
+    let (addresses, addresses6): (BTreeSet<IpAddr>, BTreeSet<IpAddr>) = cluster_addresses(config)
+        .into_iter()
+        .partition(IpAddr::is_ipv4);
     set(
         &mut out,
         "fwcluster_addresses",
         "floating, proxy-ARP and shared addresses",
-        &cluster_addresses(config),
+        &addresses,
+    );
+    set(
+        &mut out,
+        "fwcluster_addresses6",
+        "floating and proxy addresses (IPv6)",
+        &addresses6,
     );
     if config.sync.is_some() {
         set(
@@ -146,6 +169,19 @@ pub fn fragment(config: &Config) -> String {
         out,
         "\ttcp dport {api} counter drop comment \"the peer API for anyone else\""
     );
+    // Neighbor Discovery is the link's own plumbing and never tracked by conntrack: without
+    // it the stealth rule (or the base chain's drop policy) would cut this node off from its
+    // IPv6 neighbours. Hop limit 255 proves a message came from the link itself (RFC 4861);
+    // MLD queries (hop limit 1, from a link-local router) are answered so that switches with
+    // MLD snooping keep delivering the solicited-node groups.
+    let _ = writeln!(
+        out,
+        "\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 counter accept comment \"neighbor discovery\""
+    );
+    let _ = writeln!(
+        out,
+        "\ticmpv6 type mld-listener-query ip6 hoplimit 1 ip6 saddr fe80::/10 counter accept comment \"MLD queries\""
+    );
     let _ = writeln!(out, "\tjump {STEALTH_CHAIN}");
     let _ = writeln!(out, "}}");
 
@@ -181,6 +217,10 @@ pub fn fragment(config: &Config) -> String {
     let _ = writeln!(
         out,
         "\tip daddr @fwcluster_addresses counter drop comment \"stealth: the cluster's addresses\""
+    );
+    let _ = writeln!(
+        out,
+        "\tip6 daddr @fwcluster_addresses6 counter drop comment \"stealth: the cluster's IPv6 addresses\""
     );
     let _ = writeln!(
         out,

@@ -202,6 +202,10 @@ fn ordinal(n: usize) -> String {
     }
 }
 
+fn on_off(flag: bool) -> &'static str {
+    if flag { "on" } else { "off" }
+}
+
 fn dotted_mask(prefix: u8) -> String {
     let mask = if prefix == 0 {
         0
@@ -211,9 +215,13 @@ fn dotted_mask(prefix: u8) -> String {
     std::net::Ipv4Addr::from(mask).to_string()
 }
 
-/// Address `a.b.c.d/255.255.255.0`, as the seed prints it.
-pub fn address_with_mask(net: &ipnet::Ipv4Net) -> String {
-    format!("{}/{}", net.addr(), dotted_mask(net.prefix_len()))
+/// Address `a.b.c.d/255.255.255.0`, as the seed prints it; IPv6 addresses with their prefix
+/// length (`2001:db8::10/64`), as IPv6 is written everywhere.
+pub fn address_with_mask(net: &ipnet::IpNet) -> String {
+    match net {
+        ipnet::IpNet::V4(net) => format!("{}/{}", net.addr(), dotted_mask(net.prefix_len())),
+        ipnet::IpNet::V6(net) => net.to_string(),
+    }
 }
 
 impl StatusView {
@@ -231,7 +239,11 @@ impl StatusView {
                     "OFFLINE"
                 }
                 .into(),
-                interconnect: s.interconnect.iter().map(address_with_mask).collect(),
+                interconnect: s
+                    .interconnect
+                    .iter()
+                    .map(|net| address_with_mask(&(*net).into()))
+                    .collect(),
                 links: status.links[n].clone(),
                 heard_by_it: status.peer_links[n].map(|bits| {
                     (0..s.interconnect.len())
@@ -655,7 +667,11 @@ pub fn render_config(view: &StatusView) -> String {
     for (n, server) in c.server.iter().enumerate() {
         let _ = writeln!(out, "SERVER{n} : {}", server.name);
         for (i, net) in server.interconnect.iter().enumerate() {
-            let _ = writeln!(out, "  INTERCONNECT{i} : {}", address_with_mask(net));
+            let _ = writeln!(
+                out,
+                "  INTERCONNECT{i} : {}",
+                address_with_mask(&(*net).into())
+            );
         }
     }
     for (g, group) in c.group.iter().enumerate() {
@@ -703,8 +719,6 @@ pub fn render_config(view: &StatusView) -> String {
                 .interface
                 .clone()
                 .unwrap_or_else(|| "(by subnet)".into());
-            let n = labels.entry(interface.clone()).or_insert(0);
-            *n += 1;
             let _ = writeln!(out, "FIP{k} : {name}");
             let _ = writeln!(out, "  TYPE           : USR");
             let _ = writeln!(
@@ -712,7 +726,15 @@ pub fn render_config(view: &StatusView) -> String {
                 "  ADDRESS        : {}",
                 address_with_mask(&fip.address)
             );
-            let _ = writeln!(out, "  INTERFACE      : {interface}:{n}");
+            // IPv4 addresses carry a label (`eth0:1`); IPv6 addresses have none.
+            if fip.address.addr().is_ipv4() {
+                let n = labels.entry(interface.clone()).or_insert(0);
+                *n += 1;
+                let _ = writeln!(out, "  INTERFACE      : {interface}:{n}");
+            } else {
+                let _ = writeln!(out, "  INTERFACE      : {interface}");
+                let _ = writeln!(out, "  ROUTER flag    : {}", on_off(fip.router));
+            }
             let _ = writeln!(out, "  PING count     : {}", fip.ping_count);
             if !fip.hide.is_empty() {
                 let sources: Vec<String> = fip.hide.iter().map(|n| n.to_string()).collect();
@@ -728,6 +750,9 @@ pub fn render_config(view: &StatusView) -> String {
             let _ = writeln!(out, "PARP{k} : {name}");
             let _ = writeln!(out, "  TYPE           : USR");
             let _ = writeln!(out, "  IP ADDRESS     : {}", parp.address);
+            if parp.address.is_ipv6() {
+                let _ = writeln!(out, "  ROUTER flag    : {}", on_off(parp.router));
+            }
             let mac = view.proxy_arp_macs.get(&name).cloned().unwrap_or_else(|| {
                 parp.mac
                     .map_or("(interface)".into(), |m| m.to_string().to_uppercase())

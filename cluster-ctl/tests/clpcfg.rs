@@ -219,7 +219,6 @@ fn keygen_writes_a_private_key_that_the_daemon_accepts_and_guards_it() {
 
 #[test]
 fn the_nft_chains_load_inside_an_operators_table_with_the_nat_of_every_group() {
-    let dir = tempfile::tempdir().unwrap();
     let out = clpcfg()
         .arg("nft")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/load-share.toml"))
@@ -252,10 +251,15 @@ fn the_nft_chains_load_inside_an_operators_table_with_the_nat_of_every_group() {
             "missing {expected:?} in:\n{fragment}"
         );
     }
-    // The example firewall with these chains included is valid nftables (`nft -c` checks
-    // without loading).
+    assert_loads_in_the_example_firewall(&fragment);
+}
+
+/// The example firewall with `fragment` included is valid nftables (`nft -c` checks without
+/// loading).
+fn assert_loads_in_the_example_firewall(fragment: &str) {
+    let dir = tempfile::tempdir().unwrap();
     let fragment_file = dir.path().join("cluster.nft");
-    std::fs::write(&fragment_file, &fragment).unwrap();
+    std::fs::write(&fragment_file, fragment).unwrap();
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/firewall.nft"),
     )
@@ -277,4 +281,44 @@ fn the_nft_chains_load_inside_an_operators_table_with_the_nat_of_every_group() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+#[test]
+fn the_nft_chains_guard_ipv6_cluster_addresses_and_let_neighbor_discovery_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/load-share.toml"),
+    )
+    .unwrap()
+    .replacen(
+        "  [[group.fip]]",
+        "  [[group.fip]]\n  address = \"2001:db8::10/64\"\n  interface = \"eth0\"\n\n  [[group.fip]]",
+        1,
+    );
+    let config = dir.path().join("dual-stack.toml");
+    std::fs::write(&config, &source).unwrap();
+    let out = clpcfg().arg("nft").arg(&config).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fragment = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "set fwcluster_addresses6 {\n\ttype ipv6_addr",
+        "elements = { 2001:db8::10 }",
+        "ip6 daddr @fwcluster_addresses6 counter drop",
+        "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 counter accept",
+        "icmpv6 type mld-listener-query ip6 hoplimit 1 ip6 saddr fe80::/10 counter accept",
+    ] {
+        assert!(
+            fragment.contains(expected),
+            "missing {expected:?} in:\n{fragment}"
+        );
+    }
+    // Neighbor Discovery is let in before the stealth rule drops what is for this node.
+    let accept = fragment.find("nd-neighbor-solicit").unwrap();
+    let stealth = fragment.find("jump fwcluster_stealth\n").unwrap();
+    assert!(accept < stealth, "{fragment}");
+    assert_loads_in_the_example_firewall(&fragment);
 }

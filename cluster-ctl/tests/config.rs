@@ -498,3 +498,114 @@ fn the_sync_interconnect_must_exist() {
         "# beyond",
     );
 }
+
+/// BASE with IPv6 addresses beside the IPv4 ones: `fip` and `parp` are the extra blocks' bodies.
+fn with_ipv6(fip: &str, parp: &str) -> String {
+    BASE.replace(
+        "  [[group.parp]]",
+        &format!("  [[group.fip]]\n{fip}\n\n  [[group.parp]]\n{parp}\n\n  [[group.parp]]"),
+    )
+}
+
+#[test]
+fn ipv6_floating_and_proxy_addresses_are_accepted_with_their_router_flags() {
+    let source = with_ipv6(
+        "  address = \"2001:db8::10/64\"\n  interface = \"eth0\"",
+        "  address = \"2001:db8::20\"\n  interface = \"eth0\"\n  router = true",
+    );
+    let config = Config::parse(Path::new("test.toml"), &source).unwrap();
+    let group = &config.group[0];
+    assert_eq!(group.fip[1].address, "2001:db8::10/64".parse().unwrap());
+    assert!(
+        group.fip[0].router && group.fip[1].router,
+        "a gateway by default"
+    );
+    assert_eq!(
+        group.parp[0].address,
+        "2001:db8::20".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert!(group.parp[0].router);
+    assert!(
+        !group.parp[1].router,
+        "a proxied host is no router by default"
+    );
+    // The defaults are not written back out.
+    let written = toml::to_string(&config).unwrap();
+    assert_eq!(written.matches("router = true").count(), 1, "{written}");
+
+    let mut interfaces = std::collections::BTreeMap::new();
+    interfaces.insert(
+        "eth0".to_owned(),
+        vec![
+            "192.0.2.1/24".parse().unwrap(),
+            "2001:db8::1/64".parse().unwrap(),
+        ],
+    );
+    interfaces.insert("eth3".to_owned(), vec!["169.254.12.1/24".parse().unwrap()]);
+    assert_eq!(
+        cluster_ctl::config::check_against_interfaces(&config, 0, &interfaces),
+        Vec::<String>::new()
+    );
+    interfaces.insert("eth0".to_owned(), vec!["192.0.2.1/24".parse().unwrap()]);
+    let problems = cluster_ctl::config::check_against_interfaces(&config, 0, &interfaces);
+    assert!(
+        problems.iter().any(|p| p.contains("group[0].parp[0].address: 2001:db8::20 is outside every subnet of eth0: no Neighbor Solicitation")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn ipv6_addresses_unfit_for_a_cluster_and_ipv4_only_nat_are_refused() {
+    let fip = |body: &str| with_ipv6(body, "  address = \"2001:db8::20\"\n  interface = \"eth0\"");
+    assert_error(
+        &fip("  address = \"2001:db8::10/128\"\n  interface = \"eth0\""),
+        "group[0].fip[1].address",
+        "needs the prefix of its subnet (e.g. /64)",
+        "2001:db8::10/128",
+    );
+    assert_error(
+        &fip("  address = \"ff02::10/64\"\n  interface = \"eth0\""),
+        "group[0].fip[1].address",
+        "ff02::10 is a multicast address",
+        "ff02::10/64",
+    );
+    assert_error(
+        &fip("  address = \"::ffff:192.0.2.99/120\"\n  interface = \"eth0\""),
+        "group[0].fip[1].address",
+        "is IPv4-mapped",
+        "::ffff:192.0.2.99/120",
+    );
+    assert_error(
+        &fip("  address = \"fe80::10/64\""),
+        "group[0].fip[1].address",
+        "fe80::10 is link-local: every interface holds fe80::/64, so name the interface",
+        "fe80::10/64",
+    );
+    assert_error(
+        &fip(
+            "  address = \"2001:db8::10/64\"\n  interface = \"eth0\"\n  hide = [\"203.0.113.0/24\"]",
+        ),
+        "group[0].fip[1].hide",
+        "hide NAT translates IPv4 sources and 2001:db8::10 is IPv6",
+        "hide = [\"203.0.113.0/24\"]",
+    );
+    assert_error(
+        &with_ipv6(
+            "  address = \"2001:db8::10/64\"\n  interface = \"eth0\"",
+            "  address = \"2001:db8::20\"\n  interface = \"eth0\"\n  static_nat = \"203.0.113.5\"",
+        ),
+        "group[0].parp[0].static_nat",
+        "static NAT maps IPv4 addresses and 2001:db8::20 is IPv6",
+        "static_nat = \"203.0.113.5\"",
+    );
+    // One address in two places, IPv6 as IPv4.
+    assert_error(
+        &with_ipv6(
+            "  address = \"2001:db8::20/64\"\n  interface = \"eth0\"",
+            "  address = \"2001:db8::20\"\n  interface = \"eth0\"",
+        ),
+        "group[0].parp[0].address",
+        "address 2001:db8::20 is also used by group[0].fip[1].address",
+        "  address = \"2001:db8::20\"",
+    );
+}

@@ -145,13 +145,18 @@ pub fn interface_ipv4(ifname: &str) -> Result<Ipv4Addr> {
     bail!("interface {ifname} has no IPv4 address")
 }
 
-/// A raw packet socket bound to one interface, receiving ARP only.
+/// A raw packet socket bound to one interface, receiving one EtherType (ARP by default).
 pub struct ArpSocket {
     fd: OwnedFd,
 }
 
 impl ArpSocket {
     pub fn open(ifname: &str) -> Result<Self> {
+        Self::open_ethertype(ifname, ETH_P_ARP)
+    }
+
+    /// A packet socket receiving frames of one EtherType (IPv6 for Neighbor Discovery).
+    pub fn open_ethertype(ifname: &str, ethertype: u16) -> Result<Self> {
         let ifindex =
             nix::net::if_::if_nametoindex(ifname).with_context(|| format!("interface {ifname}"))?;
         // SAFETY: plain socket(2) call; the fd is owned right away.
@@ -159,7 +164,7 @@ impl ArpSocket {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(ETH_P_ARP.to_be()),
+                i32::from(ethertype.to_be()),
             )
         };
         if raw < 0 {
@@ -170,7 +175,7 @@ impl ArpSocket {
         // SAFETY: zero is valid for sockaddr_ll.
         let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = ETH_P_ARP.to_be();
+        address.sll_protocol = ethertype.to_be();
         address.sll_ifindex = ifindex as i32;
         // SAFETY: valid sockaddr_ll of the right length.
         let rc = unsafe {

@@ -216,6 +216,11 @@ impl Lab {
                 "net/ipv4/ip_forward",
                 if host.forwarding { "1" } else { "0" },
             )?;
+            sysctl(
+                &ns,
+                "net/ipv6/conf/all/forwarding",
+                if host.forwarding { "1" } else { "0" },
+            )?;
             for (if_index, interface) in host.interfaces.iter().enumerate() {
                 let port = format!("h{host_index}p{if_index}");
                 ip(&[
@@ -244,7 +249,14 @@ impl Lab {
                     "up",
                 ])?;
                 for address in &interface.addresses {
-                    ip(&["-n", &ns, "addr", "add", address, "dev", &interface.name])?;
+                    // The lab's own IPv6 addresses skip duplicate-address detection (a second
+                    // of `tentative` each); the interfaces keep it on, so a cluster address
+                    // added without `nodad` would go through it.
+                    let mut args = vec!["-n", &ns, "addr", "add", address, "dev", &interface.name];
+                    if address.contains(':') {
+                        args.push("nodad");
+                    }
+                    ip(&args)?;
                 }
                 ip(&["-n", &ns, "link", "set", &interface.name, "up"])?;
                 self.ports

@@ -196,6 +196,71 @@ impl Advertisement {
     }
 }
 
+/// Sends `solicitation` from `ifname` and collects every advertisement for its target that
+/// arrives within `wait` (two answering nodes show up as two answers).
+pub fn solicit(
+    ifname: &str,
+    solicitation: &Solicitation,
+    wait: std::time::Duration,
+) -> anyhow::Result<Vec<Advertisement>> {
+    let socket = crate::arp::ArpSocket::open_ethertype(ifname, ETH_P_IPV6)?;
+    let deadline = std::time::Instant::now() + wait;
+    socket.send(&solicitation.encode())?;
+    let mut answers = Vec::new();
+    while let Some(frame) = socket.receive(deadline)? {
+        if let Some(advertisement) = Advertisement::decode(&frame)
+            && advertisement.target == solicitation.target
+            && advertisement.flags & SOLICITED != 0
+        {
+            answers.push(advertisement);
+        }
+    }
+    Ok(answers)
+}
+
+/// Sends `solicitation` (a duplicate-address probe, say) and collects the unsolicited
+/// advertisements for its target that follow within `wait`.
+pub fn unsolicited_advertisements_after(
+    ifname: &str,
+    solicitation: &Solicitation,
+    wait: std::time::Duration,
+) -> anyhow::Result<Vec<Advertisement>> {
+    let socket = crate::arp::ArpSocket::open_ethertype(ifname, ETH_P_IPV6)?;
+    let deadline = std::time::Instant::now() + wait;
+    socket.send(&solicitation.encode())?;
+    let mut heard = Vec::new();
+    while let Some(frame) = socket.receive(deadline)? {
+        if let Some(advertisement) = Advertisement::decode(&frame)
+            && advertisement.target == solicitation.target
+            && advertisement.flags & SOLICITED == 0
+        {
+            heard.push(advertisement);
+        }
+    }
+    Ok(heard)
+}
+
+/// Every unsolicited advertisement (Solicited flag clear) for `target` heard on `ifname`
+/// within `wait`, with when it came.
+pub fn unsolicited_advertisements(
+    ifname: &str,
+    target: Ipv6Addr,
+    wait: std::time::Duration,
+) -> anyhow::Result<Vec<(std::time::Instant, Advertisement)>> {
+    let socket = crate::arp::ArpSocket::open_ethertype(ifname, ETH_P_IPV6)?;
+    let deadline = std::time::Instant::now() + wait;
+    let mut heard = Vec::new();
+    while let Some(frame) = socket.receive(deadline)? {
+        if let Some(advertisement) = Advertisement::decode(&frame)
+            && advertisement.target == target
+            && advertisement.flags & SOLICITED == 0
+        {
+            heard.push((std::time::Instant::now(), advertisement));
+        }
+    }
+    Ok(heard)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

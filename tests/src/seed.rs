@@ -9,7 +9,7 @@
 //! Each firewall has eth0 (internet), eth1 (DMZ), eth2 (intranet), eth3 (interconnect). The
 //! intranet doubles as the second interconnect, as in the seed.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::{HostSpec, Lab, Topology};
 
@@ -144,4 +144,78 @@ pub fn topology() -> Topology {
 /// Builds the seed network.
 pub fn build() -> anyhow::Result<Lab> {
     Lab::build(topology())
+}
+
+/// The IPv6 prefixes (/64) of the dual-stack seed network's segments.
+pub const INET6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0);
+pub const DMZ6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0);
+pub const INTRA6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0);
+pub const IC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 12, 0, 0, 0, 0, 0);
+
+/// The address `host` (the last group of the address) in a /64 `prefix`.
+pub const fn in6(prefix: Ipv6Addr, host: u16) -> Ipv6Addr {
+    let s = prefix.segments();
+    Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, host)
+}
+
+/// group0's IPv6 gateway on the internet side and its proxied IPv6 address.
+pub const GROUP0_INET_FIP6: Ipv6Addr = in6(INET6, 0x10);
+pub const GROUP0_PARP6: Ipv6Addr = in6(INET6, 0x20);
+/// group0's IPv6 gateway of the intranet.
+pub const GROUP0_INTRA_FIP6: Ipv6Addr = in6(INTRA6, 0x10);
+pub const INET_CLIENT_ADDRESS6: Ipv6Addr = in6(INET6, 0x100);
+pub const UPSTREAM_ADDRESS6: Ipv6Addr = in6(INET6, 0xfe);
+pub const INTRA_CLIENT1_ADDRESS6: Ipv6Addr = in6(INTRA6, 0x101);
+
+/// The seed network with IPv6 beside IPv4 on every segment (the interconnect too): the
+/// firewalls at `::1` and `::2`, the hosts at the IPv4 address's last number in hex (`::100`,
+/// `::101`, `::130`, the upstream router `::fe`); the internet client and upstream router
+/// reach the inner networks, and the inner hosts the world, through group0's IPv6 gateways
+/// (`::10`).
+pub fn dual_stack_topology() -> Topology {
+    let mut topology = topology();
+    for host in &mut topology.hosts {
+        let suffix = match host.name.as_str() {
+            FWS1 => 1,
+            FWS2 => 2,
+            INET_CLIENT => 0x100,
+            UPSTREAM => 0xfe,
+            DMZ_HOST => 0x100,
+            INTRA_CLIENT1 => 0x101,
+            INTRA_CLIENT2 => 0x130,
+            other => unreachable!("no IPv6 address planned for {other}"),
+        };
+        for interface in &mut host.interfaces {
+            let prefix = match interface.segment.as_str() {
+                "inet" => INET6,
+                "dmz" => DMZ6,
+                "intra" => INTRA6,
+                "ic" => IC6,
+                other => unreachable!("no IPv6 prefix planned for {other}"),
+            };
+            interface
+                .addresses
+                .push(format!("{}/64", in6(prefix, suffix)));
+        }
+        let routes: Vec<(Ipv6Addr, Ipv6Addr)> = match host.name.as_str() {
+            FWS1 | FWS2 => vec![(Ipv6Addr::UNSPECIFIED, UPSTREAM_ADDRESS6)],
+            INET_CLIENT | UPSTREAM => vec![(DMZ6, GROUP0_INET_FIP6), (INTRA6, GROUP0_INET_FIP6)],
+            DMZ_HOST => vec![(Ipv6Addr::UNSPECIFIED, in6(DMZ6, 0x10))],
+            _ => vec![(Ipv6Addr::UNSPECIFIED, GROUP0_INTRA_FIP6)],
+        };
+        for (destination, gateway) in routes {
+            let destination = if destination.is_unspecified() {
+                "default".to_owned()
+            } else {
+                format!("{destination}/64")
+            };
+            host.routes.push((destination, gateway.to_string()));
+        }
+    }
+    topology
+}
+
+/// Builds the dual-stack seed network.
+pub fn build_dual_stack() -> anyhow::Result<Lab> {
+    Lab::build(dual_stack_topology())
 }

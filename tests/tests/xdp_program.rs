@@ -329,16 +329,19 @@ fn a_new_address_set_replaces_the_old_at_once_and_an_adopting_controller_keeps_i
         run_program(dataplane, IFINDEX, &request(target).encode()).0
     };
     dataplane
-        .replace_addresses([
-            (
-                key(OWNED_FIP),
-                entry(OWNED_SLOT, 0, NODE_MAC, AddressKind::Fip),
-            ),
-            (
-                key(RELEASED_FIP),
-                entry(OWNED_SLOT, 1, NODE_MAC, AddressKind::Fip),
-            ),
-        ])
+        .replace_addresses(
+            [
+                (
+                    key(OWNED_FIP),
+                    entry(OWNED_SLOT, 0, NODE_MAC, AddressKind::Fip),
+                ),
+                (
+                    key(RELEASED_FIP),
+                    entry(OWNED_SLOT, 1, NODE_MAC, AddressKind::Fip),
+                ),
+            ],
+            [],
+        )
         .unwrap();
     dataplane.acquire(OWNED_SLOT, 1, LEASE).unwrap();
     assert_eq!(run(&dataplane, OWNED_FIP), XDP_TX);
@@ -356,7 +359,7 @@ fn a_new_address_set_replaces_the_old_at_once_and_an_adopting_controller_keeps_i
             entry(OWNED_SLOT, 2, PARP_MAC, AddressKind::Parp),
         ),
     ];
-    dataplane.replace_addresses(new_set).unwrap();
+    dataplane.replace_addresses(new_set, []).unwrap();
     assert_eq!(
         run(&dataplane, RELEASED_FIP),
         XDP_PASS,
@@ -376,7 +379,7 @@ fn a_new_address_set_replaces_the_old_at_once_and_an_adopting_controller_keeps_i
         )
     });
     assert!(matches!(
-        dataplane.replace_addresses(too_many),
+        dataplane.replace_addresses(too_many, []),
         Err(DataplaneError::AddressTable(_))
     ));
     assert_eq!(run(&dataplane, OWNED_PARP), XDP_TX);
@@ -410,19 +413,22 @@ fn a_vlan_tagged_request_is_answered_with_its_tag_only_for_an_address_of_that_vl
     let mut h = Harness::new(0);
     let vlan_fip = Ipv4Addr::new(192, 0, 2, 42);
     h.dataplane
-        .replace_addresses([
-            (
-                key(OWNED_FIP),
-                entry(OWNED_SLOT, 0, NODE_MAC, AddressKind::Fip),
-            ),
-            (
-                AddressKey {
-                    ifindex: cluster_common::vlan_key_ifindex(IFINDEX, 42),
-                    addr: u32::from_ne_bytes(vlan_fip.octets()),
-                },
-                entry(OWNED_SLOT, 1, NODE_MAC, AddressKind::Fip),
-            ),
-        ])
+        .replace_addresses(
+            [
+                (
+                    key(OWNED_FIP),
+                    entry(OWNED_SLOT, 0, NODE_MAC, AddressKind::Fip),
+                ),
+                (
+                    AddressKey {
+                        ifindex: cluster_common::vlan_key_ifindex(IFINDEX, 42),
+                        addr: u32::from_ne_bytes(vlan_fip.octets()),
+                    },
+                    entry(OWNED_SLOT, 1, NODE_MAC, AddressKind::Fip),
+                ),
+            ],
+            [],
+        )
         .unwrap();
     let tagged = |target, vlan| {
         let mut frame = request(target);

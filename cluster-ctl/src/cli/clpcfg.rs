@@ -2,7 +2,7 @@
 
 use std::{
     io::{BufRead, Write},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     time::Duration,
@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::config::{
     ClusterConfig, ClusterRecover, Config, ExecConfig, Failback, FipConfig, GroupConfig, IpwConfig,
@@ -215,12 +215,15 @@ fn write_config(path: &Path, config: &Config) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// An address with its prefix from the next words: `192.0.2.10/24`, or `192.0.2.10
-/// 255.255.255.0` as the seed's dialog takes it.
-fn address_and_prefix<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Ipv4Net> {
+/// An address with its prefix from the next words: `192.0.2.10/24` or `2001:db8::10/64`, or
+/// `192.0.2.10 255.255.255.0` as the seed's dialog takes it.
+fn address_and_prefix<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<IpNet> {
     let first = words.next().context("an address is required")?;
     if first.contains('/') {
         return first.parse().with_context(|| format!("{first:?}"));
+    }
+    if first.contains(':') {
+        bail!("{first:?} needs its prefix length (e.g. {first}/64)");
     }
     let address: Ipv4Addr = first.parse().with_context(|| format!("{first:?}"))?;
     let mask_text = words
@@ -233,7 +236,7 @@ fn address_and_prefix<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<I
     if bits.leading_ones() + bits.trailing_zeros() != 32 {
         bail!("netmask {mask_text:?} is not contiguous");
     }
-    Ok(Ipv4Net::new(address, bits.leading_ones() as u8)?)
+    Ok(IpNet::V4(Ipv4Net::new(address, bits.leading_ones() as u8)?))
 }
 
 /// The firewall health monitor every generated group runs (config/scripts/ckfwalive, installed
@@ -463,6 +466,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                     recover: Recover::Retry,
                     retry: 5,
                     hide,
+                    router: true,
                 })
             },
             |f: &FipConfig| {
@@ -481,11 +485,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             |text| {
                 let targets = text
                     .split('|')
-                    .map(|t| {
-                        t.trim()
-                            .parse::<Ipv4Addr>()
-                            .with_context(|| format!("{t:?}"))
-                    })
+                    .map(|t| t.trim().parse::<IpAddr>().with_context(|| format!("{t:?}")))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(IpwConfig {
                     targets,
@@ -509,7 +509,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             "address, interface and the inner host it stands for (e.g. 192.0.2.20 eth0 nat 198.51.100.100)",
             |text| {
                 let mut parts = text.split_whitespace();
-                let address: Ipv4Addr = parts.next().context("an address is required")?.parse()?;
+                let address: IpAddr = parts.next().context("an address is required")?.parse()?;
                 let interface = parts.next().context("an interface is required")?.to_owned();
                 let static_nat = match (parts.next(), parts.next()) {
                     (None, _) => None,
@@ -528,6 +528,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                     recover: Recover::Retry,
                     retry: 5,
                     static_nat,
+                    router: false,
                 })
             },
             |p: &ParpConfig| match p.static_nat {
@@ -594,7 +595,10 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                 "address/prefix or address and netmask (e.g. 169.254.12.1/24 or 169.254.12.1 255.255.255.0)",
                 |text| {
                     let mut words = text.split_whitespace();
-                    let net = address_and_prefix(&mut words)?;
+                    let net = match address_and_prefix(&mut words)? {
+                        IpNet::V4(net) => net,
+                        IpNet::V6(net) => bail!("{net}: interconnects are IPv4 (IPv6 ones are not offered yet)"),
+                    };
                     if let Some(extra) = words.next() {
                         bail!("{extra:?}: nothing follows the address");
                     }

@@ -155,8 +155,8 @@ impl Daemon {
         self.config.group.get(group).map_or_else(Vec::new, |g| {
             g.fip
                 .iter()
-                .map(|f| std::net::IpAddr::V4(f.address.addr()))
-                .chain(g.parp.iter().map(|p| std::net::IpAddr::V4(p.address)))
+                .map(|f| f.address.addr())
+                .chain(g.parp.iter().map(|p| p.address))
                 .collect()
         })
     }

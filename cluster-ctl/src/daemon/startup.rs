@@ -4,7 +4,7 @@
 use std::{collections::BTreeSet, path::Path};
 
 use anyhow::{Context as _, Result, bail};
-use cluster_common::{AddressEntry, AddressKey, AddressKind, Lease};
+use cluster_common::{AddressEntry, AddressKey, AddressKey6, AddressKind, Lease};
 
 use crate::{
     catalog,
@@ -106,12 +106,16 @@ pub(super) fn guard_cluster_addresses(config: &Config) -> Result<()> {
     let mut interfaces = BTreeSet::new();
     for (g, group) in config.group.iter().enumerate() {
         for (f, fip) in group.fip.iter().enumerate() {
-            addresses.insert(fip.address.addr());
-            interfaces.insert(crate::netif::fip_interface(config, g, f)?);
+            if let std::net::IpAddr::V4(address) = fip.address.addr() {
+                addresses.insert(address);
+                interfaces.insert(crate::netif::fip_interface(config, g, f)?);
+            }
         }
         for parp in &group.parp {
-            addresses.insert(parp.address);
-            interfaces.insert(parp.interface.clone());
+            if let std::net::IpAddr::V4(address) = parp.address {
+                addresses.insert(address);
+                interfaces.insert(parp.interface.clone());
+            }
         }
     }
     for share in &config.flowshare {
@@ -176,21 +180,33 @@ pub(super) fn restore_slots(
 }
 
 /// Writes every FIP, PARP and shared address into the data path (ownership comes later,
-/// by lease).
+/// by lease): IPv4 addresses into the ARP table, IPv6 ones into the Neighbor Discovery table.
 fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()> {
     let mut entries = Vec::new();
+    let mut entries6 = Vec::new();
     let mut hit_slot = 0u32;
+    let mut add = |ifindex: u32, address: std::net::IpAddr, entry: AddressEntry| match address {
+        std::net::IpAddr::V4(address) => entries.push((
+            AddressKey {
+                ifindex,
+                addr: u32::from_ne_bytes(address.octets()),
+            },
+            entry,
+        )),
+        std::net::IpAddr::V6(address) => {
+            entries6.push((AddressKey6::new(ifindex, address.octets()), entry))
+        }
+    };
     for (g, group) in config.group.iter().enumerate() {
-        for f in 0..group.fip.len() {
+        for (f, fip) in group.fip.iter().enumerate() {
             let interface = crate::netif::fip_interface(config, g, f)?;
             let mac = crate::netif::interface_mac(&interface)?;
-            entries.push((
-                AddressKey {
-                    ifindex: dataplane::ifindex(&interface)?,
-                    addr: u32::from_ne_bytes(group.fip[f].address.addr().octets()),
-                },
-                AddressEntry::new(g as u32, hit_slot, AddressKind::Fip, mac, mac),
-            ));
+            add(
+                dataplane::ifindex(&interface)?,
+                fip.address.addr(),
+                AddressEntry::new(g as u32, hit_slot, AddressKind::Fip, mac, mac)
+                    .router(fip.router),
+            );
             hit_slot += 1;
         }
         for parp in &group.parp {
@@ -198,19 +214,18 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
                 Some(mac) => mac.0,
                 None => crate::netif::interface_mac(&parp.interface)?,
             };
-            entries.push((
-                AddressKey {
-                    ifindex: dataplane::ifindex(&parp.interface)?,
-                    addr: u32::from_ne_bytes(parp.address.octets()),
-                },
-                AddressEntry::new(g as u32, hit_slot, AddressKind::Parp, mac, mac),
-            ));
+            add(
+                dataplane::ifindex(&parp.interface)?,
+                parp.address,
+                AddressEntry::new(g as u32, hit_slot, AddressKind::Parp, mac, mac)
+                    .router(parp.router),
+            );
             hit_slot += 1;
         }
     }
     entries.extend(crate::flowshare::address_entries(config)?);
     // One replacement: addresses a restarted controller's configuration no longer has go too.
-    dataplane.replace_addresses(entries)?;
+    dataplane.replace_addresses(entries, entries6)?;
     Ok(())
 }
 

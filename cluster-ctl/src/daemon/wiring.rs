@@ -3,7 +3,7 @@
 //! the loop's one channel ([`Input`]) and nothing else.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     path::Path,
     sync::{
         Arc,
@@ -162,7 +162,7 @@ pub(super) fn send_helper_copies(
 
 /// Probes the tie-breakers in a thread of its own; the verdict reaches the loop as
 /// [`Input::Tiebreaker`].
-pub(super) fn probe_tiebreakers(targets: Vec<Ipv4Addr>, inputs: Sender<Input>) {
+pub(super) fn probe_tiebreakers(targets: Vec<std::net::IpAddr>, inputs: Sender<Input>) {
     std::thread::spawn(move || {
         let reachable = resources::any_reachable(&targets, Duration::from_millis(500));
         let _ = inputs.send(Input::Tiebreaker { reachable });

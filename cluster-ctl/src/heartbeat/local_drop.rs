@@ -122,7 +122,10 @@ fn interface_of(address: Ipv4Addr) -> Option<String> {
     crate::netif::interface_addresses()
         .ok()?
         .into_iter()
-        .find(|(_, nets)| nets.iter().any(|n| n.addr() == address))
+        .find(|(_, nets)| {
+            nets.iter()
+                .any(|n| n.addr() == std::net::IpAddr::V4(address))
+        })
         .map(|(name, _)| name)
 }
 

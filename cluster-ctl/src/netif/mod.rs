@@ -6,10 +6,10 @@ mod netlink;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::config::Config;
 
@@ -23,7 +23,7 @@ pub enum NetifError {
     #[error("interface {0} has no MAC address")]
     NoMac(String),
     #[error("no interface holds the subnet of {0}")]
-    NoSubnet(Ipv4Net),
+    NoSubnet(IpNet),
     #[error("no interface {0}")]
     NoInterface(String),
     #[error("tokio runtime for rtnetlink: {0}")]
@@ -39,9 +39,9 @@ pub enum NetifError {
 
 type Result<T> = std::result::Result<T, NetifError>;
 
-/// The IPv4 addresses of every interface of this host (its network namespace).
-pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
-    let mut out: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
+/// The IPv4 and IPv6 addresses of every interface of this host (its network namespace).
+pub fn interface_addresses() -> Result<BTreeMap<String, Vec<IpNet>>> {
+    let mut out: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
     let mut names = BTreeSet::new();
     for ifaddr in nix::ifaddrs::getifaddrs().map_err(NetifError::List)? {
         // IPv4 addresses come with their label (`eth2:1` for a FIP held here); the interface
@@ -51,14 +51,23 @@ pub fn interface_addresses() -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
             None => ifaddr.interface_name.clone(),
         };
         names.insert(name.clone());
-        let (Some(address), Some(mask)) = (
-            ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()),
-            ifaddr.netmask.as_ref().and_then(|a| a.as_sockaddr_in()),
-        ) else {
+        let (Some(address), Some(mask)) = (ifaddr.address.as_ref(), ifaddr.netmask.as_ref()) else {
             continue;
         };
-        let prefix = u32::from(mask.ip()).count_ones() as u8;
-        if let Ok(net) = Ipv4Net::new(address.ip(), prefix) {
+        let net = match (address.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            (Some(address), Some(mask)) => IpNet::new(
+                IpAddr::V4(address.ip()),
+                u32::from(mask.ip()).count_ones() as u8,
+            ),
+            _ => match (address.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+                (Some(address), Some(mask)) => IpNet::new(
+                    IpAddr::V6(address.ip()),
+                    u128::from(mask.ip()).count_ones() as u8,
+                ),
+                _ => continue,
+            },
+        };
+        if let Ok(net) = net {
             out.entry(name).or_default().push(net);
         }
     }
@@ -82,7 +91,7 @@ pub fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
 }
 
 /// The interface whose subnet holds `address`, if any.
-pub fn subnet_interface(local: &BTreeMap<String, Vec<Ipv4Net>>, address: Ipv4Addr) -> Option<&str> {
+pub fn subnet_interface(local: &BTreeMap<String, Vec<IpNet>>, address: IpAddr) -> Option<&str> {
     local
         .iter()
         .find(|(_, nets)| nets.iter().any(|n| n.contains(&address)))

@@ -8,16 +8,17 @@
 mod arp;
 mod exec;
 mod icmp;
+mod ndp;
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::Result;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 pub use icmp::{any_reachable, ping_once};
 
@@ -81,21 +82,24 @@ fn answer_step(deliver: &Deliver, group: GroupId, step: usize, ok: bool) {
 /// A FIP step.
 #[derive(Clone, Debug)]
 struct Fip {
-    address: Ipv4Net,
+    address: IpNet,
     interface: String,
     label: String,
     arp_count: u32,
     ping_count: u32,
     refresh: Duration,
+    /// IPv6: the Router flag of its advertisements.
+    router: bool,
 }
 
 /// A PARP step.
 #[derive(Clone, Debug)]
 struct Parp {
-    address: Ipv4Addr,
+    address: IpAddr,
     interface: String,
     mac: Option<[u8; 6]>,
     arp_count: u32,
+    router: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -171,9 +175,14 @@ impl Resources {
             for f in 0..group.fip.len() {
                 let fip = &group.fip[f];
                 let interface = crate::netif::fip_interface(config, g, f)?;
-                let n = labels.entry(interface.clone()).or_insert(0);
-                *n += 1;
-                let label = format!("{interface}:{n}");
+                // Labels are IPv4's (`eth0:1`); IPv6 addresses have none.
+                let label = if fip.address.addr().is_ipv4() {
+                    let n = labels.entry(interface.clone()).or_insert(0);
+                    *n += 1;
+                    format!("{interface}:{n}")
+                } else {
+                    interface.clone()
+                };
                 list.push(Step::Fip(Fip {
                     address: fip.address,
                     interface,
@@ -181,6 +190,7 @@ impl Resources {
                     arp_count: fip.arp_count,
                     ping_count: fip.ping_count,
                     refresh: fip.arp_refresh,
+                    router: fip.router,
                 }));
             }
             for parp in &group.parp {
@@ -189,6 +199,7 @@ impl Resources {
                     interface: parp.interface.clone(),
                     mac: parp.mac.map(|m| m.0),
                     arp_count: parp.arp_count,
+                    router: parp.router,
                 }));
             }
             for (k, e) in group.exec.iter().enumerate() {
@@ -267,14 +278,7 @@ impl Resources {
         std::thread::spawn(move || {
             let result = match &spec {
                 Step::Fip(fip) => activate_fip(fip, group, &answering),
-                Step::Parp(parp) => announce_repeatedly(
-                    &parp.interface,
-                    parp.address,
-                    parp.mac,
-                    parp.arp_count,
-                    group,
-                    &answering,
-                ),
+                Step::Parp(parp) => activate_parp(parp, group, &answering),
                 Step::Exec(exec) => {
                     exec::start(exec, &env, group, reason, &execs, step, deliver.clone())
                 }
@@ -331,10 +335,12 @@ impl Resources {
         let execs = self.execs.clone();
         std::thread::spawn(move || {
             let result = match &spec {
-                Step::Fip(fip) => crate::netif::remove_address(&fip.interface, fip.address)
-                    .map_err(anyhow::Error::from),
+                Step::Fip(fip) => deactivate_fip(fip),
                 // The lease was revoked first: nothing answers for it any more.
-                Step::Parp(_) => Ok(()),
+                Step::Parp(parp) => match parp.address {
+                    IpAddr::V6(address) => ndp::leave(&parp.interface, address),
+                    IpAddr::V4(_) => Ok(()),
+                },
                 Step::Exec(exec) => exec::stop(exec, &env, group, reason, &execs, step),
             };
             let ok = match result {
@@ -375,6 +381,19 @@ impl Resources {
         for (group, steps) in self.steps.iter().enumerate() {
             if !adopted.get(group).copied().unwrap_or(false) {
                 continue;
+            }
+            // The memberships ended with the previous daemon's socket.
+            for spec in steps {
+                let owned = match spec {
+                    Step::Fip(fip) => Some((&fip.interface, fip.address.addr())),
+                    Step::Parp(parp) => Some((&parp.interface, parp.address)),
+                    Step::Exec(_) => None,
+                };
+                if let Some((interface, IpAddr::V6(address))) = owned
+                    && let Err(e) = ndp::join(interface, address)
+                {
+                    tracing::warn!(error = format!("{e:#}"), "solicited-node group not joined");
+                }
             }
             for (step, spec) in steps.iter().enumerate() {
                 if let Step::Exec(exec) = spec
@@ -441,8 +460,8 @@ impl Resources {
 fn announce_all(steps: &[Step]) {
     for step in steps {
         let result = match step {
-            Step::Fip(fip) => arp::announce(&fip.interface, fip.address.addr(), None),
-            Step::Parp(parp) => arp::announce(&parp.interface, parp.address, parp.mac),
+            Step::Fip(fip) => announce(&fip.interface, fip.address.addr(), None, fip.router),
+            Step::Parp(parp) => announce(&parp.interface, parp.address, parp.mac, parp.router),
             Step::Exec(_) => Ok(()),
         };
         if let Err(e) = result {
@@ -459,6 +478,15 @@ fn describe(step: &Step) -> String {
     }
 }
 
+/// Announces `address` at `mac` (default: the interface's): gratuitous ARP for IPv4, an
+/// unsolicited Neighbor Advertisement for IPv6 (`router`: its Router flag).
+fn announce(interface: &str, address: IpAddr, mac: Option<[u8; 6]>, router: bool) -> Result<()> {
+    match address {
+        IpAddr::V4(address) => arp::announce(interface, address, mac),
+        IpAddr::V6(address) => ndp::announce(interface, address, mac, router),
+    }
+}
+
 fn activate_fip(fip: &Fip, group: GroupId, answering: &Answering) -> Result<()> {
     // Refuse an address that someone else answers for (ping_count probes).
     for _ in 0..fip.ping_count {
@@ -470,28 +498,57 @@ fn activate_fip(fip: &Fip, group: GroupId, answering: &Answering) -> Result<()> 
         }
     }
     crate::netif::add_address(&fip.interface, fip.address, &fip.label)?;
+    if let IpAddr::V6(address) = fip.address.addr() {
+        ndp::join(&fip.interface, address)?;
+    }
     announce_repeatedly(
         &fip.interface,
         fip.address.addr(),
         None,
+        fip.router,
         fip.arp_count,
         group,
         answering,
     )
 }
 
-/// Sends the first gratuitous ARP now and the others, one second apart, in the background:
+fn deactivate_fip(fip: &Fip) -> Result<()> {
+    if let IpAddr::V6(address) = fip.address.addr() {
+        ndp::leave(&fip.interface, address)?;
+    }
+    crate::netif::remove_address(&fip.interface, fip.address)?;
+    Ok(())
+}
+
+fn activate_parp(parp: &Parp, group: GroupId, answering: &Answering) -> Result<()> {
+    // A proxied IPv6 address is on no interface, so the kernel joined no group for it.
+    if let IpAddr::V6(address) = parp.address {
+        ndp::join(&parp.interface, address)?;
+    }
+    announce_repeatedly(
+        &parp.interface,
+        parp.address,
+        parp.mac,
+        parp.router,
+        parp.arp_count,
+        group,
+        answering,
+    )
+}
+
+/// Sends the first announcement now and the others, one second apart, in the background:
 /// each only while this node answers for the group (the repeats stop when it moved away).
 fn announce_repeatedly(
     interface: &str,
-    address: Ipv4Addr,
+    address: IpAddr,
     mac: Option<[u8; 6]>,
+    router: bool,
     count: u32,
     group: GroupId,
     answering: &Answering,
 ) -> Result<()> {
     if answering.now(group) {
-        arp::announce(interface, address, mac)?;
+        announce(interface, address, mac, router)?;
     }
     if count > 1 {
         let interface = interface.to_owned();
@@ -502,8 +559,8 @@ fn announce_repeatedly(
                 if !answering.now(group) {
                     continue;
                 }
-                if let Err(e) = arp::announce(&interface, address, mac) {
-                    tracing::warn!(error = format!("{e:#}"), "gratuitous ARP failed");
+                if let Err(e) = announce(&interface, address, mac, router) {
+                    tracing::warn!(error = format!("{e:#}"), "announcement failed");
                 }
             }
         });
@@ -539,9 +596,9 @@ impl RefreshLoop {
             };
             for (group, step) in due.into_iter().filter(|(g, _)| self.answering.now(*g)) {
                 if let Some(Step::Fip(fip)) = self.steps.get(group).and_then(|s| s.get(step))
-                    && let Err(e) = arp::announce(&fip.interface, fip.address.addr(), None)
+                    && let Err(e) = announce(&fip.interface, fip.address.addr(), None, fip.router)
                 {
-                    tracing::warn!(error = format!("{e:#}"), "ARP refresh failed");
+                    tracing::warn!(error = format!("{e:#}"), "announcement refresh failed");
                 }
             }
         }

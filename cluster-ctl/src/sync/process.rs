@@ -74,7 +74,7 @@ impl Conntrackd {
             })?;
         let interface = crate::netif::interface_addresses()?
             .into_iter()
-            .find(|(_, nets)| nets.iter().any(|n| n.addr() == own))
+            .find(|(_, nets)| nets.iter().any(|n| n.addr() == std::net::IpAddr::V4(own)))
             .map(|(name, _)| name)
             .ok_or(SyncProcessError::NoInterface(own))?;
         let node = &config.server[me].name;

@@ -1,0 +1,286 @@
+//! IPv6 gateways end to end on the dual-stack seed network (R-V6-1, R-V6-2): real daemons, real
+//! XDP answering Neighbor Solicitations, real addresses and multicast memberships.
+
+use std::{net::Ipv6Addr, time::Duration};
+
+use fwcluster_lab::{
+    Lab,
+    cluster::Cluster,
+    ndp::{self, OVERRIDE, ROUTER, SOLICITED, Solicitation},
+    seed::{
+        self, FWS1, FWS2, GROUP0_INET_FIP6, GROUP0_PARP6, INET_CLIENT, INET_CLIENT_ADDRESS6,
+        INET_IF, INTRA_CLIENT1_ADDRESS6,
+    },
+};
+
+const DUAL_STACK: &str = concat!(
+    r#"heartbeat_interval = "10ms"
+heartbeat_timeout = "30ms"
+wait_timeout = "3s"
+
+"#,
+    fwcluster_lab::seed_servers!(),
+    r#"
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+failback = "manual"
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+
+  [[group.fip]]
+  address = "2001:db8::10/64"
+  interface = "eth0"
+  arp_count = 3
+
+  [[group.fip]]
+  address = "2001:db8:2::10/64"
+
+  [[group.parp]]
+  address = "2001:db8::20"
+  interface = "eth0"
+"#
+);
+
+/// The advertisements the internet client gets for one multicast solicitation of `target`.
+fn answers(lab: &Lab, target: Ipv6Addr) -> Vec<ndp::Advertisement> {
+    let mac = lab.mac(INET_CLIENT, "eth0").unwrap();
+    let solicitation = Solicitation::multicast(mac, INET_CLIENT_ADDRESS6, target);
+    solicit(lab, solicitation)
+}
+
+fn solicit(lab: &Lab, solicitation: Solicitation) -> Vec<ndp::Advertisement> {
+    fwcluster_lab::netns::in_netns(lab.ns(INET_CLIENT), move || {
+        ndp::solicit("eth0", &solicitation, Duration::from_millis(150))
+    })
+    .unwrap()
+    .unwrap()
+}
+
+fn wait_answered_by(lab: &Lab, target: Ipv6Addr, mac: [u8; 6], timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if answers(lab, target)
+            .iter()
+            .map(|a| a.src_mac)
+            .collect::<Vec<_>>()
+            == vec![mac]
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The line of `ip -6 addr` for `address` on a host's interface, if it holds it.
+fn address_line(lab: &Lab, host: &str, interface: &str, address: Ipv6Addr) -> Option<String> {
+    let output = lab
+        .run(host, "ip", &["-6", "-o", "addr", "show", "dev", interface])
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.contains(&format!(" {address}/")))
+        .map(str::to_owned)
+}
+
+/// Whether a host's interface is a member of `address`'s solicited-node group
+/// (`/proc/net/igmp6` of its namespace).
+fn member(lab: &Lab, host: &str, interface: &str, address: Ipv6Addr) -> bool {
+    let group: String = ndp::solicited_node(address)
+        .octets()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let output = lab.run(host, "cat", &["/proc/net/igmp6"]).unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().any(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        fields.get(1) == Some(&interface) && fields.get(2) == Some(&group.as_str())
+    })
+}
+
+fn ping6(lab: &Lab, from: &str, to: Ipv6Addr) -> bool {
+    lab.run(from, "ping", &["-6", "-c", "1", "-W", "1", &to.to_string()])
+        .is_ok()
+}
+
+#[test]
+fn an_ipv6_gateway_is_answered_by_its_owner_only_and_moves_with_clpgrp_and_node_loss()
+-> anyhow::Result<()> {
+    let lab = seed::build_dual_stack()?;
+    let mut cluster = Cluster::new(&lab, DUAL_STACK)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC201",
+        "group0 is active on fws1",
+        Duration::from_secs(5),
+    )?;
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let fws2 = lab.mac(FWS2, INET_IF)?;
+    let client = lab.mac(INET_CLIENT, "eth0")?;
+
+    // Address resolution: the owner answers, solicited, with its MAC; the gateway with the
+    // Router flag, the proxied address without.
+    let gateway = answers(&lab, GROUP0_INET_FIP6);
+    assert_eq!(
+        gateway.len(),
+        1,
+        "{gateway:?}\n{}",
+        cluster.all_logs_tail(40)
+    );
+    assert_eq!(gateway[0].src_mac, fws1);
+    assert_eq!(gateway[0].target_mac, Some(fws1));
+    assert_eq!(gateway[0].flags, SOLICITED | OVERRIDE | ROUTER);
+    assert_eq!(gateway[0].dst, INET_CLIENT_ADDRESS6);
+    let proxied = answers(&lab, GROUP0_PARP6);
+    assert_eq!(proxied.len(), 1, "{proxied:?}");
+    assert_eq!(proxied[0].flags, SOLICITED | OVERRIDE);
+    assert_eq!(proxied[0].target_mac, Some(fws1));
+    // Reachability confirmation (unicast): answered at the owner's MAC; at the standby's
+    // MAC (a stale cache) nobody answers.
+    let nud = |mac| {
+        solicit(
+            &lab,
+            Solicitation::unicast(client, INET_CLIENT_ADDRESS6, GROUP0_INET_FIP6, mac),
+        )
+    };
+    assert_eq!(
+        nud(fws1).iter().map(|a| a.src_mac).collect::<Vec<_>>(),
+        vec![fws1]
+    );
+    assert!(nud(fws2).is_empty(), "the standby answered");
+    // Duplicate-address detection of the address by someone else: the owner defends it,
+    // to all-nodes, not solicited.
+    let probe = Solicitation::duplicate_address_detection(client, GROUP0_PARP6);
+    let defended = fwcluster_lab::netns::in_netns(lab.ns(INET_CLIENT), move || {
+        ndp::unsolicited_advertisements_after("eth0", &probe, Duration::from_millis(150))
+    })??;
+    assert_eq!(
+        defended
+            .iter()
+            .map(|a| (a.src_mac, a.dst))
+            .collect::<Vec<_>>(),
+        vec![(fws1, "ff02::1".parse()?)],
+        "DAD probe for a proxied address"
+    );
+
+    // The owner holds its floating addresses without duplicate-address detection, deprecated
+    // (never a source of its own traffic), and listens to their solicited-node groups; the
+    // standby holds neither.
+    let held = address_line(&lab, FWS1, INET_IF, GROUP0_INET_FIP6).expect("fws1 holds the FIP");
+    assert!(
+        held.contains("nodad") && held.contains("deprecated"),
+        "{held}"
+    );
+    assert!(
+        !held.contains("tentative") && !held.contains("dadfailed"),
+        "{held}"
+    );
+    assert!(address_line(&lab, FWS2, INET_IF, GROUP0_INET_FIP6).is_none());
+    for address in [GROUP0_INET_FIP6, GROUP0_PARP6] {
+        assert!(
+            member(&lab, FWS1, INET_IF, address),
+            "fws1 not in the group of {address}"
+        );
+        assert!(
+            !member(&lab, FWS2, INET_IF, address),
+            "fws2 in the group of {address}"
+        );
+    }
+    // IPv6 passes the gateway both ways.
+    assert!(ping6(&lab, INET_CLIENT, INTRA_CLIENT1_ADDRESS6));
+
+    // A planned move: the new owner announces the gateway to all-nodes once at the map flip
+    // (R-XDP-6), then arp_count (3) times from the address's activation, one second apart; the
+    // old owner never again.
+    let listener = {
+        let ns = lab.ns(INET_CLIENT).to_owned();
+        std::thread::spawn(move || {
+            fwcluster_lab::netns::in_netns(&ns, || {
+                ndp::unsolicited_advertisements("eth0", GROUP0_INET_FIP6, Duration::from_secs(4))
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
+    assert!(ok, "{out}");
+    let heard = listener.join().expect("listener")??;
+    let first_of_fws2 = heard
+        .iter()
+        .position(|(_, a)| a.src_mac == fws2)
+        .expect("fws2 announced the gateway");
+    assert!(
+        heard[first_of_fws2..]
+            .iter()
+            .all(|(_, a)| a.src_mac == fws2),
+        "the old owner announced after the move: {heard:?}"
+    );
+    // (fws1's own repeats from its activation may still be under way before the move.)
+    let announced = &heard[first_of_fws2..];
+    assert_eq!(announced.len(), 1 + 3, "{heard:?}");
+    for (_, advertisement) in announced {
+        assert_eq!(advertisement.target_mac, Some(fws2));
+        assert_eq!(advertisement.flags, OVERRIDE | ROUTER);
+        assert_eq!(advertisement.src, GROUP0_INET_FIP6);
+        assert_eq!(advertisement.dst, "ff02::1".parse::<Ipv6Addr>()?);
+        assert_eq!(advertisement.hop_limit, 255);
+    }
+    let repeats: Vec<Duration> = announced[1..].windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        repeats
+            .iter()
+            .all(|g| *g > Duration::from_millis(800) && *g < Duration::from_millis(1300)),
+        "{repeats:?}"
+    );
+    assert!(wait_answered_by(
+        &lab,
+        GROUP0_INET_FIP6,
+        fws2,
+        Duration::from_secs(1)
+    ));
+    assert_eq!(
+        answers(&lab, GROUP0_PARP6)
+            .iter()
+            .map(|a| a.src_mac)
+            .collect::<Vec<_>>(),
+        vec![fws2]
+    );
+    let held = address_line(&lab, FWS2, INET_IF, GROUP0_INET_FIP6).expect("fws2 holds the FIP");
+    assert!(
+        held.contains("nodad") && !held.contains("tentative"),
+        "{held}"
+    );
+    assert!(address_line(&lab, FWS1, INET_IF, GROUP0_INET_FIP6).is_none());
+    for address in [GROUP0_INET_FIP6, GROUP0_PARP6] {
+        assert!(
+            member(&lab, FWS2, INET_IF, address),
+            "fws2 not in the group of {address}"
+        );
+        assert!(
+            !member(&lab, FWS1, INET_IF, address),
+            "fws1 still in the group of {address}"
+        );
+    }
+    assert!(ping6(&lab, INET_CLIENT, INTRA_CLIENT1_ADDRESS6));
+
+    // Node loss: fws1 takes the gateway back without a word from fws2.
+    cluster.kill_all(FWS2)?;
+    assert!(
+        wait_answered_by(&lab, GROUP0_INET_FIP6, fws1, Duration::from_secs(3)),
+        "{}",
+        cluster.all_logs_tail(40)
+    );
+    let held = address_line(&lab, FWS1, INET_IF, GROUP0_INET_FIP6).expect("fws1 holds the FIP");
+    assert!(
+        !held.contains("tentative") && !held.contains("dadfailed"),
+        "{held}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !ping6(&lab, INET_CLIENT, INTRA_CLIENT1_ADDRESS6) {
+        assert!(std::time::Instant::now() < deadline, "no IPv6 through fws1");
+    }
+    Ok(())
+}
