@@ -211,8 +211,9 @@ pub struct MetricsConfig {
 pub struct ServerConfig {
     /// Short host name (not an FQDN).
     pub name: String,
-    /// Interconnect addresses with prefix; index i of every server is one interconnect.
-    pub interconnect: Vec<Ipv4Net>,
+    /// Interconnect addresses with prefix, IPv4 or IPv6; index i of every server is one
+    /// interconnect.
+    pub interconnect: Vec<IpNet>,
 }
 
 fn is_true(value: &bool) -> bool {
@@ -835,6 +836,11 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             "must differ from api_port (one is TCP, the other UDP, but keep them apart)",
         );
     }
+    for (t, target) in cluster.tiebreakers.iter().enumerate() {
+        if let Some(problem) = echo_target_problem(*target) {
+            problems.add(&c.key("tiebreakers").index(t), problem);
+        }
+    }
 
     // Servers.
     let mut server_names = BTreeSet::new();
@@ -876,11 +882,19 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             );
         }
         for (k, net) in server.interconnect.iter().enumerate() {
-            claim(
-                problems,
-                IpAddr::V4(net.addr()),
-                &s.key("interconnect").index(k),
-            );
+            claim(problems, net.addr(), &s.key("interconnect").index(k));
+            if let IpNet::V6(net) = net
+                && (net.addr().is_unicast_link_local() || net.addr().is_multicast())
+            {
+                problems.add(
+                    &s.key("interconnect").index(k),
+                    format!(
+                        "{} is not a global or unique-local unicast address: an interconnect \
+                         needs one that names a single interface without a scope",
+                        net.addr()
+                    ),
+                );
+            }
         }
     }
     // Interconnect i of every server must be in one subnet.
@@ -977,6 +991,18 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             }
             if let Some(problem) = ipv6_address_problem(fip.address.addr()) {
                 problems.add(&key.key("address"), problem);
+            }
+            if let IpNet::V6(address) = fip.address
+                && address.addr().is_unicast_link_local()
+                && fip.ping_count > 0
+            {
+                problems.add(
+                    &key.key("ping_count"),
+                    format!(
+                        "{} is link-local: it cannot be probed without an interface scope; set 0",
+                        address.addr()
+                    ),
+                );
             }
             if let IpNet::V6(address) = fip.address
                 && address.addr().is_unicast_link_local()
@@ -1095,6 +1121,11 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             let key = gp.key("ipw").index(k);
             if ipw.targets.is_empty() {
                 problems.add(&key.key("targets"), "names no target");
+            }
+            for (t, target) in ipw.targets.iter().enumerate() {
+                if let Some(problem) = echo_target_problem(*target) {
+                    problems.add(&key.key("targets").index(t), problem);
+                }
             }
             if ipw.interval.is_zero() {
                 problems.add(&key.key("interval"), "must not be 0");
@@ -1252,6 +1283,24 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
 }
 
 /// What is wrong with an interface name, if anything.
+/// What makes an address unfit for an echo target (IP watch, tie-breakers): one that no echo
+/// reaches, or a link-local IPv6 address, which names no interface by itself.
+fn echo_target_problem(target: IpAddr) -> Option<String> {
+    match target {
+        IpAddr::V4(address)
+            if address.is_unspecified() || address.is_multicast() || address.is_broadcast() =>
+        {
+            Some(format!("{address} is not the address of a host"))
+        }
+        IpAddr::V4(_) => None,
+        IpAddr::V6(address) if address.is_unicast_link_local() => Some(format!(
+            "{address} is link-local and names no interface: use the host's global or \
+             unique-local address"
+        )),
+        IpAddr::V6(_) => ipv6_address_problem(target),
+    }
+}
+
 /// What makes an IPv6 address unfit for a cluster address: multicast, unspecified, loopback
 /// or IPv4-mapped addresses are never answered in Neighbor Discovery.
 fn ipv6_address_problem(address: IpAddr) -> Option<String> {
@@ -1365,7 +1414,7 @@ pub fn check_against_interfaces(
             if !interfaces
                 .values()
                 .flatten()
-                .any(|n| n.addr() == IpAddr::V4(net.addr()))
+                .any(|n| n.addr() == net.addr())
             {
                 problems.push(format!(
                     "server[{node}].interconnect[{k}]: {net} is not configured on any interface of this node"

@@ -239,11 +239,7 @@ impl StatusView {
                     "OFFLINE"
                 }
                 .into(),
-                interconnect: s
-                    .interconnect
-                    .iter()
-                    .map(|net| address_with_mask(&(*net).into()))
-                    .collect(),
+                interconnect: s.interconnect.iter().map(address_with_mask).collect(),
                 links: status.links[n].clone(),
                 heard_by_it: status.peer_links[n].map(|bits| {
                     (0..s.interconnect.len())
@@ -667,11 +663,7 @@ pub fn render_config(view: &StatusView) -> String {
     for (n, server) in c.server.iter().enumerate() {
         let _ = writeln!(out, "SERVER{n} : {}", server.name);
         for (i, net) in server.interconnect.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "  INTERCONNECT{i} : {}",
-                address_with_mask(&(*net).into())
-            );
+            let _ = writeln!(out, "  INTERCONNECT{i} : {}", address_with_mask(net));
         }
     }
     for (g, group) in c.group.iter().enumerate() {

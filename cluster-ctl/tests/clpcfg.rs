@@ -284,7 +284,7 @@ fn assert_loads_in_the_example_firewall(fragment: &str) {
 }
 
 #[test]
-fn the_nft_chains_guard_ipv6_cluster_addresses_and_let_neighbor_discovery_in() {
+fn the_nft_chains_cover_ipv6_interconnects_and_addresses_and_let_neighbor_discovery_in() {
     let dir = tempfile::tempdir().unwrap();
     let source = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/load-share.toml"),
@@ -294,7 +294,10 @@ fn the_nft_chains_guard_ipv6_cluster_addresses_and_let_neighbor_discovery_in() {
         "  [[group.fip]]",
         "  [[group.fip]]\n  address = \"2001:db8::10/64\"\n  interface = \"eth0\"\n\n  [[group.fip]]",
         1,
-    );
+    )
+    // The first interconnect over IPv6.
+    .replace("\"169.254.12.1/24\"", "\"fd00:12::1/64\"")
+    .replace("\"169.254.12.2/24\"", "\"fd00:12::2/64\"");
     let config = dir.path().join("dual-stack.toml");
     std::fs::write(&config, &source).unwrap();
     let out = clpcfg().arg("nft").arg(&config).output().unwrap();
@@ -310,6 +313,13 @@ fn the_nft_chains_guard_ipv6_cluster_addresses_and_let_neighbor_discovery_in() {
         "ip6 daddr @fwcluster_addresses6 counter drop",
         "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 counter accept",
         "icmpv6 type mld-listener-query ip6 hoplimit 1 ip6 saddr fe80::/10 counter accept",
+        "set fwcluster_peers6 {\n\ttype ipv6_addr",
+        "elements = { fd00:12::1, fd00:12::2 }",
+        "elements = { 203.0.113.1, 203.0.113.2 }",
+        "ip6 saddr @fwcluster_peers6 ip6 daddr @fwcluster_peers6 udp dport 28002 counter accept",
+        "ip6 saddr @fwcluster_peers6 ip6 daddr @fwcluster_peers6 tcp dport 28001 counter accept",
+        "ip6 saddr @fwcluster_peers6 counter drop",
+        "ip6 saddr @fwcluster_peers6 ip6 daddr @fwcluster_peers6 tcp sport 28001 accept",
     ] {
         assert!(
             fragment.contains(expected),

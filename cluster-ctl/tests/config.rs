@@ -609,3 +609,80 @@ fn ipv6_addresses_unfit_for_a_cluster_and_ipv4_only_nat_are_refused() {
         "  address = \"2001:db8::20\"",
     );
 }
+
+#[test]
+fn ipv6_interconnects_are_accepted_and_need_global_or_unique_local_addresses() {
+    let source = BASE
+        .replace("169.254.12.1/24", "fd00:12::1/64")
+        .replace("169.254.12.2/24", "fd00:12::2/64");
+    let config = Config::parse(Path::new("test.toml"), &source).unwrap();
+    assert_eq!(
+        config.server[1].interconnect[0],
+        "fd00:12::2/64".parse().unwrap()
+    );
+    let link_local = BASE
+        .replace("169.254.12.1/24", "fe80::1/64")
+        .replace("169.254.12.2/24", "fe80::2/64");
+    assert_error(
+        &link_local,
+        "server[0].interconnect[0]",
+        "fe80::1 is not a global or unique-local unicast address",
+        "fe80::1/64",
+    );
+    // Both ends of one interconnect in one subnet, whatever the family.
+    let mixed = BASE.replace("169.254.12.2/24", "fd00:12::2/64");
+    assert_error(
+        &mixed,
+        "server[1].interconnect[0]",
+        "fd00:12::2/64 is not in the subnet 169.254.12.0/24 of fws1's interconnect 0",
+        "fd00:12::2/64",
+    );
+}
+
+#[test]
+fn echo_targets_must_be_reachable_host_addresses() {
+    let with_ipw = |targets: &str| {
+        BASE.replace(
+            "  [[group.parp]]",
+            &format!("  [[group.ipw]]\n  targets = [{targets}]\n\n  [[group.parp]]"),
+        )
+    };
+    let good = with_ipw("\"192.0.2.254\", \"2001:db8::fe\"");
+    let config = Config::parse(Path::new("test.toml"), &good).unwrap();
+    assert_eq!(
+        config.group[0].ipw[0].targets[1],
+        "2001:db8::fe".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_error(
+        &with_ipw("\"192.0.2.254\", \"fe80::1\""),
+        "group[0].ipw[0].targets[1]",
+        "fe80::1 is link-local and names no interface",
+        "fe80::1",
+    );
+    assert_error(
+        &with_ipw("\"ff02::1\""),
+        "group[0].ipw[0].targets[0]",
+        "ff02::1 is a multicast address",
+        "ff02::1",
+    );
+    let tiebreaker = BASE.replace(
+        "wait_timeout = \"10s\"",
+        "wait_timeout = \"10s\"\ntiebreakers = [\"0.0.0.0\"]",
+    );
+    assert_error(
+        &tiebreaker,
+        "cluster.tiebreakers[0]",
+        "0.0.0.0 is not the address of a host",
+        "tiebreakers",
+    );
+    let probed = BASE.replace(
+        "  [[group.parp]]",
+        "  [[group.fip]]\n  address = \"fe80::10/64\"\n  interface = \"eth0\"\n  ping_count = 1\n\n  [[group.parp]]",
+    );
+    assert_error(
+        &probed,
+        "group[0].fip[1].ping_count",
+        "cannot be probed without an interface scope",
+        "ping_count = 1",
+    );
+}

@@ -150,7 +150,7 @@ pub fn build() -> anyhow::Result<Lab> {
 pub const INET6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0);
 pub const DMZ6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0);
 pub const INTRA6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0);
-pub const IC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 12, 0, 0, 0, 0, 0);
+pub const IC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x12, 0, 0, 0, 0, 0);
 
 /// The address `host` (the last group of the address) in a /64 `prefix`.
 pub const fn in6(prefix: Ipv6Addr, host: u16) -> Ipv6Addr {

@@ -154,18 +154,25 @@ fn an_ipv6_gateway_is_answered_by_its_owner_only_and_moves_with_clpgrp_and_node_
     assert!(nud(fws2).is_empty(), "the standby answered");
     // Duplicate-address detection of the address by someone else: the owner defends it,
     // to all-nodes, not solicited.
-    let probe = Solicitation::duplicate_address_detection(client, GROUP0_PARP6);
-    let defended = fwcluster_lab::netns::in_netns(lab.ns(INET_CLIENT), move || {
-        ndp::unsolicited_advertisements_after("eth0", &probe, Duration::from_millis(150))
-    })??;
-    assert_eq!(
-        defended
-            .iter()
-            .map(|a| (a.src_mac, a.dst))
-            .collect::<Vec<_>>(),
-        vec![(fws1, "ff02::1".parse()?)],
-        "DAD probe for a proxied address"
-    );
+    // (The gateway's own announcements, a second apart from its activation, are over first.)
+    std::thread::sleep(Duration::from_millis(2500));
+    for (target, flags) in [
+        (GROUP0_PARP6, OVERRIDE),
+        (GROUP0_INET_FIP6, OVERRIDE | ROUTER),
+    ] {
+        let probe = Solicitation::duplicate_address_detection(client, target);
+        let defended = fwcluster_lab::netns::in_netns(lab.ns(INET_CLIENT), move || {
+            ndp::unsolicited_advertisements_after("eth0", &probe, Duration::from_millis(150))
+        })??;
+        assert_eq!(
+            defended
+                .iter()
+                .map(|a| (a.src_mac, a.dst, a.flags))
+                .collect::<Vec<_>>(),
+            vec![(fws1, "ff02::1".parse()?, flags)],
+            "DAD probe for {target}"
+        );
+    }
 
     // The owner holds its floating addresses without duplicate-address detection, deprecated
     // (never a source of its own traffic), and listens to their solicited-node groups; the
@@ -193,48 +200,12 @@ fn an_ipv6_gateway_is_answered_by_its_owner_only_and_moves_with_clpgrp_and_node_
     // IPv6 passes the gateway both ways.
     assert!(ping6(&lab, INET_CLIENT, INTRA_CLIENT1_ADDRESS6));
 
-    // A planned move: the new owner announces the gateway to all-nodes once at the map flip
-    // (R-XDP-6), then arp_count (3) times from the address's activation, one second apart; the
-    // old owner never again.
-    let listener = {
-        let ns = lab.ns(INET_CLIENT).to_owned();
-        std::thread::spawn(move || {
-            fwcluster_lab::netns::in_netns(&ns, || {
-                ndp::unsolicited_advertisements("eth0", GROUP0_INET_FIP6, Duration::from_secs(4))
-            })
-        })
-    };
-    std::thread::sleep(Duration::from_millis(100));
+    // A planned move: the new owner announces the gateway to all-nodes arp_count (3) times,
+    // the first at the map flip (R-XDP-6), a second apart; the old owner never again.
+    let listener = listen_for_announcements(&lab);
     let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
     assert!(ok, "{out}");
-    let heard = listener.join().expect("listener")??;
-    let first_of_fws2 = heard
-        .iter()
-        .position(|(_, a)| a.src_mac == fws2)
-        .expect("fws2 announced the gateway");
-    assert!(
-        heard[first_of_fws2..]
-            .iter()
-            .all(|(_, a)| a.src_mac == fws2),
-        "the old owner announced after the move: {heard:?}"
-    );
-    // (fws1's own repeats from its activation may still be under way before the move.)
-    let announced = &heard[first_of_fws2..];
-    assert_eq!(announced.len(), 1 + 3, "{heard:?}");
-    for (_, advertisement) in announced {
-        assert_eq!(advertisement.target_mac, Some(fws2));
-        assert_eq!(advertisement.flags, OVERRIDE | ROUTER);
-        assert_eq!(advertisement.src, GROUP0_INET_FIP6);
-        assert_eq!(advertisement.dst, "ff02::1".parse::<Ipv6Addr>()?);
-        assert_eq!(advertisement.hop_limit, 255);
-    }
-    let repeats: Vec<Duration> = announced[1..].windows(2).map(|w| w[1].0 - w[0].0).collect();
-    assert!(
-        repeats
-            .iter()
-            .all(|g| *g > Duration::from_millis(800) && *g < Duration::from_millis(1300)),
-        "{repeats:?}"
-    );
+    assert_announced_by(listener, fws2, 3);
     assert!(wait_answered_by(
         &lab,
         GROUP0_INET_FIP6,
@@ -266,7 +237,8 @@ fn an_ipv6_gateway_is_answered_by_its_owner_only_and_moves_with_clpgrp_and_node_
     }
     assert!(ping6(&lab, INET_CLIENT, INTRA_CLIENT1_ADDRESS6));
 
-    // Node loss: fws1 takes the gateway back without a word from fws2.
+    // Node loss: fws1 takes the gateway back without a word from fws2, and announces it.
+    let listener = listen_for_announcements(&lab);
     cluster.kill_all(FWS2)?;
     assert!(
         wait_answered_by(&lab, GROUP0_INET_FIP6, fws1, Duration::from_secs(3)),
@@ -282,5 +254,160 @@ fn an_ipv6_gateway_is_answered_by_its_owner_only_and_moves_with_clpgrp_and_node_
     while !ping6(&lab, INET_CLIENT, INTRA_CLIENT1_ADDRESS6) {
         assert!(std::time::Instant::now() < deadline, "no IPv6 through fws1");
     }
+    assert_announced_by(listener, fws1, 3);
+    Ok(())
+}
+
+type Announcements = std::thread::JoinHandle<
+    anyhow::Result<anyhow::Result<Vec<(std::time::Instant, ndp::Advertisement)>>>,
+>;
+
+/// Listens on the internet client for 4 s for unsolicited advertisements of the IPv6 gateway.
+fn listen_for_announcements(lab: &Lab) -> Announcements {
+    let ns = lab.ns(INET_CLIENT).to_owned();
+    let listener = std::thread::spawn(move || {
+        fwcluster_lab::netns::in_netns(&ns, || {
+            ndp::unsolicited_advertisements("eth0", GROUP0_INET_FIP6, Duration::from_secs(4))
+        })
+    });
+    // The socket is open before the event.
+    std::thread::sleep(Duration::from_millis(100));
+    listener
+}
+
+/// The gateway was announced `count` times by `mac` (Override and Router set, to all-nodes,
+/// hop limit 255, a second apart), and after its first announcement by nobody else. (The old
+/// owner's own repeats from its activation may still be under way before the event.)
+fn assert_announced_by(listener: Announcements, mac: [u8; 6], count: usize) {
+    let heard = listener.join().expect("listener").unwrap().unwrap();
+    let first = heard
+        .iter()
+        .position(|(_, a)| a.src_mac == mac)
+        .unwrap_or_else(|| panic!("no announcement from the new owner: {heard:?}"));
+    let announced = &heard[first..];
+    assert!(
+        announced.iter().all(|(_, a)| a.src_mac == mac),
+        "another node announced after the takeover: {heard:?}"
+    );
+    assert_eq!(announced.len(), count, "{heard:?}");
+    for (_, advertisement) in announced {
+        assert_eq!(advertisement.target_mac, Some(mac));
+        assert_eq!(advertisement.flags, OVERRIDE | ROUTER);
+        assert_eq!(advertisement.src, GROUP0_INET_FIP6);
+        assert_eq!(advertisement.dst, "ff02::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(advertisement.hop_limit, 255);
+    }
+    let gaps: Vec<Duration> = announced.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        gaps.iter()
+            .all(|g| *g > Duration::from_millis(700) && *g < Duration::from_millis(1300)),
+        "{gaps:?}"
+    );
+}
+
+/// Heartbeats, the peer API and the status screens over IPv6 interconnects only.
+const IPV6_INTERCONNECTS: &str = r#"heartbeat_interval = "10ms"
+heartbeat_timeout = "30ms"
+wait_timeout = "3s"
+
+[[server]]
+name = "fws1"
+interconnect = ["2001:db8:12::1/64", "2001:db8:2::1/64"]
+
+[[server]]
+name = "fws2"
+interconnect = ["2001:db8:12::2/64", "2001:db8:2::2/64"]
+
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+failback = "manual"
+
+  [[group.fip]]
+  address = "192.0.2.10/24"
+  interface = "eth0"
+
+  [[group.fip]]
+  address = "2001:db8::10/64"
+  interface = "eth0"
+"#;
+
+#[test]
+fn a_cluster_on_ipv6_interconnects_only_sees_its_peer_moves_groups_and_fails_over()
+-> anyhow::Result<()> {
+    let lab = seed::build_dual_stack()?;
+    // Nothing of the cluster may travel over IPv4 between the servers: their IPv4
+    // interconnect and intranet addresses are gone.
+    for host in [FWS1, FWS2] {
+        for interface in ["eth2", "eth3"] {
+            lab.run(host, "ip", &["-4", "addr", "flush", "dev", interface])?;
+        }
+    }
+    let mut cluster = Cluster::new(&lab, IPV6_INTERCONNECTS)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_for(
+        FWS1,
+        "FWC201",
+        "group0 is active on fws1",
+        Duration::from_secs(5),
+    )?;
+    cluster.wait_for(
+        FWS2,
+        "FWC101",
+        "server fws1 is ONLINE",
+        Duration::from_secs(5),
+    )?;
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let fws2 = lab.mac(FWS2, INET_IF)?;
+
+    // Both links up as both servers see them, named by their IPv6 addresses.
+    let (ok, screen) = cluster.tool(&lab, FWS2, "clpstat", &["-n"])?;
+    assert!(ok, "{screen}");
+    for address in [
+        "2001:db8:12::1",
+        "2001:db8:2::1",
+        "2001:db8:12::2",
+        "2001:db8:2::2",
+    ] {
+        let row = screen
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(address))
+            .unwrap_or_else(|| panic!("{address} missing:\n{screen}"));
+        assert_eq!(
+            row.split_whitespace().skip(1).collect::<Vec<_>>(),
+            ["OK", "OK"],
+            "{screen}"
+        );
+    }
+    let status = cluster.status(FWS2)?;
+    assert!(
+        status.servers.iter().all(|s| s.status == "ONLINE"),
+        "{status:?}"
+    );
+
+    // A planned move goes through the peer API over IPv6.
+    let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
+    assert!(ok, "{out}");
+    assert!(wait_answered_by(
+        &lab,
+        GROUP0_INET_FIP6,
+        fws2,
+        Duration::from_secs(2)
+    ));
+
+    // Node loss, seen by IPv6 heartbeats only.
+    cluster.kill_all(FWS2)?;
+    assert!(
+        wait_answered_by(&lab, GROUP0_INET_FIP6, fws1, Duration::from_secs(3)),
+        "{}",
+        cluster.all_logs_tail(40)
+    );
+    cluster.wait_for(
+        FWS1,
+        "FWC201",
+        "cause=\"server fws2 went down\"",
+        Duration::from_secs(3),
+    )?;
     Ok(())
 }

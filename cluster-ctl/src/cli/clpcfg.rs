@@ -592,19 +592,16 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
             };
             let interconnect = self.list(
                 &format!("interconnect addresses of {host}"),
-                "address/prefix or address and netmask (e.g. 169.254.12.1/24 or 169.254.12.1 255.255.255.0)",
+                "address/prefix or address and netmask (e.g. 169.254.12.1/24, 169.254.12.1 255.255.255.0 or fd12::1/64)",
                 |text| {
                     let mut words = text.split_whitespace();
-                    let net = match address_and_prefix(&mut words)? {
-                        IpNet::V4(net) => net,
-                        IpNet::V6(net) => bail!("{net}: interconnects are IPv4 (IPv6 ones are not offered yet)"),
-                    };
+                    let net = address_and_prefix(&mut words)?;
                     if let Some(extra) = words.next() {
                         bail!("{extra:?}: nothing follows the address");
                     }
                     Ok(net)
                 },
-                |n: &Ipv4Net| n.to_string(),
+                |n: &IpNet| n.to_string(),
                 crate::config::MAX_INTERCONNECTS,
             )?;
             server.push(ServerConfig {

@@ -147,7 +147,7 @@ impl Daemon {
 /// Every refusal is counted (clpstat, metrics). Stale packets of a known peer (a restored link
 /// delivers what it queued; a restarted peer's old packets) are routine: logged at debug level,
 /// not as warnings.
-fn log_rejected(link: usize, source: std::net::SocketAddrV4, reason: Reject) {
+fn log_rejected(link: usize, source: std::net::SocketAddr, reason: Reject) {
     if matches!(reason, Reject::Replay | Reject::OldIncarnation) {
         tracing::debug!(
             id = catalog::PACKET_REJECTED.id,

@@ -106,9 +106,16 @@ pub(super) fn guard_cluster_addresses(config: &Config) -> Result<()> {
     let mut interfaces = BTreeSet::new();
     for (g, group) in config.group.iter().enumerate() {
         for (f, fip) in group.fip.iter().enumerate() {
-            if let std::net::IpAddr::V4(address) = fip.address.addr() {
-                addresses.insert(address);
-                interfaces.insert(crate::netif::fip_interface(config, g, f)?);
+            match fip.address.addr() {
+                std::net::IpAddr::V4(address) => {
+                    addresses.insert(address);
+                    interfaces.insert(crate::netif::fip_interface(config, g, f)?);
+                }
+                std::net::IpAddr::V6(_) => {
+                    crate::netif::keep_ipv6_addresses_on_down(&crate::netif::fip_interface(
+                        config, g, f,
+                    )?)?;
+                }
             }
         }
         for parp in &group.parp {

@@ -11,7 +11,7 @@
 use std::{
     collections::BTreeMap,
     io,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -44,10 +44,11 @@ impl LocalDrops {
     }
 }
 
-/// Opens a packet socket that receives the IPv4 packets of interface `ifindex` (both
+/// Opens a packet socket that receives the IPv4 or IPv6 packets of interface `ifindex` (both
 /// directions), before netfilter sees them.
-fn tap(ifindex: u32) -> io::Result<OwnedFd> {
-    let protocol = (libc::ETH_P_IP as u16).to_be();
+fn tap(ifindex: u32, v6: bool) -> io::Result<OwnedFd> {
+    let ethertype = if v6 { libc::ETH_P_IPV6 } else { libc::ETH_P_IP };
+    let protocol = (ethertype as u16).to_be();
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let fd = unsafe {
         libc::socket(
@@ -80,23 +81,45 @@ fn tap(ifindex: u32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Whether `packet` (from its IPv4 header on) is UDP from `source` to `port`.
-fn is_heartbeat(packet: &[u8], source: Ipv4Addr, port: u16) -> bool {
+/// Whether `packet` (from its IP header on) is UDP from `source` to `port`. Heartbeats carry
+/// no IPv6 extension headers: UDP follows the fixed header.
+fn is_heartbeat(packet: &[u8], source: IpAddr, port: u16) -> bool {
     let Some(&first) = packet.first() else {
         return false;
     };
-    let header = usize::from(first & 0x0f) * 4;
-    first >> 4 == 4
-        && header >= 20
-        && packet.len() >= header + 4
-        && packet[9] == libc::IPPROTO_UDP as u8
-        && packet[12..16] == source.octets()
-        && u16::from_be_bytes([packet[header + 2], packet[header + 3]]) == port
+    let (header, protocol, sender) = match source {
+        IpAddr::V4(source) => {
+            let header = usize::from(first & 0x0f) * 4;
+            if first >> 4 != 4 || header < 20 {
+                return false;
+            }
+            (
+                header,
+                packet.get(9),
+                packet.get(12..16) == Some(&source.octets()[..]),
+            )
+        }
+        IpAddr::V6(source) => {
+            if first >> 4 != 6 {
+                return false;
+            }
+            (
+                40,
+                packet.get(6),
+                packet.get(8..24) == Some(&source.octets()[..]),
+            )
+        }
+    };
+    sender
+        && protocol == Some(&(libc::IPPROTO_UDP as u8))
+        && packet
+            .get(header + 2..header + 4)
+            .is_some_and(|p| u16::from_be_bytes([p[0], p[1]]) == port)
 }
 
 /// Counts heartbeats from `source` to `port` seen on interface `ifindex` during `window`.
-fn count_on_wire(ifindex: u32, source: Ipv4Addr, port: u16, window: Duration) -> io::Result<u64> {
-    let fd = tap(ifindex)?;
+fn count_on_wire(ifindex: u32, source: IpAddr, port: u16, window: Duration) -> io::Result<u64> {
+    let fd = tap(ifindex, source.is_ipv6())?;
     let slice = TimeVal::new(0, 50_000);
     setsockopt(&fd, sockopt::ReceiveTimeout, &slice).map_err(io::Error::from)?;
     let end = Instant::now() + window;
@@ -118,14 +141,11 @@ fn count_on_wire(ifindex: u32, source: Ipv4Addr, port: u16, window: Duration) ->
 }
 
 /// The interface that holds `address` on this host.
-fn interface_of(address: Ipv4Addr) -> Option<String> {
+fn interface_of(address: IpAddr) -> Option<String> {
     crate::netif::interface_addresses()
         .ok()?
         .into_iter()
-        .find(|(_, nets)| {
-            nets.iter()
-                .any(|n| n.addr() == std::net::IpAddr::V4(address))
-        })
+        .find(|(_, nets)| nets.iter().any(|n| n.addr() == address))
         .map(|(name, _)| name)
 }
 
@@ -222,16 +242,62 @@ mod tests {
         packet
     }
 
+    fn udp6(source: std::net::Ipv6Addr, port: u16) -> Vec<u8> {
+        let mut packet = vec![0u8; 48];
+        packet[0] = 0x60;
+        packet[6] = 17;
+        packet[8..24].copy_from_slice(&source.octets());
+        packet[42..44].copy_from_slice(&port.to_be_bytes());
+        packet
+    }
+
     #[test]
     fn only_udp_from_the_peer_to_the_heartbeat_port_counts() {
-        let peer = Ipv4Addr::new(169, 254, 12, 2);
-        assert!(is_heartbeat(&udp(peer.octets(), 28002), peer, 28002));
-        assert!(!is_heartbeat(&udp([169, 254, 12, 1], 28002), peer, 28002));
-        assert!(!is_heartbeat(&udp(peer.octets(), 28001), peer, 28002));
+        let peer = std::net::Ipv4Addr::new(169, 254, 12, 2);
+        let address = IpAddr::V4(peer);
+        assert!(is_heartbeat(&udp(peer.octets(), 28002), address, 28002));
+        assert!(!is_heartbeat(
+            &udp([169, 254, 12, 1], 28002),
+            address,
+            28002
+        ));
+        assert!(!is_heartbeat(&udp(peer.octets(), 28001), address, 28002));
         let mut tcp = udp(peer.octets(), 28002);
         tcp[9] = 6;
-        assert!(!is_heartbeat(&tcp, peer, 28002));
-        assert!(!is_heartbeat(&udp(peer.octets(), 28002)[..21], peer, 28002));
-        assert!(!is_heartbeat(&[], peer, 28002));
+        assert!(!is_heartbeat(&tcp, address, 28002));
+        assert!(!is_heartbeat(
+            &udp(peer.octets(), 28002)[..21],
+            address,
+            28002
+        ));
+        assert!(!is_heartbeat(&[], address, 28002));
+    }
+
+    #[test]
+    fn ipv6_heartbeats_are_recognised_after_the_fixed_header() {
+        let peer: std::net::Ipv6Addr = "2001:db8:12::2".parse().unwrap();
+        let address = IpAddr::V6(peer);
+        assert!(is_heartbeat(&udp6(peer, 28002), address, 28002));
+        assert!(!is_heartbeat(
+            &udp6("2001:db8:12::1".parse().unwrap(), 28002),
+            address,
+            28002
+        ));
+        assert!(!is_heartbeat(&udp6(peer, 28001), address, 28002));
+        let mut tcp = udp6(peer, 28002);
+        tcp[6] = 6;
+        assert!(!is_heartbeat(&tcp, address, 28002));
+        assert!(!is_heartbeat(&udp6(peer, 28002)[..43], address, 28002));
+        // An IPv4 packet is not a heartbeat from an IPv6 peer, nor the other way round.
+        assert!(!is_heartbeat(
+            &udp([169, 254, 12, 2], 28002),
+            address,
+            28002
+        ));
+        assert!(!is_heartbeat(
+            &udp6(peer, 28002),
+            IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 12, 2)),
+            28002
+        ));
     }
 }

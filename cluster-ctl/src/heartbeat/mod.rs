@@ -12,7 +12,7 @@ pub mod wire;
 use std::{
     collections::BTreeMap,
     io,
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -44,7 +44,7 @@ pub enum Inbound {
     /// A refused packet.
     Rejected {
         link: usize,
-        source: SocketAddrV4,
+        source: SocketAddr,
         reason: Reject,
     },
 }
@@ -82,11 +82,11 @@ pub struct LinkStats {
 #[derive(Debug, Default)]
 pub struct LinkCounters {
     stats: Mutex<BTreeMap<(usize, usize), LinkStats>>,
-    arrivals: Mutex<BTreeMap<(usize, Ipv4Addr), u64>>,
+    arrivals: Mutex<BTreeMap<(usize, IpAddr), u64>>,
 }
 
 impl LinkCounters {
-    fn arrived(&self, link: usize, source: Ipv4Addr) {
+    fn arrived(&self, link: usize, source: IpAddr) {
         *self
             .arrivals
             .lock()
@@ -96,7 +96,7 @@ impl LinkCounters {
     }
 
     /// Datagrams from `source` that reached the socket of `link`.
-    pub fn arrivals(&self, link: usize, source: Ipv4Addr) -> u64 {
+    pub fn arrivals(&self, link: usize, source: IpAddr) -> u64 {
         self.arrivals
             .lock()
             .expect("arrival counters lock")
@@ -141,7 +141,7 @@ pub struct Transport {
     /// Where [`Transport::read_queued`] reads into (allocated once: it runs at every tick).
     scratch: Mutex<Vec<u8>>,
     /// peer → per link: its interconnect address.
-    peers: Vec<Vec<SocketAddrV4>>,
+    peers: Vec<Vec<SocketAddr>>,
     pub rejected: Arc<RejectCounters>,
     pub links: Arc<LinkCounters>,
     /// Peers' heartbeats that the local firewall drops, by (peer, link).
@@ -162,13 +162,13 @@ impl Transport {
     ) -> io::Result<Self> {
         let port = config.cluster.heartbeat_port;
         let digest: [u8; 16] = config.digest()[..16].try_into().expect("32 >= 16");
-        let peers: Vec<Vec<SocketAddrV4>> = config
+        let peers: Vec<Vec<SocketAddr>> = config
             .server
             .iter()
             .map(|s| {
                 s.interconnect
                     .iter()
-                    .map(|net| SocketAddrV4::new(net.addr(), port))
+                    .map(|net| SocketAddr::new(net.addr(), port))
                     .collect()
             })
             .collect();
@@ -235,14 +235,14 @@ impl Transport {
     /// receiving threads would. After a stall of the machine the daemon's loop often runs
     /// before the receiving threads: the silence it is about to judge may be its own.
     pub fn read_queued(&self, limit: usize) -> Vec<Inbound> {
-        use nix::sys::socket::{MsgFlags, SockaddrIn, recvmsg};
+        use nix::sys::socket::{MsgFlags, SockaddrStorage, recvmsg};
         use std::os::fd::AsRawFd as _;
         let mut buffer = self.scratch.lock().expect("scratch buffer lock");
         let mut read = Vec::new();
         for (socket, receiver) in self.sockets.iter().zip(&self.receivers) {
             for _ in 0..limit {
                 let mut iov = [io::IoSliceMut::new(&mut buffer[..])];
-                let Ok(message) = recvmsg::<SockaddrIn>(
+                let Ok(message) = recvmsg::<SockaddrStorage>(
                     socket.as_raw_fd(),
                     &mut iov,
                     None,
@@ -253,7 +253,11 @@ impl Transport {
                 let (len, Some(source)) = (message.bytes, message.address) else {
                     continue;
                 };
-                let source = SocketAddrV4::new(source.ip(), source.port());
+                let source = match (source.as_sockaddr_in(), source.as_sockaddr_in6()) {
+                    (Some(v4), _) => SocketAddr::from((v4.ip(), v4.port())),
+                    (None, Some(v6)) => SocketAddr::from((v6.ip(), v6.port())),
+                    (None, None) => continue,
+                };
                 read.push(receiver.take(&buffer[..len], source));
             }
         }
@@ -291,13 +295,20 @@ impl Transport {
 }
 
 /// Binds a heartbeat socket. A daemon restarted at once (SIGKILL, then start) can find the
-/// address still held by the previous worker, which the kernel is still tearing down: that is
-/// waited out for a moment instead of failing the start.
-fn bind(local: SocketAddrV4) -> io::Result<UdpSocket> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+/// address still held by the previous worker, which the kernel is still tearing down; and an
+/// IPv6 address just configured is tentative (not bindable) while the kernel's duplicate-address
+/// detection runs, about a second. Both are waited out for a moment instead of failing the
+/// start.
+fn bind(local: SocketAddr) -> io::Result<UdpSocket> {
+    let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         match UdpSocket::bind(local) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+                ) && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(5));
             }
             result => return result,
@@ -310,7 +321,7 @@ struct Receiver {
     link: usize,
     key: Key,
     digest: [u8; 16],
-    peers: Vec<Vec<SocketAddrV4>>,
+    peers: Vec<Vec<SocketAddr>>,
     freshness: Arc<Mutex<Freshness>>,
     rejected: Arc<RejectCounters>,
     links: Arc<LinkCounters>,
@@ -331,9 +342,6 @@ impl Receiver {
                     return;
                 }
             };
-            let std::net::SocketAddr::V4(source) = source else {
-                continue;
-            };
             if !deliver(self.take(&buffer[..len], source)) {
                 return;
             }
@@ -341,8 +349,8 @@ impl Receiver {
     }
 
     /// Checks one datagram and counts it (refusals by reason, heartbeats per peer and link).
-    fn take(&self, bytes: &[u8], source: SocketAddrV4) -> Inbound {
-        self.links.arrived(self.link, *source.ip());
+    fn take(&self, bytes: &[u8], source: SocketAddr) -> Inbound {
+        self.links.arrived(self.link, source.ip());
         let event = self.check(bytes, source);
         match &event {
             Inbound::Rejected { reason, .. } => self.rejected.count(*reason),
@@ -353,7 +361,7 @@ impl Receiver {
         event
     }
 
-    fn check(&self, bytes: &[u8], source: SocketAddrV4) -> Inbound {
+    fn check(&self, bytes: &[u8], source: SocketAddr) -> Inbound {
         let reject = |reason| Inbound::Rejected {
             link: self.link,
             source,
@@ -366,7 +374,7 @@ impl Receiver {
         let from = packet.sender as usize;
         // The sender must be another server, sending from its address on this interconnect.
         let expected = self.peers.get(from).and_then(|a| a.get(self.link));
-        if from == self.me || expected.map(|a| *a.ip()) != Some(*source.ip()) {
+        if from == self.me || expected.map(|a| a.ip()) != Some(source.ip()) {
             return reject(Reject::UnknownSender);
         }
         {

@@ -30,6 +30,11 @@ pub enum NetifError {
     Runtime(std::io::Error),
     #[error("netlink socket: {0}")]
     Socket(std::io::Error),
+    #[error("writing {path}: {source}")]
+    Sysctl {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{doing}: {source}")]
     Netlink {
         doing: String,
@@ -75,6 +80,14 @@ pub fn interface_addresses() -> Result<BTreeMap<String, Vec<IpNet>>> {
         out.entry(name).or_default();
     }
     Ok(out)
+}
+
+/// Has the kernel keep the IPv6 addresses of `interface` when its link goes down (IPv4 ones
+/// are kept anyway): by default it deletes them, and a floating IPv6 address deleted under the
+/// node that owns it would not come back with the link.
+pub fn keep_ipv6_addresses_on_down(interface: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{interface}/keep_addr_on_down");
+    std::fs::write(&path, "1").map_err(|source| NetifError::Sysctl { path, source })
 }
 
 /// The MAC address of an interface.

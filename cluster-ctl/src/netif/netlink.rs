@@ -126,8 +126,10 @@ async fn find(
         .map_err(failed(format!("listing the addresses of {interface}")))?
     {
         // IPv6 messages name the address in `Address`, IPv4 ones in `Local` (and `Address`,
-        // which is the peer's on point-to-point links).
-        let matches = message.header.prefix_len == address.prefix_len()
+        // which is the peer's on point-to-point links). The kernel knows an IPv6 address by
+        // the address alone, whatever its prefix length; an IPv4 one by both.
+        let matches = (address.addr().is_ipv6()
+            || message.header.prefix_len == address.prefix_len())
             && message.attributes.iter().any(|a| match a {
                 AddressAttribute::Local(ip) => *ip == address.addr(),
                 AddressAttribute::Address(ip) => address.addr().is_ipv6() && *ip == address.addr(),

@@ -383,18 +383,7 @@ impl Resources {
                 continue;
             }
             // The memberships ended with the previous daemon's socket.
-            for spec in steps {
-                let owned = match spec {
-                    Step::Fip(fip) => Some((&fip.interface, fip.address.addr())),
-                    Step::Parp(parp) => Some((&parp.interface, parp.address)),
-                    Step::Exec(_) => None,
-                };
-                if let Some((interface, IpAddr::V6(address))) = owned
-                    && let Err(e) = ndp::join(interface, address)
-                {
-                    tracing::warn!(error = format!("{e:#}"), "solicited-node group not joined");
-                }
-            }
+            join_all(steps);
             for (step, spec) in steps.iter().enumerate() {
                 if let Step::Exec(exec) = spec
                     && exec.monitor
@@ -447,12 +436,34 @@ impl Resources {
 
     /// Announces every address of a group at once, on the caller's thread: right after the
     /// data path took the group over, so that clients and routers turn to this node while the
-    /// addresses are still being configured (the XDP program already answers for them).
+    /// addresses are still being configured (the XDP program already answers for them). This
+    /// is the first of each address's `arp_count` announcements; its activation sends the
+    /// rest. The solicited-node groups of its IPv6 addresses are joined first, so that a switch
+    /// with MLD snooping delivers the solicitations from then on.
     pub fn announce_now(&self, group: GroupId) {
         if let Some(steps) = self.steps.get(group)
             && self.answering.now(group)
         {
+            join_all(steps);
             announce_all(steps);
+        }
+    }
+}
+
+/// Joins the solicited-node groups of the IPv6 addresses among `steps` (a failure is a
+/// warning: the kernel joins a floating address's group by itself, and the activation tries
+/// again).
+fn join_all(steps: &[Step]) {
+    for step in steps {
+        let owned = match step {
+            Step::Fip(fip) => (&fip.interface, fip.address.addr()),
+            Step::Parp(parp) => (&parp.interface, parp.address),
+            Step::Exec(_) => continue,
+        };
+        if let (interface, IpAddr::V6(address)) = owned
+            && let Err(e) = ndp::join(interface, address)
+        {
+            tracing::warn!(error = format!("{e:#}"), "solicited-node group not joined");
         }
     }
 }
@@ -498,8 +509,11 @@ fn activate_fip(fip: &Fip, group: GroupId, answering: &Answering) -> Result<()> 
         }
     }
     crate::netif::add_address(&fip.interface, fip.address, &fip.label)?;
-    if let IpAddr::V6(address) = fip.address.addr() {
-        ndp::join(&fip.interface, address)?;
+    if let IpAddr::V6(address) = fip.address.addr()
+        && let Err(e) = ndp::join(&fip.interface, address)
+    {
+        // The kernel joined the group with the address; only our own count is missing.
+        tracing::warn!(error = format!("{e:#}"), "solicited-node group not joined");
     }
     announce_repeatedly(
         &fip.interface,
@@ -509,12 +523,17 @@ fn activate_fip(fip: &Fip, group: GroupId, answering: &Answering) -> Result<()> 
         fip.arp_count,
         group,
         answering,
-    )
+    );
+    Ok(())
 }
 
+/// Removes the address whatever happens to the group membership: an address left on a node
+/// that gave it up would be answered by its kernel once the XDP program is gone.
 fn deactivate_fip(fip: &Fip) -> Result<()> {
-    if let IpAddr::V6(address) = fip.address.addr() {
-        ndp::leave(&fip.interface, address)?;
+    if let IpAddr::V6(address) = fip.address.addr()
+        && let Err(e) = ndp::leave(&fip.interface, address)
+    {
+        tracing::warn!(error = format!("{e:#}"), "solicited-node group not left");
     }
     crate::netif::remove_address(&fip.interface, fip.address)?;
     Ok(())
@@ -533,11 +552,13 @@ fn activate_parp(parp: &Parp, group: GroupId, answering: &Answering) -> Result<(
         parp.arp_count,
         group,
         answering,
-    )
+    );
+    Ok(())
 }
 
-/// Sends the first announcement now and the others, one second apart, in the background:
-/// each only while this node answers for the group (the repeats stop when it moved away).
+/// Sends the announcements after the first (which went out at the map flip, see
+/// [`Resources::announce_now`]) one second apart, in the background: `count` in all, each only
+/// while this node answers for the group (the repeats stop when it moved away).
 fn announce_repeatedly(
     interface: &str,
     address: IpAddr,
@@ -546,10 +567,7 @@ fn announce_repeatedly(
     count: u32,
     group: GroupId,
     answering: &Answering,
-) -> Result<()> {
-    if answering.now(group) {
-        announce(interface, address, mac, router)?;
-    }
+) {
     if count > 1 {
         let interface = interface.to_owned();
         let answering = answering.clone();
@@ -565,7 +583,6 @@ fn announce_repeatedly(
             }
         });
     }
-    Ok(())
 }
 
 struct RefreshLoop {

@@ -190,16 +190,18 @@ pub fn leave(interface: &str, address: Ipv6Addr) -> Result<()> {
         return Ok(());
     };
     let group = solicited_node(address);
-    let Some(holders) = memberships.joined.get_mut(&group) else {
+    let Some(holders) = memberships.joined.get(&group) else {
         return Ok(());
     };
-    holders.retain(|a| *a != address);
-    if holders.is_empty() {
-        memberships.joined.remove(&group);
+    if holders.iter().all(|a| *a == address) {
+        // The last holder: leave, and forget the group only once left.
         memberships
             .socket
             .leave_multicast_v6(&group, ifindex)
             .with_context(|| format!("leaving {group} on {interface} (for {address})"))?;
+        memberships.joined.remove(&group);
+    } else if let Some(holders) = memberships.joined.get_mut(&group) {
+        holders.retain(|a| *a != address);
     }
     Ok(())
 }

@@ -13,7 +13,11 @@ pub mod monitor;
 pub mod process;
 pub mod refresh;
 
-use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 /// Where a node keeps the entries its peers replicate to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +61,7 @@ pub fn conntrackd_conf(
             servers: config.server.len(),
         });
     }
-    let address = |node: usize| -> Result<Ipv4Addr, SyncConfigError> {
+    let address = |node: usize| -> Result<IpAddr, SyncConfigError> {
         config.server[node]
             .interconnect
             .get(sync.interconnect)
@@ -69,16 +73,22 @@ pub fn conntrackd_conf(
     };
     let own = address(me)?;
     let peer = address(1 - me)?;
-    let ignored: Vec<Ipv4Addr> = config
+    let ignored: Vec<IpAddr> = config
         .server
         .iter()
         .flat_map(|s| s.interconnect.iter().map(|n| n.addr()))
-        .chain([Ipv4Addr::LOCALHOST])
+        .chain([
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ])
         .collect();
     let mut ignore = String::new();
     for address in &ignored {
-        let _ = writeln!(ignore, "\t\t\t\tIPv4_address {address}");
+        let family = if address.is_ipv4() { "IPv4" } else { "IPv6" };
+        let _ = writeln!(ignore, "\t\t\t\t{family}_address {address}");
     }
+    // The sync link's family (validation keeps both ends in one subnet).
+    let family = if own.is_ipv4() { "IPv4" } else { "IPv6" };
     let node = &config.server[me].name;
     let run = run_dir.display();
     let disable_external_cache = match peer_state {
@@ -97,8 +107,8 @@ pub fn conntrackd_conf(
          \t\tStartupResync On\n\
          \t}}\n\
          \tUDP {{\n\
-         \t\tIPv4_address {own}\n\
-         \t\tIPv4_Destination_Address {peer}\n\
+         \t\t{family}_address {own}\n\
+         \t\t{family}_Destination_Address {peer}\n\
          \t\tPort {port}\n\
          \t\tInterface {interface}\n\
          \t\tSndSocketBuffer 1249280\n\
@@ -188,6 +198,32 @@ interconnect = ["169.254.12.2/24", "169.254.13.2/24"]
             }
         }
         assert!(fws1.contains("Path /run/fwcluster/conntrackd-fws1.ctl"));
+    }
+
+    #[test]
+    fn an_ipv6_sync_interconnect_is_written_as_ipv6() {
+        let source = config("[sync]\ninterconnect = 1\n");
+        let text = toml::to_string(&source)
+            .unwrap()
+            .replace("169.254.13.1/24", "fd00:13::1/64")
+            .replace("169.254.13.2/24", "fd00:13::2/64");
+        let config = Config::parse(Path::new("test.toml"), &text).unwrap();
+        let fws1 =
+            conntrackd_conf(&config, 0, "eth4", Path::new("/run"), PeerState::Kernel).unwrap();
+        assert!(fws1.contains("\t\tIPv6_address fd00:13::1\n"), "{fws1}");
+        assert!(
+            fws1.contains("\t\tIPv6_Destination_Address fd00:13::2\n"),
+            "{fws1}"
+        );
+        assert!(!fws1.contains("IPv4_Destination_Address"), "{fws1}");
+        // The cluster's own traffic of both families is not synchronized.
+        for ignored in [
+            "IPv4_address 169.254.12.1",
+            "IPv6_address fd00:13::2",
+            "IPv6_address ::1",
+        ] {
+            assert!(fws1.contains(&format!("\t\t\t\t{ignored}\n")), "{fws1}");
+        }
     }
 
     #[test]

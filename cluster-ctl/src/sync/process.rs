@@ -4,7 +4,6 @@
 
 use std::{
     io,
-    net::Ipv4Addr,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -29,7 +28,7 @@ pub enum SyncProcessError {
     #[error(transparent)]
     Config(#[from] SyncConfigError),
     #[error("no interface holds this server's sync address {0}")]
-    NoInterface(Ipv4Addr),
+    NoInterface(std::net::IpAddr),
     #[error("reading this host's interfaces: {0}")]
     Interfaces(#[from] crate::netif::NetifError),
     #[error("writing {path}: {source}")]
@@ -74,7 +73,7 @@ impl Conntrackd {
             })?;
         let interface = crate::netif::interface_addresses()?
             .into_iter()
-            .find(|(_, nets)| nets.iter().any(|n| n.addr() == std::net::IpAddr::V4(own)))
+            .find(|(_, nets)| nets.iter().any(|n| n.addr() == own))
             .map(|(name, _)| name)
             .ok_or(SyncProcessError::NoInterface(own))?;
         let node = &config.server[me].name;
