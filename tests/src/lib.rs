@@ -484,6 +484,76 @@ impl Lab {
         nft_script(&self.switch, &script)
     }
 
+    /// Turns the bridge of `segment` into a switch with MLD snooping: snooping and a querier
+    /// on (answers asked within 1 s), so that it records per port the groups its hosts
+    /// report ([`Lab::mdb_groups`]). Returns once the hosts had a query to answer.
+    pub fn mld_snooping(&self, segment: &str) -> Result<()> {
+        let bridge = format!("br-{segment}");
+        let run = |program: &str, args: &[&str]| -> Result<()> {
+            let output = self
+                .command_in_switch(program)
+                .args(args)
+                .output()
+                .with_context(|| format!("spawning {program}"))?;
+            ensure!(
+                output.status.success(),
+                "{program} {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            Ok(())
+        };
+        // The response interval first: enabling the querier waits that long before the
+        // bridge counts on its querier.
+        run(
+            "ip",
+            &[
+                "link",
+                "set",
+                &bridge,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "1",
+                "mcast_query_response_interval",
+                "100",
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "link",
+                "set",
+                &bridge,
+                "type",
+                "bridge",
+                "mcast_querier",
+                "1",
+            ],
+        )?;
+        // The querier's first general query and the members' reports.
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(())
+    }
+
+    /// The groups the bridge of `segment` has learnt for a host's port (`bridge mdb`).
+    pub fn mdb_groups(&self, segment: &str, host: &str, interface: &str) -> Result<Vec<String>> {
+        let port = self.port(host, interface)?;
+        let output = self
+            .command_in_switch("bridge")
+            .args(["mdb", "show", "dev", &format!("br-{segment}")])
+            .output()
+            .context("spawning bridge mdb")?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w == port))
+            .filter_map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let at = words.iter().position(|w| *w == "grp")?;
+                words.get(at + 1).map(|g| (*g).to_owned())
+            })
+            .collect())
+    }
+
     /// Loads an nftables script (`nft -f -`) in a host's namespace.
     pub fn nft(&self, host: &str, script: &str) -> Result<()> {
         nft_script(self.ns(host), script)

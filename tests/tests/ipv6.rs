@@ -9,7 +9,7 @@ use fwcluster_lab::{
     ndp::{self, OVERRIDE, ROUTER, SOLICITED, Solicitation},
     seed::{
         self, FWS1, FWS2, GROUP0_INET_FIP6, GROUP0_PARP6, INET_CLIENT, INET_CLIENT_ADDRESS6,
-        INET_IF, INTRA_CLIENT1_ADDRESS6,
+        INET_IF, INTRA_CLIENT1_ADDRESS6, UPSTREAM,
     },
 };
 
@@ -409,5 +409,116 @@ fn a_cluster_on_ipv6_interconnects_only_sees_its_peer_moves_groups_and_fails_ove
         "cause=\"server fws2 went down\"",
         Duration::from_secs(3),
     )?;
+    Ok(())
+}
+
+#[test]
+fn an_ipv6_ip_watch_target_lost_moves_the_group_and_its_return_allows_it_again()
+-> anyhow::Result<()> {
+    let lab = seed::build_dual_stack()?;
+    let config = DUAL_STACK.replace(
+        "  [[group.parp]]",
+        "  [[group.ipw]]\n  targets = [\"2001:db8::fe\"]\n  interval = \"100ms\"\n  timeout = \"200ms\"\n  retry = 1\n\n  [[group.parp]]",
+    );
+    let mut cluster = Cluster::new(&lab, &config)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    let fws2 = lab.mac(FWS2, INET_IF)?;
+    // Both watches see the upstream router over ICMPv6.
+    std::thread::sleep(Duration::from_millis(500));
+    let view = cluster.status(FWS1)?;
+    let ipw = view.groups[0]
+        .resources
+        .iter()
+        .find(|r| r.kind == "ipw")
+        .expect("the IP watch resource");
+    assert_eq!(ipw.states, ["ONLINE", "ONLINE"], "{ipw:?}");
+    // fws1's echo requests to the router (and only those) are lost.
+    let cut = "table inet ipw6cut {\n chain in { type filter hook input priority 0; ip6 saddr 2001:db8::1 icmpv6 type echo-request drop\n }\n}\n";
+    lab.nft(UPSTREAM, cut)?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(3))?;
+    cluster.wait_for(
+        FWS2,
+        "FWC201",
+        "group0 is active on fws2",
+        Duration::from_secs(1),
+    )?;
+    assert!(wait_answered_by(
+        &lab,
+        GROUP0_INET_FIP6,
+        fws2,
+        Duration::from_secs(1)
+    ));
+    assert_eq!(cluster.status(FWS1)?.groups[0].starting, ["DENY", "ALLOW"]);
+    lab.run(UPSTREAM, "nft", &["delete", "table", "inet", "ipw6cut"])?;
+    cluster.wait_for(
+        FWS1,
+        "FWC206",
+        "STARTING=ALLOW for group0 on fws1",
+        Duration::from_secs(3),
+    )?;
+    Ok(())
+}
+
+/// The solicited-node group of `address` as `bridge mdb` prints it.
+fn group_text(address: Ipv6Addr) -> String {
+    ndp::solicited_node(address).to_string()
+}
+
+#[test]
+fn a_switch_with_mld_snooping_learns_the_solicited_node_groups_of_whichever_node_owns_the_addresses()
+-> anyhow::Result<()> {
+    let lab = seed::build_dual_stack()?;
+    let mut cluster = Cluster::new(&lab, DUAL_STACK)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(5))?;
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let fws2 = lab.mac(FWS2, INET_IF)?;
+    // The internet segment's switch snoops MLD, with a querier: what it learns per port is
+    // what the firewalls reported on the wire. (The lab's Linux bridge still floods groups
+    // nobody reported, so delivery alone would prove nothing; its records do.)
+    lab.mld_snooping("inet")?;
+    let proxied = group_text(GROUP0_PARP6);
+    assert!(lab.mdb_groups("inet", FWS1, INET_IF)?.contains(&proxied));
+    assert!(!lab.mdb_groups("inet", FWS2, INET_IF)?.contains(&proxied));
+    for target in [GROUP0_INET_FIP6, GROUP0_PARP6] {
+        assert!(
+            wait_answered_by(&lab, target, fws1, Duration::from_secs(1)),
+            "{target}"
+        );
+    }
+
+    // The proxied address is on no interface: only fwclusterd's own membership makes the
+    // switch deliver its solicitations to the node that took it over.
+    let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
+    assert!(ok, "{out}");
+    for target in [GROUP0_INET_FIP6, GROUP0_PARP6] {
+        assert!(
+            wait_answered_by(&lab, target, fws2, Duration::from_secs(1)),
+            "{target} not answered by fws2 behind the snooping switch; fws2's groups: {:?}",
+            lab.mdb_groups("inet", FWS2, INET_IF)?
+        );
+    }
+    assert!(lab.mdb_groups("inet", FWS2, INET_IF)?.contains(&proxied));
+    // fws1 said it left the group (MLD done), and the switch asked and forgot it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while lab.mdb_groups("inet", FWS1, INET_IF)?.contains(&proxied) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the switch still sends {proxied} to fws1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // And back after node loss.
+    cluster.kill_all(FWS2)?;
+    for target in [GROUP0_INET_FIP6, GROUP0_PARP6] {
+        assert!(
+            wait_answered_by(&lab, target, fws1, Duration::from_secs(3)),
+            "{target} not answered by fws1 after fws2's loss"
+        );
+    }
     Ok(())
 }
