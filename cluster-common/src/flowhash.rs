@@ -15,8 +15,9 @@
 /// upgrade that changes the hash would split flows differently (some passed by two nodes, some
 /// by none), and they see a configuration mismatch and warn instead of doing so silently.
 /// 1: MurmurHash3 mixes; 2: two multiplies and a fold; 3: endpoints combined by xor and sum;
-/// 4: ports xored into their addresses, no fold.
-pub const FLOW_HASH_VERSION: u32 = 4;
+/// 4: ports xored into their addresses, no fold; 5: IPv6 flows hashed too (their addresses
+/// folded by [`fold_ipv6`]; before, nodes passed every IPv6 frame to a shared MAC).
+pub const FLOW_HASH_VERSION: u32 = 5;
 
 const SEED_SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
 const MUL_A: u64 = 0xbf58_476d_1ce4_e5b9;
@@ -70,6 +71,14 @@ pub const fn hash_five_tuple(
 #[inline(always)]
 const fn symmetric_pair(a: u32, b: u32) -> (u64, u64) {
     ((a ^ b) as u64, a as u64 + b as u64)
+}
+
+/// An IPv6 address as one word for the hashes above: the xor of its four raw wire-order words
+/// (`u32::from_ne_bytes` of each four octets). Hosts of one /64 differ in the last two words,
+/// which the xor keeps apart; the symmetric modes stay symmetric, each address folded alone.
+#[inline(always)]
+pub const fn fold_ipv6(words: [u32; 4]) -> u32 {
+    words[0] ^ words[1] ^ words[2] ^ words[3]
 }
 
 /// Maps a hash onto `0..buckets` (multiply-shift: uniform, no division).

@@ -18,12 +18,20 @@
 //!   floating address that may belong to the peer now, so the output rule never blocks the
 //!   node's own neighbour resolution.
 //!
-//! The table is replaced atomically at every start and removed by `clpcfg uninstall`.
+//! IPv6 has no `arp_announce`: the kernel names the source of the packet it resolves for (a
+//! reply from a floating or shared address, say) as the source of its Neighbor Solicitation,
+//! whose source link-layer option then binds that cluster address to this node's own MAC in
+//! the neighbour's cache — for a shared address, every flow to this one node. A second table
+//! (`ip6`) rewrites the source of such solicitations to the interface's link-local address
+//! (any address of the interface is a valid source, RFC 4861 7.2.2; the answer comes back all
+//! the same), which the table's rule names per interface.
+//!
+//! The tables are replaced atomically at every start and removed by `clpcfg uninstall`.
 
 use std::{
     collections::BTreeSet,
     io::{self, Write as _},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     process::{Command, Stdio},
 };
 
@@ -98,15 +106,57 @@ fn nft(script: &str) -> Result<()> {
     Ok(())
 }
 
-/// Installs (or replaces) the guard table of `cluster` for `addresses`.
-pub fn install(cluster: &str, addresses: &BTreeSet<Ipv4Addr>) -> Result<()> {
-    nft(&script(cluster, addresses))
+/// One IPv6 cluster address on its interface, with the interface's link-local address (the
+/// source its solicitations get instead).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GuardedIpv6 {
+    pub interface: String,
+    pub address: Ipv6Addr,
+    pub link_local: Ipv6Addr,
 }
 
-/// Removes the guard table of `cluster`, if there is one.
+/// The nft script that (re)creates the IPv6 guard table, in one transaction.
+pub fn script6(cluster: &str, addresses: &BTreeSet<GuardedIpv6>) -> String {
+    let table = table_name(cluster);
+    let mut rules = String::new();
+    for guarded in addresses {
+        rules.push_str(&format!(
+            "\t\toifname \"{}\" icmpv6 type nd-neighbor-solicit ip6 saddr {} ip6 saddr set {} counter\n",
+            guarded.interface, guarded.address, guarded.link_local
+        ));
+    }
+    format!(
+        "table ip6 {table}\n\
+         delete table ip6 {table}\n\
+         table ip6 {table} {{\n\
+         \tcomment \"fwcluster: the kernel's neighbor solicitations never name a cluster address as their source\"\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority filter; policy accept;\n\
+         {rules}\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// Installs (or replaces) the guard tables of `cluster` for `addresses` and `addresses6`.
+pub fn install(
+    cluster: &str,
+    addresses: &BTreeSet<Ipv4Addr>,
+    addresses6: &BTreeSet<GuardedIpv6>,
+) -> Result<()> {
+    nft(&format!(
+        "{}{}",
+        script(cluster, addresses),
+        script6(cluster, addresses6)
+    ))
+}
+
+/// Removes the guard tables of `cluster`, if there are any.
 pub fn remove(cluster: &str) -> Result<()> {
     let table = table_name(cluster);
-    nft(&format!("table arp {table}\ndelete table arp {table}\n"))
+    nft(&format!(
+        "table arp {table}\ndelete table arp {table}\ntable ip6 {table}\ndelete table ip6 {table}\n"
+    ))
 }
 
 /// Makes the kernel use the interface's primary address as the sender of its own ARP.
@@ -133,5 +183,40 @@ mod tests {
         assert!(script.contains("arp saddr ip @cluster_addresses counter drop"));
         // No addresses: an empty set, still a valid table.
         assert!(super::script("c", &BTreeSet::new()).contains("type ipv4_addr; }"));
+    }
+
+    #[test]
+    fn the_ipv6_script_rewrites_solicitations_from_each_cluster_address_on_its_interface() {
+        let guarded: BTreeSet<GuardedIpv6> = [GuardedIpv6 {
+            interface: "eth0".into(),
+            address: "2001:db8::30".parse().unwrap(),
+            link_local: "fe80::1".parse().unwrap(),
+        }]
+        .into();
+        let script = script6("lab-1", &guarded);
+        assert!(script.starts_with(
+            "table ip6 fwcluster_guard_lab_1\ndelete table ip6 fwcluster_guard_lab_1\n"
+        ));
+        assert!(script.contains(
+            "oifname \"eth0\" icmpv6 type nd-neighbor-solicit ip6 saddr 2001:db8::30 ip6 saddr set fe80::1 counter\n"
+        ));
+        // Checked by nft itself, without loading.
+        let check = Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child.stdin.take().expect("stdin").write_all(
+                    format!("{}{}", super::script("lab-1", &BTreeSet::new()), script).as_bytes(),
+                )?;
+                child.wait_with_output()
+            });
+        let output = check.expect("nft runs (cargo xtask setup installs it)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }

@@ -354,7 +354,8 @@ pub enum HashModeConfig {
 #[serde(deny_unknown_fields)]
 pub struct FlowShareConfig {
     pub name: String,
-    pub address: Ipv4Net,
+    /// IPv4 or IPv6, with the prefix of its subnet.
+    pub address: IpNet,
     pub interface: String,
     /// The shared multicast MAC.
     pub mac: Mac,
@@ -1185,11 +1186,21 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
                 ),
             );
         }
-        claim(
-            problems,
-            IpAddr::V4(share.address.addr()),
-            &key.key("address"),
-        );
+        claim(problems, share.address.addr(), &key.key("address"));
+        if let Some(problem) = ipv6_address_problem(share.address.addr()) {
+            problems.add(&key.key("address"), problem);
+        }
+        if let IpNet::V6(address) = share.address
+            && address.addr().is_unicast_link_local()
+        {
+            problems.add(
+                &key.key("address"),
+                format!(
+                    "{} is link-local: a shared address must be routable",
+                    address.addr()
+                ),
+            );
+        }
         if let Some(e) = interface_name_problem(&share.interface) {
             problems.add(&key.key("interface"), e);
         }

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use cluster_common::{AddressEntry, AddressKey, AddressKind, FlowShare, HashMode, NO_OWNER};
+use cluster_common::{
+    AddressEntry, AddressKey, AddressKey6, AddressKind, FlowShare, HashMode, NO_OWNER,
+};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
@@ -28,7 +30,7 @@ struct Instance {
     deals: bool,
     buckets: u32,
     interface: String,
-    address: ipnet::Ipv4Net,
+    address: ipnet::IpNet,
     mac: [u8; 6],
     epoch: u64,
     owners: Vec<u32>,
@@ -99,29 +101,40 @@ fn lease_slot(config: &Config, k: usize) -> u32 {
 }
 
 /// The data path's entries for the shared addresses, answered with the shared MAC by every
-/// node whose flow-share lease is live.
-pub fn address_entries(config: &Config) -> Result<Vec<(AddressKey, AddressEntry)>> {
-    config
-        .flowshare
-        .iter()
-        .enumerate()
-        .map(|(k, share)| {
-            Ok((
+/// node whose flow-share lease is live: IPv4 ones in ARP, IPv6 ones in Neighbor Discovery.
+pub fn address_entries(config: &Config) -> Result<SharedEntries> {
+    let mut entries = SharedEntries::default();
+    for (k, share) in config.flowshare.iter().enumerate() {
+        let ifindex = dataplane::ifindex(&share.interface)?;
+        let entry = AddressEntry::new(
+            lease_slot(config, k),
+            crate::config::MAX_TOTAL_ADDRESSES as u32 + k as u32,
+            AddressKind::Shared,
+            share.mac.0,
+            // The multicast MAC may not be a frame's source (bridges drop those).
+            netif::interface_mac(&share.interface)?,
+        );
+        match share.address.addr() {
+            std::net::IpAddr::V4(address) => entries.v4.push((
                 AddressKey {
-                    ifindex: dataplane::ifindex(&share.interface)?,
-                    addr: u32::from_ne_bytes(share.address.addr().octets()),
+                    ifindex,
+                    addr: u32::from_ne_bytes(address.octets()),
                 },
-                AddressEntry::new(
-                    lease_slot(config, k),
-                    crate::config::MAX_TOTAL_ADDRESSES as u32 + k as u32,
-                    AddressKind::Shared,
-                    share.mac.0,
-                    // The multicast MAC may not be a frame's source (bridges drop those).
-                    netif::interface_mac(&share.interface)?,
-                ),
-            ))
-        })
-        .collect()
+                entry,
+            )),
+            std::net::IpAddr::V6(address) => entries
+                .v6
+                .push((AddressKey6::new(ifindex, address.octets()), entry)),
+        }
+    }
+    Ok(entries)
+}
+
+/// The shared addresses' entries, by family.
+#[derive(Default)]
+pub struct SharedEntries {
+    pub v4: Vec<(AddressKey, AddressEntry)>,
+    pub v6: Vec<(AddressKey6, AddressEntry)>,
 }
 
 impl FlowShares {
@@ -165,7 +178,7 @@ impl FlowShares {
             })?;
             netif::add_address(
                 &share.interface,
-                share.address.into(),
+                share.address,
                 &format!("{}:fs{k}", share.interface),
             )?;
             // ARP this node sends never names the shared address as its sender (clients would
@@ -254,7 +267,7 @@ impl FlowShares {
     pub fn stop(&mut self, dataplane: &mut Dataplane) {
         for instance in &self.instances {
             let _ = dataplane.release(instance.slot, instance.epoch);
-            let _ = netif::remove_address(&instance.interface, instance.address.into());
+            let _ = netif::remove_address(&instance.interface, instance.address);
             let _ = multicast(&instance.interface, instance.mac, false);
         }
     }

@@ -63,12 +63,7 @@ pub fn cluster_addresses(config: &Config) -> BTreeSet<IpAddr> {
         addresses.extend(group.fip.iter().map(|f| f.address.addr()));
         addresses.extend(group.parp.iter().map(|p| p.address));
     }
-    addresses.extend(
-        config
-            .flowshare
-            .iter()
-            .map(|s| IpAddr::V4(s.address.addr())),
-    );
+    addresses.extend(config.flowshare.iter().map(|s| s.address.addr()));
     addresses
 }
 

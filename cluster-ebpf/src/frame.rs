@@ -28,6 +28,14 @@ pub fn ipv4_raw(words: Ipv4Words) -> u32 {
     unsafe { core::mem::transmute::<Ipv4Words, u32>(words) }
 }
 
+/// An IPv6 address as four raw words (`u32::from_ne_bytes` of each four octets), as the flow
+/// hash folds it.
+#[inline(always)]
+pub fn ipv6_raw(words: Ipv6Words) -> [u32; 4] {
+    // SAFETY: same size, any bit pattern is a valid [u32; 4].
+    unsafe { core::mem::transmute::<Ipv6Words, [u32; 4]>(words) }
+}
+
 /// A MAC stored as bytes in a map value, as words.
 #[inline(always)]
 pub fn mac_words(mac: [u8; 6]) -> MacWords {

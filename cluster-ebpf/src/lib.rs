@@ -5,8 +5,8 @@
 //!   into a reply in place and `XDP_TX`, also behind one 802.1Q/802.1ad tag;
 //! - drops ARP requests for cluster addresses it does not own, or whose lease has expired
 //!   (R-XDP-4 self-fencing, R-XDP-7), so the kernel cannot answer them either;
-//! - for IPv4 frames to a flow-share address (multicast MAC), passes the buckets this node owns
-//!   and drops the rest (R-XDP-2);
+//! - for IPv4 and IPv6 frames to a flow-share address (multicast MAC), passes the buckets this
+//!   node owns and drops the rest (R-XDP-2, R-V6-3);
 //! - answers IPv6 Neighbor Solicitations for cluster addresses this node owns, and drops those
 //!   for addresses it does not own, in the same way (R-V6-1, [`ndp`]);
 //! - passes everything else untouched. Truncated or malformed frames are passed and counted.
@@ -72,6 +72,7 @@ pub enum Malformed {
     BadIpv4Header,
     TruncatedPorts,
     TruncatedIpv6,
+    BadIpv6Header,
     TruncatedIcmpv6,
     InvalidSolicitation,
     NoRoomForAdvertisement,
@@ -88,6 +89,7 @@ impl Malformed {
             Self::BadIpv4Header => "bad IPv4 header",
             Self::TruncatedPorts => "truncated L4 ports",
             Self::TruncatedIpv6 => "truncated IPv6",
+            Self::BadIpv6Header => "bad IPv6 header",
             Self::TruncatedIcmpv6 => "truncated ICMPv6",
             Self::InvalidSolicitation => "invalid Neighbor Solicitation (RFC 4861 7.1.1)",
             Self::NoRoomForAdvertisement => "no room for the Neighbor Advertisement",
@@ -112,7 +114,16 @@ fn process(ctx: &XdpContext, frame: &Frame, counters: &mut Counters) -> u32 {
         ETH_P_IP if unsafe { (*eth).dst[0] } & 1 == 1 => {
             flowshare::filter(ctx, frame, eth, l3, counters)
         }
-        ETH_P_IPV6 => ndp::respond(ctx, frame, eth, l3, counters),
+        // IPv6 to a flow share's MAC is filtered; everything else IPv6 (solicitations come to
+        // solicited-node MACs) goes to Neighbor Discovery.
+        // SAFETY: `eth` was bounds-checked by `Frame::header`.
+        ETH_P_IPV6 => match unsafe { (*eth).dst[0] } & 1 == 1 {
+            true => match flowshare::share_for(ctx, eth) {
+                Some(share) => flowshare::filter6(ctx, frame, eth, l3, share, counters),
+                None => ndp::respond(ctx, frame, eth, l3, counters),
+            },
+            false => ndp::respond(ctx, frame, eth, l3, counters),
+        },
         _ => XDP_PASS,
     }
 }

@@ -79,3 +79,49 @@ pub fn ipv6_frame(eth_dst: [u8; 6], eth_src: [u8; 6]) -> Vec<u8> {
     frame.resize(frame.len().max(60), 0);
     frame
 }
+
+/// An IPv6 packet in an Ethernet frame: `next_header` then, for TCP and UDP, ports (no
+/// payload, checksum not filled in).
+#[derive(Clone, Debug)]
+pub struct Ipv6Packet {
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub next_header: u8,
+    pub src: std::net::Ipv6Addr,
+    pub src_port: u16,
+    pub dst: std::net::Ipv6Addr,
+    pub dst_port: u16,
+}
+
+impl Ipv6Packet {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(80);
+        frame.extend_from_slice(&self.eth_dst);
+        frame.extend_from_slice(&self.eth_src);
+        frame.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let payload: Vec<u8> = match self.next_header {
+            IPPROTO_TCP => {
+                let mut tcp = vec![0u8; 20];
+                tcp[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+                tcp[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+                tcp[12] = 5 << 4;
+                tcp
+            }
+            IPPROTO_UDP => {
+                let mut udp = vec![0u8; 8];
+                udp[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+                udp[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+                udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+                udp
+            }
+            _ => vec![0u8; 8],
+        };
+        frame.extend_from_slice(&[0x60, 0, 0, 0]);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&[self.next_header, 64]);
+        frame.extend_from_slice(&self.src.octets());
+        frame.extend_from_slice(&self.dst.octets());
+        frame.extend_from_slice(&payload);
+        frame
+    }
+}

@@ -522,3 +522,107 @@ fn a_switch_with_mld_snooping_learns_the_solicited_node_groups_of_whichever_node
     }
     Ok(())
 }
+
+const IPV6_FLOW_SHARE: &str = concat!(
+    r#"heartbeat_interval = "10ms"
+heartbeat_timeout = "30ms"
+wait_timeout = "3s"
+
+"#,
+    fwcluster_lab::seed_servers!(),
+    r#"
+[[flowshare]]
+name = "ls6"
+address = "2001:db8::30/64"
+interface = "eth0"
+mac = "01:00:5e:00:02:1e"
+hash = "5tuple"
+buckets = 1024
+"#
+);
+
+#[test]
+fn ipv6_flows_to_a_shared_address_are_each_passed_by_exactly_one_node_and_all_by_a_survivor()
+-> anyhow::Result<()> {
+    let shared_mac = [0x01, 0x00, 0x5e, 0x00, 0x02, 0x1e];
+    let shared: Ipv6Addr = "2001:db8::30".parse()?;
+    let lab = seed::build_dual_stack()?;
+    let mut cluster = Cluster::new(&lab, IPV6_FLOW_SHARE)?;
+    cluster.start(&lab, FWS1)?;
+    cluster.start(&lab, FWS2)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // 0 while the daemon is not answering yet.
+    let owned = |cluster: &Cluster, host: &str| -> anyhow::Result<usize> {
+        Ok(cluster
+            .status(host)
+            .ok()
+            .and_then(|view| view.flow_buckets.get("ls6").copied())
+            .unwrap_or(0))
+    };
+    while (owned(&cluster, FWS1)?, owned(&cluster, FWS2)?) != (512, 512) {
+        assert!(std::time::Instant::now() < deadline, "buckets not dealt");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Both nodes answer for the shared address, with the shared MAC.
+    let heard = answers(&lab, shared);
+    assert_eq!(
+        heard.iter().map(|a| a.target_mac).collect::<Vec<_>>(),
+        vec![Some(shared_mac), Some(shared_mac)],
+        "{heard:?}"
+    );
+    let send = |first: u16, count: u16| -> anyhow::Result<()> {
+        fwcluster_lab::in_netns(lab.ns(INET_CLIENT), move || -> anyhow::Result<()> {
+            for port in first..first + count {
+                let socket = std::net::UdpSocket::bind(("2001:db8::100", port))?;
+                socket.send_to(b"flow", "[2001:db8::30]:9")?;
+            }
+            Ok(())
+        })??;
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
+    };
+    let passed = |cluster: &Cluster, host: &str| -> anyhow::Result<(u64, u64)> {
+        let c = cluster.status(host)?.xdp_counters;
+        Ok((c["flow_passed"], c["flow_dropped"]))
+    };
+    // The client resolves the shared address first (its kernel queues a few packets only).
+    send(19999, 1)?;
+    let before = [passed(&cluster, FWS1)?, passed(&cluster, FWS2)?];
+    send(20000, 60)?;
+    let after = [passed(&cluster, FWS1)?, passed(&cluster, FWS2)?];
+    let (p1, p2) = (after[0].0 - before[0].0, after[1].0 - before[1].0);
+    let (d1, d2) = (after[0].1 - before[0].1, after[1].1 - before[1].1);
+    assert!(
+        p1 > 0 && p2 > 0,
+        "both nodes pass flows: {p1} {p2}; {:?}; neighbours {}",
+        cluster.status(FWS1)?.xdp_counters,
+        String::from_utf8_lossy(&lab.run(INET_CLIENT, "ip", &["-6", "neigh"])?.stdout)
+    );
+    assert_eq!(p1 + p2, 60, "each frame passed by exactly one node");
+    assert_eq!(d1 + d2, 60, "and dropped by the other");
+    // The nodes' answers (port unreachable, from the shared address) needed the client's MAC:
+    // their solicitations did not bind the shared address to one node's MAC in the client.
+    let neighbour = String::from_utf8(
+        lab.run(INET_CLIENT, "ip", &["-6", "neigh", "show", "2001:db8::30"])?
+            .stdout,
+    )?;
+    assert!(neighbour.contains("01:00:5e:00:02:1e"), "{neighbour}");
+
+    cluster.kill(FWS2)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while owned(&cluster, FWS1)? != 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fws1 did not take every bucket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (p1_before, _) = passed(&cluster, FWS1)?;
+    send(30000, 40)?;
+    assert_eq!(
+        passed(&cluster, FWS1)?.0 - p1_before,
+        40,
+        "the survivor passes every flow"
+    );
+    Ok(())
+}

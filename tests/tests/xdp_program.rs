@@ -9,13 +9,13 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use cluster_common::{
     AddressEntry, AddressKey, AddressKey6, AddressKind, Counters, FlowShare, HashMode,
     MAX_FLOWSHARE_INTERFACES,
-    flowhash::{bucket_of, hash_five_tuple, hash_src, hash_src_dst},
+    flowhash::{bucket_of, fold_ipv6, hash_five_tuple, hash_src, hash_src_dst},
 };
 use cluster_ctl::dataplane::{Dataplane, DataplaneError, Origin};
 use fwcluster_lab::{
     HostSpec, Lab, Scratch, Topology,
     arp::{ArpFrame, BROADCAST},
-    frames::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ipv6_frame},
+    frames::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ipv6_frame},
     ndp::{Advertisement, OVERRIDE, ROUTER, SOLICITED, Solicitation},
 };
 
@@ -657,6 +657,153 @@ fn flow_share_splits_flows_evenly_and_as_predicted() {
             assert_eq!(c.flow_passed + c.flow_dropped, u64::from(FLOWS));
         }
     }
+}
+
+/// The flow-share address of the IPv6 tests.
+const SHARED_IP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x30);
+
+/// An IPv6 address as the flow hash takes it: its four raw words folded.
+fn folded(address: std::net::Ipv6Addr) -> u32 {
+    let o = address.octets();
+    fold_ipv6(std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    }))
+}
+
+/// The `i`th IPv6 client: hosts of one /64 and of a few /64s around it, as a site's are.
+fn client6(i: u32) -> std::net::Ipv6Addr {
+    let spread = i.wrapping_mul(2_654_435_761);
+    std::net::Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x100 + (i % 4) as u16,
+        0,
+        0x0200,
+        0x5eff,
+        (spread >> 16) as u16,
+        spread as u16,
+    )
+}
+
+#[test]
+fn flow_share_splits_ipv6_flows_evenly_and_as_the_controller_predicts() {
+    const FLOWS: u32 = 100_000;
+    for mode in [HashMode::Src, HashMode::SrcDst, HashMode::FiveTuple] {
+        for nodes in [2u32, 3] {
+            let h = flow_share_harness(0, nodes, mode);
+            let owners = round_robin(nodes);
+            let mut passed = 0u32;
+            for i in 0..FLOWS {
+                let src = client6(i);
+                let src_port = 1024 + (i % 60_000) as u16;
+                let next_header = if i % 2 == 0 { IPPROTO_UDP } else { IPPROTO_TCP };
+                let packet = Ipv6Packet {
+                    eth_dst: SHARED_MAC,
+                    eth_src: CLIENT_MAC,
+                    next_header,
+                    src,
+                    src_port,
+                    dst: SHARED_IP6,
+                    dst_port: 443,
+                };
+                let (s, d) = (folded(src), folded(SHARED_IP6));
+                let hash = match mode {
+                    HashMode::Src => hash_src(SEED, s),
+                    HashMode::SrcDst => hash_src_dst(SEED, s, d),
+                    HashMode::FiveTuple => {
+                        hash_five_tuple(SEED, next_header, s, src_port.to_be(), d, 443u16.to_be())
+                    }
+                };
+                let bucket = bucket_of(hash, BUCKETS);
+                let expected = if owners[bucket as usize] == 0 {
+                    XDP_PASS
+                } else {
+                    XDP_DROP
+                };
+                let (action, out) = h.run(&packet.encode());
+                assert_eq!(
+                    action, expected,
+                    "{mode:?}: flow {i} from {src} in bucket {bucket}"
+                );
+                if action == XDP_PASS {
+                    assert_eq!(&out[0..6], &NODE_MAC, "passed frames get the local MAC");
+                    passed += 1;
+                }
+                // The reply of a symmetric mode lands in the same bucket.
+                if mode != HashMode::Src && i % 97 == 0 {
+                    let reply = Ipv6Packet {
+                        src: SHARED_IP6,
+                        src_port: 443,
+                        dst: src,
+                        dst_port: src_port,
+                        ..packet.clone()
+                    };
+                    assert_eq!(
+                        h.run(&reply.encode()).0,
+                        expected,
+                        "{mode:?}: reply of flow {i}"
+                    );
+                }
+            }
+            let share = f64::from(passed) / f64::from(FLOWS);
+            let ideal = 1.0 / f64::from(nodes);
+            assert!(
+                (share - ideal).abs() <= 0.02 * ideal,
+                "{mode:?}, {nodes} nodes: node 0 passed {share:.4}, ideal {ideal:.4}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ipv6_flow_share_hashes_packets_with_extension_headers_without_ports_and_passes_other_ipv6() {
+    let h = flow_share_harness(0, 2, HashMode::FiveTuple);
+    let owners = round_robin(2);
+    // A fragment (next header 44): hashed under 44, without ports.
+    for i in 0..200 {
+        let src = client6(i);
+        let fragment = Ipv6Packet {
+            eth_dst: SHARED_MAC,
+            eth_src: CLIENT_MAC,
+            next_header: 44,
+            src,
+            src_port: 0,
+            dst: SHARED_IP6,
+            dst_port: 0,
+        };
+        let hash = hash_five_tuple(SEED, 44, folded(src), 0, folded(SHARED_IP6), 0);
+        let expected = if owners[bucket_of(hash, BUCKETS) as usize] == 0 {
+            XDP_PASS
+        } else {
+            XDP_DROP
+        };
+        assert_eq!(h.run(&fragment.encode()).0, expected, "fragment {i}");
+    }
+    // Truncated: the IPv6 header cut, or UDP without its ports: passed untouched, counted.
+    let udp = Ipv6Packet {
+        eth_dst: SHARED_MAC,
+        eth_src: CLIENT_MAC,
+        next_header: IPPROTO_UDP,
+        src: client6(1),
+        src_port: 5000,
+        dst: SHARED_IP6,
+        dst_port: 53,
+    }
+    .encode();
+    let before = h.counters().malformed;
+    for cut in [14 + 20, 14 + 40 + 2] {
+        let frame = &udp[..cut];
+        assert_eq!(h.run(frame), (XDP_PASS, frame.to_vec()), "cut at {cut}");
+    }
+    // A version other than 6 behind the IPv6 EtherType.
+    let mut bad = udp.clone();
+    bad[14] = 0x40;
+    assert_eq!(h.run(&bad), (XDP_PASS, bad.clone()));
+    assert_eq!(h.counters().malformed, before + 3);
+    // IPv6 multicast that is no flow share's (all-nodes) passes untouched.
+    let mut all_nodes = udp.clone();
+    all_nodes[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    assert_eq!(h.run(&all_nodes), (XDP_PASS, all_nodes.clone()));
 }
 
 /// A program loaded again over pinned maps (the program's pin gone, say) takes the flow-share

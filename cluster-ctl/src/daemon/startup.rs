@@ -100,36 +100,64 @@ pub(super) fn attach_interfaces(
 }
 
 /// Installs the ARP guard for every cluster address of the configuration and has the kernel
-/// announce from primary addresses on their interfaces (see [`crate::arp_guard`]).
+/// announce from primary addresses on their interfaces, and the IPv6 guard for the IPv6 ones
+/// (see [`crate::arp_guard`]); the kernel keeps the IPv6 addresses of their interfaces when a
+/// link goes down.
 pub(super) fn guard_cluster_addresses(config: &Config) -> Result<()> {
-    let mut addresses = BTreeSet::new();
-    let mut interfaces = BTreeSet::new();
+    // Every cluster address with its interface.
+    let mut cluster_addresses: Vec<(std::net::IpAddr, String)> = Vec::new();
     for (g, group) in config.group.iter().enumerate() {
         for (f, fip) in group.fip.iter().enumerate() {
-            match fip.address.addr() {
-                std::net::IpAddr::V4(address) => {
-                    addresses.insert(address);
-                    interfaces.insert(crate::netif::fip_interface(config, g, f)?);
-                }
-                std::net::IpAddr::V6(_) => {
-                    crate::netif::keep_ipv6_addresses_on_down(&crate::netif::fip_interface(
-                        config, g, f,
-                    )?)?;
-                }
-            }
+            cluster_addresses.push((
+                fip.address.addr(),
+                crate::netif::fip_interface(config, g, f)?,
+            ));
         }
         for parp in &group.parp {
-            if let std::net::IpAddr::V4(address) = parp.address {
-                addresses.insert(address);
-                interfaces.insert(parp.interface.clone());
-            }
+            cluster_addresses.push((parp.address, parp.interface.clone()));
         }
     }
     for share in &config.flowshare {
-        addresses.insert(share.address.addr());
-        interfaces.insert(share.interface.clone());
+        cluster_addresses.push((share.address.addr(), share.interface.clone()));
     }
-    crate::arp_guard::install(&config.cluster.name, &addresses)?;
+    let local = crate::netif::interface_addresses()?;
+    let mut addresses = BTreeSet::new();
+    let mut interfaces = BTreeSet::new();
+    let mut addresses6 = BTreeSet::new();
+    for (address, interface) in cluster_addresses {
+        match address {
+            std::net::IpAddr::V4(address) => {
+                addresses.insert(address);
+                interfaces.insert(interface);
+            }
+            std::net::IpAddr::V6(address) => {
+                crate::netif::keep_ipv6_addresses_on_down(&interface)?;
+                let link_local = local.get(&interface).and_then(|nets| {
+                    nets.iter().find_map(|n| match n.addr() {
+                        std::net::IpAddr::V6(a) if a.is_unicast_link_local() => Some(a),
+                        _ => None,
+                    })
+                });
+                match link_local {
+                    Some(link_local) => {
+                        addresses6.insert(crate::arp_guard::GuardedIpv6 {
+                            interface,
+                            address,
+                            link_local,
+                        });
+                    }
+                    None => tracing::warn!(
+                        id = catalog::ARP_GUARD.id,
+                        interface,
+                        %address,
+                        "{interface} has no link-local address: the kernel's neighbor \
+                         solicitations may name {address} as their source"
+                    ),
+                }
+            }
+        }
+    }
+    crate::arp_guard::install(&config.cluster.name, &addresses, &addresses6)?;
     for interface in &interfaces {
         crate::arp_guard::announce_from_primary(interface)?;
     }
@@ -138,6 +166,7 @@ pub(super) fn guard_cluster_addresses(config: &Config) -> Result<()> {
         id = catalog::ARP_GUARD.id,
         table = crate::arp_guard::table_name(&config.cluster.name),
         addresses = addresses.len(),
+        ipv6_addresses = addresses6.len(),
         interfaces = interfaces.len(),
         "ARP guard installed"
     );
@@ -230,7 +259,9 @@ fn configure_addresses(config: &Config, dataplane: &mut Dataplane) -> Result<()>
             hit_slot += 1;
         }
     }
-    entries.extend(crate::flowshare::address_entries(config)?);
+    let shared = crate::flowshare::address_entries(config)?;
+    entries.extend(shared.v4);
+    entries6.extend(shared.v6);
     // One replacement: addresses a restarted controller's configuration no longer has go too.
     dataplane.replace_addresses(entries, entries6)?;
     Ok(())
