@@ -68,8 +68,9 @@ impl ProbeResult {
 }
 
 impl Probe {
-    /// Starts probing `target` from namespace `ns` every `period`.
-    pub fn start(ns: &str, target: std::net::Ipv4Addr, period: Duration) -> Result<Self> {
+    /// Starts probing `target` (ICMP or ICMPv6 echo) from namespace `ns` every `period`.
+    pub fn start(ns: &str, target: impl Into<std::net::IpAddr>, period: Duration) -> Result<Self> {
+        let target = target.into();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
         let ns = ns.to_owned();
@@ -110,13 +111,19 @@ impl Drop for Probe {
 }
 
 fn probe_loop(
-    target: std::net::Ipv4Addr,
+    target: std::net::IpAddr,
     period: Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Answers> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket =
-        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).context("raw ICMP socket")?;
+    let v6 = target.is_ipv6();
+    let socket = if v6 {
+        Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).context("raw ICMPv6 socket")?
+    } else {
+        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).context("raw ICMP socket")?
+    };
+    // Echo request and reply types of the family.
+    let (request, reply) = if v6 { (128u8, 129u8) } else { (8, 0) };
     let receiver = socket.try_clone()?;
     receiver.set_read_timeout(Some(Duration::from_millis(20)))?;
     // Every stream its own identifier (a raw ICMP socket sees every echo reply of the
@@ -136,7 +143,7 @@ fn probe_loop(
                 let Ok((len, from)) = receiver.recv_from(&mut buffer) else {
                     continue;
                 };
-                if from.as_socket_ipv4().map(|a| *a.ip()) != Some(target) {
+                if from.as_socket().map(|a| a.ip()) != Some(target) {
                     continue;
                 }
                 // SAFETY: recv_from initialized `len` bytes.
@@ -144,11 +151,16 @@ fn probe_loop(
                     .iter()
                     .map(|b| unsafe { b.assume_init() })
                     .collect();
-                let header = usize::from(data[0] & 0x0f) * 4;
+                // Raw IPv4 sockets deliver the IP header, raw ICMPv6 ones never do.
+                let header = if v6 {
+                    0
+                } else {
+                    usize::from(data[0] & 0x0f) * 4
+                };
                 let Some(icmp) = data.get(header..header + 8) else {
                     continue;
                 };
-                if icmp[0] == 0 && u16::from_be_bytes([icmp[4], icmp[5]]) == identifier {
+                if icmp[0] == reply && u16::from_be_bytes([icmp[4], icmp[5]]) == identifier {
                     let sequence = u16::from_be_bytes([icmp[6], icmp[7]]) as usize;
                     let mut a = answered.lock().expect("answered");
                     // Sequence numbers wrap at 65536; probes of one run stay below that.
@@ -159,8 +171,7 @@ fn probe_loop(
             }
         })
     };
-    let address: socket2::SockAddr =
-        std::net::SocketAddr::V4(std::net::SocketAddrV4::new(target, 0)).into();
+    let address: socket2::SockAddr = std::net::SocketAddr::new(target, 0).into();
     let start = Instant::now();
     let started = SystemTime::now();
     let mut sequence = 0u16;
@@ -171,12 +182,15 @@ fn probe_loop(
             std::thread::sleep(due - now);
         }
         answered.lock().expect("answered").push(false);
-        let mut packet = vec![8, 0, 0, 0];
+        let mut packet = vec![request, 0, 0, 0];
         packet.extend_from_slice(&identifier.to_be_bytes());
         packet.extend_from_slice(&sequence.to_be_bytes());
         packet.extend_from_slice(&[0u8; 8]);
-        let sum = crate::frames::internet_checksum(&packet);
-        packet[2..4].copy_from_slice(&sum.to_be_bytes());
+        // The kernel fills in the ICMPv6 checksum (it covers the pseudo-header).
+        if !v6 {
+            let sum = crate::frames::internet_checksum(&packet);
+            packet[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
         let _ = socket.send_to(&packet, &address);
         sequence += 1;
     }

@@ -7,6 +7,8 @@
 //! client probes the published DMZ host, every millisecond, while the primary loses all its
 //! links; the standby takes over and the client-visible outage is printed; the primary returns
 //! (manual failback: the group stays), `clpgrp -m` moves it back, and everything is torn down.
+//! The network is dual-stack: group0 is the IPv6 gateway too (answered in Neighbor Discovery by
+//! the XDP program), and an IPv6 probe runs beside the IPv4 ones through every event.
 
 use std::{process::Command, time::Duration};
 
@@ -16,9 +18,10 @@ use fwcluster_lab::{
     arp::format_mac,
     cluster::{self, Cluster},
     firewall,
+    ndp::{self, Solicitation},
     seed::{
-        self, FWS1, FWS2, GROUP0_INET_FIP, GROUP0_PARP, INET_CLIENT, INET_CLIENT_ADDRESS, INET_IF,
-        INTRA_CLIENT1,
+        self, FWS1, FWS2, GROUP0_INET_FIP, GROUP0_INET_FIP6, GROUP0_PARP, INET_CLIENT,
+        INET_CLIENT_ADDRESS, INET_CLIENT_ADDRESS6, INET_IF, INTRA_CLIENT1,
     },
     traffic::{Probe, ProbeResult},
 };
@@ -47,6 +50,14 @@ failback = "manual"
 
   [[group.fip]]
   address = "203.0.113.10/24"
+  interface = "eth2"
+
+  [[group.fip]]
+  address = "2001:db8::10/64"
+  interface = "eth0"
+
+  [[group.fip]]
+  address = "2001:db8:2::10/64"
   interface = "eth2"
 
   [[group.parp]]
@@ -93,27 +104,54 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
-fn report(what: &str, outbound: &ProbeResult, published: &ProbeResult) {
+fn report(what: &str, [outbound, published, outbound6]: &[ProbeResult; 3]) {
+    let line = |probe: &ProbeResult| {
+        format!(
+            "{} of {} probes lost, outage {:.0} ms",
+            probe.lost(),
+            probe.sent(),
+            probe.outage().as_secs_f64() * 1e3
+        )
+    };
+    println!("  {what}:");
     println!(
-        "  {what}: intranet → {INET_CLIENT_ADDRESS} (hidden behind {GROUP0_INET_FIP}): {} of {} \
-         probes lost, outage {:.0} ms; internet → {GROUP0_PARP} (static NAT to the DMZ host): {} \
-         lost, outage {:.0} ms",
-        outbound.lost(),
-        outbound.sent(),
-        outbound.outage().as_secs_f64() * 1e3,
-        published.lost(),
-        published.outage().as_secs_f64() * 1e3
+        "    IPv4 intranet → {INET_CLIENT_ADDRESS} (hidden behind {GROUP0_INET_FIP}): {}",
+        line(outbound)
+    );
+    println!(
+        "    IPv4 internet → {GROUP0_PARP} (static NAT to the DMZ host): {}",
+        line(published)
+    );
+    println!(
+        "    IPv6 intranet → {INET_CLIENT_ADDRESS6} (routed through the gateway {GROUP0_INET_FIP6}): {}",
+        line(outbound6)
     );
 }
 
-/// Through the firewall both ways: the intranet client out to the internet (hide NAT), and the
-/// internet client in to the published DMZ host (static NAT).
-fn probes(lab: &Lab) -> Result<(Probe, Probe)> {
+/// Through the firewall both ways: the intranet client out to the internet (hide NAT), the
+/// internet client in to the published DMZ host (static NAT), and the intranet client out
+/// over IPv6 (routed through group0's IPv6 gateways).
+fn probes(lab: &Lab) -> Result<[Probe; 3]> {
     let period = Duration::from_millis(1);
-    Ok((
+    Ok([
         Probe::start(lab.ns(INTRA_CLIENT1), INET_CLIENT_ADDRESS, period)?,
         Probe::start(lab.ns(INET_CLIENT), GROUP0_PARP, period)?,
-    ))
+        Probe::start(lab.ns(INTRA_CLIENT1), INET_CLIENT_ADDRESS6, period)?,
+    ])
+}
+
+fn finish([a, b, c]: [Probe; 3]) -> Result<[ProbeResult; 3]> {
+    Ok([a.finish()?, b.finish()?, c.finish()?])
+}
+
+/// Who answers a Neighbor Solicitation for the IPv6 gateway, from the internet client.
+fn ipv6_gateway_answers(lab: &Lab) -> Result<Vec<[u8; 6]>> {
+    let mac = lab.mac(INET_CLIENT, "eth0")?;
+    let solicitation = Solicitation::multicast(mac, INET_CLIENT_ADDRESS6, GROUP0_INET_FIP6);
+    let answers = fwcluster_lab::netns::in_netns(lab.ns(INET_CLIENT), move || {
+        ndp::solicit("eth0", &solicitation, Duration::from_millis(200))
+    })??;
+    Ok(answers.iter().map(|a| a.src_mac).collect())
 }
 
 fn main() -> Result<()> {
@@ -122,7 +160,7 @@ fn main() -> Result<()> {
     for name in ["fwclusterd", "clpstat", "clpgrp", "clpcfg"] {
         cluster::binary(name)?;
     }
-    let lab = seed::build().context("building the seed network")?;
+    let lab = seed::build_dual_stack().context("building the seed network")?;
     println!(
         "network up: {} namespaces (prefix {})",
         lab.namespaces().len(),
@@ -164,7 +202,7 @@ fn main() -> Result<()> {
     );
 
     println!("\n-- the primary fws1 loses every link --");
-    let (outbound, published) = probes(&lab)?;
+    let running = probes(&lab)?;
     std::thread::sleep(Duration::from_millis(300));
     lab.cut_host(FWS1)?;
     cluster.wait_for(
@@ -174,8 +212,7 @@ fn main() -> Result<()> {
         Duration::from_secs(5),
     )?;
     std::thread::sleep(Duration::from_millis(500));
-    let (outbound, published) = (outbound.finish()?, published.finish()?);
-    report("failover", &outbound, &published);
+    report("failover", &finish(running)?);
     let answers = lab.arp_request(
         INET_CLIENT,
         "eth0",
@@ -192,6 +229,15 @@ fn main() -> Result<()> {
     ensure!(
         answers.len() == 1 && answers[0].mac == fws2,
         "fws2 must answer alone"
+    );
+    let answers6 = ipv6_gateway_answers(&lab)?;
+    println!(
+        "  neighbor solicitation for {GROUP0_INET_FIP6}: {:?}",
+        answers6.iter().map(format_mac).collect::<Vec<_>>()
+    );
+    ensure!(
+        answers6 == vec![fws2],
+        "fws2 must answer alone for the IPv6 gateway"
     );
     println!("\n$ clpstat -s    (on fws2)");
     print!(
@@ -221,7 +267,7 @@ fn main() -> Result<()> {
     println!("  group0 stays on fws2 (roles inverted)");
 
     println!("\n$ clpgrp -m -g group0    (on fws2, where it runs)");
-    let (outbound, published) = probes(&lab)?;
+    let running = probes(&lab)?;
     std::thread::sleep(Duration::from_millis(200));
     print!(
         "{}",
@@ -234,8 +280,11 @@ fn main() -> Result<()> {
         )?)
     );
     std::thread::sleep(Duration::from_millis(300));
-    let (outbound, published) = (outbound.finish()?, published.finish()?);
-    report("planned move", &outbound, &published);
+    report("planned move", &finish(running)?);
+    ensure!(
+        ipv6_gateway_answers(&lab)? == vec![fws1],
+        "fws1 must answer alone for the IPv6 gateway after the move"
+    );
     println!("\n$ clpstat -s    (on fws1)");
     print!(
         "{}",
