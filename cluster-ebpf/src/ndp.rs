@@ -28,7 +28,7 @@ use crate::{
     maps::{FWC_ADDR_HITS, FWC_ADDR6, FWC_NODE},
 };
 
-const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_ICMPV6: u8 = 58;
 pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
 pub const ND_NEIGHBOR_ADVERT: u8 = 136;
 const ND_OPT_TARGET_LINK_LAYER: u8 = 2;

@@ -16,18 +16,20 @@ use aya_ebpf::{
 use cluster_ebpf::{
     arp::{ARP_OP_REPLY, ARP_OP_REQUEST},
     frame::{
-        ArpHdr, ETH_P_ARP, ETH_P_IP, EthHdr, Frame, Ipv4Hdr, Ipv6Hdr, LinkLayerOption,
+        ArpHdr, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, EthHdr, Frame, Ipv4Hdr, Ipv6Hdr, LinkLayerOption,
         NeighborMessage,
     },
     maps::FWC_COUNTERS,
-    ndp::ND_NEIGHBOR_SOLICIT,
+    ndp::{IPPROTO_ICMPV6, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT},
     run,
 };
 
 /// The benchmark's traffic generator, run by BPF_PROG_TEST_RUN in live-frames mode on the
 /// generator's interface: sends every frame out (`XDP_TX` becomes a transmit there). Live frames
 /// are recycled with whatever the receiver wrote into them, so the generator first undoes what a
-/// responder does: an ARP reply is turned back into its request, and an IPv4 frame is addressed
+/// responder does: an ARP reply is turned back into its request, a Neighbor Advertisement into
+/// its solicitation (its checksum as the advertisement left it: only the XDP responders rewrite
+/// frames in place, and they do not verify it), and an IPv4 frame is addressed
 /// to the multicast MAC of its destination again (RFC 1112 mapping; a flow-share filter rewrites
 /// it to the node's own MAC). IPv4 frames then get a random source in the /20 of their source
 /// address (4096 flows), with the header checksum updated to match (RFC 1624, from what the frame
@@ -47,6 +49,17 @@ pub fn fwcluster_bench_gen(ctx: XdpContext) -> u32 {
                     && u16::from_be((*arp).oper) == ARP_OP_REPLY
                 {
                     restore_request(&frame);
+                }
+            }
+            // A solicitation its responder turned into an advertisement in place.
+            ETH_P_IPV6 => {
+                if let Some(ip) = frame.header::<Ipv6Hdr>(l3)
+                    && (*ip).next_header == IPPROTO_ICMPV6
+                    && let Some(kind) =
+                        frame.header::<[u8; 2]>(l3 + core::mem::size_of::<Ipv6Hdr>())
+                    && (*kind)[0] == ND_NEIGHBOR_ADVERT
+                {
+                    restore_solicitation(&frame);
                 }
             }
             ETH_P_IP => {

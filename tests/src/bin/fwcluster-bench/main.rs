@@ -3,7 +3,8 @@
 //!
 //! 1. ns/packet by BPF_PROG_TEST_RUN with `repeat`, against a trivial XDP_PASS program.
 //! 2. ARP replies per second on a veth pair: the XDP responder against the kernel's own ARP
-//!    answering, with the same generator (the kernel's live-frames XDP generator) and sink.
+//!    answering, with the same generator (the kernel's live-frames XDP generator) and sink;
+//!    and Neighbor Advertisements per second against the kernel's own NDP in the same way.
 //! 3. Flow-share filtering rate against the nftables equivalent
 //!    (`jhash ip saddr mod 2 vmap { 0 : accept, 1 : drop }`) on the same veth and traffic.
 //! 4. Takeover batch: flipping the owner of 65,536 addresses and of 1024 buckets.
@@ -103,6 +104,8 @@ enum XdpPart {
     Costs,
     /// ARP replies per second on a veth pair against the kernel.
     Arp,
+    /// Neighbor Advertisements per second on a veth pair against the kernel's own NDP.
+    Ndp,
     /// Flow-share filtering on a veth pair against nftables.
     FlowShare,
     /// Time to flip ownership of a group and reassign buckets.
@@ -188,6 +191,9 @@ fn xdp(duration: Duration, json: Option<&std::path::Path>, only: &[XdpPart]) -> 
     }
     if runs(XdpPart::Arp) {
         arp_throughput(duration)?;
+    }
+    if runs(XdpPart::Ndp) {
+        ndp_throughput(duration)?;
     }
     if runs(XdpPart::FlowShare) {
         flow_share_throughput(duration)?;
@@ -708,6 +714,100 @@ fn arp_throughput(duration: Duration) -> Result<()> {
         };
         println!(
             "| {responder} | {sent:.0} | {replies:.0} | {versus} | {cost:.0} | {speedup} | {goal} |"
+        );
+    }
+    Ok(())
+}
+
+/// The responder's floating IPv6 address and its own (the kernel row's target), and the
+/// generator's source.
+const FIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+const RESPONDER_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+/// Neighbor Solicitations (multicast, as address resolution sends them) answered per second:
+/// the XDP responder against the kernel's NDP, as [`arp_throughput`] does for ARP.
+fn ndp_throughput(duration: Duration) -> Result<()> {
+    let mut rows = Vec::new();
+    for responder in ["baseline", "kernel", "xdp-generic", "xdp-native"] {
+        let lab = veth_pair()?;
+        lab.run(
+            "resp",
+            "ip",
+            &["addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"],
+        )?;
+        let target = if responder == "kernel" {
+            RESPONDER_IP6
+        } else {
+            FIP6
+        };
+        let mut resp_dp = None;
+        if responder != "kernel" {
+            let (mut dp, ifindex, mac) = responder_dataplane(&lab, responder)?;
+            dp.set_addresses6([(
+                &AddressKey6::new(ifindex, FIP6.octets()),
+                &fip_entry(0, mac).router(true),
+            )])?;
+            if responder == "baseline" {
+                dp.release(0, 1)?;
+            } else {
+                dp.acquire(0, 1, LEASE)?;
+            }
+            resp_dp = Some(dp);
+        }
+        let gen_mac = lab.mac("gen", "eth0")?;
+        let solicitation = Solicitation::multicast(gen_mac, CLIENT_IP6, target).encode();
+        let result = blast(&lab, solicitation, duration, None)?;
+        match &resp_dp {
+            Some(dp) if responder == "baseline" => {
+                let c = dp.counters()?;
+                ensure!(
+                    c.na_sent == 0 && c.ns_not_owned > 0 && result.received < 100,
+                    "the baseline answered ({} advertisements, {} frames back)",
+                    c.na_sent,
+                    result.received
+                );
+            }
+            Some(dp) => {
+                let c = dp.counters()?;
+                ensure!(
+                    c.na_sent + 100 >= result.received && result.received > 0,
+                    "{responder}: {} advertisements counted by the sink, {} sent by XDP",
+                    result.received,
+                    c.na_sent
+                );
+            }
+            None => ensure!(result.received > 0, "the kernel sent no advertisements"),
+        }
+        rows.push((
+            responder,
+            result.sent as f64 / result.seconds,
+            result.received as f64 / result.seconds,
+        ));
+    }
+    let baseline_ns = 1e9 / rows[0].1;
+    let kernel_cost = 1e9 / rows[1].1 - baseline_ns;
+    println!(
+        "\n2b. Neighbor Solicitations on a veth pair, same generator and sink (multicast, to the \
+         target's solicited-node address)"
+    );
+    println!(
+        "| responder | solicitations/s | advertisements/s | advertisements/s vs kernel | responder ns/solicitation above baseline | kernel cost ÷ this | goal |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for (responder, sent, answered) in &rows {
+        let cost = 1e9 / sent - baseline_ns;
+        let (versus, speedup, goal) = match *responder {
+            "baseline" => (String::new(), String::new(), "dropped on entry, no answer"),
+            "kernel" => ("1.00×".to_owned(), "1.00×".to_owned(), "anchor"),
+            _ => (
+                format!("{:.2}×", answered / rows[1].2),
+                format!("{:.2}×", kernel_cost / cost),
+                "≥ 3×",
+            ),
+        };
+        println!(
+            "| {responder} | {sent:.0} | {answered:.0} | {versus} | {cost:.0} | {speedup} | {goal} |"
         );
     }
     Ok(())
