@@ -215,7 +215,25 @@ pub fn dual_stack_topology() -> Topology {
     topology
 }
 
-/// Builds the dual-stack seed network.
+/// Builds the dual-stack seed network and returns once the link-local addresses of every host
+/// are usable: the kernel checks each for duplicates first (about a second), and until then a
+/// host cannot send from it (VRRPv3 adverts for IPv6 come from it, MLD reports too).
 pub fn build_dual_stack() -> anyhow::Result<Lab> {
-    Lab::build(dual_stack_topology())
+    let lab = Lab::build(dual_stack_topology())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for host in dual_stack_topology().hosts.iter().map(|h| h.name.clone()) {
+        loop {
+            let output = lab.run(&host, "ip", &["-6", "-o", "addr", "show", "tentative"])?;
+            if output.stdout.is_empty() {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{host} still has tentative IPv6 addresses: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    Ok(lab)
 }

@@ -16,7 +16,10 @@ use anyhow::{Context as _, Result, bail};
 use fwcluster_lab::{
     Lab,
     cluster::Cluster,
-    seed::{self, FWS1, FWS2, GROUP0_INET_FIP, INET_CLIENT, INTRA_CLIENT1_ADDRESS},
+    seed::{
+        self, FWS1, FWS2, GROUP0_INET_FIP, GROUP0_INET_FIP6, INET_CLIENT, INTRA_CLIENT1_ADDRESS,
+        INTRA_CLIENT1_ADDRESS6,
+    },
     traffic::{Probe, ProbeResult},
 };
 use serde::Serialize;
@@ -44,6 +47,9 @@ pub struct Results {
     pub keepalived: Vec<Run>,
     /// keepalived with the common priorities 150/100 (the backup waits 3 + 156/256 adverts).
     pub keepalived_150_100: Vec<Run>,
+    /// An IPv6 gateway (R-V6-4): fwcluster, and keepalived's VRRPv3 for IPv6 at its fastest.
+    pub fwcluster_group_ipv6: Vec<Run>,
+    pub keepalived_ipv6: Vec<Run>,
     pub planned_switchover: Vec<Run>,
     pub moonshot_1ms: Vec<Run>,
     /// 1 ms / 5 ms without real-time priority.
@@ -122,7 +128,46 @@ mac = "01:00:5e:00:02:1e"
 hash = "src-dst"
 "#;
 
-fn probes(lab: &Lab, targets: &[std::net::Ipv4Addr]) -> Result<Vec<Probe>> {
+/// group0 as an IPv6 gateway: the same two networks, their IPv6 prefixes.
+const GROUP6: &str = r#"
+[[group]]
+name = "group0"
+policy = ["fws1", "fws2"]
+
+  [[group.fip]]
+  address = "2001:db8::10/64"
+  interface = "eth0"
+
+  [[group.fip]]
+  address = "2001:db8:2::10/64"
+  interface = "eth2"
+"#;
+
+/// The gateway's addresses and the probes' targets of one address family.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The gateway and a host behind it, probed from the internet client.
+    fn targets(self) -> [std::net::IpAddr; 2] {
+        match self {
+            Self::V4 => [GROUP0_INET_FIP.into(), INTRA_CLIENT1_ADDRESS.into()],
+            Self::V6 => [GROUP0_INET_FIP6.into(), INTRA_CLIENT1_ADDRESS6.into()],
+        }
+    }
+
+    fn lab(self) -> Result<Lab> {
+        match self {
+            Self::V4 => seed::build(),
+            Self::V6 => seed::build_dual_stack(),
+        }
+    }
+}
+
+fn probes(lab: &Lab, targets: &[std::net::IpAddr]) -> Result<Vec<Probe>> {
     targets
         .iter()
         .map(|t| Probe::start(lab.ns(INET_CLIENT), *t, PERIOD))
@@ -173,11 +218,26 @@ fn fwcluster_group(
     planned: bool,
     priority: u8,
 ) -> Result<(Run, Vec<bool>)> {
-    let lab = seed::build()?;
+    fwcluster_gateway(Family::V4, interval, timeout, planned, priority)
+}
+
+/// One failover of group mode for a gateway of `family`.
+fn fwcluster_gateway(
+    family: Family,
+    interval: &str,
+    timeout: &str,
+    planned: bool,
+    priority: u8,
+) -> Result<(Run, Vec<bool>)> {
+    let lab = family.lab()?;
+    let group = match family {
+        Family::V4 => GROUP,
+        Family::V6 => GROUP6,
+    };
     let mut cluster =
-        fwcluster_cluster(&lab, &(servers(interval, timeout, "3s", priority) + GROUP))?;
+        fwcluster_cluster(&lab, &(servers(interval, timeout, "3s", priority) + group))?;
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
-    let running = probes(&lab, &[GROUP0_INET_FIP, INTRA_CLIENT1_ADDRESS])?;
+    let running = probes(&lab, &family.targets())?;
     std::thread::sleep(Duration::from_millis(300));
     if planned {
         cluster.stop(FWS1, Duration::from_secs(5))?;
@@ -207,8 +267,8 @@ fn fwcluster_flowshare(interval: &str, timeout: &str) -> Result<(Run, Vec<bool>)
         &lab,
         &(servers(interval, timeout, "3s", realtime_priority(interval)) + FLOWSHARE),
     )?;
-    let shared = "192.0.2.30".parse()?;
-    let running = probes(&lab, &[shared])?;
+    let shared: std::net::Ipv4Addr = "192.0.2.30".parse()?;
+    let running = probes(&lab, &[shared.into()])?;
     std::thread::sleep(Duration::from_millis(300));
     let passed =
         |host: &str| -> Result<u64> { Ok(cluster.status(host)?.xdp_counters["flow_passed"]) };
@@ -229,7 +289,10 @@ fn fwcluster_flowshare(interval: &str, timeout: &str) -> Result<(Run, Vec<bool>)
     finish(running, fwcluster_lab::cluster::line_time(&line))
 }
 
-fn keepalived_config(router: &str, priority: u32, advert: &str) -> String {
+fn keepalived_config(family: Family, router: &str, priority: u32, advert: &str) -> String {
+    if family == Family::V6 {
+        return keepalived_config6(router, priority, advert);
+    }
     format!(
         r#"global_defs {{
   router_id {router}
@@ -262,6 +325,51 @@ vrrp_instance intra {{
   advert_int {advert}
   virtual_ipaddress {{
     203.0.113.10/24
+  }}
+}}
+"#
+    )
+}
+
+/// keepalived's IPv6 gateway: VRRPv3 over IPv6 (adverts from the link-local address) for the
+/// same two networks, each instance's first virtual address link-local as keepalived asks
+/// (RFC 5798 5.2.9); keepalived adds IPv6 addresses without duplicate-address detection and
+/// announces them with unsolicited Neighbor Advertisements.
+fn keepalived_config6(router: &str, priority: u32, advert: &str) -> String {
+    format!(
+        r#"global_defs {{
+  router_id {router}
+  vrrp_garp_master_delay 0
+  vrrp_garp_master_repeat 1
+}}
+vrrp_sync_group G {{
+  group {{
+    inet6
+    intra6
+  }}
+}}
+vrrp_instance inet6 {{
+  state BACKUP
+  interface eth0
+  virtual_router_id 61
+  version 3
+  priority {priority}
+  advert_int {advert}
+  virtual_ipaddress {{
+    fe80::10/64
+    2001:db8::10/64
+  }}
+}}
+vrrp_instance intra6 {{
+  state BACKUP
+  interface eth2
+  virtual_router_id 62
+  version 3
+  priority {priority}
+  advert_int {advert}
+  virtual_ipaddress {{
+    fe80::10/64
+    2001:db8:2::10/64
   }}
 }}
 "#
@@ -329,6 +437,7 @@ const COMMON: Priorities = Priorities(150, 100);
 fn start_keepalived(
     lab: &Lab,
     dir: &Path,
+    family: Family,
     advert: &str,
     priorities: Priorities,
 ) -> Result<Keepalived> {
@@ -336,7 +445,7 @@ fn start_keepalived(
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     for (host, priority) in [(FWS1, priorities.0), (FWS2, priorities.1)] {
         let conf = dir.join(format!("{host}.conf"));
-        fs::write(&conf, keepalived_config(host, priority, advert))?;
+        fs::write(&conf, keepalived_config(family, host, priority, advert))?;
         let child = lab
             .command(host, "keepalived")
             .args(["-n", "-l", "-P", "-f"])
@@ -382,15 +491,33 @@ fn start_keepalived(
 
 /// One failover of keepalived: fws1 (the master) loses every link.
 fn keepalived(advert: &str, priorities: Priorities) -> Result<(Run, Vec<bool>)> {
-    let lab = seed::build()?;
+    keepalived_gateway(Family::V4, advert, priorities)
+}
+
+/// One failover of keepalived's gateway of `family`.
+fn keepalived_gateway(
+    family: Family,
+    advert: &str,
+    priorities: Priorities,
+) -> Result<(Run, Vec<bool>)> {
+    let lab = family.lab()?;
     let dir = tempfile::tempdir()?;
-    let keepalived = start_keepalived(&lab, dir.path(), advert, priorities)?;
-    wait_address(&lab, FWS1, "192.0.2.10", Duration::from_secs(10))?;
+    let keepalived = start_keepalived(&lab, dir.path(), family, advert, priorities)?;
+    let gateway = family.targets()[0].to_string();
+    wait_address(&lab, FWS1, &gateway, Duration::from_secs(10))?;
+    // A backup may pass through MASTER at start; the run starts with one master only.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while has_address(&lab, FWS2, &gateway) {
+        if Instant::now() > deadline {
+            bail!("both keepalived nodes hold {gateway}: they do not hear each other");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::thread::sleep(Duration::from_millis(200));
-    let running = probes(&lab, &[GROUP0_INET_FIP, INTRA_CLIENT1_ADDRESS])?;
+    let running = probes(&lab, &family.targets())?;
     std::thread::sleep(Duration::from_millis(300));
     lab.cut_host(FWS1)?;
-    wait_address(&lab, FWS2, "192.0.2.10", Duration::from_secs(10))?;
+    wait_address(&lab, FWS2, &gateway, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(300));
     finish(running, keepalived.logged(FWS2, "Entering MASTER STATE"))
 }
@@ -408,6 +535,17 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 fn outages(runs: &[Run]) -> Vec<f64> {
     runs.iter().map(|r| r.outage_ms).collect()
 }
+
+/// The configurations' names (rows).
+const KA: &str = "keepalived advert_int 0.01, priorities 254/253";
+const KA6: &str = "keepalived IPv6 advert_int 0.01, priorities 254/253";
+const KA_COMMON: &str = "keepalived advert_int 0.01, priorities 150/100";
+const GROUP_ROW: &str = "fwcluster group 10ms/30ms";
+const GROUP6_ROW: &str = "fwcluster IPv6 gateway 10ms/30ms";
+const FLOWSHARE_ROW: &str = "fwcluster flow share 10ms/30ms";
+const PLANNED_ROW: &str = "fwcluster planned switchover";
+const MOONSHOT_ROW: &str = "fwcluster group 1ms/5ms, real-time priority 10";
+const MOONSHOT_NORMAL_ROW: &str = "fwcluster group 1ms/5ms, normal scheduling";
 
 /// One configuration of the failover benchmark.
 struct Configuration {
@@ -585,7 +723,7 @@ fn print_soak(s: &Soak) {
     }
 }
 
-pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
+pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>, ipv6_only: bool) -> Result<()> {
     if runs == 0 {
         // Only the resource usage and the soaks.
         for u in [usage("10ms", "30ms", 10.0)?, usage("1ms", "5ms", 1.0)?] {
@@ -610,52 +748,58 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
         runs: Vec::new(),
         timeline: Vec::new(),
     };
+    // The anchor, the IPv4 gateway and the IPv6 rows run in every kind of run.
     let mut configurations = vec![
+        configuration(KA, Box::new(|| keepalived("0.01", FASTEST))),
         configuration(
-            "keepalived advert_int 0.01, priorities 254/253",
-            Box::new(|| keepalived("0.01", FASTEST)),
+            KA6,
+            Box::new(|| keepalived_gateway(Family::V6, "0.01", FASTEST)),
         ),
         configuration(
-            "keepalived advert_int 0.01, priorities 150/100",
-            Box::new(|| keepalived("0.01", COMMON)),
-        ),
-        configuration(
-            "fwcluster group 10ms/30ms",
+            GROUP_ROW,
             Box::new(|| fwcluster_group("10ms", "30ms", false, 0)),
         ),
         configuration(
-            "fwcluster flow share 10ms/30ms",
-            Box::new(|| fwcluster_flowshare("10ms", "30ms")),
-        ),
-        configuration(
-            "fwcluster planned switchover",
-            Box::new(|| fwcluster_group("10ms", "30ms", true, 0)),
-        ),
-        configuration(
-            "fwcluster group 1ms/5ms, real-time priority 10",
-            Box::new(|| fwcluster_group("1ms", "5ms", false, 10)),
-        ),
-        configuration(
-            "fwcluster group 1ms/5ms, normal scheduling",
-            Box::new(|| fwcluster_group("1ms", "5ms", false, 0)),
+            GROUP6_ROW,
+            Box::new(|| fwcluster_gateway(Family::V6, "10ms", "30ms", false, 0)),
         ),
     ];
+    if !ipv6_only {
+        configurations.extend([
+            configuration(KA_COMMON, Box::new(|| keepalived("0.01", COMMON))),
+            configuration(
+                FLOWSHARE_ROW,
+                Box::new(|| fwcluster_flowshare("10ms", "30ms")),
+            ),
+            configuration(
+                PLANNED_ROW,
+                Box::new(|| fwcluster_group("10ms", "30ms", true, 0)),
+            ),
+            configuration(
+                MOONSHOT_ROW,
+                Box::new(|| fwcluster_group("1ms", "5ms", false, 10)),
+            ),
+            configuration(
+                MOONSHOT_NORMAL_ROW,
+                Box::new(|| fwcluster_group("1ms", "5ms", false, 0)),
+            ),
+        ]);
+    }
     interleaved(runs, &mut configurations)?;
-    let mut taken = configurations.into_iter().map(|c| (c.runs, c.timeline));
-    let mut next = || taken.next().expect("seven configurations");
-    let (ka, timeline_keepalived) = next();
-    let (ka_common, _) = next();
-    let (group, timeline_fwcluster) = next();
-    let (flowshare, _) = next();
-    let (planned, _) = next();
-    let (moonshot, _) = next();
-    let (moonshot_normal, _) = next();
-    let usage = vec![usage("10ms", "30ms", 10.0)?, usage("1ms", "5ms", 1.0)?];
-    let soaks = if soak_minutes > 0 {
-        soaks(soak_minutes)?
-    } else {
-        Vec::new()
-    };
+    let mut taken: std::collections::BTreeMap<&str, (Vec<Run>, Vec<bool>)> = configurations
+        .into_iter()
+        .map(|c| (c.name, (c.runs, c.timeline)))
+        .collect();
+    let mut take = |name: &str| taken.remove(name).unwrap_or_default();
+    let (ka, timeline_keepalived) = take(KA);
+    let (ka6, _) = take(KA6);
+    let (group, timeline_fwcluster) = take(GROUP_ROW);
+    let (group6, _) = take(GROUP6_ROW);
+    let (ka_common, _) = take(KA_COMMON);
+    let (flowshare, _) = take(FLOWSHARE_ROW);
+    let (planned, _) = take(PLANNED_ROW);
+    let (moonshot, _) = take(MOONSHOT_ROW);
+    let (moonshot_normal, _) = take(MOONSHOT_NORMAL_ROW);
 
     let ka_p95 = percentile(&outages(&ka), 0.95);
     println!(
@@ -663,6 +807,9 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
     let line = |name: &str, runs: &[Run], goal: &str| {
+        if runs.is_empty() {
+            return;
+        }
         let o = outages(runs);
         let overhead: Vec<f64> = runs.iter().filter_map(|r| r.overhead_ms).collect();
         let overhead = if overhead.is_empty() {
@@ -692,7 +839,18 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
         &ka_common,
         "",
     );
+    line(
+        "keepalived 2.2.7 VRRPv3 for IPv6, advert_int 0.01, priorities 254/253 (its fastest)",
+        &ka6,
+        "",
+    );
     line("fwcluster group mode, 10 ms / 30 ms", &group, "≤ 1.00×");
+    let group_p95 = percentile(&outages(&group), 0.95);
+    line(
+        "fwcluster group mode, IPv6 gateway, 10 ms / 30 ms",
+        &group6,
+        &format!("p95 within 2 ms of the IPv4 row's {group_p95:.0} ms"),
+    );
     line("fwcluster flow share, 10 ms / 30 ms", &flowshare, "≤ 1.00×");
     line("fwcluster planned switchover (SIGTERM)", &planned, "≤ 5 ms");
     line(
@@ -706,7 +864,13 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
         "≤ 0.25×",
     );
     println!(
-        "\n(keepalived and the 10 ms rows run with normal scheduling, as keepalived's defaults do.)"
+        "\n(keepalived and the 10 ms rows run with normal scheduling, as keepalived's defaults do. \
+         The IPv6 rows run on the dual-stack seed network and probe the IPv6 gateway and a host \
+         behind it.)"
+    );
+    println!(
+        "\nIPv6 gateway vs IPv4 gateway (fwcluster, p95): {:+.1} ms",
+        percentile(&outages(&group6), 0.95) - group_p95
     );
     println!("\nper round (fwcluster group ÷ keepalived 254/253, same round):");
     let pairs: Vec<String> = group
@@ -715,6 +879,16 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
         .map(|(f, k)| format!("{:.2}", f.outage_ms / k.outage_ms.max(1.0)))
         .collect();
     println!("  {}", pairs.join(" "));
+    if ipv6_only {
+        return Ok(());
+    }
+    let usage = vec![usage("10ms", "30ms", 10.0)?, usage("1ms", "5ms", 1.0)?];
+    let soaks = if soak_minutes > 0 {
+        soaks(soak_minutes)?
+    } else {
+        Vec::new()
+    };
+
     println!("\n| daemon at rest | CPU | RSS |");
     println!("| --- | ---: | ---: |");
     for u in &usage {
@@ -733,6 +907,8 @@ pub fn run(runs: usize, soak_minutes: u64, json: Option<&Path>) -> Result<()> {
             fwcluster_flowshare: flowshare,
             keepalived: ka,
             keepalived_150_100: ka_common,
+            fwcluster_group_ipv6: group6,
+            keepalived_ipv6: ka6,
             planned_switchover: planned,
             moonshot_1ms: moonshot,
             moonshot_1ms_normal: moonshot_normal,

@@ -67,6 +67,10 @@ enum Bench {
         /// Write the raw results (JSON) here, for the report.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Only the IPv6 comparison: fwcluster's IPv6 and IPv4 gateways and keepalived's
+        /// fastest VRRPv3 for IPv6 and IPv4 (no JSON, usage or soaks).
+        #[arg(long)]
+        ipv6_only: bool,
     },
     /// Session synchronization: replication lag, takeover wait and memory of conntrackd's two
     /// ways of holding the peer's entries; connections through a change of the active
@@ -123,7 +127,8 @@ fn main() -> Result<()> {
             runs,
             soak_minutes,
             json,
-        } => failover::run(runs, soak_minutes, json.as_deref()),
+            ipv6_only,
+        } => failover::run(runs, soak_minutes, json.as_deref(), ipv6_only),
         Bench::Sessions {
             runs,
             replication_runs,
