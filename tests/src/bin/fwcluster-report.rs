@@ -245,6 +245,16 @@ fn main() -> Result<()> {
                     outages(&failover, "moonshot_1ms_normal"),
                     CYAN,
                 ),
+                (
+                    "keepalived 2.2.7 for IPv6, advert_int 0.01, priorities 254/253",
+                    outages(&failover, "keepalived_ipv6"),
+                    RGBColor(230, 140, 0),
+                ),
+                (
+                    "fwcluster group mode, IPv6 gateway, 10 ms / 30 ms",
+                    outages(&failover, "fwcluster_group_ipv6"),
+                    RGBColor(0, 90, 0),
+                ),
             ],
         ),
         "outages",
@@ -314,7 +324,10 @@ can at best tie; the part that is an implementation's own is the *takeover overh
 survivor's decision that its peer is dead (its log line; keepalived: its transition to MASTER,
 stamped on arrival) to the first answered probe, on the same clock. keepalived cannot advertise
 faster than every 10 ms; fwcluster's 1 ms / 5 ms rows show what shorter heartbeats give, once
-with real-time priority (as an operator would run them) and once with normal scheduling. Not
+with real-time priority (as an operator would run them) and once with normal scheduling. The
+IPv6 rows (R-V6-4) run on the dual-stack seed network and probe the IPv6 gateway and a host
+behind it: fwcluster answering Neighbor Discovery in XDP, keepalived's VRRPv3 for IPv6 with a
+link-local virtual address first, as keepalived asks. Not
 shown: loaded machines, networks with real latency, and the variance of other virtual
 machines (all numbers come from one two-CPU VM, whose hypervisor steal is reported with the
 soaks).
