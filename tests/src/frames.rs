@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
 
 /// An IPv4 packet with a TCP/UDP-style port pair.
 #[derive(Clone, Copy, Debug)]
@@ -80,8 +81,8 @@ pub fn ipv6_frame(eth_dst: [u8; 6], eth_src: [u8; 6]) -> Vec<u8> {
     frame
 }
 
-/// An IPv6 packet in an Ethernet frame: `next_header` then, for TCP and UDP, ports (no
-/// payload, checksum not filled in).
+/// An IPv6 packet in an Ethernet frame: `next_header` then, for TCP, UDP and SCTP, a header
+/// with the ports (no payload, checksums not filled in).
 #[derive(Clone, Debug)]
 pub struct Ipv6Packet {
     pub eth_dst: [u8; 6],
@@ -113,6 +114,13 @@ impl Ipv6Packet {
                 udp[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
                 udp[4..6].copy_from_slice(&8u16.to_be_bytes());
                 udp
+            }
+            IPPROTO_SCTP => {
+                // The common header: ports, verification tag, checksum.
+                let mut sctp = vec![0u8; 12];
+                sctp[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+                sctp[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+                sctp
             }
             _ => vec![0u8; 8],
         };

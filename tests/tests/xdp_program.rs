@@ -1377,3 +1377,78 @@ thread_local! {
     /// One loaded program for all the property's cases (loading costs milliseconds).
     static HARNESS: std::rc::Rc<Harness> = std::rc::Rc::new(Harness::new(0));
 }
+
+thread_local! {
+    /// One flow-share program (two nodes, five-tuple) for all the IPv6 property's cases.
+    static FLOW_HARNESS: std::rc::Rc<Harness> =
+        std::rc::Rc::new(flow_share_harness(0, 2, HashMode::FiveTuple));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Any IPv6 frame to the shared MAC, bytes changed or cut: the program passes it with only
+    /// its destination MAC made this node's, drops it, or leaves it untouched; an intact one
+    /// gets exactly the verdict the controller's hash predicts.
+    #[test]
+    fn the_ipv6_flow_share_path_decides_as_predicted_and_never_corrupts_a_frame(
+        host in proptest::num::u64::ANY,
+        src_port in proptest::num::u16::ANY,
+        dst_port in proptest::num::u16::ANY,
+        next_header in proptest::sample::select(vec![IPPROTO_TCP, IPPROTO_UDP, 44u8, 58, 0, 132]),
+        flips in proptest::collection::vec((0usize..80, proptest::num::u8::ANY), 0..4),
+        cut in proptest::option::of(0usize..80),
+    ) {
+        let h = FLOW_HARNESS.with(|h| h.clone());
+        let src = std::net::Ipv6Addr::from((0x2001_0db8_0100_0000_u128 << 64) | u128::from(host));
+        let packet = Ipv6Packet {
+            eth_dst: SHARED_MAC,
+            eth_src: CLIENT_MAC,
+            next_header,
+            src,
+            src_port,
+            dst: SHARED_IP6,
+            dst_port,
+        };
+        let intact = packet.encode();
+        let mut frame = intact.clone();
+        for (at, value) in &flips {
+            if let Some(byte) = frame.get_mut(*at) {
+                *byte = *value;
+            }
+        }
+        if let Some(len) = cut {
+            frame.truncate(len.max(14));
+        }
+        let (action, out) = run_program(&h.dataplane, IFINDEX, &frame);
+        match action {
+            XDP_PASS if out != frame => {
+                proptest::prop_assert_eq!(&out[0..6], &NODE_MAC[..]);
+                proptest::prop_assert_eq!(&out[6..], &frame[6..]);
+            }
+            XDP_PASS | XDP_DROP => {
+                proptest::prop_assert_eq!(&out, &frame);
+            }
+            other => proptest::prop_assert!(false, "action {}", other),
+        }
+        if frame == intact {
+            // The 5-tuple's ports only where they follow the fixed header.
+            let (sp, dp) = if has_ports6(next_header) {
+                (src_port.to_be(), dst_port.to_be())
+            } else {
+                (0, 0)
+            };
+            let hash = hash_five_tuple(SEED, next_header, folded(src), sp, folded(SHARED_IP6), dp);
+            let expected = if round_robin(2)[bucket_of(hash, BUCKETS) as usize] == 0 {
+                XDP_PASS
+            } else {
+                XDP_DROP
+            };
+            proptest::prop_assert_eq!(action, expected);
+        }
+    }
+}
+
+fn has_ports6(next_header: u8) -> bool {
+    matches!(next_header, IPPROTO_TCP | IPPROTO_UDP | 132)
+}

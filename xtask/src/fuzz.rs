@@ -6,8 +6,9 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::util::{cargo, workspace_root};
 
-const FUZZ_TARGETS: [&str; 4] = [
+const FUZZ_TARGETS: [&str; 5] = [
     "heartbeat_decoder",
+    "heartbeat_tap",
     "api_request",
     "config_loader",
     "engine_events",
@@ -28,8 +29,21 @@ pub fn run(seconds: u64, only: &[String]) -> Result<()> {
             continue;
         }
         println!("fuzz: {target} for {seconds} s");
+        // The target's corpus (kept between runs, not in git), then its seeds from the tree
+        // when it has any (libFuzzer reads every directory and writes to the first).
+        let fuzz_dir = workspace_root().join("fuzz");
+        let corpus = fuzz_dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        let seeds = fuzz_dir.join("seeds").join(target);
+        let mut directories = vec![corpus];
+        if seeds.is_dir() {
+            directories.push(seeds);
+        }
         let status = Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", target, "--"])
+            .args(["+nightly", "fuzz", "run", target])
+            .args(&directories)
+            .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .current_dir(workspace_root().join("fuzz"))
             .status()

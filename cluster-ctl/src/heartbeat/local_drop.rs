@@ -82,8 +82,9 @@ fn tap(ifindex: u32, v6: bool) -> io::Result<OwnedFd> {
 }
 
 /// Whether `packet` (from its IP header on) is UDP from `source` to `port`. Heartbeats carry
-/// no IPv6 extension headers: UDP follows the fixed header.
-fn is_heartbeat(packet: &[u8], source: IpAddr, port: u16) -> bool {
+/// no IPv6 extension headers: UDP follows the fixed header. Public for the fuzz target
+/// `heartbeat_tap`: it reads whatever reaches the interface.
+pub fn is_heartbeat(packet: &[u8], source: IpAddr, port: u16) -> bool {
     let Some(&first) = packet.first() else {
         return false;
     };
@@ -299,5 +300,30 @@ mod tests {
             IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 12, 2)),
             28002
         ));
+    }
+
+    proptest::proptest! {
+        /// Whatever a tap reads (any bytes, any length) is judged without a panic, and a
+        /// heartbeat of either family is recognised only from its own source and port.
+        #[test]
+        fn any_bytes_are_judged_and_only_the_peers_heartbeats_count(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..96),
+            v6 in proptest::bool::ANY,
+            word in proptest::num::u128::ANY,
+            port in proptest::num::u16::ANY,
+        ) {
+            let source = if v6 {
+                IpAddr::V6(std::net::Ipv6Addr::from(word))
+            } else {
+                IpAddr::V4(std::net::Ipv4Addr::from(word as u32))
+            };
+            let _ = is_heartbeat(&bytes, source, port);
+            let packet = match source {
+                IpAddr::V4(a) => udp(a.octets(), port),
+                IpAddr::V6(a) => udp6(a, port),
+            };
+            proptest::prop_assert!(is_heartbeat(&packet, source, port));
+            proptest::prop_assert!(!is_heartbeat(&packet, source, port.wrapping_add(1)));
+        }
     }
 }
