@@ -197,7 +197,7 @@ impl Advertisement {
 }
 
 /// Sends `solicitation` from `ifname` and collects every advertisement for its target that
-/// arrives within `wait` (two answering nodes show up as two answers).
+/// answers it (to its source) within `wait` (two answering nodes show up as two answers).
 pub fn solicit(
     ifname: &str,
     solicitation: &Solicitation,
@@ -210,6 +210,7 @@ pub fn solicit(
     while let Some(frame) = socket.receive(deadline)? {
         if let Some(advertisement) = Advertisement::decode(&frame)
             && advertisement.target == solicitation.target
+            && advertisement.dst == solicitation.src
             && advertisement.flags & SOLICITED != 0
         {
             answers.push(advertisement);

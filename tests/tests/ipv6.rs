@@ -203,9 +203,11 @@ fn an_ipv6_gateway_is_answered_by_its_owner_only_and_moves_with_clpgrp_and_node_
     // A planned move: the new owner announces the gateway to all-nodes arp_count (3) times,
     // the first at the map flip (R-XDP-6), a second apart; the old owner never again.
     let listener = listen_for_announcements(&lab);
+    let watch = SolicitationWatch::start(&lab, GROUP0_INET_FIP6);
     let (ok, out) = cluster.tool(&lab, FWS1, "clpgrp", &["-m", "-g", "group0"])?;
     assert!(ok, "{out}");
     assert_announced_by(listener, fws2, 3);
+    watch.assert_one_owner_at_a_time(fws1, fws2);
     assert!(wait_answered_by(
         &lab,
         GROUP0_INET_FIP6,
@@ -239,6 +241,7 @@ fn an_ipv6_gateway_is_answered_by_its_owner_only_and_moves_with_clpgrp_and_node_
 
     // Node loss: fws1 takes the gateway back without a word from fws2, and announces it.
     let listener = listen_for_announcements(&lab);
+    let watch = SolicitationWatch::start(&lab, GROUP0_INET_FIP6);
     cluster.kill_all(FWS2)?;
     assert!(
         wait_answered_by(&lab, GROUP0_INET_FIP6, fws1, Duration::from_secs(3)),
@@ -255,7 +258,62 @@ fn an_ipv6_gateway_is_answered_by_its_owner_only_and_moves_with_clpgrp_and_node_
         assert!(std::time::Instant::now() < deadline, "no IPv6 through fws1");
     }
     assert_announced_by(listener, fws1, 3);
+    watch.assert_one_owner_at_a_time(fws2, fws1);
     Ok(())
+}
+
+/// Solicits an address from the internet client every few milliseconds while a fault runs,
+/// keeping who answered each solicitation: the safety property is checked throughout, not
+/// only once things settled.
+struct SolicitationWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<Vec<Vec<[u8; 6]>>>>,
+}
+
+impl SolicitationWatch {
+    fn start(lab: &Lab, target: Ipv6Addr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let ns = lab.ns(INET_CLIENT).to_owned();
+        let mac = lab.mac(INET_CLIENT, "eth0").expect("client MAC");
+        let thread = std::thread::spawn(move || {
+            fwcluster_lab::netns::in_netns(&ns, move || -> anyhow::Result<Vec<Vec<[u8; 6]>>> {
+                // A source of its own: the answers to the test's other solicitations meanwhile
+                // go elsewhere.
+                let source: Ipv6Addr = "2001:db8::1:100".parse().expect("address");
+                let solicitation = Solicitation::multicast(mac, source, target);
+                let mut rounds = Vec::new();
+                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answers = ndp::solicit("eth0", &solicitation, Duration::from_millis(5))?;
+                    rounds.push(answers.iter().map(|a| a.src_mac).collect());
+                }
+                Ok(rounds)
+            })?
+        });
+        Self { stop, thread }
+    }
+
+    /// No solicitation got two answers, and once the new owner answered the old one never
+    /// did again.
+    fn assert_one_owner_at_a_time(self, old: [u8; 6], new: [u8; 6]) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = self.thread.join().expect("watch").expect("watch");
+        assert!(rounds.len() > 50, "only {} solicitations", rounds.len());
+        for (k, answers) in rounds.iter().enumerate() {
+            assert!(
+                answers.len() <= 1,
+                "solicitation {k} answered by {answers:?}"
+            );
+        }
+        let first_new = rounds
+            .iter()
+            .position(|a| a.contains(&new))
+            .expect("the new owner answered");
+        assert!(
+            rounds[first_new..].iter().all(|a| !a.contains(&old)),
+            "the old owner answered after the new one"
+        );
+    }
 }
 
 type Announcements = std::thread::JoinHandle<
