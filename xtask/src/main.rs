@@ -1,11 +1,12 @@
-//! Project tasks: `cargo xtask setup | lint | test | demo | docs | fuzz | sim | chaos | bench |
-//! report`.
+//! Project tasks: `cargo xtask setup | lint | test | demo | docs | package | fuzz | sim | chaos |
+//! bench | report`.
 //!
 //! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` builds on a
 //! fresh machine and installs that toolchain.
 
 mod fuzz;
 mod lint;
+mod package;
 mod report;
 mod setup;
 mod test;
@@ -40,6 +41,12 @@ enum Task {
     Demo,
     /// Write man pages and shell completions to target/docs.
     Docs,
+    /// Build the Debian package target/debian/fwcluster_<version>_amd64.deb.
+    Package {
+        /// The package's version (default: the workspace's).
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// Fuzz the heartbeat decoder, the API request decoder, the config loader and the engine
     /// with arbitrary authenticated events (cargo fuzz).
     Fuzz {
@@ -101,6 +108,10 @@ fn main() -> Result<()> {
         Task::Fuzz { seconds, targets } => {
             setup::ensure()?;
             fuzz::run(seconds, &targets)
+        }
+        Task::Package { version } => {
+            setup::ensure()?;
+            package::run(version.as_deref()).map(|_| ())
         }
         Task::Docs => {
             setup::ensure()?;

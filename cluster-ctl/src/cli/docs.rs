@@ -47,6 +47,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let written = super::generate(dir.path()).unwrap();
         assert_eq!(written.len(), 4 * 4);
+        // Each page and completion is named after its binary.
+        for binary in ["fwclusterd", "clpstat", "clpgrp", "clpcfg"] {
+            assert!(
+                dir.path().join(format!("man/{binary}.8")).exists(),
+                "{binary}"
+            );
+        }
         let clpgrp = std::fs::read_to_string(dir.path().join("man/clpgrp.8")).unwrap();
         assert!(
             clpgrp.contains("clpgrp") && clpgrp.contains("\\-m"),

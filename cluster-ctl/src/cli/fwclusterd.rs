@@ -6,6 +6,7 @@ use clap::Parser;
 
 #[derive(Parser, Debug)]
 #[command(
+    name = "fwclusterd",
     version,
     about = "fwcluster daemon: heartbeats, failover and the XDP data path"
 )]
