@@ -203,20 +203,10 @@ pub fn solicit(
     solicitation: &Solicitation,
     wait: std::time::Duration,
 ) -> anyhow::Result<Vec<Advertisement>> {
-    let socket = crate::arp::ArpSocket::open_ethertype(ifname, ETH_P_IPV6)?;
-    let deadline = std::time::Instant::now() + wait;
-    socket.send(&solicitation.encode())?;
-    let mut answers = Vec::new();
-    while let Some(frame) = socket.receive(deadline)? {
-        if let Some(advertisement) = Advertisement::decode(&frame)
-            && advertisement.target == solicitation.target
-            && advertisement.dst == solicitation.src
-            && advertisement.flags & SOLICITED != 0
-        {
-            answers.push(advertisement);
-        }
-    }
-    Ok(answers)
+    let heard = listen(ifname, Some(solicitation), wait, |a| {
+        a.target == solicitation.target && a.dst == solicitation.src && a.flags & SOLICITED != 0
+    })?;
+    Ok(heard.into_iter().map(|(_, a)| a).collect())
 }
 
 /// Sends `solicitation` (a duplicate-address probe, say) and collects the unsolicited
@@ -226,19 +216,10 @@ pub fn unsolicited_advertisements_after(
     solicitation: &Solicitation,
     wait: std::time::Duration,
 ) -> anyhow::Result<Vec<Advertisement>> {
-    let socket = crate::arp::ArpSocket::open_ethertype(ifname, ETH_P_IPV6)?;
-    let deadline = std::time::Instant::now() + wait;
-    socket.send(&solicitation.encode())?;
-    let mut heard = Vec::new();
-    while let Some(frame) = socket.receive(deadline)? {
-        if let Some(advertisement) = Advertisement::decode(&frame)
-            && advertisement.target == solicitation.target
-            && advertisement.flags & SOLICITED == 0
-        {
-            heard.push(advertisement);
-        }
-    }
-    Ok(heard)
+    let heard = listen(ifname, Some(solicitation), wait, |a| {
+        a.target == solicitation.target && a.flags & SOLICITED == 0
+    })?;
+    Ok(heard.into_iter().map(|(_, a)| a).collect())
 }
 
 /// Every unsolicited advertisement (Solicited flag clear) for `target` heard on `ifname`
@@ -248,13 +229,28 @@ pub fn unsolicited_advertisements(
     target: Ipv6Addr,
     wait: std::time::Duration,
 ) -> anyhow::Result<Vec<(std::time::Instant, Advertisement)>> {
+    listen(ifname, None, wait, |a| {
+        a.target == target && a.flags & SOLICITED == 0
+    })
+}
+
+/// Sends `solicitation` if any, then keeps every advertisement heard on `ifname` within `wait`
+/// that `keep` accepts, with when it came.
+fn listen(
+    ifname: &str,
+    solicitation: Option<&Solicitation>,
+    wait: std::time::Duration,
+    keep: impl Fn(&Advertisement) -> bool,
+) -> anyhow::Result<Vec<(std::time::Instant, Advertisement)>> {
     let socket = crate::arp::ArpSocket::open_ethertype(ifname, ETH_P_IPV6)?;
     let deadline = std::time::Instant::now() + wait;
+    if let Some(solicitation) = solicitation {
+        socket.send(&solicitation.encode())?;
+    }
     let mut heard = Vec::new();
     while let Some(frame) = socket.receive(deadline)? {
         if let Some(advertisement) = Advertisement::decode(&frame)
-            && advertisement.target == target
-            && advertisement.flags & SOLICITED == 0
+            && keep(&advertisement)
         {
             heard.push((std::time::Instant::now(), advertisement));
         }

@@ -697,31 +697,46 @@ fn arp_throughput(duration: Duration) -> Result<()> {
     // On a veth, sending is synchronous with the receiver's processing (the generator's batch,
     // the responder's NAPI poll and the sink's all run on one core, one after the other), so
     // the responder's own cost per request is the time per request above the baseline's.
+    print_responder_table(
+        "2. ARP on a veth pair, same generator (BPF_PROG_TEST_RUN live frames, one core) and sink",
+        ("requests", "replies", "request"),
+        "dropped on entry, no reply",
+        &rows,
+    );
+    Ok(())
+}
+
+/// Prints a responder comparison: rows `(responder, requests/s, answers/s)` in the order
+/// baseline, kernel, then the XDP responders; `words` name the requests, the answers and one
+/// request. The responder's cost per request is its time per request above the baseline's.
+fn print_responder_table(
+    title: &str,
+    (requests, answers, request): (&str, &str, &str),
+    baseline_goal: &str,
+    rows: &[(&str, f64, f64)],
+) {
     let baseline_ns = 1e9 / rows[0].1;
     let kernel_cost = 1e9 / rows[1].1 - baseline_ns;
+    println!("\n{title}");
     println!(
-        "\n2. ARP on a veth pair, same generator (BPF_PROG_TEST_RUN live frames, one core) and sink"
-    );
-    println!(
-        "| responder | requests/s | replies/s | replies/s vs kernel | responder ns/request above baseline | kernel cost ÷ this | goal |"
+        "| responder | {requests}/s | {answers}/s | {answers}/s vs kernel | responder ns/{request} above baseline | kernel cost ÷ this | goal |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
-    for (responder, sent, replies) in &rows {
+    for (responder, sent, answered) in rows {
         let cost = 1e9 / sent - baseline_ns;
         let (versus, speedup, goal) = match *responder {
-            "baseline" => (String::new(), String::new(), "dropped on entry, no reply"),
+            "baseline" => (String::new(), String::new(), baseline_goal),
             "kernel" => ("1.00×".to_owned(), "1.00×".to_owned(), "anchor"),
             _ => (
-                format!("{:.2}×", replies / rows[1].2),
+                format!("{:.2}×", answered / rows[1].2),
                 format!("{:.2}×", kernel_cost / cost),
                 "≥ 3×",
             ),
         };
         println!(
-            "| {responder} | {sent:.0} | {replies:.0} | {versus} | {cost:.0} | {speedup} | {goal} |"
+            "| {responder} | {sent:.0} | {answered:.0} | {versus} | {cost:.0} | {speedup} | {goal} |"
         );
     }
-    Ok(())
 }
 
 /// The responder's floating IPv6 address and its own (the kernel row's target), and the
@@ -790,31 +805,13 @@ fn ndp_throughput(duration: Duration) -> Result<()> {
             result.received as f64 / result.seconds,
         ));
     }
-    let baseline_ns = 1e9 / rows[0].1;
-    let kernel_cost = 1e9 / rows[1].1 - baseline_ns;
-    println!(
-        "\n2b. Neighbor Solicitations on a veth pair, same generator and sink (multicast, to the \
-         target's solicited-node address)"
+    print_responder_table(
+        "2b. Neighbor Solicitations on a veth pair, same generator and sink (multicast, to the \
+         target's solicited-node address)",
+        ("solicitations", "advertisements", "solicitation"),
+        "dropped on entry, no answer",
+        &rows,
     );
-    println!(
-        "| responder | solicitations/s | advertisements/s | advertisements/s vs kernel | responder ns/solicitation above baseline | kernel cost ÷ this | goal |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
-    for (responder, sent, answered) in &rows {
-        let cost = 1e9 / sent - baseline_ns;
-        let (versus, speedup, goal) = match *responder {
-            "baseline" => (String::new(), String::new(), "dropped on entry, no answer"),
-            "kernel" => ("1.00×".to_owned(), "1.00×".to_owned(), "anchor"),
-            _ => (
-                format!("{:.2}×", answered / rows[1].2),
-                format!("{:.2}×", kernel_cost / cost),
-                "≥ 3×",
-            ),
-        };
-        println!(
-            "| {responder} | {sent:.0} | {answered:.0} | {versus} | {cost:.0} | {speedup} | {goal} |"
-        );
-    }
     Ok(())
 }
 
