@@ -95,6 +95,17 @@ pub struct ClusterConfig {
     /// CPUs are busy; opt in after testing on the target machine.
     #[serde(default = "defaults::realtime_priority")]
     pub realtime_priority: u8,
+    /// How long a peer whose daemon restarts in place (an upgrade: `clpcfg restart`) is counted
+    /// alive beyond the heartbeat timeout, and how much longer it promises to take nothing by
+    /// silence: the restart must come back within it, or the groups move (that much later).
+    /// Left out of the normalized form while at its default, so that a version which added it
+    /// still has the digest of one that did not.
+    #[serde(
+        default = "defaults::restart_hold",
+        with = "humantime_serde",
+        skip_serializing_if = "defaults::is_restart_hold"
+    )]
+    pub restart_hold: Duration,
 }
 
 mod defaults {
@@ -108,6 +119,12 @@ mod defaults {
     }
     pub fn wait() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn restart_hold() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn is_restart_hold(hold: &Duration) -> bool {
+        *hold == restart_hold()
     }
     pub fn api_port() -> u16 {
         28001
@@ -701,6 +718,7 @@ impl Config {
             tiebreakers: !self.cluster.tiebreakers.is_empty(),
             sync_wait: self.sync.as_ref().map(|s| s.wait),
             flow_share: !self.flowshare.is_empty(),
+            restart_hold: self.cluster.restart_hold,
             groups,
         }
     }
@@ -819,6 +837,17 @@ fn validate(config: &Config, problems: &mut Problems<'_>) {
             format!(
                 "must be greater than heartbeat_timeout ({})",
                 humantime::format_duration(cluster.heartbeat_timeout)
+            ),
+        );
+    }
+    if cluster.restart_hold < cluster.heartbeat_interval
+        || cluster.restart_hold > Duration::from_secs(300)
+    {
+        problems.add(
+            &c.key("restart_hold"),
+            format!(
+                "must be from heartbeat_interval ({}) to 5m",
+                humantime::format_duration(cluster.heartbeat_interval)
             ),
         );
     }

@@ -5,6 +5,7 @@ use cluster_ctl::heartbeat::wire::{
 };
 use cluster_engine::{Claim, GroupReport, GroupState, Handoff, HeldGroup, Instant, Report};
 use proptest::prelude::*;
+use std::time::Duration;
 
 fn key() -> Key {
     Key::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
@@ -16,6 +17,8 @@ fn report() -> Report {
         incarnation: 1_700_000_000_000_000_000,
         sent_at: Instant::from_nanos(1_234_567_890),
         echo: Some(Instant::from_nanos(987_654_321)),
+        hold: Duration::from_secs(5),
+        granted: Duration::from_millis(2_500),
         ready: true,
         links_heard: 0b11,
         groups: vec![
@@ -164,8 +167,8 @@ fn authenticated_but_malformed_packets_are_refused() {
         Err(Reject::BadLength)
     );
     let mut bad_state = good.clone();
-    // After sent_at and echo (16), ready (1), links (4) and the group count (2).
-    bad_state[HEADER_LEN + 23] = 99;
+    // After sent_at and echo (16), the holds (8), ready (1), links (4) and the group count (2).
+    bad_state[HEADER_LEN + 31] = 99;
     assert_eq!(
         wire::decode(&resign(bad_state), &key()),
         Err(Reject::BadBody)
@@ -223,7 +226,7 @@ proptest! {
     }
 
     #[test]
-    fn reports_round_trip(states in proptest::collection::vec((0u8..5, any::<u64>(), any::<bool>(), any::<bool>(), any::<u32>()), 0..40), sent_at in any::<u64>(), echo in proptest::option::of(1u64..)) {
+    fn reports_round_trip(states in proptest::collection::vec((0u8..5, any::<u64>(), any::<bool>(), any::<bool>(), any::<u32>()), 0..40), sent_at in any::<u64>(), echo in proptest::option::of(1u64..), hold_us in any::<u32>(), granted_us in any::<u32>()) {
         let groups = states.iter().map(|(s, epoch, deny, forced, errors)| GroupReport {
             state: GroupState::from_code(*s).unwrap(),
             epoch: *epoch,
@@ -237,7 +240,7 @@ proptest! {
             errors: *errors,
         }).collect();
         let mut p = packet();
-        p.report = Report { incarnation: p.incarnation, sent_at: Instant::from_nanos(sent_at), echo: echo.map(Instant::from_nanos), ready: false, links_heard: 1, groups, held: vec![HeldGroup { id: 7, epoch: 9 }] };
+        p.report = Report { incarnation: p.incarnation, sent_at: Instant::from_nanos(sent_at), echo: echo.map(Instant::from_nanos), hold: Duration::from_micros(hold_us.into()), granted: Duration::from_micros(granted_us.into()), ready: false, links_heard: 1, groups, held: vec![HeldGroup { id: 7, epoch: 9 }] };
         let bytes = wire::encode(&p, &key());
         prop_assert_eq!(wire::decode(&bytes, &key()), Ok(p));
     }

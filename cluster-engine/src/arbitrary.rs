@@ -31,6 +31,7 @@ pub fn cluster(me: usize) -> EngineConfig {
         tiebreakers: me == 2,
         sync_wait: (me == 1).then_some(Duration::from_millis(90)),
         flow_share: false,
+        restart_hold: Duration::from_millis(500),
         groups: (0..2)
             .map(|g| GroupSpec {
                 name: format!("group{g}"),
@@ -114,6 +115,9 @@ fn report(b: &mut Bytes<'_>, now: Instant) -> Option<Report> {
                 now.as_nanos().saturating_sub(echo % 40_000_000),
             )),
         },
+        // A restart hold now and then, asked for or granted.
+        hold: Duration::from_millis(u64::from(count as u8 & 1) * 400),
+        granted: Duration::from_millis(u64::from((echo as u8).is_multiple_of(3)) * 300),
         ready: count & 1 == 0,
         links_heard: b.byte()?.into(),
         groups: (0..count).map(|_| group_report(b)).collect::<Option<_>>()?,
@@ -190,6 +194,10 @@ pub fn schedule(data: &[u8]) -> Vec<(Instant, Input)> {
             _ => b.byte().map(|r| {
                 Input::Event(if r == 0 {
                     Event::Shutdown
+                } else if r == 2 {
+                    Event::PrepareRestart
+                } else if r == 4 {
+                    Event::CancelRestart
                 } else if r % 7 == 1 {
                     Event::LeaseRefused {
                         group: usize::from(r % 4),
@@ -224,6 +232,7 @@ pub fn run(me: usize, data: &[u8]) -> Engine {
         let _ = engine.status(now);
         let _ = engine.report_for(1, now);
         let _ = engine.next_deadline();
+        let _ = engine.restart_ready(now);
     }
     engine
 }

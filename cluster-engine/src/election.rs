@@ -235,6 +235,10 @@ impl Engine {
             // Handed over and not yet taken: leave it to the target.
             || self.groups[g].handoff.is_some()
             || self.shutting_down
+            // About to restart: the next life adopts what runs here and takes the rest. And
+            // not while a restart hold's promise runs: a peer's lease may rest on it.
+            || self.restarting.is_some()
+            || now < self.promise_until
             || !self.ready
             || self.mismatched_peer()
         {

@@ -47,6 +47,13 @@ pub enum Event {
     LeaseRefused { group: GroupId },
     /// SIGTERM: stop every group in order, hand over, then leave.
     Shutdown,
+    /// SIGUSR2: the daemon is about to restart in place (an upgrade). Heartbeats announce a
+    /// restart hold from now on, and nothing more is taken here; once
+    /// [`Engine::restart_ready`] the daemon may exit, leaving its data path to the next life.
+    PrepareRestart,
+    /// The restart did not happen (the peers never acknowledged the hold): back to normal,
+    /// keeping the promise made meanwhile.
+    CancelRestart,
 }
 
 /// Outputs of the engine.

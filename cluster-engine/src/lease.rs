@@ -1,11 +1,13 @@
 //! The last phase of every event: each held group's data-path lease moved as far as the
 //! peers' acknowledgements allow (R-SPLIT-1), lapses and resumptions told to operators.
 
+use std::time::Duration;
+
 use crate::{Action, Engine, GroupId, GroupState, Instant, Notice, group_id};
 
 impl Engine {
     /// Until when this node may answer for `g` now (R-SPLIT-1): the oldest send time that the
-    /// online peers echoed, plus the lease. `None` while an online peer has echoed nothing yet or
+    /// online peers echoed, plus the lease (longer by a restart hold that came with the echo). `None` while an online peer has echoed nothing yet or
     /// reports holding the group itself (in the same packet as its echo: it may have taken the
     /// group before it heard the heartbeat it echoes). Alone, a node bounds its lease by its own
     /// last heartbeat (sent at every tick): a peer that hears it waits a timeout from then
@@ -21,6 +23,13 @@ impl Engine {
             return None;
         }
         let mut oldest: Option<Instant> = None;
+        // A restart hold lengthens the lease only while every node that could take the group
+        // is online and has promised: one that is offline now may come back, hear this node,
+        // and take the group a timeout after this node falls silent.
+        let held = self.cfg.groups[g]
+            .policy
+            .iter()
+            .all(|n| *n == self.me() || self.peers.get(*n).is_some_and(|p| p.online));
         for (n, peer) in self.peers.iter().enumerate() {
             // A node outside the group's policy never takes it by silence (only by a handoff,
             // which waits for this node to give it up): its acknowledgements do not matter.
@@ -42,10 +51,18 @@ impl Engine {
             if holds {
                 return None;
             }
-            oldest = Some(oldest.map_or(echo, |o| o.min(echo)));
+            // A restart hold, granted to this node or asked for by the peer, postpones the
+            // peer's takeover by silence by that much: either promise carries the lease.
+            let hold = if held {
+                peer.echo_hold.max(peer.granted)
+            } else {
+                Duration::ZERO
+            };
+            let until = echo + self.cfg.lease_with_hold(hold);
+            oldest = Some(oldest.map_or(until, |o| o.min(until)));
         }
         match oldest {
-            Some(echo) => Some((echo + lease, false)),
+            Some(until) => Some((until, false)),
             None if now >= self.cautious_until => Some((self.last_tick + lease, true)),
             None => None,
         }
@@ -63,16 +80,26 @@ impl Engine {
             }
             let bound = self.lease_bound(now, g);
             let local = &mut self.groups[g];
-            // A lease that rested on this node being alone ends at once when that changes
-            // without an acknowledgement: a peer that appeared and has not heard this node may
-            // be taking the group over by silence right now.
-            if bound.is_none() && local.alone_lease && local.lease_until > now {
-                local.lease_until = now;
+            // A lease that rested on this node being alone is cut back when that changes: to
+            // now without an acknowledgement, to what the acknowledgements allow with one. A
+            // peer that appeared may not have heard this node since before it was alone (a
+            // one-way failure) and be taking the group over by silence right now; only its
+            // echo says what it heard.
+            let cut = match bound {
+                None => Some(now),
+                Some((until, false)) if until < local.lease_until => Some(until.max(now)),
+                Some(_) => None,
+            };
+            if let Some(until) = cut
+                && local.alone_lease
+                && local.lease_until > now
+            {
+                local.lease_until = until;
                 local.alone_lease = false;
                 out.push(Action::RenewLease {
                     group: g,
                     epoch: local.epoch,
-                    until: now,
+                    until,
                 });
             }
             if let Some((until, alone)) = bound

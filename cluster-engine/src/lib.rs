@@ -51,6 +51,7 @@ mod lifecycle;
 mod membership;
 mod recovery;
 mod report;
+mod restart;
 mod spec;
 mod status;
 mod time;
@@ -105,6 +106,14 @@ struct Peer {
     /// The echo in that heartbeat: the send time (this node's clock) of the newest heartbeat of
     /// this node the peer had received. Kept together with `report`, from the same packet.
     echo: Option<Instant>,
+    /// The restart hold the peer granted with that echo (see [`Report::granted`]).
+    echo_hold: Duration,
+    /// The restart hold this node grants the peer's newest heartbeat (echoed back with it).
+    granted: Duration,
+    /// The peer announced a restart: it counts as alive until a timeout after this, whatever
+    /// its silence. Kept across the peer's new life (the lease its last one extended on the
+    /// strength of it may still run).
+    hold_until: Instant,
 }
 
 /// What happens when a deactivation completes.
@@ -185,6 +194,11 @@ pub struct Engine {
     settling_until: Instant,
     /// When this node began to wait for its peers' connection entries (see `awaits_sync`).
     sync_since: Option<Instant>,
+    /// Since when this node announces a restart of its daemon (see [`Report::hold`]).
+    restarting: Option<Instant>,
+    /// No peer is declared dead and no group taken alone before this time: the promise of a
+    /// restart hold, made by this node's previous life or by an announcement it withdrew.
+    promise_until: Instant,
 }
 
 impl Engine {
@@ -243,6 +257,8 @@ impl Engine {
             cautious_until: caution,
             settling_until: Instant::ZERO,
             sync_since: None,
+            restarting: None,
+            promise_until: Instant::ZERO,
         }
     }
 
@@ -383,6 +399,8 @@ impl Engine {
             Event::Tiebreaker { reachable } => self.tiebreaker_ok = Some(reachable),
             Event::LeaseRefused { group } => self.lease_refused(group, &mut out),
             Event::Shutdown => self.on_shutdown(&mut out),
+            Event::PrepareRestart => self.prepare_restart(now, &mut out),
+            Event::CancelRestart => self.cancel_restart(),
         }
         self.reconcile(now, &mut out);
         self.keep_leases(now, &mut out);

@@ -29,6 +29,9 @@ impl Peer {
             held: Vec::new(),
             newest_sent_at: None,
             echo: None,
+            echo_hold: Duration::ZERO,
+            granted: Duration::ZERO,
+            hold_until: Instant::ZERO,
         }
     }
 
@@ -44,6 +47,8 @@ impl Peer {
         self.held.clear();
         self.newest_sent_at = None;
         self.echo = None;
+        self.echo_hold = Duration::ZERO;
+        self.granted = Duration::ZERO;
     }
 
     pub(crate) fn link_ok(&self, link: usize, now: Instant, silence: Silence) -> bool {
@@ -180,9 +185,9 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .all(|(n, p)| n == self.cfg.me || p.online);
-            if (all_seen || now.saturating_since(self.started) >= self.cfg.alone_wait())
-                && !self.awaits_sync(now)
-            {
+            let waited = now.saturating_since(self.started) >= self.cfg.alone_wait()
+                && now >= self.promise_until;
+            if (all_seen || waited) && !self.awaits_sync(now) {
                 self.ready = true;
                 out.push(Action::SendNow);
             }
@@ -220,8 +225,10 @@ impl Engine {
     /// Declares links and peers whose heartbeats stopped for the timeout.
     pub(crate) fn expire_peers(&mut self, now: Instant, out: &mut Vec<Action>) {
         let silence = self.silence();
+        let timeout = self.timeout();
+        let promised = now < self.promise_until;
         for (n, peer) in self.peers.iter_mut().enumerate() {
-            if n == self.cfg.me || !peer.online {
+            if n == self.cfg.me || !peer.online || promised || now < peer.hold_until + timeout {
                 continue;
             }
             for link in 0..peer.heard.len() {
@@ -243,18 +250,21 @@ impl Engine {
     }
 
     /// When the next peer would time out, so the caller can wake up exactly then.
+    /// Not before the end of a restart hold or of a promise: nothing expires until then.
     pub fn next_deadline(&self) -> Option<Instant> {
         let silence = self.silence();
+        let timeout = self.timeout();
         self.peers
             .iter()
             .enumerate()
             .filter(|(n, p)| *n != self.cfg.me && p.online)
             .flat_map(|(_, p)| {
+                let not_before = (p.hold_until + timeout).max(self.promise_until);
                 p.heard
                     .iter()
                     .zip(&p.up)
                     .filter(|(_, up)| **up)
-                    .filter_map(|(h, _)| h.map(|t| t + silence.allowed(t)))
+                    .filter_map(move |(h, _)| h.map(|t| (t + silence.allowed(t)).max(not_before)))
             })
             .min()
     }
@@ -308,7 +318,8 @@ impl Engine {
             }
             peer.newest_sent_at = Some(report.sent_at);
             peer.echo = report.echo.filter(|echo| *echo <= now);
-            peer.report = Some(report);
+            self.take_hold(now, from, &report);
+            self.peers[from].report = Some(report);
         }
     }
 
@@ -326,6 +337,8 @@ impl Engine {
             let peer = &mut self.peers[from];
             peer.newest_sent_at = Some(report.sent_at);
             peer.echo = report.echo.filter(|echo| *echo <= now);
+            self.take_hold(now, from, &report);
+            let peer = &mut self.peers[from];
             peer.held = report.held;
             if !peer.mismatch {
                 peer.mismatch = true;

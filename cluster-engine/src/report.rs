@@ -1,6 +1,8 @@
 //! What a node tells its peers in every heartbeat: per group its state, epoch, claim,
 //! acknowledgement and handoff. Reports come off the wire and are checked before use.
 
+use std::time::Duration;
+
 use crate::{Engine, Instant, NodeId};
 
 /// State of a group on one node.
@@ -169,6 +171,14 @@ pub struct Report {
     /// The `sent_at` of the newest heartbeat the sender had received from the receiver (on the
     /// receiver's clock): what the receiver's lease may be bounded by.
     pub echo: Option<Instant>,
+    /// The sender's daemon is about to restart (an upgrade): it asks the receiver to count it
+    /// alive for this much longer than the timeout, and promises to take nothing by silence
+    /// for as long (its next life keeps the promise). Zero: no restart.
+    pub hold: Duration,
+    /// The hold the sender grants the heartbeat it echoes (zero if that one asked for none):
+    /// the sender declares the receiver dead no earlier than a timeout plus this after it
+    /// received that heartbeat.
+    pub granted: Duration,
     /// Finished the startup wait.
     pub ready: bool,
     /// Interconnects on which this node hears the receiver (bit i: link i).
@@ -186,6 +196,12 @@ impl Engine {
             incarnation: 0,
             sent_at: self.now,
             echo: None,
+            hold: if self.restarting.is_some() {
+                self.cfg.restart_hold
+            } else {
+                Duration::ZERO
+            },
+            granted: Duration::ZERO,
             ready: self.ready,
             links_heard: 0,
             groups: self
@@ -229,6 +245,7 @@ impl Engine {
         report.sent_at = now;
         if let Some(p) = self.peers.get(peer) {
             report.echo = p.newest_sent_at;
+            report.granted = p.granted;
             for link in 0..self.cfg.links.min(32) {
                 if p.link_ok(link, now, self.silence()) {
                     report.links_heard |= 1 << link;

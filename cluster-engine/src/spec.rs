@@ -85,6 +85,10 @@ pub struct EngineConfig {
     /// so with synchronization a starting node waits for its peers' entries also when they run
     /// no group (R-SYNC-4).
     pub flow_share: bool,
+    /// The longest restart hold this node asks for and grants (`[cluster] restart_hold`): how
+    /// much longer than the timeout a peer that announced a restart of its daemon is counted
+    /// alive, and how much longer it promises to take nothing by silence.
+    pub restart_hold: Duration,
     pub groups: Vec<GroupSpec>,
 }
 
@@ -98,14 +102,24 @@ impl EngineConfig {
     /// compares the lease's end with its clock on every frame. Timer slack and scheduling in the
     /// daemons only make a takeover later and need no margin.
     pub fn lease(&self) -> Duration {
-        self.timeout.saturating_sub(self.lease_margin())
+        self.lease_with_hold(Duration::ZERO)
+    }
+
+    /// The lease after a heartbeat whose receiver also promised a restart hold of `hold` (see
+    /// [`EngineConfig::restart_hold`]): the promise spans the timeout and the hold, and so does
+    /// the margin for the clocks' rates.
+    pub fn lease_with_hold(&self, hold: Duration) -> Duration {
+        let span = self.timeout + hold;
+        span.saturating_sub(Self::margin(span))
     }
 
     /// See [`EngineConfig::lease`].
     pub fn lease_margin(&self) -> Duration {
-        (self.timeout / 50)
-            .max(Duration::from_millis(1))
-            .min(self.timeout / 4)
+        Self::margin(self.timeout)
+    }
+
+    fn margin(span: Duration) -> Duration {
+        (span / 50).max(Duration::from_millis(1)).min(span / 4)
     }
 
     /// How long a node that has heard no peer waits before it takes groups alone: the startup

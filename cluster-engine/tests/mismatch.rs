@@ -39,6 +39,7 @@ fn config(me: usize, groups: &[&str]) -> EngineConfig {
         tiebreakers: false,
         sync_wait: None,
         flow_share: false,
+        restart_hold: Duration::from_millis(500),
         groups: groups.iter().map(|g| group(g)).collect(),
     }
 }

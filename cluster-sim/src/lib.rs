@@ -61,6 +61,8 @@ pub struct Shape {
     pub sync_wait: Option<Duration>,
     /// The cluster has flow-share instances.
     pub flow_share: bool,
+    /// `[cluster] restart_hold`.
+    pub restart_hold: Duration,
     pub groups: Vec<GroupSpec>,
 }
 
@@ -99,6 +101,7 @@ impl Shape {
             tiebreakers: false,
             sync_wait: None,
             flow_share: false,
+            restart_hold: Duration::from_millis(300),
             groups: vec![GroupSpec {
                 name: "group0".into(),
                 policy: vec![0, 1],
@@ -156,6 +159,7 @@ impl Shape {
             tiebreakers: self.tiebreakers,
             sync_wait: self.sync_wait,
             flow_share: self.flow_share,
+            restart_hold: self.restart_hold,
             groups: self.groups.clone(),
         }
     }
@@ -216,6 +220,11 @@ pub enum Fault {
         node: NodeId,
     },
     Restart {
+        node: NodeId,
+    },
+    /// `clpcfg restart`: the daemon announces a restart hold, exits once the peers granted it,
+    /// and its next life starts within the hold (or the announcement is withdrawn).
+    PlannedRestart {
         node: NodeId,
     },
     Freeze {
@@ -315,6 +324,13 @@ enum Scheduled {
         node: NodeId,
         incarnation: u32,
     },
+    /// The next life of a node that exited for a planned restart.
+    Relaunch(NodeId),
+    /// A planned restart not yet done by then is withdrawn.
+    WithdrawRestart {
+        node: NodeId,
+        incarnation: u32,
+    },
     Fault(usize),
 }
 
@@ -366,6 +382,8 @@ struct SimNode {
     ready_since: Option<Nanos>,
     /// The deadline a timer is scheduled for.
     timer_at: Option<Nanos>,
+    /// The promise of a life that exited for a planned restart, for the next one.
+    promise: Option<Instant>,
 }
 
 /// The simulation.
@@ -401,6 +419,14 @@ pub struct Sim {
     believes_dead: std::collections::BTreeSet<(NodeId, NodeId)>,
     /// The longest delay any fault has put on a link.
     max_delay: Nanos,
+    /// Until when a restart hold lets a lost holder go untaken: its peers count the restarting
+    /// node alive (a timeout and the hold after the arrival of a heartbeat that asked for it),
+    /// and its next life, or itself after a withdrawal, keeps the promise to take nothing by
+    /// silence.
+    hold_until: Nanos,
+    /// How long a planned restart takes (exit to next life); random within half the hold
+    /// unless a scenario sets it.
+    restart_takes: Option<Nanos>,
     /// (node, group) where an operator ran `clpgrp -s` since the last STARTING=DENY was set:
     /// that clears DENY, also while the group is still being taken down there.
     deny_cleared_by_operator: std::collections::BTreeSet<(NodeId, GroupId)>,
@@ -452,6 +478,7 @@ impl Sim {
                 running_since: None,
                 ready_since: None,
                 timer_at: None,
+                promise: None,
             })
             .collect();
         let mut links = BTreeMap::new();
@@ -476,6 +503,8 @@ impl Sim {
             trace: Vec::new(),
             pending_violation: None,
             outage: BTreeMap::new(),
+            hold_until: 0,
+            restart_takes: None,
             in_flight_until: vec![0; groups_nodes],
             held: BTreeMap::new(),
             impaired_dir: BTreeMap::new(),
@@ -523,6 +552,9 @@ impl Sim {
             self.shape.engine_config(node),
             Instant::from_nanos(self.now),
         );
+        if let Some(promise) = self.nodes[node].promise.take() {
+            engine.keep_promise(promise);
+        }
         // As the daemon does: continue the pinned epochs, adopt leases still valid.
         for group in 0..self.shape.groups.len() {
             let pinned = self.nodes[node].lease[group];
@@ -653,7 +685,20 @@ impl Sim {
         };
         let actions = engine.handle(Instant::from_nanos(self.now), event);
         let deadline = engine.next_deadline().map(Instant::as_nanos);
+        let restart = engine
+            .restart_ready(Instant::from_nanos(self.now))
+            .then(|| engine.restart_promise());
+        // An announcing node takes nothing, and keeps its promise after (see `hold_until`).
+        if engine.restarting() {
+            self.hold_until = self.hold_until.max(engine.restart_promise().as_nanos());
+        }
         self.carry_out(node, actions);
+        if let Some(promise) = restart
+            && self.alive(node)
+        {
+            self.exit_for_restart(node, promise);
+            return;
+        }
         if let Some(at) = deadline
             && self.nodes[node].timer_at != Some(at)
             && at > self.now
@@ -852,12 +897,16 @@ impl Sim {
         for (fault, quiet) in faults {
             self.inject(fault);
             self.advance(quiet)?;
-            // Expectations hold at the end of every full quiet period.
-            if quiet >= settle {
+            // Expectations hold at the end of every full quiet period, counted from the end
+            // of a restart hold's promise (until then a lost holder may go untaken).
+            if quiet >= settle && self.now >= self.hold_until + settle {
                 self.check_settled()?;
             }
         }
         self.advance(settle)?;
+        while self.now < self.hold_until + settle {
+            self.advance(self.hold_until + settle - self.now)?;
+        }
         self.check_settled()
     }
 
@@ -869,6 +918,11 @@ impl Sim {
     }
 
     /// Applies a fault now.
+    /// Makes every planned restart take `duration` from the exit to the next life.
+    pub fn set_restart_duration(&mut self, duration: Nanos) {
+        self.restart_takes = Some(duration);
+    }
+
     pub fn inject(&mut self, fault: Fault) {
         self.faults.push(fault);
         let index = self.faults.len() - 1;
@@ -938,8 +992,10 @@ impl Sim {
             | Scheduled::Timer(n)
             | Scheduled::Deliver { to: n, .. }
             | Scheduled::Leaving { to: n, .. } => Some(*n),
-            Scheduled::StepDone { node, .. } | Scheduled::Tiebreaker { node, .. } => Some(*node),
-            Scheduled::Fault(_) => None,
+            Scheduled::StepDone { node, .. }
+            | Scheduled::Tiebreaker { node, .. }
+            | Scheduled::WithdrawRestart { node, .. } => Some(*node),
+            Scheduled::Fault(_) | Scheduled::Relaunch(_) => None,
         } && self.nodes[node].frozen
         {
             // A frozen process handles nothing; the kernel keeps what arrives for later.
@@ -971,6 +1027,11 @@ impl Sim {
                 report,
             } => {
                 let report = self.reports[report].clone();
+                // A live receiver counts the sender alive for the hold it asks for.
+                if report.hold > Duration::ZERO && self.alive(to) {
+                    let hold = report.hold.as_nanos() as Nanos;
+                    self.hold_until = self.hold_until.max(self.now + hold + self.timeout());
+                }
                 self.feed(to, Event::Heartbeat { from, link, report });
             }
             Scheduled::Leaving { to, from } => self.feed(to, Event::Leaving { from }),
@@ -1006,6 +1067,21 @@ impl Sim {
                 if self.nodes[node].incarnation == incarnation {
                     let reachable = self.nodes[node].tiebreaker;
                     self.feed(node, Event::Tiebreaker { reachable });
+                }
+            }
+            Scheduled::Relaunch(node) => {
+                if !self.alive(node) {
+                    self.start(node);
+                }
+            }
+            Scheduled::WithdrawRestart { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation
+                    && let Some(engine) = &self.nodes[node].engine
+                    && engine.restarting()
+                {
+                    // The withdrawn announcement's promise holds (see `hold_until`).
+                    self.hold_until = self.hold_until.max(engine.restart_promise().as_nanos());
+                    self.feed(node, Event::CancelRestart);
                 }
             }
             Scheduled::Fault(index) => {
@@ -1127,6 +1203,16 @@ impl Sim {
                     self.start(node);
                 }
             }
+            Fault::PlannedRestart { node } => {
+                if self.alive(node) && !self.nodes[node].frozen {
+                    self.feed(node, Event::PrepareRestart);
+                    let incarnation = self.nodes[node].incarnation;
+                    self.at(
+                        self.now + 10 * self.interval(),
+                        Scheduled::WithdrawRestart { node, incarnation },
+                    );
+                }
+            }
             Fault::Freeze { node } => {
                 if self.alive(node) && !self.nodes[node].frozen {
                     self.note_outage(node);
@@ -1213,6 +1299,25 @@ impl Sim {
     /// A node that held a group stopped running: if a healthy peer that could hear it can take
     /// over, the group must be taken over within timeout + one interval (plus the claim round
     /// trip and the resource steps).
+    /// The daemon exits for its restart: the data path stays (pinned leases), the next life
+    /// starts within the hold.
+    fn exit_for_restart(&mut self, node: NodeId, promise: Instant) {
+        self.log(format!("fws{} exits for a restart", node + 1));
+        let n = &mut self.nodes[node];
+        n.engine = None;
+        n.running_since = None;
+        n.backlog.clear();
+        n.pending.clear();
+        n.promise = Some(promise);
+        let hold = self.shape.restart_hold.as_nanos() as Nanos;
+        self.hold_until = self.hold_until.max(promise.as_nanos());
+        let delay = match self.restart_takes {
+            Some(delay) => delay,
+            None => self.rng.random_range(MS..hold / 2),
+        };
+        self.at(self.now + delay, Scheduled::Relaunch(node));
+    }
+
     fn note_outage(&mut self, node: NodeId) {
         // Another failure restarts the clock of pending takeovers: the node that was going to
         // take over may be the one that failed now (the bound is for one failure).
@@ -1233,7 +1338,9 @@ impl Sim {
         let now = self.now;
         let nodes = self.shape.nodes;
         for &(observer, peer) in &self.believes_dead {
-            if self.alive(observer) {
+            // A node down for a planned restart still answers on its (held) lease, with what it
+            // believed when it exited.
+            if self.alive(observer) || self.nodes[observer].promise.is_some() {
                 self.declared_dead.insert((observer, peer), now);
             }
         }
@@ -1323,7 +1430,7 @@ impl Sim {
                             } else {
                                 bound
                             };
-                            (start.max(stale), bound)
+                            (start.max(stale).max(self.hold_until), bound)
                         }) {
                         None => {
                             self.outage.remove(&group);
@@ -1520,7 +1627,7 @@ pub fn schedule(shape: &Shape, seed: u64, count: usize) -> Vec<(Fault, Nanos)> {
         let group = rng.random_range(0..shape.groups.len());
         let link = rng.random_range(0..shape.links);
         let timeout = shape.timeout.as_nanos() as Nanos;
-        let fault = match rng.random_range(0..25) {
+        let fault = match rng.random_range(0..26) {
             0 => {
                 let (a, b) = pick_pair(&mut rng);
                 Fault::Cut { a, b, link }
@@ -1611,6 +1718,9 @@ pub fn schedule(shape: &Shape, seed: u64, count: usize) -> Vec<(Fault, Nanos)> {
             23 => Fault::Pause {
                 node: None,
                 duration: rng.random_range(timeout / 4..4 * timeout),
+            },
+            24 => Fault::PlannedRestart {
+                node: pick_node(&mut rng),
             },
             18 if shape.tiebreakers => Fault::Tiebreaker {
                 node: pick_node(&mut rng),

@@ -651,6 +651,7 @@ impl<R: BufRead, W: Write> Wizard<R, W> {
                 tiebreakers: Vec::new(),
                 xdp_mode: XdpModeConfig::Auto,
                 realtime_priority: 0,
+                restart_hold: Duration::from_secs(5),
             },
             mail,
             metrics: None,

@@ -1,4 +1,4 @@
-//! The heartbeat wire format (R-HB-1, R-HB-3), version 2.
+//! The heartbeat wire format (R-HB-1, R-HB-3), version 3.
 //!
 //! ```text
 //! offset size  field
@@ -20,6 +20,8 @@
 //! packet of a newer version authenticates too, and is then refused by its version byte, so
 //! a newer node is told apart from garbage.
 
+use std::time::Duration;
+
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -27,8 +29,9 @@ use sha2::Sha256;
 use cluster_engine::{Claim, GroupReport, GroupState, Handoff, HeldGroup, Instant, Report};
 
 pub const MAGIC: &[u8; 4] = b"FWHB";
-/// Version 2 added the send time and the echo that bound the holder's lease (R-SPLIT-1).
-pub const VERSION: u8 = 2;
+/// Version 2 added the send time and the echo that bound the holder's lease (R-SPLIT-1);
+/// version 3 the restart hold asked for and granted (`clpcfg restart`).
+pub const VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 48;
 pub const TAG_LEN: usize = 16;
 /// The largest UDP payload.
@@ -169,11 +172,13 @@ fn state_code(state: GroupState) -> u8 {
     state.code()
 }
 
-/// Appends a report body: send time and echo (0: none) on the clocks they belong to, then the
-/// report.
+/// Appends a report body: send time and echo (0: none) on the clocks they belong to, the
+/// restart hold asked for and the one granted (µs), then the report.
 pub fn encode_report(report: &Report, out: &mut BytesMut) {
     out.put_u64(report.sent_at.as_nanos());
     out.put_u64(report.echo.map_or(0, Instant::as_nanos));
+    out.put_u32(micros(report.hold));
+    out.put_u32(micros(report.granted));
     out.put_u8(u8::from(report.ready));
     out.put_u32(report.links_heard);
     out.put_u16(report.groups.len() as u16);
@@ -213,15 +218,22 @@ pub fn encode_report(report: &Report, out: &mut BytesMut) {
     }
 }
 
+/// A hold in whole microseconds, saturated (holds are at most minutes).
+fn micros(hold: Duration) -> u32 {
+    u32::try_from(hold.as_micros()).unwrap_or(u32::MAX)
+}
+
 /// Parses a report body; `None` if it is malformed.
 pub fn decode_report(mut body: &[u8]) -> Option<Report> {
-    if body.remaining() < 23 {
+    if body.remaining() < 31 {
         return None;
     }
     let sent_at = Instant::from_nanos(body.get_u64());
     let echo = Some(body.get_u64())
         .filter(|e| *e != 0)
         .map(Instant::from_nanos);
+    let hold = Duration::from_micros(body.get_u32().into());
+    let granted = Duration::from_micros(body.get_u32().into());
     let ready = match body.get_u8() {
         0 => false,
         1 => true,
@@ -283,6 +295,8 @@ pub fn decode_report(mut body: &[u8]) -> Option<Report> {
         incarnation: 0,
         sent_at,
         echo,
+        hold,
+        granted,
         ready,
         links_heard,
         groups,
