@@ -29,6 +29,10 @@ catalog! {
     LEASE_RESUMED = "FWC011", "acknowledgements came back (or every peer is gone): the data path answers for the group again (silent time follows)";
     PAUSED = "FWC013", "this daemon ran nothing for half the heartbeat timeout or longer (process stopped, machine stalled or CPU starved): its peers may have declared it dead";
     PROXY_ARP_ON = "FWC014", "kernel proxy ARP is on for an interface with cluster addresses: the kernel may answer ARP beside the XDP program (set net.ipv4.conf.IF.proxy_arp=0)";
+    RESTART_ANNOUNCED = "FWC015", "clpcfg restart: an in-place restart is announced to the peers (restart hold); nothing more is taken here until the daemon exits for it";
+    RESTART_EXITING = "FWC016", "the peers granted the restart hold: the daemon exits for its in-place restart; the data path answers on until the held leases end (hold_ms)";
+    RESTART_WITHDRAWN = "FWC017", "an in-place restart was withdrawn (the peers did not grant the hold in time, or a node of a group's policy is offline): the daemon runs on (reason)";
+    RESTART_PROMISE = "FWC018", "started after an in-place restart: no peer is declared dead and nothing is taken alone before the previous life's promise ends (promise_ms)";
     ADOPTED = "FWC006", "a group held by the previous process was adopted from the pinned lease";
     DAEMON_FAILED = "FWC007", "an internal failure of the daemon; cluster recovery action follows";
     CONFIG_RELOADED = "FWC008", "SIGHUP: the configuration file was read again ([mail] changes applied, or unchanged)";

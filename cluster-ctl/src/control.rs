@@ -84,6 +84,9 @@ pub enum Request {
     HelperCopies {
         copies: Vec<crate::sync::helpers::HelperCopy>,
     },
+    /// `clpcfg restart`: restart the daemon in place (after an upgrade) without moving
+    /// anything. Local only: never taken from the peer API.
+    Restart,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -162,6 +162,9 @@ fn handle(stream: &TcpStream, key: &Key, pending: &Sender<Pending>) -> Result<()
     if matches!(signed.request, Request::Remote { .. }) {
         bail!("requests are not forwarded twice");
     }
+    if matches!(signed.request, Request::Restart) {
+        bail!("a restart is asked for on the server itself (clpcfg restart)");
+    }
     let (reply, answer) = mpsc::channel();
     pending
         .send(Pending {

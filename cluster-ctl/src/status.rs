@@ -88,6 +88,13 @@ pub struct StatusView {
     /// Session synchronization, when `[sync]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncView>,
+    /// This daemon's life (its boot id): another one after a restart.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// An in-place restart asked for with `clpcfg restart`: under way, or why it was
+    /// withdrawn (the daemon then runs on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
     pub config: Config,
 }
 
@@ -388,6 +395,8 @@ impl StatusView {
             heartbeats: extras.heartbeats,
             proxy_arp_macs: extras.proxy_arp_macs,
             sync: extras.sync,
+            incarnation: extras.incarnation,
+            restart: extras.restart,
             config: config.clone(),
         }
     }
@@ -405,6 +414,8 @@ pub struct Extras {
     pub heartbeats: Vec<HeartbeatView>,
     pub proxy_arp_macs: BTreeMap<String, String>,
     pub sync: Option<SyncView>,
+    pub incarnation: u64,
+    pub restart: Option<String>,
 }
 
 const LABEL: usize = 22;

@@ -1,7 +1,10 @@
 //! Cluster-level recovery (R-RECOVER-1): `fwclusterd` runs its worker as a child process and,
 //! when the worker dies of anything but a clean leave, applies `cluster.recover`: RESTART (up
 //! to `cluster.retry` times in a row; the new worker adopts the pinned data path, so a restart
-//! within the lease is invisible to clients), STOP, or the opt-in HALT and REBOOT.
+//! within the lease is invisible to clients), STOP, or the opt-in HALT and REBOOT. A worker
+//! that exits for an in-place restart (`clpcfg restart`) has the supervisor run the binary on
+//! disk again in this same process (an upgraded one: the new version), keeping its PID for
+//! systemd.
 
 use std::{
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -24,6 +27,8 @@ use crate::{
 pub enum Decision {
     /// The worker left cleanly: exit with success.
     Done,
+    /// The worker exited for an in-place restart: run the binary again, in this process.
+    Reexec,
     Restart,
     Stop,
     Halt,
@@ -34,6 +39,9 @@ pub enum Decision {
 pub fn decide(status: ExitStatus, recover: ClusterRecover, restarts: u32, retry: u32) -> Decision {
     if status.success() {
         return Decision::Done;
+    }
+    if status.code() == Some(crate::daemon::RESTART_EXIT_CODE) {
+        return Decision::Reexec;
     }
     match recover {
         ClusterRecover::Restart if restarts < retry => Decision::Restart,
@@ -108,7 +116,7 @@ pub fn run(config_path: &Path, worker_args: &[String]) -> Result<i32> {
             restarts,
             config.cluster.retry,
         );
-        if decision != Decision::Done {
+        if !matches!(decision, Decision::Done | Decision::Reexec) {
             tracing::error!(
                 id = catalog::DAEMON_FAILED.id,
                 status = describe(status),
@@ -121,6 +129,21 @@ pub fn run(config_path: &Path, worker_args: &[String]) -> Result<i32> {
         }
         match decision {
             Decision::Done => return Ok(0),
+            Decision::Reexec => {
+                tracing::warn!(
+                    id = catalog::RESTART_EXITING.id,
+                    exe = %exe.display(),
+                    "running fwclusterd again in place"
+                );
+                // Returns only on failure; the worker's data path stays pinned meanwhile, and
+                // a worker of this version adopts it.
+                let error = Command::new(&exe).args(std::env::args_os().skip(1)).exec();
+                tracing::error!(
+                    id = catalog::DAEMON_FAILED.id,
+                    error = %error,
+                    "running fwclusterd again failed; starting a worker of this version"
+                );
+            }
             Decision::Restart => restarts += 1,
             Decision::Stop => return Ok(1),
             Decision::Halt | Decision::Reboot => {
@@ -170,6 +193,11 @@ mod tests {
             Decision::Stop
         );
         assert_eq!(decide(killed, ClusterRecover::Halt, 0, 5), Decision::Halt);
+        // An exit for an in-place restart is no failure, whatever the recovery action.
+        assert_eq!(
+            decide(exited(75), ClusterRecover::Stop, 5, 5),
+            Decision::Reexec
+        );
         assert_eq!(
             decide(killed, ClusterRecover::Reboot, 0, 5),
             Decision::Reboot

@@ -471,6 +471,103 @@ fn a_controller_killed_and_restarted_within_the_lease_adopts_without_a_flap() ->
     Ok(())
 }
 
+/// `clpcfg restart` (what the package runs on an upgrade) with 10 ms heartbeats and a 30 ms
+/// timeout, far shorter than a restart: the restart hold keeps the group where it is. Who
+/// answers the gateway is watched throughout: always fws1's MAC, never silence, never fws2.
+#[test]
+fn clpcfg_restart_restarts_the_holder_in_place_and_nothing_moves_even_with_a_30ms_timeout()
+-> anyhow::Result<()> {
+    let (lab, cluster) = started(&hot_standby("manual", MONITORED_EXEC))?;
+    cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
+    let before = cluster.status(FWS1)?;
+    let exec_pid = before.exec_pids.get("group0-exec0").copied();
+    let fws1 = lab.mac(FWS1, INET_IF)?;
+    let ns = lab.ns(INET_CLIENT).to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut sent, mut wrong) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answers = fwcluster_lab::in_netns(&ns, || {
+                    fwcluster_lab::arp::request("eth0", GROUP0_INET_FIP, Duration::from_millis(20))
+                })
+                .unwrap()
+                .unwrap();
+                sent += 1;
+                let macs: Vec<_> = answers.iter().map(|a| a.mac).collect();
+                if macs != vec![fws1] {
+                    wrong.push(format!("request {sent}: answered by {macs:?}"));
+                }
+            }
+            (sent, wrong)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let config = cluster.config_path().to_str().unwrap().to_owned();
+    let (ok, out) = cluster.tool(&lab, FWS1, "clpcfg", &["restart", "--config", &config])?;
+    assert!(ok, "{out}\n{}", cluster.log(FWS1));
+    // The restart's length, for the record (--nocapture).
+    println!("{}", out.trim());
+    assert!(out.contains("fws1: restarted in place"), "{out}");
+    assert!(out.contains("holding group0 (before: group0)"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, wrong) = prober.join().unwrap();
+    assert!(sent > 20, "{sent}");
+    assert!(wrong.is_empty(), "{} of {sent}: {wrong:?}", wrong.len());
+    let after = cluster.status(FWS1)?;
+    assert_ne!(
+        after.incarnation, before.incarnation,
+        "a new daemon answers"
+    );
+    assert_eq!(cluster.holder(FWS2, "group0")?.as_deref(), Some(FWS1));
+    assert_eq!(
+        after.exec_pids.get("group0-exec0").copied(),
+        exec_pid,
+        "the monitored process was adopted"
+    );
+    assert!(
+        !cluster.lines_with(FWS1, "FWC016").is_empty(),
+        "{}",
+        cluster.log(FWS1)
+    );
+    assert!(
+        !cluster.lines_with(FWS1, "FWC006").is_empty(),
+        "adopted: {}",
+        cluster.log(FWS1)
+    );
+    for (host, id, what) in [
+        (FWS2, "FWC201", "fws2 took the group"),
+        (FWS2, "FWC102", "fws2 declared fws1 dead"),
+        (FWS1, "FWC202", "fws1 deactivated the group"),
+        (FWS1, "FWC010", "fws1's lease lapsed"),
+        (FWS2, "FWC106", "the peers saw another configuration"),
+    ] {
+        assert!(
+            cluster.lines_with(host, id).is_empty(),
+            "{what}: {}",
+            cluster.log(host)
+        );
+    }
+    // The standby restarts too (an upgrade does both): the holder's lease never lapses.
+    let (ok, out) = cluster.tool(&lab, FWS2, "clpcfg", &["restart", "--config", &config])?;
+    assert!(ok, "{out}\n{}", cluster.log(FWS2));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        cluster.lines_with(FWS1, "FWC010").is_empty(),
+        "{}",
+        cluster.log(FWS1)
+    );
+    assert!(
+        cluster.lines_with(FWS1, "FWC102").is_empty(),
+        "{}",
+        cluster.log(FWS1)
+    );
+    assert_eq!(cluster.holder(FWS2, "group0")?.as_deref(), Some(FWS1));
+    Ok(())
+}
+
 #[test]
 fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it()
 -> anyhow::Result<()> {

@@ -62,7 +62,8 @@ fn main() -> std::process::ExitCode {
         state_dir: args.state_dir,
     };
     match daemon::run(options) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(daemon::Exit::Left) => std::process::ExitCode::SUCCESS,
+        Ok(daemon::Exit::Restart) => std::process::ExitCode::from(daemon::RESTART_EXIT_CODE as u8),
         Err(e) => {
             tracing::error!(id = cluster_ctl::catalog::DAEMON_FAILED.id, "{e:#}");
             eprintln!("fwclusterd: {e:#}");

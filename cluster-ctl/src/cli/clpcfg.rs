@@ -1,4 +1,5 @@
-//! `clpcfg check|show|keygen|init|nft|uninstall`: the configuration tool (R-CFG-1).
+//! `clpcfg check|show|keygen|init|nft|uninstall|restart|stop`: the configuration tool (R-CFG-1)
+//! and the package's daemon handling.
 
 use std::{
     io::{BufRead, Write},
@@ -75,6 +76,32 @@ pub enum Cmd {
         #[arg(long, default_value = "/run/fwcluster")]
         run_dir: PathBuf,
     },
+    /// Restart fwclusterd in place, moving nothing (after an upgrade: the new version runs).
+    /// The daemon asks its peers for a restart hold (`[cluster] restart_hold`), exits once
+    /// they granted it, and runs again in the same process; its data path answers throughout
+    /// and the new daemon adopts the groups. Without --config: every fwclusterd running on
+    /// this machine. Refused (the daemon runs on) while a node of a group's policy is offline.
+    Restart {
+        /// The cluster configuration of the one daemon to restart.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// That daemon's node name (default: $FWCLUSTER_NODE, else the short host name).
+        #[arg(long, requires = "config")]
+        node: Option<String>,
+        /// Directory of its control socket, as given to fwclusterd.
+        #[arg(long, default_value = "/run/fwcluster", requires = "config")]
+        run_dir: PathBuf,
+    },
+    /// Stop every fwclusterd running on this machine as `systemctl stop` does (SIGTERM: the
+    /// groups are handed over, DEACT_NORMAL) and wait for each to end.
+    Stop {
+        /// Then remove each stopped node's data path (as `clpcfg uninstall`).
+        #[arg(long)]
+        uninstall: bool,
+        /// How long each may take to hand its groups over.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 fn load(file: &Path) -> Result<Config> {
@@ -122,7 +149,84 @@ pub fn main(args: Args) -> Result<()> {
             pin_root,
             run_dir,
         } => uninstall(&load(&config)?, node.as_deref(), &pin_root, &run_dir),
+        Cmd::Restart {
+            config,
+            node,
+            run_dir,
+        } => restart(config.as_deref(), node.as_deref(), &run_dir),
+        Cmd::Stop { uninstall, timeout } => stop_all(uninstall, timeout),
     }
+}
+
+fn restart(config_path: Option<&Path>, node: Option<&str>, run_dir: &Path) -> Result<()> {
+    use crate::cli::daemons;
+    let targets = match config_path {
+        Some(path) => {
+            let config = load(path)?;
+            let (_, node) = config.resolve_node(node)?;
+            vec![daemons::Running {
+                pid: 0,
+                config_path: path.to_owned(),
+                node,
+                pin_root: PathBuf::from("/sys/fs/bpf"),
+                run_dir: run_dir.to_owned(),
+                config,
+            }]
+        }
+        None => daemons::running(),
+    };
+    if targets.is_empty() {
+        println!("no fwclusterd runs on this machine");
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for daemon in &targets {
+        match daemons::restart(daemon) {
+            Ok(done) => println!("{done}"),
+            Err(e) => {
+                eprintln!("clpcfg: {e:#}");
+                failed.push(daemon.node.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "not restarted: {} (each runs on as before)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn stop_all(remove: bool, timeout: Duration) -> Result<()> {
+    use crate::cli::daemons;
+    let targets = daemons::running();
+    if targets.is_empty() {
+        println!("no fwclusterd runs on this machine");
+    }
+    let mut failed = Vec::new();
+    for daemon in &targets {
+        let stopped = daemons::stop(daemon, timeout).and_then(|()| {
+            println!("{}: stopped (groups handed over)", daemon.node);
+            if remove {
+                uninstall(
+                    &daemon.config,
+                    Some(&daemon.node),
+                    &daemon.pin_root,
+                    &daemon.run_dir,
+                )?;
+            }
+            Ok(())
+        });
+        if let Err(e) = stopped {
+            eprintln!("clpcfg: {e:#}");
+            failed.push(daemon.node.clone());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("not stopped: {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 /// Removes this node's pins; the kernel detaches each link when its pin goes and frees the

@@ -3,6 +3,7 @@
 pub mod clpcfg;
 pub mod clpgrp;
 pub mod clpstat;
+pub mod daemons;
 pub mod docs;
 pub mod fwclusterd;
 

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Result, bail};
 
 use super::{
-    Daemon, Input,
+    Daemon, Exit, Input,
     wake::{self, WakeKey},
 };
 use crate::{
@@ -27,8 +27,8 @@ use cluster_engine::{Event, Instant as EngineInstant};
 const QUEUED_READ_LIMIT: usize = 64;
 
 impl Daemon {
-    /// Runs until the daemon has left the cluster.
-    pub(super) fn main_loop(&mut self, receiver: &Receiver<Input>) -> Result<()> {
+    /// Runs until the daemon has left the cluster or exits for an in-place restart.
+    pub(super) fn main_loop(&mut self, receiver: &Receiver<Input>) -> Result<Exit> {
         let interval = self.config.cluster.heartbeat_interval;
         // Heartbeats the loop read from the sockets itself, to be handled before anything else.
         let mut queued: VecDeque<Input> = VecDeque::new();
@@ -74,7 +74,10 @@ impl Daemon {
                 None => {
                     next_tick = wake::following_tick(next_tick, interval, Instant::now());
                     if self.on_tick(now)? {
-                        return Ok(());
+                        return Ok(Exit::Left);
+                    }
+                    if self.restart_due(now)? {
+                        return Ok(Exit::Restart);
                     }
                     continue;
                 }
@@ -105,6 +108,9 @@ impl Daemon {
                 Some(Input::Control(pending)) => {
                     let response = self.control(now, pending.request)?;
                     let _ = pending.reply.send(response);
+                    if self.restart_due(now)? {
+                        return Ok(Exit::Restart);
+                    }
                     continue;
                 }
                 Some(Input::Terminate) => {
@@ -118,7 +124,10 @@ impl Daemon {
             };
             let actions = self.engine.handle(now, event);
             if self.execute(actions)? {
-                return Ok(());
+                return Ok(Exit::Left);
+            }
+            if self.restart_due(now)? {
+                return Ok(Exit::Restart);
             }
             // Membership may have changed: flow-share buckets move at once, not at the tick.
             self.rebalance();

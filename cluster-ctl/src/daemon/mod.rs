@@ -8,7 +8,8 @@
 //! - [`event_loop`] turns inputs into engine events, waking as [`wake`] decides;
 //! - [`effects`] carries out the engine's actions, [`notices`] its notices (logs, mail,
 //!   [`placement`], takeover counts);
-//! - [`requests`] answers status requests and operator commands, [`reload`] SIGHUP.
+//! - [`requests`] answers status requests and operator commands, [`reload`] SIGHUP,
+//!   [`restart`] `clpcfg restart` (an in-place restart that moves nothing).
 
 mod adopt;
 mod effects;
@@ -17,6 +18,7 @@ mod notices;
 mod placement;
 mod reload;
 mod requests;
+mod restart;
 mod session_sync;
 mod startup;
 mod wake;
@@ -40,6 +42,16 @@ use crate::{
 };
 use cluster_engine::{Engine, GroupId, Instant as EngineInstant};
 use placement::Placements;
+pub use restart::RESTART_EXIT_CODE;
+
+/// How the daemon ended (without an error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It left the cluster (SIGTERM): groups handed over.
+    Left,
+    /// It exits for an in-place restart (`clpcfg restart`): groups held, data path pinned.
+    Restart,
+}
 
 /// How the daemon was started.
 #[derive(Clone, Debug)]
@@ -107,10 +119,19 @@ struct Daemon {
     sync_watch: crate::sync::monitor::SyncWatch,
     /// conntrackd's resend-queue overflows when the sync link was lost.
     sync_overflows_at_loss: Option<u64>,
+    /// This daemon's life (clpstat, `clpcfg restart`).
+    incarnation: u64,
+    /// An in-place restart announced with `clpcfg restart`.
+    restart: Option<restart::Announced>,
+    /// What became of the last one (clpstat).
+    restart_note: Option<String>,
+    /// Where the promise of an in-place restart is left for the next life.
+    promise_path: PathBuf,
 }
 
-/// Runs the daemon until it has left the cluster (SIGTERM) or fails.
-pub fn run(options: Options) -> Result<()> {
+/// Runs the daemon until it has left the cluster (SIGTERM), exits for an in-place restart, or
+/// fails.
+pub fn run(options: Options) -> Result<Exit> {
     let config = Config::load(&options.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (me, node) = config.resolve_node(options.node.as_deref())?;
     let key = heartbeat::load_key(&config.cluster.key_file)?;
@@ -140,6 +161,16 @@ pub fn run(options: Options) -> Result<()> {
         engine_config,
         EngineInstant::from_nanos(dataplane::monotonic_ns()),
     );
+    let promise_path = restart::promise_path(&options.state_dir, &config.cluster.name, &node);
+    let started_at = EngineInstant::from_nanos(dataplane::monotonic_ns());
+    if let Some(promise) = restart::load_promise(&promise_path, started_at) {
+        engine.keep_promise(promise);
+        tracing::warn!(
+            id = catalog::RESTART_PROMISE.id,
+            promise_ms = promise.saturating_since(started_at).as_millis() as u64,
+            "keeping the promise of the previous life"
+        );
+    }
     let placements = Placements::load(&options.run_dir, &node);
     let (adopted, answering) = adopt::adopt_pinned(&config, &dataplane, &mut engine, &placements)?;
 
@@ -215,6 +246,10 @@ pub fn run(options: Options) -> Result<()> {
         conntrackd,
         sync_watch: Default::default(),
         sync_overflows_at_loss: None,
+        incarnation,
+        restart: None,
+        restart_note: None,
+        promise_path,
     };
     daemon.main_loop(&receiver)
 }

@@ -20,6 +20,7 @@ impl Daemon {
             Request::Status => Response::Status {
                 view: Box::new(self.status_view(now)?),
             },
+            Request::Restart => self.announce_restart(now)?,
             // Answered by the control thread (peer API); never reaches the loop.
             Request::Remote { host, .. } => Response::Error {
                 message: format!("{host}: not forwarded"),
@@ -112,6 +113,8 @@ impl Daemon {
             heartbeats: self.heartbeat_views(),
             proxy_arp_macs: self.proxy_arp_macs(),
             sync,
+            incarnation: self.incarnation,
+            restart: self.restart_note.clone(),
         };
         Ok(StatusView::build(&self.config, &status, extras))
     }

@@ -1,0 +1,220 @@
+//! `clpcfg restart` and `clpcfg stop`: the fwclusterd daemons running on this machine, found
+//! by their processes, restarted in place (an upgrade) or stopped (a removal). The package's
+//! maintainer scripts use them, so a daemon started by hand or in a test lab is found as well
+//! as systemd's.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser as _;
+
+use crate::{
+    cli::fwclusterd,
+    config::Config,
+    control::{self, Request, Response},
+    status::StatusView,
+};
+
+/// A running fwclusterd (its supervisor process) and what its command line says.
+#[derive(Clone, Debug)]
+pub struct Running {
+    pub pid: u32,
+    pub config_path: PathBuf,
+    pub node: String,
+    pub pin_root: PathBuf,
+    pub run_dir: PathBuf,
+    pub config: Config,
+}
+
+impl Running {
+    pub fn socket(&self) -> PathBuf {
+        control::socket_path(&self.run_dir, &self.node)
+    }
+}
+
+/// Every fwclusterd supervisor running on this machine (workers are left out: each belongs to
+/// one). A process whose command line or configuration cannot be read is reported, not fatal.
+pub fn running() -> Vec<Running> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        if !fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "fwclusterd") {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        match describe(pid, &dir, &args) {
+            Ok(Some(daemon)) => found.push(daemon),
+            Ok(None) => {}
+            Err(e) => eprintln!("clpcfg: fwclusterd process {pid}: {e:#}"),
+        }
+    }
+    found.sort_by_key(|d| d.pid);
+    found
+}
+
+fn describe(pid: u32, dir: &Path, args: &[String]) -> Result<Option<Running>> {
+    let parsed = fwclusterd::Args::try_parse_from(args).context("reading its command line")?;
+    if parsed.worker {
+        return Ok(None);
+    }
+    // A relative configuration path is the daemon's, from its working directory.
+    let config_path = if parsed.config.is_absolute() {
+        parsed.config.clone()
+    } else {
+        fs::read_link(dir.join("cwd"))?.join(&parsed.config)
+    };
+    let config = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = match parsed.node {
+        Some(node) => node,
+        None => {
+            environment_node(dir).map_or_else(|| config.resolve_node(None).map(|(_, n)| n), Ok)?
+        }
+    };
+    Ok(Some(Running {
+        pid,
+        config_path,
+        node,
+        pin_root: parsed.pin_root,
+        run_dir: parsed.run_dir,
+        config,
+    }))
+}
+
+/// `FWCLUSTER_NODE` in a process's environment.
+fn environment_node(dir: &Path) -> Option<String> {
+    let environ = fs::read(dir.join("environ")).ok()?;
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .find_map(|v| v.strip_prefix("FWCLUSTER_NODE=").map(str::to_owned))
+}
+
+fn status(socket: &Path) -> Result<StatusView> {
+    match control::request(socket, &Request::Status)? {
+        Response::Status { view } => Ok(*view),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn held_here(view: &StatusView) -> Vec<String> {
+    view.groups
+        .iter()
+        .filter(|g| g.states.get(view.local).is_some_and(|s| s == "ONLINE"))
+        .map(|g| g.name.clone())
+        .collect()
+}
+
+/// Restarts one daemon in place and waits for its next life; returns what to tell the
+/// operator.
+pub fn restart(daemon: &Running) -> Result<String> {
+    let socket = daemon.socket();
+    let before = status(&socket).with_context(|| {
+        format!(
+            "asking fwclusterd of {} ({})",
+            daemon.node,
+            socket.display()
+        )
+    })?;
+    let started = Instant::now();
+    match control::request(&socket, &Request::Restart)? {
+        Response::Accepted { .. } => {}
+        Response::Refused { message } | Response::Error { message } => {
+            bail!("{}: restart refused: {message}", daemon.node)
+        }
+        Response::Status { .. } => bail!("{}: unexpected answer", daemon.node),
+    }
+    let cluster = &daemon.config.cluster;
+    let deadline = started
+        + (20 * cluster.heartbeat_interval).max(Duration::from_secs(2))
+        + cluster.restart_hold
+        + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        // While the daemon is between lives its socket does not answer.
+        if let Ok(view) = status(&socket) {
+            if view.incarnation != before.incarnation {
+                return Ok(format!(
+                    "{}: restarted in place in {} ms, version {} -> {}, holding {} (before: {})",
+                    daemon.node,
+                    started.elapsed().as_millis(),
+                    before.version,
+                    view.version,
+                    list(&held_here(&view)),
+                    list(&held_here(&before)),
+                ));
+            }
+            if let Some(note) = view
+                .restart
+                .as_deref()
+                .filter(|n| n.starts_with("withdrawn"))
+            {
+                bail!("{}: restart {note}", daemon.node);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{}: no new fwclusterd answered within {} s of the restart (see its log: FWC016, FWC007)",
+                daemon.node,
+                started.elapsed().as_secs()
+            );
+        }
+    }
+}
+
+fn list(groups: &[String]) -> String {
+    if groups.is_empty() {
+        "no group".into()
+    } else {
+        groups.join(", ")
+    }
+}
+
+/// Stops one daemon as `systemctl stop` does (SIGTERM: its groups handed over) and waits for
+/// its process to end.
+pub fn stop(daemon: &Running, timeout: Duration) -> Result<()> {
+    let pid = nix::unistd::Pid::from_raw(daemon.pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+        .with_context(|| format!("signalling fwclusterd {}", daemon.pid))?;
+    let deadline = Instant::now() + timeout;
+    while Path::new(&format!("/proc/{}", daemon.pid)).exists() {
+        // A zombie (its parent has not reaped it yet) has stopped.
+        if fs::read_to_string(format!("/proc/{}/stat", daemon.pid)).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        }) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{}: fwclusterd {} still runs {} s after SIGTERM",
+                daemon.node,
+                daemon.pid,
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
