@@ -91,6 +91,12 @@ pub struct StatusView {
     /// This daemon's life (its boot id): another one after a restart.
     #[serde(default)]
     pub incarnation: u64,
+    /// The heartbeat wire version this daemon speaks (0: a release from before it was shown).
+    #[serde(default)]
+    pub wire_version: u8,
+    /// The version of its data path's map layouts (`cluster_common::ABI_VERSION`; 0: not shown).
+    #[serde(default)]
+    pub abi_version: u32,
     /// An in-place restart asked for with `clpcfg restart`: under way, or why it was
     /// withdrawn (the daemon then runs on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -396,6 +402,8 @@ impl StatusView {
             proxy_arp_macs: extras.proxy_arp_macs,
             sync: extras.sync,
             incarnation: extras.incarnation,
+            wire_version: crate::heartbeat::wire::VERSION,
+            abi_version: cluster_common::ABI_VERSION,
             restart: extras.restart,
             config: config.clone(),
         }

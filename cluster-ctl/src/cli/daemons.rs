@@ -136,6 +136,9 @@ pub fn restart(daemon: &Running) -> Result<String> {
             socket.display()
         )
     })?;
+    if let Some(note) = compatible(&before.version, before.wire_version, before.abi_version)? {
+        println!("note: {note}");
+    }
     let started = Instant::now();
     match control::request(&socket, &Request::Restart)? {
         Response::Accepted { .. } => {}
@@ -182,6 +185,40 @@ pub fn restart(daemon: &Running) -> Result<String> {
     }
 }
 
+/// Whether this release (the one on disk, that the restart runs) can take over from the
+/// running daemon in place: it must adopt its pinned maps, and the running one must know the
+/// restart hold. A new heartbeat wire version is fine: the nodes hear each other as nodes of
+/// another configuration until both run it (said here, so the operator does the other next).
+/// Returns what the operator should know when it can.
+fn compatible(version: &str, wire_version: u8, abi_version: u32) -> Result<Option<String>> {
+    use crate::heartbeat::wire;
+    if wire_version < 3 {
+        bail!(
+            "the running fwclusterd ({version}) predates in-place restarts: move its groups to another \
+             server (clpgrp -m), then `systemctl restart fwclusterd` (or stop and start it)"
+        );
+    }
+    if abi_version != cluster_common::ABI_VERSION {
+        bail!(
+            "this release changes the data path's maps (version {} -> {}): the new daemon \
+             cannot adopt the running one's. Move the groups to another server (clpgrp -m), \
+             then `systemctl stop fwclusterd`, `clpcfg uninstall`, `systemctl start fwclusterd`, \
+             and move them back",
+            abi_version,
+            cluster_common::ABI_VERSION
+        );
+    }
+    Ok((wire_version != wire::VERSION).then(|| {
+        format!(
+            "this release speaks heartbeat wire version {} (the running one {wire_version}): \
+             until every server runs it, they treat each other as servers with another \
+             configuration (groups stay where they run, nothing is taken over); upgrade the \
+             others next",
+            wire::VERSION
+        )
+    }))
+}
+
 fn list(groups: &[String]) -> String {
     if groups.is_empty() {
         "no group".into()
@@ -217,4 +254,30 @@ pub fn stop(daemon: &Running, timeout: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatible;
+    use crate::heartbeat::wire::VERSION;
+    use cluster_common::ABI_VERSION;
+
+    #[test]
+    fn an_in_place_restart_needs_adoptable_maps_and_a_daemon_that_knows_the_hold() {
+        assert_eq!(compatible("0.1.0", VERSION, ABI_VERSION).unwrap(), None);
+        let maps = compatible("0.1.0", VERSION, ABI_VERSION - 1).unwrap_err();
+        assert!(
+            maps.to_string().contains("changes the data path's maps"),
+            "{maps}"
+        );
+        let old = compatible("0.0.9", 2, ABI_VERSION).unwrap_err();
+        assert!(
+            old.to_string().contains("predates in-place restarts"),
+            "{old}"
+        );
+        let wire = compatible("0.2.0", VERSION + 1, ABI_VERSION)
+            .unwrap()
+            .unwrap();
+        assert!(wire.contains("another configuration"), "{wire}");
+    }
 }

@@ -126,6 +126,8 @@ impl LinkCounters {
 struct Freshness {
     windows: Vec<ReplayWindow>,
     store: crate::incarnation::Store,
+    /// Per peer: the other wire version it was last heard speaking (said once per change).
+    foreign: Vec<Option<u8>>,
 }
 
 /// The heartbeat transport of one node.
@@ -181,7 +183,12 @@ impl Transport {
                 *window = ReplayWindow::remembering(incarnation);
             }
         }
-        let freshness = Arc::new(Mutex::new(Freshness { windows, store }));
+        let foreign = vec![None; windows.len()];
+        let freshness = Arc::new(Mutex::new(Freshness {
+            windows,
+            store,
+            foreign,
+        }));
         let rejected = Arc::new(RejectCounters::default());
         let links = Arc::new(LinkCounters::default());
         let local_drops = Arc::new(local_drop::LocalDrops::default());
@@ -277,6 +284,7 @@ impl Transport {
                     continue;
                 };
                 let packet = Packet {
+                    version: wire::VERSION,
                     kind,
                     sender: self.me as u32,
                     incarnation: self.incarnation,
@@ -331,6 +339,29 @@ struct Receiver {
 pub type Deliver = Arc<dyn Fn(Inbound) -> bool + Send + Sync>;
 
 impl Receiver {
+    /// A peer speaks another wire version (a rolling upgrade under way): said once, with
+    /// what it means.
+    fn note_foreign_version(&self, from: usize, version: u8) {
+        let mut fresh = self.freshness.lock().expect("freshness lock");
+        if fresh.foreign.get(from).copied().flatten() == Some(version) {
+            return;
+        }
+        if let Some(slot) = fresh.foreign.get_mut(from) {
+            *slot = Some(version);
+        }
+        tracing::error!(
+            id = crate::catalog::CONFIG_MISMATCH.id,
+            peer = from,
+            version,
+            own = wire::VERSION,
+            "a peer speaks heartbeat wire version {version}, this node {}: another fwcluster \
+             release. It is heard as alive and treated as a node with another configuration \
+             (groups stay where they run, nothing is taken over) until both run one release: \
+             upgrade the other node too",
+            wire::VERSION
+        );
+    }
+
     fn run(&self, socket: &UdpSocket, deliver: &Deliver) {
         let mut buffer = vec![0u8; 65_536];
         loop {
@@ -397,6 +428,14 @@ impl Receiver {
                     tracing::error!(error = format!("{e:#}"), "recording peer incarnations");
                 }
             }
+        }
+        if packet.version != wire::VERSION {
+            self.note_foreign_version(from, packet.version);
+            return Inbound::Mismatch {
+                from,
+                link: self.link,
+                report: packet.report,
+            };
         }
         if packet.digest != self.digest {
             return Inbound::Mismatch {

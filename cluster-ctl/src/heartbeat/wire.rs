@@ -16,9 +16,15 @@
 //! 48+N   16    tag: HMAC-SHA256(cluster key, bytes 0..48+N), first 16 bytes
 //! ```
 //! The tag sits at the end and covers everything before it, so [`decode`] authenticates a
-//! packet before it parses a single field: unauthenticated bytes are never interpreted. A
-//! packet of a newer version authenticates too, and is then refused by its version byte, so
-//! a newer node is told apart from garbage.
+//! packet before it parses a single field: unauthenticated bytes are never interpreted.
+//!
+//! Releases change the report, not its beginning: the header and the body's first bytes
+//! (send time and echo since version 2, the restart hold asked for and granted since version
+//! 3) keep their layout in every later version. A packet of another version (2 or later)
+//! is read that far ([`Packet::version`] says which): its sender is alive, its echo and hold
+//! bound the leases as usual, and the receiver treats it as a node with another
+//! configuration (nothing is taken over while both are heard) until both run one release —
+//! a rolling upgrade never looks like a dead peer. Versions before 2 are refused.
 
 use std::time::Duration;
 
@@ -49,6 +55,9 @@ pub enum Kind {
 /// A decoded, authenticated packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
+    /// The wire version it was written in; only the lasting beginning of a report of another
+    /// version is read (its groups and the rest are left empty).
+    pub version: u8,
     pub kind: Kind,
     pub sender: u32,
     pub incarnation: u64,
@@ -114,7 +123,7 @@ impl std::fmt::Display for Reject {
             Self::UnsupportedVersion(v) => {
                 write!(
                     f,
-                    "wire version {v} (this node speaks {VERSION}; newer peer?)"
+                    "wire version {v} (a release from before the lease echo; this node speaks {VERSION})"
                 )
             }
             other => f.write_str(other.label()),
@@ -218,6 +227,34 @@ pub fn encode_report(report: &Report, out: &mut BytesMut) {
     }
 }
 
+/// The beginning of a report of another version that every version since 2 keeps (see the
+/// module's documentation); the rest of the body is not read.
+fn decode_lasting(mut body: &[u8], version: u8) -> Option<Report> {
+    let holds = version >= 3;
+    if body.remaining() < if holds { 24 } else { 16 } {
+        return None;
+    }
+    let sent_at = Instant::from_nanos(body.get_u64());
+    let echo = Some(body.get_u64())
+        .filter(|e| *e != 0)
+        .map(Instant::from_nanos);
+    let (hold, granted) = if holds {
+        (
+            Duration::from_micros(body.get_u32().into()),
+            Duration::from_micros(body.get_u32().into()),
+        )
+    } else {
+        (Duration::ZERO, Duration::ZERO)
+    };
+    Some(Report {
+        sent_at,
+        echo,
+        hold,
+        granted,
+        ..Report::default()
+    })
+}
+
 /// A hold in whole microseconds, saturated (holds are at most minutes).
 fn micros(hold: Duration) -> u32 {
     u32::try_from(hold.as_micros()).unwrap_or(u32::MAX)
@@ -310,7 +347,7 @@ pub fn encode(packet: &Packet, key: &Key) -> Bytes {
     encode_report(&packet.report, &mut body);
     let mut out = BytesMut::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
     out.put_slice(MAGIC);
-    out.put_u8(VERSION);
+    out.put_u8(packet.version);
     out.put_u8(packet.kind as u8);
     out.put_u16(body.len() as u16);
     out.put_u32(packet.sender);
@@ -344,7 +381,7 @@ pub fn decode(bytes: &[u8], key: &Key) -> Result<Packet, Reject> {
         return Err(Reject::BadMagic);
     }
     let version = header.get_u8();
-    if version != VERSION {
+    if version < 2 {
         return Err(Reject::UnsupportedVersion(version));
     }
     let kind = match header.get_u8() {
@@ -362,9 +399,16 @@ pub fn decode(bytes: &[u8], key: &Key) -> Result<Packet, Reject> {
     let mut digest = [0u8; 16];
     header.copy_to_slice(&mut digest);
     let link = header.get_u8();
-    let mut report = decode_report(&signed[HEADER_LEN..]).ok_or(Reject::BadBody)?;
+    let body = &signed[HEADER_LEN..];
+    let mut report = if version == VERSION {
+        decode_report(body)
+    } else {
+        decode_lasting(body, version)
+    }
+    .ok_or(Reject::BadBody)?;
     report.incarnation = incarnation;
     Ok(Packet {
+        version,
         kind,
         sender,
         incarnation,
