@@ -447,6 +447,24 @@ pub fn double_claims(sightings: &[Sighting]) -> Vec<String> {
     problems
 }
 
+/// What is wrong with the replies a watch of one address got, if `owner` alone was to answer
+/// every request: replies from another MAC, and fewer replies than requests (the last request
+/// may still be on its way). Replies are counted, not matched to requests: a frame sent back
+/// with XDP_TX in generic mode on a veth often leaves only with the next one.
+pub fn not_answered_by(sightings: &[Sighting], sent: u64, owner: [u8; 6]) -> Vec<String> {
+    let replies: Vec<&Sighting> = sightings.iter().filter(|s| !s.gratuitous).collect();
+    let mut problems: Vec<String> = replies
+        .iter()
+        .filter(|s| s.mac != owner)
+        .map(|s| format!("{} answered by {}", s.address, format_mac(&s.mac)))
+        .collect();
+    let answered = replies.iter().filter(|s| s.mac == owner).count() as u64;
+    if answered + 1 < sent {
+        problems.push(format!("{answered} replies to {sent} requests"));
+    }
+    problems
+}
+
 /// Per address: the longest time between two consecutive replies to the watch's requests (the
 /// watch asks for its addresses in turn, so this includes up to one round of its requests), and
 /// when that gap ended. Gratuitous ARPs do not count: they announce, they do not answer.

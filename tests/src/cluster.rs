@@ -117,6 +117,12 @@ impl Cluster {
         })
     }
 
+    /// Runs `binary` as fwclusterd from now on instead of this build's (an installed
+    /// package's).
+    pub fn use_binary(&mut self, binary: PathBuf) {
+        self.binary = binary;
+    }
+
     /// Starts the daemon of `host` inside its namespace; its log goes to a file.
     pub fn start(&mut self, lab: &Lab, host: &str) -> Result<()> {
         self.start_with(lab, host, &Launch::Setns)

@@ -481,28 +481,13 @@ fn clpcfg_restart_restarts_the_holder_in_place_and_nothing_moves_even_with_a_30m
     cluster.wait_holder(FWS2, "group0", FWS1, Duration::from_secs(10))?;
     let before = cluster.status(FWS1)?;
     let exec_pid = before.exec_pids.get("group0-exec0").copied();
-    let fws1 = lab.mac(FWS1, INET_IF)?;
-    let ns = lab.ns(INET_CLIENT).to_owned();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut sent, mut wrong) = (0, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let answers = fwcluster_lab::in_netns(&ns, || {
-                    fwcluster_lab::arp::request("eth0", GROUP0_INET_FIP, Duration::from_millis(20))
-                })
-                .unwrap()
-                .unwrap();
-                sent += 1;
-                let macs: Vec<_> = answers.iter().map(|a| a.mac).collect();
-                if macs != vec![fws1] {
-                    wrong.push(format!("request {sent}: answered by {macs:?}"));
-                }
-            }
-            (sent, wrong)
-        })
-    };
+    // A request for the gateway every 5 ms, each answered by fws1 alone.
+    let watch = lab.arp_watch(
+        INET_CLIENT,
+        "eth0",
+        vec![GROUP0_INET_FIP],
+        Duration::from_millis(5),
+    )?;
     std::thread::sleep(Duration::from_millis(200));
     let config = cluster.config_path().to_str().unwrap().to_owned();
     let (ok, out) = cluster.tool(&lab, FWS1, "clpcfg", &["restart", "--config", &config])?;
@@ -512,10 +497,19 @@ fn clpcfg_restart_restarts_the_holder_in_place_and_nothing_moves_even_with_a_30m
     assert!(out.contains("fws1: restarted in place"), "{out}");
     assert!(out.contains("holding group0 (before: group0)"), "{out}");
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (sent, wrong) = prober.join().unwrap();
-    assert!(sent > 20, "{sent}");
-    assert!(wrong.is_empty(), "{} of {sent}: {wrong:?}", wrong.len());
+    let (sightings, sent) = watch.stop()?;
+    let wrong = fwcluster_lab::arp::not_answered_by(&sightings, sent, lab.mac(FWS1, INET_IF)?);
+    // Silence as long as a restart (60-80 ms here) would show as a gap between replies.
+    let gap = fwcluster_lab::arp::longest_unanswered(&sightings)
+        .get(&GROUP0_INET_FIP)
+        .map(|(gap, _)| *gap)
+        .unwrap_or_default();
+    assert!(sent > 100, "{sent}");
+    assert!(wrong.is_empty(), "{wrong:?}");
+    assert!(
+        gap < Duration::from_millis(30),
+        "the gateway was silent for {gap:?}"
+    );
     let after = cluster.status(FWS1)?;
     assert_ne!(
         after.incarnation, before.incarnation,

@@ -171,6 +171,7 @@ fn restart(config_path: Option<&Path>, node: Option<&str>, run_dir: &Path) -> Re
                 pin_root: PathBuf::from("/sys/fs/bpf"),
                 run_dir: run_dir.to_owned(),
                 config,
+                netns: None,
             }]
         }
         None => daemons::running(),
@@ -209,12 +210,14 @@ fn stop_all(remove: bool, timeout: Duration) -> Result<()> {
         let stopped = daemons::stop(daemon, timeout).and_then(|()| {
             println!("{}: stopped (groups handed over)", daemon.node);
             if remove {
-                uninstall(
-                    &daemon.config,
-                    Some(&daemon.node),
-                    &daemon.pin_root,
-                    &daemon.run_dir,
-                )?;
+                daemon.in_netns(|| {
+                    uninstall(
+                        &daemon.config,
+                        Some(&daemon.node),
+                        &daemon.pin_root,
+                        &daemon.run_dir,
+                    )
+                })?;
             }
             Ok(())
         });

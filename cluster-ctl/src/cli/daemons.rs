@@ -5,6 +5,7 @@
 
 use std::{
     fs,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -20,7 +21,7 @@ use crate::{
 };
 
 /// A running fwclusterd (its supervisor process) and what its command line says.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Running {
     pub pid: u32,
     pub config_path: PathBuf,
@@ -28,9 +29,33 @@ pub struct Running {
     pub pin_root: PathBuf,
     pub run_dir: PathBuf,
     pub config: Config,
+    /// Its network namespace, held open: where its XDP program and ARP guard are, also once
+    /// it has stopped (`None`: this process's own).
+    pub netns: Option<fs::File>,
 }
 
 impl Running {
+    /// Runs `work` in the daemon's network namespace (on a thread of its own, so that this
+    /// process stays where it is).
+    pub fn in_netns<T: Send>(&self, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let Some(netns) = &self.netns else {
+            return work();
+        };
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .context("entering the daemon's network namespace")?;
+                    work()
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
+        })
+    }
+}
+
+impl Running {
+    /// Its control socket.
     pub fn socket(&self) -> PathBuf {
         control::socket_path(&self.run_dir, &self.node)
     }
@@ -91,6 +116,14 @@ fn describe(pid: u32, dir: &Path, args: &[String]) -> Result<Option<Running>> {
             environment_node(dir).map_or_else(|| config.resolve_node(None).map(|(_, n)| n), Ok)?
         }
     };
+    // Another namespace than this process's only: entering one's own is pointless.
+    let own = fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
+    let theirs = fs::metadata(dir.join("ns/net")).map(|m| m.ino()).ok();
+    let netns = if theirs.is_some() && theirs != own {
+        Some(fs::File::open(dir.join("ns/net")).context("opening its network namespace")?)
+    } else {
+        None
+    };
     Ok(Some(Running {
         pid,
         config_path,
@@ -98,6 +131,7 @@ fn describe(pid: u32, dir: &Path, args: &[String]) -> Result<Option<Running>> {
         pin_root: parsed.pin_root,
         run_dir: parsed.run_dir,
         config,
+        netns,
     }))
 }
 
