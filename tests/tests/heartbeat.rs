@@ -249,3 +249,91 @@ fn recorded_heartbeats_of_an_earlier_life_are_refused_however_long_the_peer_was_
     );
     Ok(())
 }
+
+/// A rolling upgrade to a release with another heartbeat wire version (issue 20): fws1 runs
+/// the newer release (its heartbeats are sent here from its address, signed with the cluster
+/// key, in wire version VERSION + 1). fws2 says what it hears and why it holds back, counts
+/// fws1 alive, and takes nothing over while those heartbeats arrive, well past its startup
+/// wait; when they stop, fws1 is declared dead as usual and the group starts on fws2.
+#[test]
+fn a_peer_speaking_another_wire_version_is_alive_explained_and_nothing_is_taken_over()
+-> anyhow::Result<()> {
+    use cluster_ctl::heartbeat::wire;
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let _turn = IDLE_MACHINE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let config = format!(
+        "{CONFIG}\n[[group]]\nname = \"group0\"\npolicy = [\"fws1\", \"fws2\"]\n\n  \
+         [[group.fip]]\n  address = \"192.0.2.10/24\"\n  interface = \"eth0\"\n"
+    );
+    let lab = seed::build()?;
+    let mut cluster = Cluster::new(&lab, &config)?;
+    let parsed = cluster_ctl::config::Config::load(cluster.config_path())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = cluster_ctl::heartbeat::load_key(&parsed.cluster.key_file)?;
+    let digest: [u8; 16] = parsed.digest()[..16].try_into()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let ns = lab.ns(FWS1).to_owned();
+        std::thread::spawn(move || {
+            fwcluster_lab::in_netns(&ns, move || -> anyhow::Result<u64> {
+                let socket = std::net::UdpSocket::bind("169.254.12.1:28002")?;
+                let born = std::time::Instant::now();
+                let mut sequence = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    sequence += 1;
+                    let packet = wire::Packet {
+                        version: wire::VERSION + 1,
+                        kind: wire::Kind::Heartbeat,
+                        sender: 0,
+                        incarnation: 1_900_000_000_000_000_000,
+                        sequence,
+                        digest,
+                        link: 0,
+                        report: cluster_engine::Report {
+                            sent_at: cluster_engine::Instant::from_nanos(
+                                1_000_000_000 + born.elapsed().as_nanos() as u64,
+                            ),
+                            ..Default::default()
+                        },
+                    };
+                    socket.send_to(&wire::encode(&packet, &key), "169.254.12.2:28002")?;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(sequence)
+            })
+        })
+    };
+    cluster.start(&lab, FWS2)?;
+    let said = cluster.wait_for(
+        FWS2,
+        "FWC106",
+        "speaks heartbeat wire version",
+        Duration::from_secs(5),
+    )?;
+    anyhow::ensure!(said.contains("nothing is taken over"), "{said}");
+    // Past the 3 s startup wait: fws1 is alive (another release), nothing was started.
+    std::thread::sleep(Duration::from_secs(4));
+    let view = cluster.status(FWS2)?;
+    anyhow::ensure!(
+        view.servers[0].status == "ONLINE" && view.servers[0].config_mismatch,
+        "{:?}",
+        view.servers[0]
+    );
+    anyhow::ensure!(
+        cluster.lines_with(FWS2, "FWC201").is_empty(),
+        "fws2 took the group while fws1 was heard: {}",
+        cluster.log(FWS2)
+    );
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().expect("sender")??;
+    anyhow::ensure!(sent > 300, "{sent} heartbeats sent");
+    cluster.wait_for(FWS2, "FWC102", "fws1 is OFFLINE", Duration::from_secs(2))?;
+    cluster.wait_holder(FWS2, "group0", FWS2, Duration::from_secs(5))?;
+    Ok(())
+}
