@@ -229,6 +229,15 @@ impl FlowShares {
         Ok(())
     }
 
+    /// Before an in-place restart: the leases run `lease` from now, as long as the peers'
+    /// restart hold keeps the buckets this node's (see `Engine::restart_shared_until`).
+    pub fn hold(&mut self, dataplane: &mut Dataplane, lease: Duration) -> Result<()> {
+        for instance in &self.instances {
+            dataplane.renew(instance.slot, instance.epoch, lease)?;
+        }
+        Ok(())
+    }
+
     /// Deals the buckets over `live` (sorted node ids) when membership changed.
     pub fn rebalance(&mut self, dataplane: &mut Dataplane, live: &[u32]) -> Result<()> {
         for instance in &mut self.instances {

@@ -77,6 +77,26 @@ impl Engine {
         settled && acknowledged
     }
 
+    /// How long what this node passes for every node at once (flow-share buckets) may go on
+    /// answering over the restart: while every peer is online and granted the hold, none of
+    /// them deals this node's buckets away before the hold's end, so they stay this node's
+    /// until the oldest such echo plus the held lease. `None` otherwise (nothing held).
+    pub fn restart_shared_until(&self) -> Option<Instant> {
+        self.restarting?;
+        let mut until: Option<Instant> = None;
+        for (n, peer) in self.peers.iter().enumerate() {
+            if n == self.me() {
+                continue;
+            }
+            if !peer.online || peer.echo_hold == Duration::ZERO {
+                return None;
+            }
+            let end = peer.echo? + self.cfg.lease_with_hold(peer.echo_hold);
+            until = Some(until.map_or(end, |u| u.min(end)));
+        }
+        until
+    }
+
     /// Until when the next life must keep this life's promise (no peer declared dead, nothing
     /// taken alone): a peer may have extended its leases by the hold on an echo of its newest
     /// heartbeat heard here, by a timeout and the hold from then. A node that has heard no peer

@@ -562,6 +562,57 @@ fn clpcfg_restart_restarts_the_holder_in_place_and_nothing_moves_even_with_a_30m
     Ok(())
 }
 
+/// `clpcfg restart` of a node of a flow-share instance: its buckets stay its own over the
+/// restart (the peers hold), so its flow-share lease, read from the pinned map every
+/// millisecond or so, never runs out, and flows keep being passed by exactly one node.
+#[test]
+fn clpcfg_restart_keeps_a_nodes_flow_share_lease_live_over_the_restart() -> anyhow::Result<()> {
+    let config = config("", &[FLOW_SHARE.to_owned()]);
+    let (lab, cluster) = started(&config)?;
+    let socket = cluster_ctl::control::socket_path(&cluster.run_dir(FWS2), FWS2);
+    wait_buckets(&socket, 512, Duration::from_secs(5))?;
+    // No group: the instance's lease is slot 0.
+    let pin = lab.pin_root().join(FWS2).join("FWC_LEASES");
+    let leases: aya::maps::Array<_, cluster_common::Lease> =
+        aya::maps::Map::Array(aya::maps::MapData::from_pin(&pin)?).try_into()?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || -> anyhow::Result<(u64, i64)> {
+            let (mut reads, mut least_left) = (0u64, i64::MAX);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let lease = leases.get(&0, 0)?;
+                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
+                let now = now.tv_sec() as i64 * 1_000_000_000 + now.tv_nsec();
+                least_left = least_left.min(lease.expires_ns as i64 - now);
+                reads += 1;
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Ok((reads, least_left))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let config_path = cluster.config_path().to_str().unwrap().to_owned();
+    let (ok, out) = cluster.tool(&lab, FWS2, "clpcfg", &["restart", "--config", &config_path])?;
+    assert!(ok, "{out}\n{}", cluster.log(FWS2));
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, least_left) = watcher.join().unwrap()?;
+    assert!(reads > 100, "{reads} reads");
+    assert!(
+        least_left > 0,
+        "fws2's flow-share lease ran out {} ms before the new daemon renewed it:\n{out}",
+        -least_left / 1_000_000
+    );
+    wait_buckets(&socket, 512, Duration::from_secs(2))?;
+    assert!(
+        cluster.lines_with(FWS1, "FWC102").is_empty(),
+        "{}",
+        cluster.log(FWS1)
+    );
+    Ok(())
+}
+
 #[test]
 fn a_restarted_controller_adopts_the_monitored_process_and_one_too_late_kills_it()
 -> anyhow::Result<()> {

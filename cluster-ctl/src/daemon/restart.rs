@@ -76,6 +76,17 @@ impl Daemon {
         if self.engine.restart_ready(now) {
             let promise = self.engine.restart_promise();
             save_promise(&self.promise_path, promise)?;
+            // Flow-share buckets too answer on over the restart, as far as the hold goes.
+            if let Some(until) = self.engine.restart_shared_until() {
+                let lease = until.saturating_since(self.now());
+                if let Err(e) = self.flowshares.hold(&mut self.dataplane, lease) {
+                    tracing::error!(
+                        id = catalog::LEASE_REFUSED.id,
+                        error = %e,
+                        "flow-share leases not held over the restart"
+                    );
+                }
+            }
             tracing::warn!(
                 id = catalog::RESTART_EXITING.id,
                 hold_ms = self.config.cluster.restart_hold.as_millis() as u64,
