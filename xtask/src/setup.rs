@@ -28,6 +28,11 @@ const PACKAGES: &[&str] = &[
     // lettre's TLS (STARTTLS) links OpenSSL.
     "libssl-dev",
     "pkg-config",
+    // cargo xtask package: dpkg-shlibdeps for the package's Depends; its test checks the unit
+    // with systemd-analyze and installs man pages (man-db).
+    "dpkg-dev",
+    "systemd",
+    "man-db",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13";
