@@ -448,10 +448,16 @@ pub fn double_claims(sightings: &[Sighting]) -> Vec<String> {
 }
 
 /// What is wrong with the replies a watch of one address got, if `owner` alone was to answer
-/// every request: replies from another MAC, and fewer replies than requests (the last request
-/// may still be on its way). Replies are counted, not matched to requests: a frame sent back
-/// with XDP_TX in generic mode on a veth often leaves only with the next one.
-pub fn not_answered_by(sightings: &[Sighting], sent: u64, owner: [u8; 6]) -> Vec<String> {
+/// every request without a silence of `max_gap`: replies from another MAC, fewer replies than
+/// requests (the last request may still be on its way), and a longer gap between replies.
+/// Replies are counted, not matched to requests: a frame sent back with XDP_TX in generic mode
+/// on a veth often leaves only with the next one.
+pub fn not_answered_by(
+    sightings: &[Sighting],
+    sent: u64,
+    owner: [u8; 6],
+    max_gap: Duration,
+) -> Vec<String> {
     let replies: Vec<&Sighting> = sightings.iter().filter(|s| !s.gratuitous).collect();
     let mut problems: Vec<String> = replies
         .iter()
@@ -461,6 +467,11 @@ pub fn not_answered_by(sightings: &[Sighting], sent: u64, owner: [u8; 6]) -> Vec
     let answered = replies.iter().filter(|s| s.mac == owner).count() as u64;
     if answered + 1 < sent {
         problems.push(format!("{answered} replies to {sent} requests"));
+    }
+    for (address, (gap, _)) in longest_unanswered(sightings) {
+        if gap >= max_gap {
+            problems.push(format!("{address} silent for {gap:?}"));
+        }
     }
     problems
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::Lab;
 
@@ -105,7 +105,7 @@ impl Cluster {
         fs::write(&config, text)?;
         // The tools a test runs against the daemons are built now, not on their first use:
         // a build beside daemons at 30 ms timeouts starves them into false failovers.
-        for tool in ["clpstat", "clpgrp"] {
+        for tool in ["clpstat", "clpgrp", "clpcfg"] {
             binary(tool)?;
         }
         Ok(Self {
@@ -372,6 +372,18 @@ impl Cluster {
             .filter(|l| l.contains(&needle))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Fails when a host logged any of `never`: (host, message id, what that would mean).
+    pub fn ensure_never_logged(&self, never: &[(&str, &str, &str)]) -> Result<()> {
+        for (host, id, what) in never {
+            ensure!(
+                self.lines_with(host, id).is_empty(),
+                "{what} ({host} logged {id}):\n{}",
+                self.log(host)
+            );
+        }
+        Ok(())
     }
 
     /// Waits until `host` logged a line with `id` containing `text`; returns the line.

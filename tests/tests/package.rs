@@ -21,26 +21,15 @@ const PACKAGE: &str = "fwcluster";
 
 /// The hot standby with 10 ms heartbeats and a 30 ms timeout: an in-place restart takes
 /// several timeouts, so only the restart hold keeps the group where it is.
+/// The seed's group0 in hot standby with 10 ms heartbeats and a 30 ms timeout: an in-place
+/// restart takes several timeouts, so only the restart hold keeps the group where it is.
 const CONFIG: &str = concat!(
     r#"heartbeat_interval = "10ms"
 heartbeat_timeout = "30ms"
 wait_timeout = "3s"
-
 "#,
     fwcluster_lab::seed_servers!(),
-    r#"
-[[group]]
-name = "group0"
-policy = ["fws1", "fws2"]
-failback = "manual"
-
-  [[group.fip]]
-  address = "192.0.2.10/24"
-  interface = "eth0"
-
-  [[group.fip]]
-  address = "203.0.113.10/24"
-"#
+    fwcluster_lab::seed_group0!()
 );
 
 fn workspace() -> PathBuf {
@@ -98,25 +87,6 @@ fn installed_version() -> Option<String> {
     let (ok, out) = run("dpkg-query", &["-W", "-f", "${Status} ${Version}", PACKAGE]).ok()?;
     (ok && out.starts_with("install ok installed"))
         .then(|| out.rsplit(' ').next().unwrap_or_default().trim().to_owned())
-}
-
-/// The fwclusterd processes running on this machine (supervisors and workers).
-fn fwclusterd_processes() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "fwclusterd")
-                && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z'))
-                })
-        })
-        .collect()
 }
 
 #[test]
@@ -225,18 +195,20 @@ fn the_package_installs_upgrades_running_daemons_in_place_and_removes_everything
     let upgrade = upgrade.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let (sightings, sent) = watch.stop()?;
-    let wrong = fwcluster_lab::arp::not_answered_by(&sightings, sent, lab.mac(FWS1, INET_IF)?);
-    // Silence as long as a restart (60-80 ms here) would show as a gap between replies.
+    // A silence as long as a restart (60-110 ms here) would show as a gap between replies.
+    let wrong = fwcluster_lab::arp::not_answered_by(
+        &sightings,
+        sent,
+        lab.mac(FWS1, INET_IF)?,
+        Duration::from_millis(30),
+    );
     let gap = fwcluster_lab::arp::longest_unanswered(&sightings)
         .get(&GROUP0_INET_FIP)
-        .map(|(gap, _)| *gap)
-        .unwrap_or_default();
+        .map(|(gap, _)| *gap);
     println!("upgrade ({} ms in dpkg):\n{out}", upgrade.as_millis());
     println!(
-        "ARP requests for the gateway during the upgrade: {sent} (every 5 ms); problems: {wrong:?}; longest gap between replies: {:?}",
-        fwcluster_lab::arp::longest_unanswered(&sightings)
-            .get(&GROUP0_INET_FIP)
-            .map(|(gap, _)| *gap)
+        "ARP requests for the gateway during the upgrade: {sent} (every 5 ms); problems: \
+         {wrong:?}; longest gap between replies: {gap:?}"
     );
     assert!(out.contains("fws1: restarted in place"), "{out}");
     assert!(out.contains("fws2: restarted in place"), "{out}");
@@ -244,10 +216,6 @@ fn the_package_installs_upgrades_running_daemons_in_place_and_removes_everything
     assert_eq!(installed_version().as_deref(), Some(newer.as_str()));
     assert!(sent > 200, "{sent} requests");
     assert!(wrong.is_empty(), "{wrong:?}");
-    assert!(
-        gap < Duration::from_millis(30),
-        "the gateway was silent for {gap:?}"
-    );
     let installed = std::fs::metadata("/usr/sbin/fwclusterd")?.ino();
     for (n, host) in [FWS1, FWS2].into_iter().enumerate() {
         let after = cluster.status(host)?;
@@ -270,19 +238,13 @@ fn the_package_installs_upgrades_running_daemons_in_place_and_removes_everything
         "adopted: {}",
         cluster.log(FWS1)
     );
-    for (host, id, what) in [
+    cluster.ensure_never_logged(&[
         (FWS2, "FWC201", "fws2 took the group"),
         (FWS2, "FWC102", "fws2 declared fws1 dead"),
         (FWS1, "FWC102", "fws1 declared fws2 dead"),
         (FWS1, "FWC202", "fws1 deactivated the group"),
         (FWS1, "FWC010", "fws1's lease lapsed"),
-    ] {
-        assert!(
-            cluster.lines_with(host, id).is_empty(),
-            "{what}: {}",
-            cluster.log(host)
-        );
-    }
+    ])?;
     assert_eq!(cluster.holder(FWS2, "group0")?.as_deref(), Some(FWS1));
 
     // Remove while they run: stopped with handover, then programs, pins and guards removed.
@@ -304,9 +266,9 @@ fn the_package_installs_upgrades_running_daemons_in_place_and_removes_everything
     assert!(out.contains("fws1: stopped (groups handed over)"), "{out}");
     assert!(out.contains("fws2: stopped (groups handed over)"), "{out}");
     assert!(
-        fwclusterd_processes().is_empty(),
+        cluster_ctl::cli::daemons::fwclusterd_pids().is_empty(),
         "{:?}",
-        fwclusterd_processes()
+        cluster_ctl::cli::daemons::fwclusterd_pids()
     );
     let stopped = cluster.lines_with(FWS1, "FWC202");
     assert!(

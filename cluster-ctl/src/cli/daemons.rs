@@ -65,21 +65,8 @@ impl Running {
 /// one). A process whose command line or configuration cannot be read is reported, not fatal.
 pub fn running() -> Vec<Running> {
     let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let dir = entry.path();
-        if !fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "fwclusterd") {
-            continue;
-        }
+    for pid in fwclusterd_pids() {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
         let Ok(cmdline) = fs::read(dir.join("cmdline")) else {
             continue;
         };
@@ -94,8 +81,35 @@ pub fn running() -> Vec<Running> {
             Err(e) => eprintln!("clpcfg: fwclusterd process {pid}: {e:#}"),
         }
     }
-    found.sort_by_key(|d| d.pid);
     found
+}
+
+/// The fwclusterd processes (supervisors and workers) that have not exited, by pid.
+pub fn fwclusterd_pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "fwclusterd")
+                && !exited(*pid)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Whether process `pid` has ended: gone, or a zombie its parent has not reaped yet.
+pub fn exited(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold anything.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
 }
 
 fn describe(pid: u32, dir: &Path, args: &[String]) -> Result<Option<Running>> {
@@ -268,15 +282,7 @@ pub fn stop(daemon: &Running, timeout: Duration) -> Result<()> {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
         .with_context(|| format!("signalling fwclusterd {}", daemon.pid))?;
     let deadline = Instant::now() + timeout;
-    while Path::new(&format!("/proc/{}", daemon.pid)).exists() {
-        // A zombie (its parent has not reaped it yet) has stopped.
-        if fs::read_to_string(format!("/proc/{}/stat", daemon.pid)).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        }) {
-            break;
-        }
+    while !exited(daemon.pid) {
         if Instant::now() >= deadline {
             bail!(
                 "{}: fwclusterd {} still runs {} s after SIGTERM",
